@@ -1,0 +1,1 @@
+//! Volley's load generator and simulated internet (the bench issue fills this crate).

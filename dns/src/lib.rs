@@ -1,0 +1,1 @@
+//! MX resolution for Volley (the DNS issue fills this crate).

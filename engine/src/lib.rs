@@ -1,0 +1,1 @@
+//! Volley's engine (the engine issue fills this crate).

@@ -1,0 +1,1 @@
+//! End-to-end tests of the `volley` binary over real sockets on loopback.
