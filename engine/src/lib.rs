@@ -1,1 +1,4 @@
-//! Volley's engine (the engine issue fills this crate).
+//! Volley's engine: shards pinned to cores, ingest, queues, delivery over
+//! io_uring, retries, the delivery log and metrics.
+
+mod transport;
