@@ -2,3 +2,9 @@
 //! io_uring, retries, the delivery log and metrics.
 
 mod transport;
+mod config;
+
+pub use config::{
+    AckMode, Config, ConfigError, IngestConfig, ListenerConfig, Policy, Protocol, QueueSettings,
+    ResolverSettings, SchedulerConfig, SpecificQueue, parse_duration,
+};
