@@ -78,7 +78,8 @@ impl<V: Clone> TtlCache<V> {
             expires,
             refresh_at,
         };
-        self.deadlines.push(Reverse((entry.deadline(), key.clone())));
+        self.deadlines
+            .push(Reverse((entry.deadline(), key.clone())));
         self.map.insert(key, entry);
     }
 

@@ -85,20 +85,26 @@ impl ResolverConfig {
             return Err(ConfigError::Invalid("attempts must be at least 1".into()));
         }
         if self.max_mx_hosts == 0 {
-            return Err(ConfigError::Invalid("max_mx_hosts must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "max_mx_hosts must be at least 1".into(),
+            ));
         }
         if self.min_ttl > self.max_ttl {
             return Err(ConfigError::Invalid("min_ttl is above max_ttl".into()));
         }
         if !(self.refresh_ahead > 0.0 && self.refresh_ahead <= 1.0) {
-            return Err(ConfigError::Invalid("refresh_ahead must be in (0, 1]".into()));
+            return Err(ConfigError::Invalid(
+                "refresh_ahead must be in (0, 1]".into(),
+            ));
         }
         if self.timeout.is_zero() {
             return Err(ConfigError::Invalid("timeout must not be zero".into()));
         }
         for (domain, hosts) in &self.static_routes {
             if hosts.is_empty() {
-                return Err(ConfigError::Invalid(format!("static route {domain} has no hosts")));
+                return Err(ConfigError::Invalid(format!(
+                    "static route {domain} has no hosts"
+                )));
             }
         }
         Ok(())
@@ -153,17 +159,32 @@ mod tests {
 
     #[test]
     fn static_hosts_parse_addresses_and_names() {
-        assert_eq!(StaticHost::parse("10.0.0.1"), StaticHost::Addr("10.0.0.1".parse().unwrap()));
-        assert_eq!(StaticHost::parse("[::1]"), StaticHost::Addr("::1".parse().unwrap()));
-        assert_eq!(StaticHost::parse("Relay.Example."), StaticHost::Name("relay.example".into()));
+        assert_eq!(
+            StaticHost::parse("10.0.0.1"),
+            StaticHost::Addr("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            StaticHost::parse("[::1]"),
+            StaticHost::Addr("::1".parse().unwrap())
+        );
+        assert_eq!(
+            StaticHost::parse("Relay.Example."),
+            StaticHost::Name("relay.example".into())
+        );
     }
 
     #[test]
     fn defaults_validate_and_bad_values_do_not() {
         assert!(ResolverConfig::default().validate().is_ok());
-        let bad = ResolverConfig { refresh_ahead: 0.0, ..Default::default() };
+        let bad = ResolverConfig {
+            refresh_ahead: 0.0,
+            ..Default::default()
+        };
         assert!(bad.validate().is_err());
-        let bad = ResolverConfig { attempts: 0, ..Default::default() };
+        let bad = ResolverConfig {
+            attempts: 0,
+            ..Default::default()
+        };
         assert!(bad.validate().is_err());
     }
 }

@@ -11,7 +11,9 @@ impl HumanDuration {
     /// Parses `<number><unit>` with unit one of ms, s, m, h, d; a bare number is seconds.
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let t = text.trim();
-        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let value: f64 = num
             .parse()
@@ -39,7 +41,9 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D
         Secs(f64),
     }
     match Raw::deserialize(d)? {
-        Raw::Text(t) => HumanDuration::parse(&t).map(|h| h.0).map_err(serde::de::Error::custom),
+        Raw::Text(t) => HumanDuration::parse(&t)
+            .map(|h| h.0)
+            .map_err(serde::de::Error::custom),
         Raw::Secs(s) => Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom),
     }
 }
@@ -50,9 +54,18 @@ mod tests {
 
     #[test]
     fn parses_units() {
-        assert_eq!(HumanDuration::parse("250ms").unwrap().0, Duration::from_millis(250));
-        assert_eq!(HumanDuration::parse("30s").unwrap().0, Duration::from_secs(30));
-        assert_eq!(HumanDuration::parse("5m").unwrap().0, Duration::from_secs(300));
+        assert_eq!(
+            HumanDuration::parse("250ms").unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            HumanDuration::parse("30s").unwrap().0,
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            HumanDuration::parse("5m").unwrap().0,
+            Duration::from_secs(300)
+        );
         assert_eq!(HumanDuration::parse("2").unwrap().0, Duration::from_secs(2));
         assert!(HumanDuration::parse("5 parsecs").is_err());
         assert!(HumanDuration::parse("").is_err());

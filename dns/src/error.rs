@@ -98,7 +98,10 @@ mod tests {
         assert!(ResolveError::NullMx { domain: d() }.is_permanent());
         assert!(ResolveError::NoSuchDomain { domain: d() }.is_permanent());
         assert!(ResolveError::Timeout { domain: d() }.is_transient());
-        let e = ResolveError::ServerFailure { domain: d(), code: "SERVFAIL".into() };
+        let e = ResolveError::ServerFailure {
+            domain: d(),
+            code: "SERVFAIL".into(),
+        };
         assert!(e.is_transient() && !e.is_permanent());
         assert_eq!(e.enhanced_status(), "4.4.3");
     }

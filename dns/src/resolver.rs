@@ -228,8 +228,7 @@ impl Inner {
             Err(e) => {
                 // A refresh that failed transiently keeps serving the answer
                 // it had (still within its TTL) and tries again later.
-                let keep = e.is_transient()
-                    && matches!(routes.get(key, now), Some(Ok(_)));
+                let keep = e.is_transient() && matches!(routes.get(key, now), Some(Ok(_)));
                 if keep {
                     routes.retry_refresh(key, now + self.config.transient_ttl);
                 } else {
@@ -255,8 +254,10 @@ impl Inner {
             },
             Ok(Records::NoData(_)) => self.fetch_implicit(domain).await,
             Ok(Records::Found(mx, ttl)) => {
-                let real: Vec<(u16, String)> =
-                    mx.into_iter().filter(|(_, name)| !name.is_empty()).collect();
+                let real: Vec<(u16, String)> = mx
+                    .into_iter()
+                    .filter(|(_, name)| !name.is_empty())
+                    .collect();
                 if real.is_empty() {
                     return Fetched {
                         answer: Err(ResolveError::NullMx {
@@ -331,7 +332,7 @@ impl Inner {
                 (Some(ip), _) => vec![ip],
                 (None, Some(lookup)) => match lookup.get(&name).await {
                     Ok(h) => {
-                        let left = h.expires.saturating_duration_since(Instant::now());
+                        let left = whole_secs(h.expires.saturating_duration_since(Instant::now()));
                         if h.addrs.is_empty() {
                             negative = Some(negative.map_or(left, |n| n.min(left)));
                         } else {
@@ -419,7 +420,10 @@ impl Inner {
     }
 
     async fn fetch_host(&self, host: &str) -> Fetched<Rc<[IpAddr]>> {
-        let (v4, v6) = tokio::join!(self.upstream.addrs(host, false), self.upstream.addrs(host, true));
+        let (v4, v6) = tokio::join!(
+            self.upstream.addrs(host, false),
+            self.upstream.addrs(host, true)
+        );
         let mut addrs = Vec::new();
         let mut ttl = None::<Duration>;
         let mut negative = None::<Duration>;
@@ -492,6 +496,11 @@ impl HostLookup {
     }
 }
 
+/// DNS TTLs are whole seconds: a host cached a moment ago still counts its full TTL.
+fn whole_secs(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
+}
+
 fn dropped(name: &str) -> ResolveError {
     ResolveError::Lookup {
         domain: name.to_string(),
@@ -550,7 +559,9 @@ fn validate(domain: &str) -> Result<(), ResolveError> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return invalid("only letters, digits, '-' and '_' are allowed (IDNs must be given in A-label form)");
+            return invalid(
+                "only letters, digits, '-' and '_' are allowed (IDNs must be given in A-label form)",
+            );
         }
     }
     Ok(())
@@ -562,7 +573,10 @@ mod tests {
 
     #[test]
     fn normalizes_without_allocating_when_possible() {
-        assert!(matches!(normalize("example.test"), Cow::Borrowed("example.test")));
+        assert!(matches!(
+            normalize("example.test"),
+            Cow::Borrowed("example.test")
+        ));
         assert_eq!(normalize(" Example.TEST. "), "example.test");
     }
 
@@ -579,8 +593,14 @@ mod tests {
 
     #[test]
     fn domain_literals() {
-        assert_eq!(domain_literal("[192.0.2.1]"), Some("192.0.2.1".parse().unwrap()));
-        assert_eq!(domain_literal("[ipv6:2001:db8::1]"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(
+            domain_literal("[192.0.2.1]"),
+            Some("192.0.2.1".parse().unwrap())
+        );
+        assert_eq!(
+            domain_literal("[ipv6:2001:db8::1]"),
+            Some("2001:db8::1".parse().unwrap())
+        );
         assert_eq!(domain_literal("example.test"), None);
     }
 }

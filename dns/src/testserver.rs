@@ -82,7 +82,10 @@ impl TestZone {
         let mut zone = Self::new();
         for k in 0..pool {
             let last = u8::try_from(2 + k % 250).unwrap_or(2);
-            zone = zone.host(&format!("mx{k}.{suffix}"), [IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))]);
+            zone = zone.host(
+                &format!("mx{k}.{suffix}"),
+                [IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))],
+            );
         }
         for i in 0..domains {
             let hosts: Vec<(u16, String)> = (0..mx_per_domain)
@@ -271,7 +274,10 @@ impl RequestHandler for Handler {
         }
         let (latency, plan) = match self.0.zone.read() {
             Ok(zone) => (zone.latency, zone.plan(&name, qtype)),
-            Err(_) => (Duration::ZERO, Plan::answer(ResponseCode::ServFail, vec![], None)),
+            Err(_) => (
+                Duration::ZERO,
+                Plan::answer(ResponseCode::ServFail, vec![], None),
+            ),
         };
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
@@ -411,7 +417,10 @@ fn serve(
     stopped: tokio::sync::oneshot::Receiver<()>,
     ready: mpsc::Sender<io::Result<()>>,
 ) {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             let _ = ready.send(Err(e));

@@ -43,7 +43,10 @@ impl Upstream {
                 .iter()
                 .map(|addr| name_server(*addr, config.udp))
                 .collect();
-            (HickoryConfig::from_parts(None, vec![], servers), ResolverOpts::default())
+            (
+                HickoryConfig::from_parts(None, vec![], servers),
+                ResolverOpts::default(),
+            )
         };
         opts.timeout = config.timeout;
         opts.attempts = config.attempts;
@@ -54,10 +57,11 @@ impl Upstream {
         // Cold starts resolve thousands of domains at once.
         opts.max_active_requests = 8192;
         opts.ndots = 0;
-        let resolver = Resolver::builder_with_config(hickory_config, TokioRuntimeProvider::default())
-            .with_options(opts)
-            .build()
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let resolver =
+            Resolver::builder_with_config(hickory_config, TokioRuntimeProvider::default())
+                .with_options(opts)
+                .build()
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(Self { resolver })
     }
 
@@ -72,7 +76,11 @@ impl Upstream {
     }
 
     /// A or AAAA records of `host`.
-    pub(crate) async fn addrs(&self, host: &str, v6: bool) -> Result<Records<IpAddr>, ResolveError> {
+    pub(crate) async fn addrs(
+        &self,
+        host: &str,
+        v6: bool,
+    ) -> Result<Records<IpAddr>, ResolveError> {
         let rtype = if v6 { RecordType::AAAA } else { RecordType::A };
         self.query(host, rtype, |rdata| match rdata {
             RData::A(a) => Some(IpAddr::V4(a.0)),
