@@ -18,7 +18,7 @@ use crate::duration::{self, HumanDuration};
 pub struct ResolverConfig {
     /// Nameservers to ask, as `ADDR:PORT`. Empty: the system's `/etc/resolv.conf`.
     pub nameservers: Vec<SocketAddr>,
-    /// Query over UDP first and retry over TCP on truncation or error. When false,
+    /// Query over UDP first and retry over TCP when the answer is truncated. When false,
     /// TCP only (useful where UDP is filtered).
     pub udp: bool,
     /// How long one query waits for an answer before it counts as a timeout.

@@ -49,8 +49,11 @@ impl Upstream {
             )
         };
         opts.timeout = config.timeout;
-        opts.attempts = config.attempts;
-        opts.try_tcp_on_error = config.udp;
+        // hickory counts retries after the first try; ours counts tries.
+        opts.attempts = config.attempts.saturating_sub(1);
+        // TCP after UDP only on truncation (hickory does that by itself): retrying
+        // a timeout over TCP would double the time a dead server costs.
+        opts.try_tcp_on_error = false;
         opts.use_hosts_file = ResolveHosts::Never;
         // Our per-shard cache does the caching; hickory's would only cost memory.
         opts.cache_size = 0;

@@ -200,8 +200,12 @@ fn dead_nameserver_gives_a_transient_error_within_its_timeout() {
         let e = r.resolve("anything.test").await.unwrap_err();
         let took = started.elapsed();
         assert!(e.is_transient(), "{e}");
-        // 2 attempts of 300 ms, with room for a slow machine
-        assert!(took < Duration::from_secs(2), "{took:?}");
+        // 2 tries of 300 ms each, with room for a loaded machine
+        assert!(
+            took >= Duration::from_millis(550),
+            "gave up early: {took:?}"
+        );
+        assert!(took < Duration::from_millis(1500), "{took:?}");
     });
 }
 
