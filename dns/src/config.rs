@@ -26,6 +26,9 @@ pub struct ResolverConfig {
     pub timeout: Duration,
     /// How many times a query is sent before the lookup fails transiently.
     pub attempts: usize,
+    /// At most this many DNS queries in flight at once for this resolver
+    /// (each UDP query holds a socket); further lookups wait their turn.
+    pub max_concurrent_queries: usize,
     /// Lower bound on a positive answer's TTL: very short TTLs would make the
     /// cache useless for a mass-mail sender.
     #[serde(deserialize_with = "duration::deserialize")]
@@ -59,6 +62,7 @@ impl Default for ResolverConfig {
             udp: true,
             timeout: Duration::from_secs(5),
             attempts: 2,
+            max_concurrent_queries: 512,
             min_ttl: Duration::from_secs(60),
             max_ttl: Duration::from_secs(86_400),
             negative_ttl: Duration::from_secs(900),
@@ -83,6 +87,11 @@ impl ResolverConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.attempts == 0 {
             return Err(ConfigError::Invalid("attempts must be at least 1".into()));
+        }
+        if self.max_concurrent_queries == 0 {
+            return Err(ConfigError::Invalid(
+                "max_concurrent_queries must be at least 1".into(),
+            ));
         }
         if self.max_mx_hosts == 0 {
             return Err(ConfigError::Invalid(

@@ -14,6 +14,8 @@ use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::{Resolver, TokioResolver};
 
+use tokio::sync::Semaphore;
+
 use crate::config::{ConfigError, ResolverConfig};
 use crate::error::ResolveError;
 
@@ -30,6 +32,8 @@ pub(crate) enum Records<T> {
 
 pub(crate) struct Upstream {
     resolver: TokioResolver,
+    /// Bounds the queries in flight (sockets, and the nameserver's patience).
+    permits: Semaphore,
 }
 
 impl Upstream {
@@ -65,7 +69,10 @@ impl Upstream {
                 .with_options(opts)
                 .build()
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        Ok(Self { resolver })
+        Ok(Self {
+            resolver,
+            permits: Semaphore::new(config.max_concurrent_queries),
+        })
     }
 
     /// MX records of `domain` as (preference, exchange) with exchange lower-cased
@@ -104,6 +111,12 @@ impl Upstream {
             reason: e.to_string(),
         })?;
         fqdn.set_fqdn(true);
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Err(ResolveError::Lookup {
+                domain: name.to_string(),
+                message: "resolver closed".into(),
+            });
+        };
         match self.resolver.lookup(fqdn, rtype).await {
             Ok(lookup) => {
                 let mut ttl = u32::MAX;
