@@ -183,6 +183,33 @@ mod tests {
     }
 
     #[test]
+    fn deserializes_with_human_durations_and_defaults() {
+        let text = r#"
+            nameservers = ["127.0.0.1:5353"]
+            timeout = "250ms"
+            max_ttl = "1h"
+            negative_ttl = 120
+            [static_routes]
+            "example.test" = ["192.0.2.1", "relay.example.test"]
+        "#;
+        let c: ResolverConfig = toml::from_str(text).unwrap();
+        assert_eq!(
+            c.nameservers,
+            ["127.0.0.1:5353".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(c.timeout, Duration::from_millis(250));
+        assert_eq!(c.max_ttl, Duration::from_secs(3600));
+        assert_eq!(c.negative_ttl, Duration::from_secs(120));
+        assert_eq!(c.attempts, ResolverConfig::default().attempts);
+        assert_eq!(
+            c.static_route("example.test").unwrap()[0],
+            StaticHost::Addr("192.0.2.1".parse().unwrap())
+        );
+        assert!(toml::from_str::<ResolverConfig>("timeout = \"soon\"").is_err());
+        assert!(toml::from_str::<ResolverConfig>("tiemout = \"1s\"").is_err());
+    }
+
+    #[test]
     fn defaults_validate_and_bad_values_do_not() {
         assert!(ResolverConfig::default().validate().is_ok());
         let bad = ResolverConfig {

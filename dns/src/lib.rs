@@ -9,6 +9,28 @@
 //!
 //! Queries go through hickory-resolver; [`TestDnsServer`] is a real
 //! authoritative server (hickory-server) for tests and benchmarks.
+//!
+//! ```no_run
+//! use std::time::{Duration, Instant};
+//! use volley_dns::{MxResolver, ResolverConfig};
+//!
+//! # async fn shard() -> Result<(), Box<dyn std::error::Error>> {
+//! // Inside the shard's runtime (a LocalSet: tokio-uring is one).
+//! let resolver = MxResolver::new(ResolverConfig::default())?;
+//! // Refresh, ahead of expiry, the domains that still have mail queued.
+//! let _refresher = resolver.spawn_refresher(Duration::from_secs(1), |_domain| true);
+//! // While this queue sends, warm the ones next in line.
+//! resolver.prefetch(["example.org", "example.net"]);
+//! match resolver.resolve("example.com").await {
+//!     Ok(route) => println!("{route}"),
+//!     Err(e) if e.is_permanent() => println!("bounce: {e}"),
+//!     Err(e) => println!("retry later: {e}"),
+//! }
+//! // The sending path can also look without waiting:
+//! let _hit = resolver.cached("example.com", Instant::now());
+//! # Ok(())
+//! # }
+//! ```
 
 mod cache;
 mod config;

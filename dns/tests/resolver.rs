@@ -205,7 +205,7 @@ fn dead_nameserver_gives_a_transient_error_within_its_timeout() {
             took >= Duration::from_millis(550),
             "gave up early: {took:?}"
         );
-        assert!(took < Duration::from_millis(1500), "{took:?}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
     });
 }
 
