@@ -523,10 +523,15 @@ fn domain_literal(domain: &str) -> Option<IpAddr> {
     inner.parse().ok()
 }
 
-/// Lower case, no surrounding space, no trailing dot; borrowed when already so
-/// (the cache-hit path allocates nothing).
+/// Lower case, no surrounding space, no trailing dot, internationalized
+/// names in A-label form (`bücher.example` -> `xn--bcher-kva.example`);
+/// borrowed when already so (the cache-hit path allocates nothing).
 fn normalize(domain: &str) -> Cow<'_, str> {
     let trimmed = domain.trim().trim_end_matches('.');
+    if !trimmed.is_ascii() {
+        // On failure keep the text: `validate` rejects it with a reason.
+        return Cow::Owned(idna::domain_to_ascii(trimmed).unwrap_or_else(|_| trimmed.to_string()));
+    }
     if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(trimmed.to_ascii_lowercase())
     } else {
@@ -559,9 +564,7 @@ fn validate(domain: &str) -> Result<(), ResolveError> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return invalid(
-                "only letters, digits, '-' and '_' are allowed (IDNs must be given in A-label form)",
-            );
+            return invalid("only letters, digits, '-' and '_' are allowed");
         }
     }
     Ok(())
@@ -578,6 +581,7 @@ mod tests {
             Cow::Borrowed("example.test")
         ));
         assert_eq!(normalize(" Example.TEST. "), "example.test");
+        assert_eq!(normalize("Bücher.Example"), "xn--bcher-kva.example");
     }
 
     #[test]
@@ -587,7 +591,7 @@ mod tests {
         assert!(validate("").is_err());
         assert!(validate("a..b").is_err());
         assert!(validate("exa mple.test").is_err());
-        assert!(validate("bücher.test").is_err());
+        assert!(validate("bücher.test").is_err(), "only after normalize");
         assert!(validate(&"a".repeat(64)).is_err());
     }
 

@@ -427,3 +427,28 @@ fn works_inside_a_tokio_uring_runtime() {
         refresher.abort();
     });
 }
+
+#[test]
+fn injected_refused_and_nxdomain_faults() {
+    let zone = zone()
+        .fault("mx2.a.test", Fault::Refused)
+        .fault("implicit.test", Fault::NxDomain);
+    let server = TestDnsServer::start(zone).unwrap();
+    run(async {
+        let r = resolver(&server);
+        let e = r.resolve("implicit.test").await.unwrap_err();
+        assert!(matches!(e, ResolveError::NoSuchDomain { .. }), "{e}");
+        // one MX host refused: the route keeps the others, cached only briefly
+        let route = r.resolve("a.test").await.unwrap();
+        let names: Vec<&str> = route.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(!names.contains(&"mx2.a.test"));
+        assert_eq!(route.ttl, r.config().transient_ttl);
+        // the server counts what it was asked, faults included
+        assert_eq!(server.queries_for("mx2.a.test"), 2);
+        assert_eq!(
+            server.queries(),
+            server.queries_for("implicit.test") + 1 + 2 * 3
+        );
+    });
+}
