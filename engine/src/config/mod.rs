@@ -10,12 +10,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 pub use units::parse_duration;
 
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The name Volley gives in EHLO and in its greeting.
@@ -42,7 +42,7 @@ pub struct Config {
     /// Who may connect, and the limits of each ingest session.
     pub ingest: IngestConfig,
     /// How MX hosts are found.
-    pub resolver: ResolverSettings,
+    pub resolver: volley_dns::ResolverConfig,
     /// How the next queue to serve is chosen.
     pub scheduler: SchedulerConfig,
     /// Settings of the general queue (every domain without a specific queue).
@@ -64,7 +64,7 @@ impl Default for Config {
             memory_budget: 2 << 30,
             listeners: vec![ListenerConfig::default()],
             ingest: IngestConfig::default(),
-            resolver: ResolverSettings::default(),
+            resolver: volley_dns::ResolverConfig::default(),
             scheduler: SchedulerConfig::default(),
             general_queue: QueueSettings::default(),
             queues: Vec::new(),
@@ -73,7 +73,7 @@ impl Default for Config {
 }
 
 /// The protocol a listener speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// SMTP (RFC 5321): one reply per message.
@@ -83,7 +83,7 @@ pub enum Protocol {
 }
 
 /// When the Composer gets its reply to a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AckMode {
     /// 250 once the message is held in memory (the patents' "unsafe" mode).
@@ -94,7 +94,7 @@ pub enum AckMode {
 }
 
 /// One listening port.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenerConfig {
     /// Address and port; every shard accepts on it (SO_REUSEPORT).
@@ -116,7 +116,7 @@ impl Default for ListenerConfig {
 }
 
 /// Who may hand mail to Volley, and the limits of each session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestConfig {
     /// Client networks allowed to connect; others get 554 5.7.1 at connect.
@@ -187,31 +187,8 @@ impl IngestConfig {
     }
 }
 
-/// Where MX records come from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ResolverSettings {
-    /// Nameservers (address:port); empty: the system's resolv.conf.
-    pub nameservers: Vec<SocketAddr>,
-    /// Time allowed for one query.
-    #[serde(with = "units::duration")]
-    pub timeout: Duration,
-    /// Tries per query.
-    pub attempts: usize,
-}
-
-impl Default for ResolverSettings {
-    fn default() -> Self {
-        ResolverSettings {
-            nameservers: Vec::new(),
-            timeout: Duration::from_secs(5),
-            attempts: 2,
-        }
-    }
-}
-
 /// Which waiting queue gets the next free connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
     /// The domain with the most recipients waiting.
@@ -221,7 +198,7 @@ pub enum Policy {
 }
 
 /// Scheduler settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SchedulerConfig {
     /// Largest or oldest first.
@@ -248,7 +225,7 @@ impl Default for SchedulerConfig {
 
 /// Settings of one queue, in the spirit of the patent's `struct queue_handle`.
 /// Connection counts are per shard.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueSettings {
     /// Connections opened at once when a domain gets its first work
@@ -352,7 +329,7 @@ impl QueueSettings {
 }
 
 /// A queue for named domains, with its own limits and optional fixed MX hosts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SpecificQueue {
     /// Name used in logs.
@@ -487,6 +464,9 @@ impl Config {
             if s.max_attempts == 0 {
                 err("max_attempts", format!("queue {name:?}: max_attempts must be at least 1"));
             }
+        }
+        if let Err(e) = self.resolver.validate() {
+            err("resolver", e.to_string());
         }
         if !(0.0..=1.0).contains(&self.scheduler.hint_share) {
             err("hint_share", "hint_share must be between 0 and 1".into());

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serializer, de};
+use serde::{Deserialize, Deserializer, de};
 
 /// Parses a duration as configuration files write it: "250ms", "30s", "5m", "2h", "1d" (and a bare number of seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -84,10 +84,6 @@ enum NumOrText {
 pub(crate) mod duration {
     use super::*;
 
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_duration(*d))
-    }
-
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         match NumOrText::deserialize(d)? {
             NumOrText::Num(n) => Ok(Duration::from_secs(n)),
@@ -99,10 +95,6 @@ pub(crate) mod duration {
 /// serde helpers for `Vec<Duration>` fields.
 pub(crate) mod durations {
     use super::*;
-
-    pub(crate) fn serialize<S: Serializer>(d: &[Duration], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(d.iter().map(|d| format_duration(*d)))
-    }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
         Vec::<NumOrText>::deserialize(d)?
@@ -118,10 +110,6 @@ pub(crate) mod durations {
 /// serde helpers for byte sizes.
 pub(crate) mod size {
     use super::*;
-
-    pub(crate) fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(*v)
-    }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         match NumOrText::deserialize(d)? {
