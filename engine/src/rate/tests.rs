@@ -1,0 +1,1 @@
+//! Controller unit tests on a simulated clock.
