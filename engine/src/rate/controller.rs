@@ -502,13 +502,13 @@ impl RateController {
             }
         };
         let lowest = ceiling * 0.5;
-        let mut rate = self.rate * gradient;
-        if rate < lowest {
-            rate = lowest.min(self.rate);
+        if self.rate <= lowest * (1.0 + SNAP) {
+            // Already halved and still slow: the remote's baseline moved.
             self.command_latency.rebase();
             self.transaction_latency.rebase();
+        } else {
+            self.rate = self.clamp_rate((self.rate * gradient).max(lowest));
         }
-        self.rate = self.clamp_rate(rate);
         self.phase = Phase::Steady;
         self.plateau_since = None;
     }
