@@ -21,6 +21,14 @@ const CONNECTION_HEADROOM: f64 = 1.25;
 const BUSY_SHARE: f64 = 0.8;
 /// When the approach toward the plateau is this close, it snaps to it.
 const SNAP: f64 = 0.01;
+/// Longest span any deadline is set ahead, so that absurd configured
+/// durations cannot overflow an `Instant`.
+const MAX_SPAN: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `now + d`, saturating at [`MAX_SPAN`] instead of panicking.
+fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d.min(MAX_SPAN)).unwrap_or(now)
+}
 
 /// What kind of latency a sample measures. Each kind keeps its own floor:
 /// a RCPT reply and a whole transaction are not comparable.
@@ -95,8 +103,12 @@ pub struct RateController {
 impl RateController {
     /// A controller for a destination seen for the first time at `now`,
     /// starting at the configured initial rate and connections in slow start.
+    ///
+    /// Settings that fail [`RateSettings::validate`] are replaced by the
+    /// defaults (the configuration loader is where the error is reported);
+    /// the controller never panics on odd numbers.
     pub fn new(settings: &RateSettings, now: Instant) -> Self {
-        let s = settings.clone();
+        let s = sanitized(settings);
         let rate = s.initial_rate.clamp(s.min_rate, s.max_rate.max(s.min_rate));
         let mut c = Self {
             phase: Phase::SlowStart,
@@ -134,7 +146,7 @@ impl RateController {
     /// Replaces the settings (configuration reload); what was learned stays,
     /// clamped into the new bounds.
     pub fn set_settings(&mut self, settings: &RateSettings) {
-        self.s = settings.clone();
+        self.s = sanitized(settings);
         self.conn_cap = self.conn_cap.min(f64::from(self.s.max_connections));
         self.rate = self.clamp_rate(self.rate);
         self.refresh_connection_limit();
@@ -161,7 +173,7 @@ impl RateController {
         if let Some(until) = self.suspended_until(now) {
             return Err(until);
         }
-        let interval = Duration::from_secs_f64(1.0 / self.rate);
+        let interval = Duration::try_from_secs_f64(1.0 / self.rate).unwrap_or(MAX_SPAN);
         match self.pacer.try_acquire(now, interval, self.s.burst) {
             Ok(()) => {
                 self.period_sent += 1;
@@ -248,7 +260,7 @@ impl RateController {
         self.maybe_adjust(now);
         match *action {
             Action::Suspend(d) => {
-                let until = now + d;
+                let until = after(now, d);
                 self.rule_suspend_until =
                     Some(self.rule_suspend_until.map_or(until, |u| u.max(until)));
             }
@@ -257,7 +269,7 @@ impl RateController {
                 rate,
                 duration,
             } => {
-                let until = now + duration;
+                let until = after(now, duration);
                 if let Some(c) = connections {
                     self.rule_conn_cap = Some((c.max(1), until));
                 }
@@ -364,7 +376,9 @@ impl RateController {
             .recent()
             .or(self.command_latency.recent())
             .unwrap_or(self.s.adjust_interval);
-        (latency * 2).max(Duration::from_millis(100))
+        latency
+            .saturating_mul(2)
+            .clamp(Duration::from_millis(100), MAX_SPAN)
     }
 
     /// A throttling reply: cut the rate to a fraction of what the destination
@@ -390,14 +404,14 @@ impl RateController {
             .last_cut
             .is_some_and(|t| now.saturating_duration_since(t) < self.backoff + self.s.quiet_period);
         self.backoff = if recent {
-            (self.backoff * 2).min(self.s.backoff_max)
+            self.backoff.saturating_mul(2).min(self.s.backoff_max)
         } else {
             self.s.backoff_initial
         };
-        let until = now + self.backoff;
+        let until = after(now, self.backoff);
         self.backoff_until = Some(until);
         self.last_cut = Some(now);
-        self.cut_guard_until = Some(until.max(now + self.reply_horizon()));
+        self.cut_guard_until = Some(until.max(after(now, self.reply_horizon())));
         // The interval that held the suspension says nothing about demand.
         self.period_start = until;
         self.period_sent = 0;
@@ -412,7 +426,7 @@ impl RateController {
         let base = self.conn_cap.min(f64::from(self.conn_limit));
         self.conn_cap = (base * self.s.decrease_factor).max(f64::from(self.s.min_connections));
         self.last_conn_cut = Some(now);
-        self.conn_guard_until = Some(now + self.reply_horizon());
+        self.conn_guard_until = Some(after(now, self.reply_horizon()));
         self.refresh_connection_limit();
     }
 
@@ -529,5 +543,16 @@ impl RateController {
             return target * (1.0 + self.s.increase_ratio);
         }
         target
+    }
+}
+
+/// The settings if they validate, else the defaults, with a warning.
+fn sanitized(settings: &RateSettings) -> RateSettings {
+    match settings.validate() {
+        Ok(()) => settings.clone(),
+        Err(e) => {
+            tracing::warn!("{e}; using the default rate settings");
+            RateSettings::default()
+        }
     }
 }

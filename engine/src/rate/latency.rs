@@ -65,7 +65,8 @@ impl LatencyTracker {
 
     /// The recent (smoothed) latency.
     pub(crate) fn recent(&self) -> Option<Duration> {
-        self.recent.map(Duration::from_secs_f64)
+        self.recent
+            .and_then(|r| Duration::try_from_secs_f64(r).ok())
     }
 
     /// `floor * tolerance / recent`, clamped to `[0.5, 1]`: 1 while latency

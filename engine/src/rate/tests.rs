@@ -434,3 +434,31 @@ fn reload_clamps_what_was_learned_into_new_bounds() {
     assert_eq!(d.ctl.rate(), 50.0);
     assert!(d.ctl.connection_limit() <= 3);
 }
+
+#[test]
+fn odd_settings_and_inputs_never_panic() {
+    // Invalid settings fall back to the defaults.
+    let mut d = Drive::new(RateSettings {
+        min_rate: 0.0,
+        max_rate: f64::NAN,
+        ..RateSettings::default()
+    });
+    d.busy(secs(2), ms(100));
+    assert_eq!(d.ctl.rate(), 40.0);
+
+    // Valid but absurd durations and samples saturate.
+    let mut d = Drive::new(RateSettings {
+        backoff_initial: Duration::MAX,
+        backoff_max: Duration::MAX,
+        ..RateSettings::default()
+    });
+    d.ctl
+        .on_latency(d.now, LatencyKind::Transaction, Duration::MAX);
+    d.busy(secs(1), Duration::MAX);
+    d.throttle();
+    let until = d.ctl.suspended_until(d.now).unwrap();
+    assert!(until - d.now <= Duration::from_secs(366 * 24 * 3600));
+    d.ctl.apply(d.now, &Action::Suspend(Duration::MAX));
+    let _ = d.ctl.snapshot(d.now).to_string();
+    assert!(d.ctl.try_acquire(d.now).is_err());
+}
