@@ -34,7 +34,9 @@ fn after(now: Instant, d: Duration) -> Instant {
 /// a RCPT reply and a whole transaction are not comparable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LatencyKind {
-    /// One command's reply time (MAIL, RCPT, or the reply to the data).
+    /// One envelope command's reply time (MAIL or RCPT): cheap commands of
+    /// comparable cost. Leave the reply to the data out; its time depends on
+    /// size and content scanning, and the transaction covers it.
     Command,
     /// One whole transaction, MAIL to the final reply; this one also sizes
     /// the connection count (Little's law).
@@ -63,6 +65,8 @@ pub struct RateController {
     phase: Phase,
     /// Allowed messages per second.
     rate: f64,
+    /// `1 / rate`, kept beside it so pacing does no float division.
+    interval: Duration,
     /// The delivered rate at which the destination last pushed back.
     ceiling: Option<f64>,
     /// Since when the rate has sat at the plateau under the ceiling.
@@ -113,6 +117,7 @@ impl RateController {
         let mut c = Self {
             phase: Phase::SlowStart,
             rate,
+            interval: Duration::ZERO,
             ceiling: None,
             plateau_since: None,
             conn_cap: f64::from(s.max_connections),
@@ -139,6 +144,7 @@ impl RateController {
             connect_failures: 0,
             s,
         };
+        c.set_rate(rate);
         c.refresh_connection_limit();
         c
     }
@@ -148,7 +154,7 @@ impl RateController {
     pub fn set_settings(&mut self, settings: &RateSettings) {
         self.s = sanitized(settings);
         self.conn_cap = self.conn_cap.min(f64::from(self.s.max_connections));
-        self.rate = self.clamp_rate(self.rate);
+        self.set_rate(self.rate);
         self.refresh_connection_limit();
     }
 
@@ -173,8 +179,7 @@ impl RateController {
         if let Some(until) = self.suspended_until(now) {
             return Err(until);
         }
-        let interval = Duration::try_from_secs_f64(1.0 / self.rate).unwrap_or(MAX_SPAN);
-        match self.pacer.try_acquire(now, interval, self.s.burst) {
+        match self.pacer.try_acquire(now, self.interval, self.s.burst) {
             Ok(()) => {
                 self.period_sent += 1;
                 Ok(())
@@ -276,7 +281,7 @@ impl RateController {
                 if let Some(r) = rate.filter(|r| r.is_finite() && *r > 0.0) {
                     self.rule_rate_cap = Some((r, until));
                 }
-                self.rate = self.clamp_rate(self.rate);
+                self.set_rate(self.rate);
                 self.refresh_connection_limit();
             }
         }
@@ -354,6 +359,12 @@ impl RateController {
         rate.clamp(self.s.min_rate.min(max), max)
     }
 
+    /// Sets the rate, clamped, and the pacing interval with it.
+    fn set_rate(&mut self, rate: f64) {
+        self.rate = self.clamp_rate(rate);
+        self.interval = Duration::try_from_secs_f64(1.0 / self.rate).unwrap_or(MAX_SPAN);
+    }
+
     /// Little's law: rate x latency connections are busy at once; add
     /// headroom and one spare, then bound by the learned cap and settings.
     fn refresh_connection_limit(&mut self) {
@@ -390,7 +401,7 @@ impl RateController {
         let delivered = self.delivered.per_second(now).max(self.s.min_rate);
         let reference = self.rate.min(delivered);
         self.ceiling = Some(reference);
-        self.rate = self.clamp_rate(reference * self.s.decrease_factor);
+        self.set_rate(reference * self.s.decrease_factor);
         self.phase = Phase::Steady;
         self.plateau_since = None;
         self.start_backoff(now);
@@ -488,7 +499,7 @@ impl RateController {
         if !busy {
             return;
         }
-        self.rate = match self.phase {
+        let next = match self.phase {
             Phase::SlowStart => self.rate * self.s.slow_start_factor,
             Phase::Probing => self.rate * (1.0 + self.s.increase_ratio),
             Phase::Steady => match self.ceiling {
@@ -496,7 +507,7 @@ impl RateController {
                 Some(ceiling) => self.approach(now, ceiling),
             },
         };
-        self.rate = self.clamp_rate(self.rate);
+        self.set_rate(next);
     }
 
     /// Latency is above tolerance: ease off in proportion to how far.
@@ -521,7 +532,7 @@ impl RateController {
             self.command_latency.rebase();
             self.transaction_latency.rebase();
         } else {
-            self.rate = self.clamp_rate((self.rate * gradient).max(lowest));
+            self.set_rate((self.rate * gradient).max(lowest));
         }
         self.phase = Phase::Steady;
         self.plateau_since = None;
