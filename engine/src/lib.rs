@@ -6,6 +6,7 @@ mod dlog;
 mod message;
 mod metrics;
 mod queues;
+pub mod rate;
 mod transport;
 
 pub use metrics::Stats;
