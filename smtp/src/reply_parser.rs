@@ -465,3 +465,59 @@ mod tests {
         assert!(p.buf.capacity() < 1024);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn reply() -> impl Strategy<Value = Reply> {
+        (
+            200u16..600,
+            proptest::option::of((0u16..1000, 0u16..1000)),
+            proptest::collection::vec("[a-zA-Z][ -~]{0,60}", 1..5),
+        )
+            .prop_map(|(code, enhanced, lines)| Reply {
+                code,
+                enhanced: enhanced.map(|(s, d)| EnhancedCode::new((code / 100) as u8, s, d)),
+                lines,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn encoded_replies_parse_back_at_any_split(replies in proptest::collection::vec(reply(), 1..6), cut in 0usize..2000) {
+            let mut wire = Vec::new();
+            for r in &replies {
+                r.encode(&mut wire);
+            }
+            let cut = cut.min(wire.len());
+            let mut p = ReplyParser::default();
+            let mut got = Vec::new();
+            for part in [&wire[..cut], &wire[cut..]] {
+                p.push(part);
+                while let Some(r) = p.next_reply().unwrap() {
+                    got.push(r);
+                }
+            }
+            prop_assert_eq!(got, replies);
+            prop_assert!(p.is_empty());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut p = ReplyParser::new(64);
+            for chunk in input.chunks(7) {
+                p.push(chunk);
+                loop {
+                    match p.next_reply() {
+                        Ok(Some(r)) => prop_assert!((200..600).contains(&r.code)),
+                        Ok(None) => break,
+                        Err(_) => return Ok(()),
+                    }
+                }
+                prop_assert!(p.buffered() < 64 + 7);
+            }
+        }
+    }
+}

@@ -225,3 +225,54 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just(b'.'),
+                Just(b'\r'),
+                Just(b'\n'),
+                Just(b'a'),
+                any::<u8>()
+            ],
+            0..600,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn data_and_bdat_deliver_the_same_message(body in body()) {
+            let shared = Bytes::from(body.clone());
+            let mut data = Vec::new();
+            let n = dot_stuff(&shared, &mut data);
+            let data = data.concat();
+            prop_assert_eq!(n, data.len());
+            let mut bdat = Vec::new();
+            chunk_body(&shared, &mut bdat);
+            let bdat = bdat.concat();
+            // A compliant receiver's view of the DATA stream.
+            let text = data.strip_suffix(b".\r\n").unwrap();
+            let mut got = Vec::new();
+            for line in text.split_inclusive(|&b| b == b'\n') {
+                prop_assert!(line.ends_with(b"\r\n"));
+                prop_assert!(!line[..line.len() - 2].contains(&b'\r'));
+                prop_assert_ne!(line, b".\r\n");
+                got.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+            }
+            prop_assert_eq!(&got, &bdat);
+            // Clean line ends come through unchanged.
+            if !body.iter().any(|&b| b == b'\r' || b == b'\n') {
+                let mut want = body.clone();
+                if !want.is_empty() {
+                    want.extend_from_slice(b"\r\n");
+                }
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
+}

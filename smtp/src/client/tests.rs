@@ -839,3 +839,83 @@ fn one_byte_at_a_time() {
     }
     assert_eq!((got_events, wire), (want_events, want_wire));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Plausible reply lines, garbage included, so random sequences reach
+    /// deep into the state machine.
+    fn reply_line() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"220 mx\r\n".to_vec()),
+            Just(b"250 2.0.0 ok\r\n".to_vec()),
+            Just(b"250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n".to_vec()),
+            Just(b"250-mx\r\n".to_vec()),
+            Just(b"354 go\r\n".to_vec()),
+            Just(b"450 4.2.1 later\r\n".to_vec()),
+            Just(b"550 5.1.1 no\r\n".to_vec()),
+            Just(b"502 no\r\n".to_vec()),
+            Just(b"421 bye\r\n".to_vec()),
+            Just(b"221 bye\r\n".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..12),
+        ]
+    }
+
+    /// Runs a session over `server` bytes cut into `cuts`; checks that each
+    /// transaction is accounted for exactly once and nothing follows the end.
+    fn check_session(
+        lmtp: bool,
+        server: &[u8],
+        cut: usize,
+        quit: bool,
+    ) -> Result<(), TestCaseError> {
+        let mut c = Client::new(ClientConfig { lmtp, ..config() });
+        c.send(tx(&["a@x", "b@x"], b".x\r\n")).unwrap();
+        c.send(tx(&["c@x"], b"y")).unwrap();
+        if quit {
+            c.quit();
+        }
+        let mut done_count = 0;
+        let mut end: Option<Option<usize>> = None;
+        let cut = cut.min(server.len());
+        for part in [&server[..cut], &server[cut..]] {
+            c.receive(part);
+            drop(c.take_output());
+            while let Some(event) = c.poll_event() {
+                prop_assert!(end.is_none(), "event after the end: {:?}", event);
+                match event {
+                    ClientEvent::Ready { .. } => {}
+                    ClientEvent::TransactionDone(o) => {
+                        prop_assert!(o.recipients.len() <= 2);
+                        done_count += 1;
+                    }
+                    ClientEvent::Closed => end = Some(None),
+                    ClientEvent::Failed { unfinished, .. } => end = Some(Some(unfinished.len())),
+                }
+            }
+        }
+        prop_assert_eq!(end.is_some(), c.is_over());
+        match end {
+            // Unended: some transactions may still be in flight.
+            None => prop_assert!(done_count <= 2),
+            // QUIT goes out only after every transaction is done.
+            Some(None) => prop_assert_eq!(done_count, 2),
+            // A failure hands back exactly the transactions not reported.
+            Some(Some(returned)) => prop_assert_eq!(done_count + returned, 2),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(server in proptest::collection::vec(any::<u8>(), 0..400), cut in 0usize..400, lmtp: bool) {
+            check_session(lmtp, &server, cut, true)?;
+        }
+
+        #[test]
+        fn plausible_reply_sequences_keep_the_books(lines in proptest::collection::vec(reply_line(), 0..24), cut in 0usize..400, lmtp: bool, quit: bool) {
+            check_session(lmtp, &lines.concat(), cut, quit)?;
+        }
+    }
+}
