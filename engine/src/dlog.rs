@@ -49,20 +49,49 @@ impl Category {
                 }
                 (2, 2) => return Category::MailboxFull,
                 (4, 5) => return Category::Throttled,
-                (7, _) if reply.is_transient() && has(&["rate", "too many", "throttl", "slow down", "limit"]) => {
+                (7, _)
+                    if reply.is_transient()
+                        && has(&["rate", "too many", "throttl", "slow down", "limit"]) =>
+                {
                     return Category::Throttled;
                 }
                 (7, _) => return Category::Policy,
                 _ => {}
             }
         }
-        if has(&["user unknown", "no such user", "does not exist", "unknown user", "mailbox unavailable", "invalid recipient"]) {
+        if has(&[
+            "user unknown",
+            "no such user",
+            "does not exist",
+            "unknown user",
+            "mailbox unavailable",
+            "invalid recipient",
+        ]) {
             Category::BadMailbox
-        } else if has(&["quota", "mailbox full", "over quota", "insufficient storage"]) {
+        } else if has(&[
+            "quota",
+            "mailbox full",
+            "over quota",
+            "insufficient storage",
+        ]) {
             Category::MailboxFull
-        } else if has(&["rate", "too many", "throttl", "slow down", "try again later"]) {
+        } else if has(&[
+            "rate",
+            "too many",
+            "throttl",
+            "slow down",
+            "try again later",
+        ]) {
             Category::Throttled
-        } else if has(&["spam", "blocked", "blacklist", "blocklist", "policy", "reputation", "denied"]) {
+        } else if has(&[
+            "spam",
+            "blocked",
+            "blacklist",
+            "blocklist",
+            "policy",
+            "reputation",
+            "denied",
+        ]) {
             Category::Policy
         } else {
             Category::Other
@@ -123,9 +152,16 @@ impl DeliveryLog {
             .name("volley-dlog".into())
             .spawn(move || {
                 let mut out = BufWriter::with_capacity(1 << 16, file);
-                while let Ok(line) = rx.recv() {
+                // An empty string is the stop sign (see `close`).
+                'outer: while let Ok(line) = rx.recv() {
+                    if line.is_empty() {
+                        break;
+                    }
                     let _ = out.write_all(line.as_bytes());
                     while let Ok(more) = rx.try_recv() {
+                        if more.is_empty() {
+                            break 'outer;
+                        }
                         let _ = out.write_all(more.as_bytes());
                     }
                     let _ = out.flush();
@@ -138,6 +174,13 @@ impl DeliveryLog {
                 thread: Some(thread),
             },
         ))
+    }
+
+    /// Tells the writer to flush and stop after the lines sent so far.
+    pub(crate) fn close(&self) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(String::new());
+        }
     }
 
     pub(crate) fn write(&self, record: &Record<'_>) {
@@ -170,16 +213,32 @@ mod tests {
 
     #[test]
     fn categories_from_enhanced_codes_and_text() {
-        assert_eq!(Category::of_reply(&reply(550, (5, 1, 1), "no")), Category::BadMailbox);
-        assert_eq!(Category::of_reply(&reply(452, (4, 2, 2), "full")), Category::MailboxFull);
-        assert_eq!(Category::of_reply(&reply(554, (5, 7, 1), "spam")), Category::Policy);
+        assert_eq!(
+            Category::of_reply(&reply(550, (5, 1, 1), "no")),
+            Category::BadMailbox
+        );
+        assert_eq!(
+            Category::of_reply(&reply(452, (4, 2, 2), "full")),
+            Category::MailboxFull
+        );
+        assert_eq!(
+            Category::of_reply(&reply(554, (5, 7, 1), "spam")),
+            Category::Policy
+        );
         assert_eq!(
             Category::of_reply(&reply(421, (4, 7, 0), "too many connections")),
             Category::Throttled
         );
-        let plain = Reply { code: 550, enhanced: None, lines: vec!["User unknown".into()] };
+        let plain = Reply {
+            code: 550,
+            enhanced: None,
+            lines: vec!["User unknown".into()],
+        };
         assert_eq!(Category::of_reply(&plain), Category::BadMailbox);
-        assert_eq!(Category::of_reply(&reply(451, (4, 3, 0), "oops")), Category::Other);
+        assert_eq!(
+            Category::of_reply(&reply(451, (4, 3, 0), "oops")),
+            Category::Other
+        );
     }
 
     #[test]
@@ -203,7 +262,7 @@ mod tests {
             latency_ms: 3,
             category: Some(Category::BadMailbox),
         });
-        drop(log);
+        log.close();
         writer.join();
         let text = std::fs::read_to_string(&dir).unwrap();
         let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();

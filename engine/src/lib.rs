@@ -2,15 +2,22 @@
 //! io_uring, retries, the delivery log and metrics.
 
 mod config;
+mod delivery;
 mod dlog;
+mod engine;
 mod message;
 mod metrics;
+mod outcome;
 mod queues;
 pub mod rate;
+mod shard;
+#[cfg(test)]
+mod testsink;
 mod transport;
 
-pub use metrics::Stats;
 pub use config::{
     AckMode, Config, ConfigError, IngestConfig, ListenerConfig, Policy, Protocol, QueueSettings,
     SchedulerConfig, SpecificQueue, parse_duration,
 };
+pub use engine::{Engine, EngineError, LatencySummary, ShutdownReport, StopHandle};
+pub use metrics::Stats;

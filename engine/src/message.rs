@@ -58,17 +58,16 @@ impl Message {
         safe: Option<SafeReplies>,
         budget: Arc<Budget>,
     ) -> Message {
-        let mut addrs =
-            String::with_capacity(sender.len() + recipients.iter().map(|r| r.len() + 1).sum::<usize>());
+        let mut addrs = String::with_capacity(
+            sender.len() + recipients.iter().map(|r| r.len() + 1).sum::<usize>(),
+        );
         addrs.push_str(sender);
         for r in recipients {
             addrs.push('\n');
             addrs.push_str(r);
         }
-        let cost = body.len() as u64
-            + addrs.len() as u64
-            + 128
-            + NODE_COST * recipients.len() as u64;
+        let cost =
+            body.len() as u64 + addrs.len() as u64 + 128 + NODE_COST * recipients.len() as u64;
         budget.held.fetch_add(cost, Ordering::Relaxed);
         Message {
             id,

@@ -127,7 +127,11 @@ impl Queues {
 
     /// Adds a queue that takes what others give up on (the fallback relay);
     /// returns its index.
-    pub(crate) fn add_fallback_queue(&mut self, relay: SocketAddr, settings: &QueueSettings) -> usize {
+    pub(crate) fn add_fallback_queue(
+        &mut self,
+        relay: SocketAddr,
+        settings: &QueueSettings,
+    ) -> usize {
         let mut settings = settings.clone();
         settings.fallback_relay = None;
         self.queues.push(Queue {
@@ -227,7 +231,9 @@ impl Queues {
         let mut need = dom.pending.len();
         let mut woken = Vec::new();
         while need > 0 {
-            let Some(c) = dom.ready.pop_front() else { break };
+            let Some(c) = dom.ready.pop_front() else {
+                break;
+            };
             woken.push(c);
             need = need.saturating_sub(batch);
         }
@@ -293,7 +299,10 @@ impl Queues {
     /// queue's recipients per transaction.
     pub(crate) fn take_batch(&mut self, d: DomainId) -> Vec<Node> {
         let q = self.domain(d).queue;
-        let max = self.queues[q].settings.max_recipients_per_transaction.max(1);
+        let max = self.queues[q]
+            .settings
+            .max_recipients_per_transaction
+            .max(1);
         let dom = self.dom(d);
         let mut batch: Vec<Node> = Vec::new();
         while batch.len() < max {
@@ -309,6 +318,11 @@ impl Queues {
         }
         dom.in_flight += batch.len();
         batch
+    }
+
+    /// Connections of `d` open or opening.
+    pub(crate) fn conns_of(&self, d: DomainId) -> usize {
+        self.domain(d).conns
     }
 
     /// Every pending recipient of `d` (when its route fails as a whole).
@@ -392,7 +406,9 @@ impl Queues {
             self.dispatch(d, acts);
         }
         while self.queues[q].open < self.queues[q].settings.max_connections {
-            let Some(next) = self.pick_waiting(q) else { break };
+            let Some(next) = self.pick_waiting(q) else {
+                break;
+            };
             self.waiting.remove(&next);
             self.dom(next).waiting = false;
             self.dispatch(next, acts);
@@ -407,13 +423,12 @@ impl Queues {
             .copied()
             .filter(|d| self.domain(*d).queue == q && !self.domain(*d).pending.is_empty());
         match self.policy {
-            Policy::Largest => cands.max_by_key(|d| (self.domain(*d).pending.len(), usize::MAX - d)),
-            Policy::Oldest => cands.min_by_key(|d| {
-                (
-                    self.domain(*d).pending.front().map(|n| n.msg.received),
-                    *d,
-                )
-            }),
+            Policy::Largest => {
+                cands.max_by_key(|d| (self.domain(*d).pending.len(), usize::MAX - d))
+            }
+            Policy::Oldest => {
+                cands.min_by_key(|d| (self.domain(*d).pending.front().map(|n| n.msg.received), *d))
+            }
         }
     }
 
@@ -428,7 +443,9 @@ impl Queues {
             .collect();
         match self.policy {
             Policy::Largest => v.sort_by_key(|d| std::cmp::Reverse(self.domain(*d).pending.len())),
-            Policy::Oldest => v.sort_by_key(|d| self.domain(*d).pending.front().map(|n| n.msg.received)),
+            Policy::Oldest => {
+                v.sort_by_key(|d| self.domain(*d).pending.front().map(|n| n.msg.received))
+            }
         }
         v.truncate(n);
         v.into_iter().map(|d| self.domain(d).name.clone()).collect()
@@ -465,7 +482,9 @@ impl Queues {
 
     /// Removes domain `d` when it is empty and idle.
     pub(crate) fn maybe_remove(&mut self, d: DomainId) {
-        let Some(dom) = self.domains[d].as_ref() else { return };
+        let Some(dom) = self.domains[d].as_ref() else {
+            return;
+        };
         if dom.pending.is_empty() && dom.retrying == 0 && dom.in_flight == 0 && dom.conns == 0 {
             let dom = self.domains[d].take().expect("checked");
             self.by_name.remove(&dom.key);
@@ -516,18 +535,38 @@ mod tests {
 
     #[test]
     fn first_recipient_opens_a_connection_and_batches_share_a_message() {
-        let mut q = Queues::new(&config(|c| c.general_queue.max_recipients_per_transaction = 2));
+        let mut q = Queues::new(&config(|c| {
+            c.general_queue.max_recipients_per_transaction = 2
+        }));
         let d = q.domain_id("a.example", None);
         let m = msg(3);
         for i in 0..3 {
-            q.push(d, Node { msg: m.clone(), rcpt: i, attempts: 0 });
+            q.push(
+                d,
+                Node {
+                    msg: m.clone(),
+                    rcpt: i,
+                    attempts: 0,
+                },
+            );
         }
-        q.push(d, Node { msg: msg(1), rcpt: 0, attempts: 0 });
+        q.push(
+            d,
+            Node {
+                msg: msg(1),
+                rcpt: 0,
+                attempts: 0,
+            },
+        );
         let mut acts = Vec::new();
         q.dispatch(d, &mut acts);
         assert_eq!(acts, vec![Action::Open(d)]);
         assert_eq!(q.take_batch(d).len(), 2);
-        assert_eq!(q.take_batch(d).len(), 1, "the third recipient of the same message");
+        assert_eq!(
+            q.take_batch(d).len(),
+            1,
+            "the third recipient of the same message"
+        );
         assert_eq!(q.take_batch(d).len(), 1, "another message");
         assert!(q.take_batch(d).is_empty());
         assert_eq!(q.queued(), 4);
@@ -546,13 +585,27 @@ mod tests {
         let mut q = Queues::new(&Config::default());
         let d = q.domain_id("a.example", None);
         let mut acts = Vec::new();
-        q.push(d, Node { msg: msg(1), rcpt: 0, attempts: 0 });
+        q.push(
+            d,
+            Node {
+                msg: msg(1),
+                rcpt: 0,
+                attempts: 0,
+            },
+        );
         q.dispatch(d, &mut acts);
         let _ = q.take_batch(d);
         q.finished(d);
         q.conn_idle(d, 7, Instant::now());
         acts.clear();
-        q.push(d, Node { msg: msg(1), rcpt: 0, attempts: 0 });
+        q.push(
+            d,
+            Node {
+                msg: msg(1),
+                rcpt: 0,
+                attempts: 0,
+            },
+        );
         q.dispatch(d, &mut acts);
         assert_eq!(acts, vec![Action::Wake(7)]);
     }
@@ -566,10 +619,20 @@ mod tests {
         let d = q.domain_id("a.example", None);
         let mut acts = Vec::new();
         for _ in 0..100 {
-            q.push(d, Node { msg: msg(1), rcpt: 0, attempts: 0 });
+            q.push(
+                d,
+                Node {
+                    msg: msg(1),
+                    rcpt: 0,
+                    attempts: 0,
+                },
+            );
             q.dispatch(d, &mut acts);
         }
-        assert_eq!(acts.iter().filter(|a| matches!(a, Action::Open(_))).count(), 3);
+        assert_eq!(
+            acts.iter().filter(|a| matches!(a, Action::Open(_))).count(),
+            3
+        );
     }
 
     #[test]
@@ -583,16 +646,34 @@ mod tests {
             q.domain_id("c.example", None),
         );
         for (d, conn, t) in [(a, 1, 1), (b, 2, 2)] {
-            q.push(d, Node { msg: msg(1), rcpt: 0, attempts: 0 });
+            q.push(
+                d,
+                Node {
+                    msg: msg(1),
+                    rcpt: 0,
+                    attempts: 0,
+                },
+            );
             q.dispatch(d, &mut acts);
             let _ = q.take_batch(d);
             q.finished(d);
             q.conn_idle(d, conn, t0 + Duration::from_secs(t));
         }
         acts.clear();
-        q.push(c, Node { msg: msg(1), rcpt: 0, attempts: 0 });
+        q.push(
+            c,
+            Node {
+                msg: msg(1),
+                rcpt: 0,
+                attempts: 0,
+            },
+        );
         q.dispatch(c, &mut acts);
-        assert_eq!(acts, vec![Action::Evict(1)], "a's connection was idle longest");
+        assert_eq!(
+            acts,
+            vec![Action::Evict(1)],
+            "a's connection was idle longest"
+        );
         acts.clear();
         q.conn_closed(a, &mut acts);
         assert_eq!(acts, vec![Action::Open(c)]);
@@ -603,11 +684,29 @@ mod tests {
         let mut q = Queues::new(&Config::default());
         let d = q.domain_id("a.example", None);
         let now = Instant::now();
-        q.push(d, Node { msg: msg(1), rcpt: 0, attempts: 0 });
-        q.push(d, Node { msg: msg(1), rcpt: 0, attempts: 0 });
+        q.push(
+            d,
+            Node {
+                msg: msg(1),
+                rcpt: 0,
+                attempts: 0,
+            },
+        );
+        q.push(
+            d,
+            Node {
+                msg: msg(1),
+                rcpt: 0,
+                attempts: 0,
+            },
+        );
         let first = q.take_batch(d).pop().unwrap();
         q.defer(d, first, now + Duration::from_secs(60));
-        assert_eq!(q.domain(d).pending(), 1, "ready work is not behind the retry");
+        assert_eq!(
+            q.domain(d).pending(),
+            1,
+            "ready work is not behind the retry"
+        );
         assert!(q.release_due(now + Duration::from_secs(59)).is_empty());
         assert_eq!(q.release_due(now + Duration::from_secs(60)), vec![d]);
         assert_eq!(q.domain(d).pending(), 2);
@@ -619,17 +718,41 @@ mod tests {
         let mut q = Queues::new(&config(|c| c.general_queue.max_connections = 1));
         let mut acts = Vec::new();
         let a = q.domain_id("a.example", None);
-        q.push(a, Node { msg: msg(1), rcpt: 0, attempts: 0 });
+        q.push(
+            a,
+            Node {
+                msg: msg(1),
+                rcpt: 0,
+                attempts: 0,
+            },
+        );
         q.dispatch(a, &mut acts);
         let small = q.domain_id("small.example", None);
         let big = q.domain_id("big.example", None);
-        q.push(small, Node { msg: msg(1), rcpt: 0, attempts: 0 });
+        q.push(
+            small,
+            Node {
+                msg: msg(1),
+                rcpt: 0,
+                attempts: 0,
+            },
+        );
         q.dispatch(small, &mut acts);
         for _ in 0..5 {
-            q.push(big, Node { msg: msg(1), rcpt: 0, attempts: 0 });
+            q.push(
+                big,
+                Node {
+                    msg: msg(1),
+                    rcpt: 0,
+                    attempts: 0,
+                },
+            );
             q.dispatch(big, &mut acts);
         }
-        assert_eq!(&q.next_in_line(2)[..], &["big.example".into(), "small.example".into()] as &[Rc<str>]);
+        assert_eq!(
+            &q.next_in_line(2)[..],
+            &["big.example".into(), "small.example".into()] as &[Rc<str>]
+        );
         let _ = q.take_batch(a);
         q.finished(a);
         acts.clear();
@@ -643,9 +766,23 @@ mod tests {
         let big = q.domain_id("big.example", None);
         let other = q.domain_id("other.example", None);
         for _ in 0..8 {
-            q.push(big, Node { msg: msg(1), rcpt: 0, attempts: 0 });
+            q.push(
+                big,
+                Node {
+                    msg: msg(1),
+                    rcpt: 0,
+                    attempts: 0,
+                },
+            );
         }
-        q.push(other, Node { msg: msg(1), rcpt: 0, attempts: 0 });
+        q.push(
+            other,
+            Node {
+                msg: msg(1),
+                rcpt: 0,
+                attempts: 0,
+            },
+        );
         let h = q.hints(0.5, 5);
         assert_eq!(h.len(), 1);
         assert_eq!(&*h[0].0, "big.example");

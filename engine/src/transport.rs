@@ -256,6 +256,16 @@ impl Listener {
         self.inner.local_addr()
     }
 
+    /// Stops accepting: an accept in flight returns an error at once, and
+    /// the kernel no longer sends this shard new connections.
+    pub(crate) fn close(&self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: shutdown(2) on a descriptor we own; it does not close it.
+        unsafe {
+            libc::shutdown(self.inner.as_raw_fd(), libc::SHUT_RDWR);
+        }
+    }
+
     /// Waits for the next connection.
     pub(crate) async fn accept(&self) -> io::Result<Conn> {
         let (stream, peer) = self.inner.accept().await?;
@@ -317,16 +327,16 @@ mod tests {
                 let mut c = Conn::connect(addr, None, Duration::from_secs(5))
                     .await
                     .unwrap();
-                let (r, _) = c
-                    .read(BytesMut::new(), 64, Duration::from_millis(50))
-                    .await;
+                let (r, _) = c.read(BytesMut::new(), 64, Duration::from_millis(50)).await;
                 assert!(matches!(r, Err(TransportError::Timeout { op: "read", .. })));
                 // Keep the Conn alive: the shutdown alone must close it.
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 drop(c);
             });
             let mut s = l.accept().await.unwrap();
-            let (r, _) = s.read(BytesMut::new(), 64, Duration::from_millis(900)).await;
+            let (r, _) = s
+                .read(BytesMut::new(), 64, Duration::from_millis(900))
+                .await;
             assert!(matches!(r, Err(TransportError::Closed)), "{r:?}");
             client.await.unwrap();
         });

@@ -424,10 +424,7 @@ impl Config {
         for q in &self.queues {
             queues.push((q.name.as_str(), &q.limits));
             if q.domains.is_empty() {
-                err(
-                    "domains",
-                    format!("queue {:?} lists no domains", q.name),
-                );
+                err("domains", format!("queue {:?} lists no domains", q.name));
             }
             if let Err(e) = q.mx_addrs(self.delivery_port) {
                 err("mx", format!("queue {:?}: {e}", q.name));
@@ -452,7 +449,9 @@ impl Config {
             if s.max_recipients_per_transaction == 0 || s.max_messages_per_connection == 0 {
                 err(
                     "max_recipients_per_transaction",
-                    format!("queue {name:?}: per-transaction and per-connection limits must be at least 1"),
+                    format!(
+                        "queue {name:?}: per-transaction and per-connection limits must be at least 1"
+                    ),
                 );
             }
             if s.retry_schedule.is_empty() {
@@ -462,7 +461,10 @@ impl Config {
                 );
             }
             if s.max_attempts == 0 {
-                err("max_attempts", format!("queue {name:?}: max_attempts must be at least 1"));
+                err(
+                    "max_attempts",
+                    format!("queue {name:?}: max_attempts must be at least 1"),
+                );
             }
         }
         if let Err(e) = self.resolver.validate() {
@@ -488,14 +490,15 @@ impl Config {
 
 /// The first line that sets `key` (or opens table `key`), for error reports.
 fn line_of(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        let l = l.trim_start();
-        l.strip_prefix(key)
-            .map(|rest| rest.trim_start().starts_with('='))
-            .unwrap_or(false)
-            || l.trim_start_matches('[').starts_with(key)
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(key)
+                .map(|rest| rest.trim_start().starts_with('='))
+                .unwrap_or(false)
+                || l.trim_start_matches('[').starts_with(key)
+        })
+        .map(|i| i + 1)
 }
 
 #[cfg(test)]

@@ -55,9 +55,9 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {text:?}: expected a number and a unit such as \"50MiB\""))?;
+    let value: u64 = num.parse().map_err(|_| {
+        format!("invalid size {text:?}: expected a number and a unit such as \"50MiB\"")
+    })?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1000,
