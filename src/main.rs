@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod check_config;
 mod resolve;
+mod serve;
 
 /// Volley: an outbound mass-mail accelerator.
 #[derive(Parser)]
@@ -17,8 +19,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the relay (not built yet: see the README).
-    Serve,
+    /// Run the relay: accept mail from Composers, deliver it to the MX hosts.
+    Serve(serve::ServeArgs),
+    /// Check a configuration file and explain each problem with its line.
+    CheckConfig {
+        /// The TOML file.
+        file: std::path::PathBuf,
+    },
     /// Load generator and simulated internet (not built yet: see the README).
     Bench,
     /// Show what Volley's resolver sees for each domain: MX hosts in the order
@@ -39,7 +46,9 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve | Command::Bench => {
+        Command::Serve(args) => serve::run(args),
+        Command::CheckConfig { file } => check_config::run(&file),
+        Command::Bench => {
             anyhow::bail!("not yet: this part of Volley is not built; the README says what exists")
         }
         Command::Resolve {

@@ -17,7 +17,7 @@ mod transport;
 
 pub use config::{
     AckMode, Config, ConfigError, IngestConfig, ListenerConfig, Policy, Protocol, QueueSettings,
-    SchedulerConfig, SpecificQueue, parse_duration,
+    SchedulerConfig, SpecificQueue, parse_duration, parse_size,
 };
 pub use engine::{Engine, EngineError, LatencySummary, ShutdownReport, StopHandle};
 pub use metrics::Stats;

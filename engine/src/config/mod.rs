@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use units::parse_duration;
+pub use units::{parse_duration, parse_size};
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

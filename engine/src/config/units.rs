@@ -34,7 +34,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Writes a duration the way [`parse_duration`] reads it.
-pub(crate) fn format_duration(d: Duration) -> String {
+#[cfg(test)]
+fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms % 1000 != 0 {
         format!("{ms}ms")
@@ -50,8 +51,8 @@ pub(crate) fn format_duration(d: Duration) -> String {
     }
 }
 
-/// Parses "50MiB", "2GB", "64KiB", "1000" (bytes).
-pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+/// Parses a size as configuration files write it: "50MiB", "2GB", "64KiB", "1000" (bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
