@@ -194,7 +194,8 @@ impl Client {
     }
 
     /// Queues a transaction. It starts as soon as the session is ready and the
-    /// transactions before it are done (one at a time on the wire).
+    /// transactions before it are done (one at a time on the wire), so
+    /// [`ClientEvent::TransactionDone`] events come in the order of `send`.
     pub fn send(&mut self, tx: Transaction) -> Result<(), SendError> {
         if self.over || self.quit_requested {
             return Err(SendError::SessionOver(tx));

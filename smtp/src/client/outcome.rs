@@ -222,7 +222,9 @@ pub enum ClientEvent {
         /// Why.
         error: ClientError,
         /// Transactions whose outcome is unknown (the one in flight, then
-        /// those not started), to be tried again elsewhere or later.
+        /// those not started), to be tried again elsewhere or later. A body
+        /// already sent may have been accepted before the failure (RFC 1047):
+        /// retrying risks a duplicate, never a loss.
         unfinished: Vec<Transaction>,
     },
 }
