@@ -5,6 +5,14 @@
 //! bytes to send and events to act on. The engine's shards drive it over
 //! io_uring sockets; tests drive it over plain byte slices.
 
+mod address;
+mod command;
 mod reply;
 
+pub use address::{
+    AddressError, Domain, Mailbox, parse_forward_path, parse_reverse_path, routing_key,
+};
+pub use command::{
+    BodyType, Command, CommandError, MailParams, Notify, Orcpt, RcptParams, Ret, parse_command,
+};
 pub use reply::{EnhancedCode, Reply, ReplyClass};
