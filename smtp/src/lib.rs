@@ -8,6 +8,7 @@
 mod address;
 mod command;
 mod reply;
+mod server;
 
 pub use address::{
     AddressError, Domain, Mailbox, parse_forward_path, parse_reverse_path, routing_key,
@@ -16,3 +17,7 @@ pub use command::{
     BodyType, Command, CommandError, MailParams, Notify, Orcpt, RcptParams, Ret, parse_command,
 };
 pub use reply::{EnhancedCode, Reply, ReplyClass};
+pub use server::{
+    AbortReason, CloseReason, Extensions, Pending, Server, ServerConfig, ServerEvent,
+    UnexpectedVerdict, Verdict,
+};
