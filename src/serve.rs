@@ -116,7 +116,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let interval = config.summary_interval.max(Duration::from_millis(100));
     let engine = Engine::start(config).context("volley serve")?;
     for (addr, l) in engine.listen_addrs().iter().zip(&args.config()?.listeners) {
-        eprintln!("volley: listening on {addr} ({:?}, {:?} ack)", l.protocol, l.ack);
+        eprintln!(
+            "volley: listening on {addr} ({:?}, {:?} ack)",
+            l.protocol, l.ack
+        );
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

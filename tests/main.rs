@@ -1,3 +1,5 @@
 //! End-to-end tests of the `volley` binary over real sockets on loopback.
 
+mod relay;
 mod resolve;
+mod support;

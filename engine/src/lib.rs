@@ -5,6 +5,7 @@ mod config;
 mod delivery;
 mod dlog;
 mod engine;
+mod ingest;
 mod message;
 mod metrics;
 mod outcome;

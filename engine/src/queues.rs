@@ -157,10 +157,6 @@ impl Queues {
         &self.queues[q]
     }
 
-    pub(crate) fn queue_of(&self, d: DomainId) -> &Queue {
-        &self.queues[self.domain(d).queue]
-    }
-
     pub(crate) fn queue_count(&self) -> usize {
         self.queues.len()
     }
@@ -493,20 +489,6 @@ impl Queues {
             self.free.push(d);
         }
     }
-
-    /// Number of live domain queues.
-    pub(crate) fn domain_count(&self) -> usize {
-        self.by_name.len()
-    }
-
-    /// Idle connections that have waited longer than `after`.
-    pub(crate) fn idle_longer_than(&self, now: Instant, after: Duration) -> Vec<ConnId> {
-        self.idle
-            .iter()
-            .filter(|(_, (_, since))| now.duration_since(*since) >= after)
-            .map(|(c, _)| *c)
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -577,7 +559,12 @@ mod tests {
         let mut acts = Vec::new();
         q.conn_closed(d, &mut acts);
         assert!(acts.is_empty());
-        assert_eq!(q.domain_count(), 0, "empty and idle: removed");
+        assert!(!q.has_work("a.example"));
+        assert_eq!(
+            q.domain_id("a.example", None),
+            d,
+            "removed, and its slot reused"
+        );
     }
 
     #[test]

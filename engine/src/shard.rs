@@ -366,11 +366,14 @@ pub(crate) fn run(
                 return 0;
             }
         };
-        let mut accepters: Vec<(Rc<crate::transport::Listener>, tokio::task::JoinHandle<()>)> =
-            Vec::new();
-        for (l, _lc) in listeners {
+        let mut accepters = Vec::new();
+        for (l, lc) in listeners {
             let listener = Rc::new(crate::transport::Listener::from_std(l));
-            let task = tokio_uring::spawn(async {});
+            let task = tokio_uring::spawn(crate::ingest::accept_loop(
+                shard.clone(),
+                listener.clone(),
+                lc,
+            ));
             accepters.push((listener, task));
         }
         let inbox_task = {

@@ -1,0 +1,78 @@
+//! The relay end to end: Composer -> Volley (in-process engine, 2 shards) ->
+//! test DNS server -> MX sinks on 127.0.0.x.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use volley_engine::Engine;
+use volley_smtp::{DeliveryStatus, Transaction};
+
+use crate::support::sink::Script;
+use crate::support::{World, composer, wait_stats, wait_until};
+
+/// A body that names its message, so arrival can be checked exactly once.
+fn body(i: usize) -> Bytes {
+    Bytes::from(format!(
+        "Message-ID: <m{i}@composer.test>\r\nSubject: test {i}\r\n\r\nHello {i}\r\n.leading dot\r\n..two dots\r\nend\r\n"
+    ))
+}
+
+fn message_id(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    text.lines().next().unwrap_or("").to_string()
+}
+
+/// Sends `n` one-recipient messages over `conns` parallel sessions.
+fn compose(addr: SocketAddr, n: usize, domains: usize, conns: usize) -> HashMap<String, Bytes> {
+    let mut sent = HashMap::new();
+    let mut per_conn: Vec<Vec<Transaction>> = (0..conns).map(|_| Vec::new()).collect();
+    for i in 0..n {
+        let b = body(i);
+        sent.insert(message_id(&b), b.clone());
+        per_conn[i % conns].push(Transaction {
+            reverse_path: "news@composer.test".into(),
+            recipients: vec![format!("user{i}@d{}.test", i % domains)],
+            body: b,
+        });
+    }
+    let handles: Vec<_> = per_conn
+        .into_iter()
+        .map(|txs| std::thread::spawn(move || composer::send(addr, false, txs).unwrap()))
+        .collect();
+    for h in handles {
+        for o in h.join().unwrap() {
+            assert_eq!(o.delivered(), 1, "{o:?}");
+        }
+    }
+    sent
+}
+
+fn assert_exactly_once(world: &World, sent: &HashMap<String, Bytes>) {
+    let got = world.received();
+    assert_eq!(got.len(), sent.len(), "every message once");
+    let mut seen = HashMap::new();
+    for r in &got {
+        let id = message_id(&r.body);
+        let want = sent
+            .get(&id)
+            .unwrap_or_else(|| panic!("unknown message {id}"));
+        assert_eq!(&r.body[..], &want[..], "byte for byte: {id}");
+        assert!(seen.insert(id, ()).is_none(), "delivered twice");
+    }
+}
+
+#[test]
+fn ten_thousand_messages_to_200_domains_arrive_exactly_once() {
+    let world = World::generated(200, 4, |_| Script::default());
+    let engine = Engine::start(world.config()).unwrap();
+    let addr = engine.listen_addrs()[0];
+    let sent = compose(addr, 10_000, 200, 8);
+    wait_stats(&engine, "10,000 delivered", |s| s.delivered == 10_000);
+    let report = engine.shutdown();
+    assert_eq!(report.queued, 0);
+    assert_eq!(report.stats.received, 10_000);
+    assert_eq!(report.stats.deferred, 0);
+    assert_exactly_once(&world, &sent);
+}
