@@ -76,3 +76,48 @@ fn ten_thousand_messages_to_200_domains_arrive_exactly_once() {
     assert_eq!(report.stats.deferred, 0);
     assert_exactly_once(&world, &sent);
 }
+
+#[test]
+fn ten_thousand_messages_from_lettre_arrive_exactly_once() {
+    use lettre::Transport;
+    use lettre::address::Envelope;
+
+    let world = World::generated(200, 4, |_| Script::default());
+    let engine = Engine::start(world.config()).unwrap();
+    let addr = engine.listen_addrs()[0];
+    let n = 10_000;
+    let threads = 8;
+    // lettre ends DATA with "\r\n.\r\n" after the body, so a body that
+    // already ends in CRLF arrives with one more empty line.
+    let mut sent = HashMap::new();
+    for i in 0..n {
+        let b = body(i);
+        let mut framed = b.to_vec();
+        framed.extend_from_slice(b"\r\n");
+        sent.insert(message_id(&b), Bytes::from(framed));
+    }
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mailer = lettre::SmtpTransport::builder_dangerous("127.0.0.1")
+                    .port(addr.port())
+                    .timeout(Some(Duration::from_secs(30)))
+                    .build();
+                for i in (t..n).step_by(threads) {
+                    let envelope = Envelope::new(
+                        Some("news@composer.test".parse().unwrap()),
+                        vec![format!("user{i}@d{}.test", i % 200).parse().unwrap()],
+                    )
+                    .unwrap();
+                    mailer.send_raw(&envelope, &body(i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    wait_stats(&engine, "10,000 delivered", |s| s.delivered == n as u64);
+    assert_eq!(engine.shutdown().queued, 0);
+    assert_exactly_once(&world, &sent);
+}

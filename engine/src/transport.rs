@@ -207,6 +207,26 @@ impl Conn {
         Ok(())
     }
 
+    /// Asks the kernel to acknowledge received data at once instead of
+    /// delaying the ACK. A client that writes a command in two segments
+    /// with Nagle on (many SMTP libraries do, for the end of DATA) would
+    /// otherwise wait 40 ms for our delayed ACK on every message. Linux
+    /// clears the flag by itself, so ingest sets it again after each read.
+    pub(crate) fn quick_ack(&self) {
+        use std::os::fd::AsRawFd;
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt on a socket we own, with a valid int option.
+        unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+
     /// Shuts both directions down (idempotent). Needed before dropping a
     /// connection that may have an operation in flight.
     pub(crate) fn shutdown(&mut self) {

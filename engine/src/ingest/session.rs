@@ -129,7 +129,10 @@ impl Session {
             (r, buf) = read => {
                 self.buf = buf;
                 match r {
-                    Ok(_) => Input::Data,
+                    Ok(_) => {
+                        self.conn.quick_ack();
+                        Input::Data
+                    }
                     Err(TransportError::Timeout { .. }) => Input::TimedOut,
                     Err(_) => Input::Closed,
                 }
