@@ -410,6 +410,26 @@ fn vrfy_help_noop_rset_quit() {
 }
 
 #[test]
+fn parameters_and_client_name_reach_the_engine() {
+    let mut s = Server::new(ServerConfig::default());
+    let input = b"EHLO client.example\r\nMAIL FROM:<a@b.c> RET=HDRS ENVID=e1 SIZE=99\r\n\
+                  RCPT TO:<d@e.f> NOTIFY=FAILURE ORCPT=rfc822;d+40e.f\r\n";
+    assert_eq!(s.receive(input), input.len());
+    let Some(ServerEvent::Mail { params, .. }) = s.poll_event() else {
+        panic!("no MAIL event")
+    };
+    assert_eq!(s.client_name(), Some("client.example"));
+    assert_eq!(params.size, Some(99));
+    assert_eq!(params.envid.as_deref(), Some("e1"));
+    s.mail_verdict(Verdict::Accept).unwrap();
+    let Some(ServerEvent::Rcpt { params, .. }) = s.poll_event() else {
+        panic!("no RCPT event")
+    };
+    assert!(params.notify.unwrap().failure);
+    assert_eq!(params.orcpt.unwrap().addr, "d@e.f");
+}
+
+#[test]
 fn ehlo_resets_a_transaction() {
     let seen = smtp("EHLO x\r\nMAIL FROM:<a@b.c>\r\nEHLO y\r\nRCPT TO:<a@b.c>\r\n");
     assert_eq!(seen.events, ["mail <a@b.c>", "aborted Reset"]);
@@ -832,7 +852,6 @@ fn fuzz(prefix: &[u8], data: &[u8], cut: usize) {
             assert!(spins < 100_000, "no progress");
         }
     }
-    // Drop the greeting, which has no enhanced code, but check its form too.
     assert_well_formed(&out);
 }
 
