@@ -273,6 +273,34 @@ fn lmtp_replies_once_per_accepted_recipient() {
 }
 
 #[test]
+fn lmtp_refused_data_gets_one_reply_per_recipient() {
+    let c = ServerConfig {
+        lmtp: true,
+        max_message_size: 4,
+        ..ServerConfig::default()
+    };
+    let env = "LHLO x\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<u1@d.e>\r\nRCPT TO:<u2@d.e>\r\n";
+    let seen = drive(
+        c.clone(),
+        &[format!("{env}DATA\r\na\nb\r\n.\r\nNOOP\r\n").as_bytes()],
+    );
+    assert!(seen.out.ends_with(
+        "with CRLF\r\n550 5.6.0 Bare CR or LF not allowed in message data: lines must end with CRLF\r\n\
+         250 2.0.0 OK\r\n"
+    ));
+    assert_eq!(seen.out.matches("550 5.6.0").count(), 2);
+    let seen = drive(
+        c,
+        &[format!("{env}BDAT 2\r\nabBDAT 3 LAST\r\ncdeNOOP\r\n").as_bytes()],
+    );
+    assert!(seen.out.ends_with(
+        "250 2.0.0 2 octets received\r\n552 5.3.4 Message size exceeds fixed maximum of 4 octets\r\n\
+         552 5.3.4 Message size exceeds fixed maximum of 4 octets\r\n250 2.0.0 OK\r\n"
+    ));
+    assert_eq!(seen.events.last().unwrap(), "aborted TooLarge");
+}
+
+#[test]
 fn lmtp_verdicts_can_arrive_one_by_one_much_later() {
     let mut s = Server::new(ServerConfig {
         lmtp: true,
