@@ -417,10 +417,7 @@ impl Server {
                     }
                     let chunk = self.body_octets(len);
                     self.input.advance(skip);
-                    if end {
-                        let Phase::Data(scan) = &self.phase else {
-                            unreachable!("phase checked above")
-                        };
+                    if end && let Phase::Data(scan) = &self.phase {
                         self.phase = Phase::DataEnd(scan.fault);
                     }
                     if chunk.is_some() {
@@ -445,17 +442,14 @@ impl Server {
                     let last = *last;
                     if refuse.is_some() {
                         self.input.advance(avail as usize);
-                        if done {
-                            let Phase::Bdat {
+                        if done
+                            && let Phase::Bdat {
                                 refuse: Some(refuse),
                                 ..
                             } = std::mem::replace(&mut self.phase, Phase::Command)
-                            else {
-                                unreachable!("phase checked above")
-                            };
-                            if let Some(ev) = self.refuse(refuse) {
-                                return Some(ev);
-                            }
+                            && let Some(ev) = self.refuse(refuse)
+                        {
+                            return Some(ev);
                         }
                         continue;
                     }
