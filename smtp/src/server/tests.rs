@@ -901,6 +901,15 @@ proptest! {
     }
 
     #[test]
+    fn arbitrary_text_lines_never_panic(
+        lines in proptest::collection::vec("(MAIL FROM:<|RCPT TO:<|BDAT |)\\PC{0,40}", 0..20),
+        cut in any::<usize>(),
+    ) {
+        let text: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
+        fuzz(b"EHLO x\r\nMAIL FROM:<a@b.c> SMTPUTF8\r\n", text.as_bytes(), cut);
+    }
+
+    #[test]
     fn stuffed_bodies_come_back_exactly(
         body_lines in proptest::collection::vec("[.a-z \t]{0,20}", 0..30),
         cut in any::<usize>(),
