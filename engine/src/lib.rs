@@ -1,1 +1,3 @@
 //! Volley's engine (the engine issue fills this crate).
+
+pub mod journal;
