@@ -1,1 +1,229 @@
-fn main() {}
+//! The journal's figures (not a timed test): append throughput with group
+//! commit, bytes written against body bytes, and recovery time.
+//!
+//! ```text
+//! cargo bench -p volley-engine --bench journal -- [--messages N] [--recipients N] [--dir PATH]
+//! ```
+//!
+//! Files go to a fresh temporary directory under `--dir` (default: the
+//! system's temporary directory) and are removed at the end. For the
+//! recovery figures the files' pages are dropped from the page cache first
+//! (`posix_fadvise(DONTNEED)` on our own files only), so they are read from
+//! the disk.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use volley_engine::journal::{JournalConfig, ShardJournal};
+
+struct Args {
+    messages: u64,
+    recipients: u64,
+    dir: PathBuf,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        messages: 200_000,
+        recipients: 1_000_000,
+        dir: std::env::temp_dir(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--messages" => a.messages = value().parse().expect("--messages N"),
+            "--recipients" => a.recipients = value().parse().expect("--recipients N"),
+            "--dir" => a.dir = value().into(),
+            "--bench" => {} // passed by cargo bench
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+fn body(size: usize, i: u64) -> Vec<u8> {
+    let mut b = format!(
+        "From: news@sender.example\r\nTo: user{i}@example.com\r\nSubject: offer {i}\r\n\r\n"
+    )
+    .into_bytes();
+    b.resize(size, b'x');
+    b
+}
+
+fn rcpt(i: u64, r: u64) -> String {
+    format!("user{i}.{r}@d{}.example.com", i % 1000)
+}
+
+/// Drops our files' pages from the page cache.
+fn uncache(dir: &Path) {
+    for entry in std::fs::read_dir(dir).expect("list") {
+        let f = File::open(entry.expect("entry").path()).expect("open");
+        // SAFETY: an advisory call on a descriptor we own.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
+}
+
+/// Appends `n` messages of `per` recipients, committing whenever the group
+/// commit is due, and finishing each message `lag` messages after its
+/// append (as deliveries would). Returns the elapsed time and commit count.
+fn steady(
+    dir: &Path,
+    config: JournalConfig,
+    n: u64,
+    per: u64,
+    lag: u64,
+) -> (Duration, u64, ShardJournal, u64) {
+    let (mut j, _) = ShardJournal::open(dir, config).expect("open");
+    let b = body(2048, 0);
+    let mut commits = 0;
+    let mut body_bytes = 0;
+    let mut worst = Duration::ZERO;
+    let start = Instant::now();
+    for i in 0..n {
+        let now = Instant::now();
+        let rcpts: Vec<String> = (0..per).map(|r| rcpt(i, r)).collect();
+        let seq = j
+            .append(now, "news@sender.example", &rcpts, &b)
+            .expect("append");
+        body_bytes += b.len() as u64;
+        if seq > lag && seq - lag <= j.durable_upto() {
+            for r in 0..per {
+                j.finish(now, seq - lag, r as u32).expect("finish");
+            }
+        }
+        if j.commit_due(now) {
+            let t = Instant::now();
+            j.commit_bodies().expect("commit");
+            j.commit_progress().expect("commit");
+            worst = worst.max(t.elapsed());
+            commits += 1;
+        }
+        if j.checkpoint_due() {
+            j.checkpoint().expect("checkpoint");
+        }
+    }
+    j.commit_bodies().expect("commit");
+    j.commit_progress().expect("commit");
+    commits += 1;
+    let elapsed = start.elapsed();
+    println!("  slowest commit (write + fsync of both logs): {worst:?}");
+    (elapsed, commits, j, body_bytes)
+}
+
+fn throughput(base: &Path, n: u64) {
+    println!(
+        "== append with group commit: {n} messages of 2048 bytes, 1 recipient, finished 10,000 behind =="
+    );
+    for (label, commit_bytes) in [("1 MiB batches", 1 << 20), ("64 KiB batches", 64 << 10)] {
+        let dir = tempfile::tempdir_in(base).expect("tempdir");
+        let config = JournalConfig {
+            commit_bytes,
+            ..JournalConfig::default()
+        };
+        let (elapsed, commits, j, body_bytes) = steady(dir.path(), config, n, 1, 10_000);
+        let s = j.stats();
+        let written = s.body_bytes_written + s.journal_bytes_written;
+        let allowed = body_bytes as f64 * 1.1 + 64.0 * n as f64;
+        println!(
+            "  {label}: {:.0} messages/s, {:.0} MB/s, {commits} commits ({:.1} messages each)",
+            n as f64 / elapsed.as_secs_f64(),
+            body_bytes as f64 / elapsed.as_secs_f64() / 1e6,
+            n as f64 / commits as f64,
+        );
+        println!(
+            "  bytes written {written} = body log {} + journal {}; body bytes {body_bytes}; \
+             {:.3}x body, {:.1} B/recipient over the body; goal <= 1.1x body + 64 B/recipient: {}",
+            s.body_bytes_written,
+            s.journal_bytes_written,
+            written as f64 / body_bytes as f64,
+            (written - body_bytes) as f64 / n as f64,
+            if (written as f64) <= allowed {
+                "met"
+            } else {
+                "MISSED"
+            },
+        );
+        println!("  segments left on disk: {}", s.segments);
+    }
+}
+
+fn bytes_many_recipients(base: &Path) {
+    let (n, per) = (20_000, 10);
+    println!(
+        "== bytes written: {n} messages of 2048 bytes, {per} recipients each, all finished =="
+    );
+    let dir = tempfile::tempdir_in(base).expect("tempdir");
+    let (_, _, j, body_bytes) = steady(dir.path(), JournalConfig::default(), n, per, 1_000);
+    let s = j.stats();
+    let written = s.body_bytes_written + s.journal_bytes_written;
+    let rcpts = n * per;
+    let allowed = body_bytes as f64 * 1.1 + 64.0 * rcpts as f64;
+    println!(
+        "  bytes written {written}; body bytes {body_bytes}; {:.1} B/recipient over the body; goal: {}",
+        (written - body_bytes) as f64 / rcpts as f64,
+        if (written as f64) <= allowed {
+            "met"
+        } else {
+            "MISSED"
+        },
+    );
+}
+
+fn recovery(base: &Path, recipients: u64, per: u64, checkpointed: bool) {
+    let n = recipients / per;
+    let dir = tempfile::tempdir_in(base).expect("tempdir");
+    {
+        let (mut j, _) = ShardJournal::open(dir.path(), JournalConfig::default()).expect("open");
+        let now = Instant::now();
+        for i in 0..n {
+            let rcpts: Vec<String> = (0..per).map(|r| rcpt(i, r)).collect();
+            j.append(now, "news@sender.example", &rcpts, &body(2048, i))
+                .expect("append");
+            if j.commit_due(now) {
+                j.commit_bodies().expect("commit");
+            }
+        }
+        j.commit_bodies().expect("commit");
+        if checkpointed {
+            j.checkpoint().expect("checkpoint");
+        }
+    }
+    uncache(dir.path());
+    let start = Instant::now();
+    let (_, r) = ShardJournal::open(dir.path(), JournalConfig::default()).expect("recover");
+    let elapsed = start.elapsed();
+    assert_eq!(r.report.recipients, n * per);
+    println!(
+        "  {n} messages x {per} recipients, {}: {elapsed:.2?} ({}); goal < 10 s: {}",
+        if checkpointed {
+            "all in the checkpoint (read one by one)"
+        } else {
+            "all after the checkpoint (scanned)"
+        },
+        r.report,
+        if elapsed < Duration::from_secs(10) {
+            "met"
+        } else {
+            "MISSED"
+        },
+    );
+}
+
+fn main() {
+    let a = args();
+    println!("journal benchmark in {}", a.dir.display());
+    throughput(&a.dir, a.messages);
+    bytes_many_recipients(&a.dir);
+    println!(
+        "== recovery of {} unfinished recipients, page cache dropped ==",
+        a.recipients
+    );
+    for per in [1, 10] {
+        for checkpointed in [false, true] {
+            recovery(&a.dir, a.recipients, per, checkpointed);
+        }
+    }
+}

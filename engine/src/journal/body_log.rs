@@ -315,11 +315,9 @@ impl BodyLog {
                 return Err(e);
             }
         }
-        if created {
-            if let Err(e) = sync_dir(&self.dir) {
-                self.undo(&pending);
-                return Err(e);
-            }
+        if created && let Err(e) = sync_dir(&self.dir) {
+            self.undo(&pending);
+            return Err(e);
         }
         self.durable_upto = self.last_seq;
         Ok(self.durable_upto)
@@ -394,7 +392,8 @@ pub(crate) fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), 
         let mut f = File::create(&tmp).map_err(|e| JournalError::io("create", &tmp, e))?;
         f.write_all(bytes)
             .map_err(|e| JournalError::io("write", &tmp, e))?;
-        f.sync_all().map_err(|e| JournalError::io("fsync", &tmp, e))?;
+        f.sync_all()
+            .map_err(|e| JournalError::io("fsync", &tmp, e))?;
         fs::rename(&tmp, path).map_err(|e| JournalError::io("rename", path, e))?;
         sync_dir(dir)
     })();
@@ -411,7 +410,14 @@ mod tests {
     #[test]
     fn record_round_trip_and_peek() {
         let mut out = Vec::new();
-        let len = encode(&mut out, 7, "a@x.example", &["b@y.example", "c@z.example"], b"hello").unwrap();
+        let len = encode(
+            &mut out,
+            7,
+            "a@x.example",
+            &["b@y.example", "c@z.example"],
+            b"hello",
+        )
+        .unwrap();
         let Decoded::Frame(payload, total) = frame::decode(&out, BODY_MAGIC) else {
             panic!("not a frame")
         };

@@ -120,11 +120,7 @@ pub(crate) struct Scan {
 /// Reads every frame of `buf` in order and hands `(offset, payload)` to
 /// `each`, which answers whether the payload parsed. Damage is skipped and
 /// recorded; the scan resumes at the next magic that starts a good frame.
-pub(crate) fn scan(
-    buf: &[u8],
-    magic: [u8; 4],
-    mut each: impl FnMut(u64, &[u8]) -> bool,
-) -> Scan {
+pub(crate) fn scan(buf: &[u8], magic: [u8; 4], mut each: impl FnMut(u64, &[u8]) -> bool) -> Scan {
     let mut out = Scan::default();
     let finder = memmem::Finder::new(&magic);
     let mut pos = 0usize;
@@ -266,7 +262,11 @@ mod tests {
             let mut bad = buf.clone();
             bad[i] ^= 0x20;
             let (got, scan) = collect(&bad);
-            assert_eq!(got, vec![b"alpha".to_vec(), b"charlie".to_vec()], "byte {i}");
+            assert_eq!(
+                got,
+                vec![b"alpha".to_vec(), b"charlie".to_vec()],
+                "byte {i}"
+            );
             assert_eq!(scan.skipped.len(), 1, "byte {i}");
             assert_eq!(scan.skipped[0].offset, second as u64);
             assert_eq!(scan.skipped[0].len, (third - second) as u64);

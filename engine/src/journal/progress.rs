@@ -147,7 +147,7 @@ pub(crate) fn parse(payload: &[u8]) -> Option<JournalFrame> {
         }
         KIND_FINISHED => {
             let rest = r.rest();
-            if rest.len() % FINISHED_ENTRY != 0 {
+            if !rest.len().is_multiple_of(FINISHED_ENTRY) {
                 return None;
             }
             Some(JournalFrame::Finished(

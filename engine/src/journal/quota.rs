@@ -124,7 +124,9 @@ impl SendQuota {
             return Err(bad("checksum mismatch"));
         }
         self.total = u64::from_le_bytes(data[4..12].try_into().expect("8 bytes"));
-        self.day = u64::from(u32::from_le_bytes(data[12..16].try_into().expect("4 bytes")));
+        self.day = u64::from(u32::from_le_bytes(
+            data[12..16].try_into().expect("4 bytes"),
+        ));
         self.today = u64::from_le_bytes(data[16..24].try_into().expect("8 bytes"));
         Ok(())
     }
@@ -133,7 +135,11 @@ impl SendQuota {
     pub fn counts(&self, now: SystemTime) -> QuotaCounts {
         QuotaCounts {
             total: self.total,
-            today: if day_of(now) == self.day { self.today } else { 0 },
+            today: if day_of(now) == self.day {
+                self.today
+            } else {
+                0
+            },
         }
     }
 
@@ -233,12 +239,21 @@ mod tests {
         };
         let mut q = SendQuota::open(&path, limits).unwrap();
         q.record(at(1, 0), 8).unwrap();
-        assert!(matches!(q.check(at(1, 5)), Err(QuotaExceeded::Daily { .. })));
+        assert!(matches!(
+            q.check(at(1, 5)),
+            Err(QuotaExceeded::Daily { .. })
+        ));
         q.record(at(2, 0), 2).unwrap();
         drop(q);
         let q = SendQuota::open(&path, limits).unwrap();
         let e = q.check(at(3, 0)).unwrap_err();
-        assert_eq!(e, QuotaExceeded::Total { limit: 10, sent: 10 });
+        assert_eq!(
+            e,
+            QuotaExceeded::Total {
+                limit: 10,
+                sent: 10
+            }
+        );
         assert!(!e.is_transient());
         assert_eq!(
             e.to_string(),
@@ -256,7 +271,13 @@ mod tests {
         data[5] ^= 1;
         fs::write(&path, &data).unwrap();
         let e = SendQuota::open(&path, QuotaLimits::default()).unwrap_err();
-        assert!(matches!(e, JournalError::CorruptQuota { reason: "checksum mismatch", .. }));
+        assert!(matches!(
+            e,
+            JournalError::CorruptQuota {
+                reason: "checksum mismatch",
+                ..
+            }
+        ));
         assert!(!e.is_transient());
     }
 }

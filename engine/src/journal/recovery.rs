@@ -108,7 +108,11 @@ impl fmt::Display for RecoveryReport {
             self.recipients,
             self.journal_records,
             self.body_records,
-            if self.checkpoint { "" } else { ", no checkpoint" },
+            if self.checkpoint {
+                ""
+            } else {
+                ", no checkpoint"
+            },
         )?;
         for d in &self.damage {
             write!(
@@ -118,7 +122,11 @@ impl fmt::Display for RecoveryReport {
                 d.offset,
                 d.len,
                 d.file.display(),
-                if d.truncated { " (cut off)" } else { " (skipped)" },
+                if d.truncated {
+                    " (cut off)"
+                } else {
+                    " (skipped)"
+                },
             )?;
         }
         if !self.missing.is_empty() {
@@ -161,7 +169,13 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
         body_pos: Loc { seg: 0, off: 0 },
         entries: Vec::new(),
     });
-    let mut last_seq = next_seq.saturating_sub(1);
+    // Never reuse a number a fact names, even one whose record is gone.
+    let mut last_seq = facts
+        .keys()
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(next_seq.saturating_sub(1));
 
     // Checkpointed messages, with every fact applied.
     let mut listed: Vec<Live> = entries
@@ -337,7 +351,13 @@ fn read_journal(
     Ok((checkpoint, facts, generations.last().copied().unwrap_or(0)))
 }
 
-fn record_damage(path: &Path, base: u64, end: u64, scan: &frame::Scan, report: &mut RecoveryReport) {
+fn record_damage(
+    path: &Path,
+    base: u64,
+    end: u64,
+    scan: &frame::Scan,
+    report: &mut RecoveryReport,
+) {
     for s in &scan.skipped {
         report.damage.push(Damage {
             file: path.to_path_buf(),
