@@ -66,16 +66,19 @@ fn uncache(dir: &Path) {
     }
 }
 
+struct Run {
+    elapsed: Duration,
+    commits: u64,
+    /// The slowest commit: write and fsync of both logs.
+    worst: Duration,
+    journal: ShardJournal,
+    body_bytes: u64,
+}
+
 /// Appends `n` messages of `per` recipients, committing whenever the group
 /// commit is due, and finishing each message `lag` messages after its
-/// append (as deliveries would). Returns the elapsed time and commit count.
-fn steady(
-    dir: &Path,
-    config: JournalConfig,
-    n: u64,
-    per: u64,
-    lag: u64,
-) -> (Duration, u64, ShardJournal, u64) {
+/// append (as deliveries would).
+fn steady(dir: &Path, config: JournalConfig, n: u64, per: u64, lag: u64) -> Run {
     let (mut j, _) = ShardJournal::open(dir, config).expect("open");
     let b = body(2048, 0);
     let mut commits = 0;
@@ -96,8 +99,8 @@ fn steady(
         }
         if j.commit_due(now) {
             let t = Instant::now();
-            j.commit_bodies().expect("commit");
-            j.commit_progress().expect("commit");
+            j.commit_bodies(now).expect("commit");
+            j.commit_progress(now).expect("commit");
             worst = worst.max(t.elapsed());
             commits += 1;
         }
@@ -105,12 +108,17 @@ fn steady(
             j.checkpoint().expect("checkpoint");
         }
     }
-    j.commit_bodies().expect("commit");
-    j.commit_progress().expect("commit");
+    let now = Instant::now();
+    j.commit_bodies(now).expect("commit");
+    j.commit_progress(now).expect("commit");
     commits += 1;
-    let elapsed = start.elapsed();
-    println!("  slowest commit (write + fsync of both logs): {worst:?}");
-    (elapsed, commits, j, body_bytes)
+    Run {
+        elapsed: start.elapsed(),
+        commits,
+        worst,
+        journal: j,
+        body_bytes,
+    }
 }
 
 fn throughput(base: &Path, n: u64) {
@@ -123,12 +131,18 @@ fn throughput(base: &Path, n: u64) {
             commit_bytes,
             ..JournalConfig::default()
         };
-        let (elapsed, commits, j, body_bytes) = steady(dir.path(), config, n, 1, 10_000);
+        let Run {
+            elapsed,
+            commits,
+            worst,
+            journal: j,
+            body_bytes,
+        } = steady(dir.path(), config, n, 1, 10_000);
         let s = j.stats();
         let written = s.body_bytes_written + s.journal_bytes_written;
         let allowed = body_bytes as f64 * 1.1 + 64.0 * n as f64;
         println!(
-            "  {label}: {:.0} messages/s, {:.0} MB/s, {commits} commits ({:.1} messages each)",
+            "  {label}: {:.0} messages/s, {:.0} MB/s, {commits} commits ({:.1} messages each, slowest {worst:.2?})",
             n as f64 / elapsed.as_secs_f64(),
             body_bytes as f64 / elapsed.as_secs_f64() / 1e6,
             n as f64 / commits as f64,
@@ -156,8 +170,8 @@ fn bytes_many_recipients(base: &Path) {
         "== bytes written: {n} messages of 2048 bytes, {per} recipients each, all finished =="
     );
     let dir = tempfile::tempdir_in(base).expect("tempdir");
-    let (_, _, j, body_bytes) = steady(dir.path(), JournalConfig::default(), n, per, 1_000);
-    let s = j.stats();
+    let run = steady(dir.path(), JournalConfig::default(), n, per, 1_000);
+    let (s, body_bytes) = (run.journal.stats(), run.body_bytes);
     let written = s.body_bytes_written + s.journal_bytes_written;
     let rcpts = n * per;
     let allowed = body_bytes as f64 * 1.1 + 64.0 * rcpts as f64;
@@ -183,10 +197,10 @@ fn recovery(base: &Path, recipients: u64, per: u64, checkpointed: bool) {
             j.append(now, "news@sender.example", &rcpts, &body(2048, i))
                 .expect("append");
             if j.commit_due(now) {
-                j.commit_bodies().expect("commit");
+                j.commit_bodies(now).expect("commit");
             }
         }
-        j.commit_bodies().expect("commit");
+        j.commit_bodies(now).expect("commit");
         if checkpointed {
             j.checkpoint().expect("checkpoint");
         }

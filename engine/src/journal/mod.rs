@@ -29,8 +29,9 @@
 //! - A body-log segment is deleted once every message in it is finished and
 //!   that fact is durable.
 //!
-//! Everything here is blocking file I/O for a dedicated writer thread; time
-//! is passed in.
+//! [`ShardJournal`] is blocking file I/O for a dedicated writer thread, with
+//! time passed in; [`JournalWriter`] is that thread, answering each append
+//! with a ticket that resolves once the message is durable.
 
 mod bits;
 mod body_log;
@@ -41,6 +42,7 @@ mod progress;
 mod quota;
 mod recovery;
 mod store;
+mod writer;
 
 #[cfg(test)]
 mod tests;
@@ -52,4 +54,5 @@ pub use self::{
     quota::{QuotaCounts, QuotaExceeded, QuotaLimits, SendQuota},
     recovery::{Damage, RecoveredMessage, RecoveredRecipient, RecoveryReport},
     store::{JournalStats, Recovery, ShardJournal},
+    writer::{AppendResult, AppendTicket, JournalWriter},
 };

@@ -177,7 +177,10 @@ impl ShardJournal {
     /// forgotten here, its sequence number never reused, and the caller
     /// must answer it with a temporary failure (452 4.3.1) and not deliver
     /// it. What was durable before stays durable.
-    pub fn commit_bodies(&mut self) -> Result<u64, JournalError> {
+    ///
+    /// `now` paces retries: after a failure the next commit is due one
+    /// `commit_interval` later, not at once.
+    pub fn commit_bodies(&mut self, now: Instant) -> Result<u64, JournalError> {
         let before = self.body.durable_upto();
         let last = self.body.last_seq();
         match self.body.commit() {
@@ -196,6 +199,7 @@ impl ShardJournal {
                 }
                 self.done.retain(|&s| !rejected(s));
                 self.progress.forget(rejected);
+                self.pending_since = (self.progress.pending_bytes() > 0).then_some(now);
                 Err(e)
             }
         }
@@ -203,14 +207,18 @@ impl ShardJournal {
 
     /// Writes and fsyncs the "finished" facts, then deletes every closed
     /// segment whose messages are all finished. On error the facts stay
-    /// pending and are retried by the next call; until then their segments
-    /// stay (a crash now can only resend, never lose).
-    pub fn commit_progress(&mut self) -> Result<(), JournalError> {
+    /// pending, the next commit is due one `commit_interval` after `now`, and
+    /// until then their segments stay (a crash now can only resend, never
+    /// lose).
+    pub fn commit_progress(&mut self, now: Instant) -> Result<(), JournalError> {
         // A message finished before its own record was durable keeps its
         // segment until the record is: `done` holds it back.
         let durable = self.body.durable_upto();
         let waiting = self.body.pending_bytes() > 0;
-        self.progress.commit()?;
+        if let Err(e) = self.progress.commit() {
+            self.pending_since = Some(now);
+            return Err(e);
+        }
         if !waiting {
             self.pending_since = None;
         }

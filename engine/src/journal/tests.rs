@@ -49,7 +49,7 @@ fn fill(j: &mut ShardJournal, now: Instant, n: u64, per: u32) -> Vec<u64> {
             .unwrap();
         seqs.push(seq);
     }
-    assert_eq!(j.commit_bodies().unwrap(), *seqs.last().unwrap());
+    assert_eq!(j.commit_bodies(now).unwrap(), *seqs.last().unwrap());
     seqs
 }
 
@@ -124,7 +124,7 @@ fn recovery_returns_exactly_the_unfinished_recipients() {
     }
     j.finish(now, 2, 1).unwrap();
     j.finish(now, 2, 3).unwrap();
-    j.commit_progress().unwrap();
+    j.commit_progress(now).unwrap();
     j.checkpoint().unwrap();
     // After it: 3 done, 2 one more, 4 one; and new messages 11 and 12.
     fill(&mut j, now, 2, 2);
@@ -134,7 +134,7 @@ fn recovery_returns_exactly_the_unfinished_recipients() {
     j.finish(now, 2, 0).unwrap();
     j.finish(now, 4, 2).unwrap();
     j.finish(now, 11, 1).unwrap();
-    j.commit_progress().unwrap();
+    j.commit_progress(now).unwrap();
     // Finished, but the fact is never committed: it is sent again.
     j.finish(now, 5, 0).unwrap();
     drop(j);
@@ -151,7 +151,7 @@ fn recovery_returns_exactly_the_unfinished_recipients() {
     // The state carries through a second restart, with no new facts lost.
     j.finish(now, 2, 2).unwrap();
     j.finish(now, 12, 0).unwrap();
-    j.commit_progress().unwrap();
+    j.commit_progress(now).unwrap();
     assert!(matches!(
         j.finish(now, 2, 9),
         Err(JournalError::UnknownRecipient { seq: 2, index: 9 })
@@ -178,7 +178,7 @@ fn finished_segments_are_deleted_and_the_active_one_stays() {
     }
     // Not yet durable: nothing may go.
     assert_eq!(list_segments(dir.path()).unwrap(), segs);
-    j.commit_progress().unwrap();
+    j.commit_progress(now).unwrap();
     let left = list_segments(dir.path()).unwrap();
     assert_eq!(
         left,
@@ -191,7 +191,7 @@ fn finished_segments_are_deleted_and_the_active_one_stays() {
     assert_eq!(unfinished(&r), vec![(40, vec![0])]);
     // Once the last one finishes, its (now closed) segment goes too.
     j.finish(now, 40, 0).unwrap();
-    j.commit_progress().unwrap();
+    j.commit_progress(now).unwrap();
     assert!(list_segments(dir.path()).unwrap().is_empty());
 }
 
@@ -271,9 +271,9 @@ fn a_journal_frame_cut_in_the_middle_costs_only_its_facts() {
     let (mut j, _) = open(dir.path(), small());
     fill(&mut j, now, 4, 2);
     j.finish(now, 1, 0).unwrap();
-    j.commit_progress().unwrap();
+    j.commit_progress(now).unwrap();
     j.finish(now, 2, 1).unwrap();
-    j.commit_progress().unwrap();
+    j.commit_progress(now).unwrap();
     drop(j);
     let path = current_journal(dir.path());
     let len = fs::metadata(&path).unwrap().len();
@@ -308,7 +308,7 @@ fn a_flipped_byte_in_a_journal_frame_costs_only_that_frame() {
     fill(&mut j, now, 3, 1);
     for s in 1..=3 {
         j.finish(now, s, 0).unwrap();
-        j.commit_progress().unwrap();
+        j.commit_progress(now).unwrap();
     }
     drop(j);
     let path = current_journal(dir.path());
@@ -332,7 +332,7 @@ fn without_a_whole_checkpoint_the_body_log_is_resent_not_lost() {
     fill(&mut j, now, 3, 2);
     j.checkpoint().unwrap();
     j.finish(now, 3, 0).unwrap();
-    j.commit_progress().unwrap();
+    j.commit_progress(now).unwrap();
     drop(j);
     let path = current_journal(dir.path());
     flip(&path, 20); // inside the checkpoint frame
@@ -364,11 +364,11 @@ fn group_commit_is_due_by_size_and_by_time() {
     assert_eq!(j.next_commit_at(), Some(t0 + Duration::from_millis(5)));
     assert!(j.commit_due(t0 + Duration::from_millis(5)));
     assert_eq!(j.durable_upto(), 0);
-    assert_eq!(j.commit_bodies().unwrap(), 1);
+    assert_eq!(j.commit_bodies(t0).unwrap(), 1);
     assert_eq!(j.next_commit_at(), None);
     j.append(t0, "a@b", &["c@d"], &[0; 10_000]).unwrap();
     assert!(j.commit_due(t0), "due by size at once");
-    j.commit_bodies().unwrap();
+    j.commit_bodies(t0).unwrap();
     j.finish(t0, 1, 0).unwrap();
     assert!(
         j.commit_due(t0 + Duration::from_millis(5)),
@@ -422,7 +422,7 @@ fn fsize_child() {
                     .unwrap()
             })
             .collect();
-        match j.commit_bodies() {
+        match j.commit_bodies(now) {
             Ok(upto) => {
                 assert_eq!(upto, *seqs.last().unwrap());
                 acked.extend(seqs);
