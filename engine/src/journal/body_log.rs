@@ -309,9 +309,12 @@ impl BodyLog {
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
         let mut created = false;
-        for (i, chunk) in pending.iter().enumerate() {
+        for chunk in &pending {
             if let Err(e) = self.write_chunk(chunk, &mut created) {
-                self.undo(&pending[i..]);
+                // Chunks already written are cut too: their messages are
+                // rejected with the rest, so they must not come back after
+                // a crash either.
+                self.undo(&pending);
                 return Err(e);
             }
         }

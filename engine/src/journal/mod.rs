@@ -53,6 +53,6 @@ pub use self::{
     frame::DamageKind,
     quota::{QuotaCounts, QuotaExceeded, QuotaLimits, SendQuota},
     recovery::{Damage, RecoveredMessage, RecoveredRecipient, RecoveryReport},
-    store::{JournalStats, Recovery, ShardJournal},
+    store::{JournalStats, Recovery, ShardJournal, shard_dir},
     writer::{AppendResult, AppendTicket, JournalWriter},
 };

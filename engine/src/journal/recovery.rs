@@ -57,7 +57,8 @@ pub struct Damage {
     pub file: PathBuf,
     /// Where the stretch starts.
     pub offset: u64,
-    /// How many bytes were discarded.
+    /// How many bytes were discarded (0 for a record read at its place
+    /// whose length could not be trusted).
     pub len: u64,
     /// What was wrong.
     pub kind: DamageKind,
@@ -93,7 +94,7 @@ impl RecoveryReport {
         self.damage.iter().map(|d| d.len).sum()
     }
 
-    /// True when nothing was damaged, missing or taken without a checkpoint.
+    /// True when nothing was damaged or missing.
     pub fn is_clean(&self) -> bool {
         self.damage.is_empty() && self.missing.is_empty()
     }

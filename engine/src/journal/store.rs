@@ -19,6 +19,12 @@ use super::error::JournalError;
 use super::progress::{self, ProgressLog};
 use super::recovery::{self, RecoveredMessage, RecoveryReport};
 
+/// The directory of shard `shard`'s journal under the `--journal` root:
+/// each shard has its own, so shards never share a file or a lock.
+pub fn shard_dir(root: &Path, shard: usize) -> PathBuf {
+    root.join(format!("shard-{shard}"))
+}
+
 /// What opening a shard's journal gave back.
 #[derive(Debug)]
 pub struct Recovery {
@@ -64,6 +70,8 @@ pub struct ShardJournal {
     /// Messages whose last recipient finished, waiting for that fact to be
     /// durable before their segment may go.
     done: Vec<u64>,
+    /// The first sequence number appended since the last body commit.
+    first_pending: Option<u64>,
     /// When the oldest uncommitted append or fact arrived.
     pending_since: Option<Instant>,
     /// Where the body log stood at the last checkpoint.
@@ -105,10 +113,16 @@ impl ShardJournal {
             messages,
             segments,
             done: Vec::new(),
+            first_pending: None,
             pending_since: None,
             checkpoint_body_bytes: 0,
         };
         journal.drop_finished_segments();
+        if rec.report.is_clean() {
+            tracing::info!(dir = %dir.display(), "journal: {}", rec.report);
+        } else {
+            tracing::warn!(dir = %dir.display(), "journal: {}", rec.report);
+        }
         Ok((
             journal,
             Recovery {
@@ -135,6 +149,7 @@ impl ShardJournal {
             self.done.push(seq); // no recipients: finished at once
         }
         self.messages.insert(seq, Message { loc, finished });
+        self.first_pending.get_or_insert(seq);
         self.pending_since.get_or_insert(now);
         Ok(seq)
     }
@@ -181,7 +196,9 @@ impl ShardJournal {
     /// `now` paces retries: after a failure the next commit is due one
     /// `commit_interval` later, not at once.
     pub fn commit_bodies(&mut self, now: Instant) -> Result<u64, JournalError> {
-        let before = self.body.durable_upto();
+        let Some(first) = self.first_pending.take() else {
+            return Ok(self.body.durable_upto());
+        };
         let last = self.body.last_seq();
         match self.body.commit() {
             Ok(upto) => {
@@ -191,8 +208,8 @@ impl ShardJournal {
                 Ok(upto)
             }
             Err(e) => {
-                let rejected = |seq: u64| seq > before && seq <= last;
-                for seq in before + 1..=last {
+                let rejected = |seq: u64| (first..=last).contains(&seq);
+                for seq in first..=last {
                     if let Some(m) = self.messages.remove(&seq) {
                         self.unref_segment(m.loc.seg);
                     }

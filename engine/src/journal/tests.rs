@@ -440,6 +440,18 @@ fn fsize_child() {
             }
         }
     }
+    // Space again: the log carries on after the rejected batches.
+    // SAFETY: as above; raising the soft limit up to the hard one.
+    unsafe {
+        let lim = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
+    }
+    let seq = j.append(now, "s@x", &["r@y"], &body(999)).unwrap();
+    assert_eq!(j.commit_bodies(now).unwrap(), seq);
+    acked.push(seq);
     let acked: Vec<String> = acked.iter().map(u64::to_string).collect();
     println!("ACKED {}", acked.join(","));
 }
@@ -487,4 +499,39 @@ fn a_full_disk_is_a_typed_error_and_loses_nothing_acknowledged() {
     assert!(r.report.is_clean(), "{}", r.report);
     let seqs: Vec<u64> = r.messages.iter().map(|m| m.seq).collect();
     assert_eq!(seqs, acked);
+}
+
+#[test]
+fn a_checkpoint_taken_while_appends_wait_loses_neither_them_nor_their_facts() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let (mut j, _) = open(dir.path(), small());
+    fill(&mut j, now, 3, 2);
+    let a = j.append(now, "s@x", &["a@y", "b@y"], b"waiting 1").unwrap();
+    let b = j.append(now, "s@x", &["a@y"], b"waiting 2").unwrap();
+    j.finish(now, a, 1).unwrap();
+    j.finish(now, 1, 0).unwrap();
+    j.checkpoint().unwrap();
+    assert_eq!(
+        list_generations(dir.path()).unwrap().len(),
+        1,
+        "the old generation is gone"
+    );
+    assert_eq!(j.commit_bodies(now).unwrap(), b);
+    j.commit_progress(now).unwrap();
+    drop(j);
+
+    let (_, r) = open(dir.path(), small());
+    assert!(r.report.is_clean(), "{}", r.report);
+    assert_eq!(
+        unfinished(&r),
+        vec![
+            (1, vec![1]),
+            (2, vec![0, 1]),
+            (3, vec![0, 1]),
+            (a, vec![0]),
+            (b, vec![0])
+        ]
+    );
+    assert_eq!(&r.messages[3].body[..], b"waiting 1");
 }
