@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo bench -p volley-engine --bench journal -- [--messages N] [--recipients N] [--dir PATH]
+//!     [--only throughput|bytes|recovery]
 //! ```
 //!
 //! Files go to a fresh temporary directory under `--dir` (default: the
@@ -22,6 +23,8 @@ struct Args {
     messages: u64,
     recipients: u64,
     dir: PathBuf,
+    /// Run only this section: throughput, bytes or recovery.
+    only: Option<String>,
 }
 
 fn args() -> Args {
@@ -29,6 +32,7 @@ fn args() -> Args {
         messages: 200_000,
         recipients: 1_000_000,
         dir: std::env::temp_dir(),
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -37,6 +41,7 @@ fn args() -> Args {
             "--messages" => a.messages = value().parse().expect("--messages N"),
             "--recipients" => a.recipients = value().parse().expect("--recipients N"),
             "--dir" => a.dir = value().into(),
+            "--only" => a.only = Some(value()),
             "--bench" => {} // passed by cargo bench
             other => panic!("unknown argument {other}"),
         }
@@ -205,6 +210,9 @@ fn recovery(base: &Path, recipients: u64, per: u64, checkpointed: bool) {
             j.checkpoint().expect("checkpoint");
         }
     }
+    // Let writeback of earlier runs finish, then read from the disk.
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
     uncache(dir.path());
     let start = Instant::now();
     let (_, r) = ShardJournal::open(dir.path(), JournalConfig::default()).expect("recover");
@@ -229,8 +237,16 @@ fn recovery(base: &Path, recipients: u64, per: u64, checkpointed: bool) {
 fn main() {
     let a = args();
     println!("journal benchmark in {}", a.dir.display());
-    throughput(&a.dir, a.messages);
-    bytes_many_recipients(&a.dir);
+    let run = |section: &str| a.only.as_deref().is_none_or(|o| o == section);
+    if run("throughput") {
+        throughput(&a.dir, a.messages);
+    }
+    if run("bytes") {
+        bytes_many_recipients(&a.dir);
+    }
+    if !run("recovery") {
+        return;
+    }
     println!(
         "== recovery of {} unfinished recipients, page cache dropped ==",
         a.recipients

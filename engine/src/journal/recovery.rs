@@ -18,6 +18,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -200,10 +202,24 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
     let mut live = Vec::new();
 
     // The tail: records appended after the checkpoint.
-    for &seg in segments.iter().filter(|&&s| s >= body_pos.seg) {
+    let tail: Vec<u64> = segments
+        .iter()
+        .copied()
+        .filter(|&s| s >= body_pos.seg)
+        .collect();
+    if let Some(&first) = tail.first() {
+        prefetch(&body_log::segment_path(dir, first));
+    }
+    // One buffer for every segment: no fresh pages to fault in each time.
+    let mut data = Vec::new();
+    for (k, &seg) in tail.iter().enumerate() {
+        // The disk reads the next segment while this one is parsed.
+        if let Some(&next) = tail.get(k + 1) {
+            prefetch(&body_log::segment_path(dir, next));
+        }
         let start = if seg == body_pos.seg { body_pos.off } else { 0 };
         let path = body_log::segment_path(dir, seg);
-        let data = fs::read(&path).map_err(|e| JournalError::io("read", &path, e))?;
+        read_into(&path, &mut data)?;
         let from = (start as usize).min(data.len());
         let scan = frame::scan(&data[from..], BODY_MAGIC, |off, payload| {
             let Some((seq, count)) = body_log::peek(payload) else {
@@ -243,10 +259,19 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
 
     // The checkpoint's unfinished messages, read at their places in order.
     listed.sort_unstable_by_key(|l| l.loc);
+    let mut wanted: Vec<u64> = listed.iter().map(|l| l.loc.seg).collect();
+    wanted.dedup();
     let mut open: Option<(u64, Option<File>)> = None;
     for l in listed {
         if open.as_ref().map(|(s, _)| *s) != Some(l.loc.seg) {
             let path = body_log::segment_path(dir, l.loc.seg);
+            if open.is_none() {
+                prefetch(&path);
+            }
+            let k = wanted.partition_point(|&s| s <= l.loc.seg);
+            if let Some(&next) = wanted.get(k) {
+                prefetch(&body_log::segment_path(dir, next));
+            }
             let f = match File::open(&path) {
                 Ok(f) => Some(f),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -367,6 +392,23 @@ fn record_damage(
             kind: s.kind,
             truncated: s.offset + s.len == end,
         });
+    }
+}
+
+/// Reads a whole file into `buf`, reusing its allocation.
+fn read_into(path: &Path, buf: &mut Vec<u8>) -> Result<(), JournalError> {
+    buf.clear();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(buf))
+        .map_err(|e| JournalError::io("read", path, e))?;
+    Ok(())
+}
+
+/// Asks the kernel to start reading a whole file into the page cache.
+fn prefetch(path: &Path) {
+    if let Ok(f) = File::open(path) {
+        // SAFETY: an advisory call on a descriptor we own.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
     }
 }
 
