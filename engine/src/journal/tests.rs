@@ -535,3 +535,144 @@ fn a_checkpoint_taken_while_appends_wait_loses_neither_them_nor_their_facts() {
     );
     assert_eq!(&r.messages[3].body[..], b"waiting 1");
 }
+
+const CRASH_DIR: &str = "VOLLEY_JOURNAL_CRASH_CHILD";
+
+/// Run by `kill_9_at_random_points_loses_nothing_acknowledged` in a child
+/// process: appends and finishes under load, printing what it acknowledged
+/// ("ACK seq recipients"), what it is about to finish ("WILL seq i") and
+/// what it finished durably ("FIN seq i"), until it is killed (or 10 s).
+#[test]
+#[ignore = "a child process of kill_9_at_random_points_loses_nothing_acknowledged"]
+fn crash_child() {
+    let Some(dir) = std::env::var_os(CRASH_DIR) else {
+        return;
+    };
+    let config = JournalConfig {
+        segment_bytes: 16 << 10,
+        checkpoint_journal_bytes: 2 << 10,
+        ..JournalConfig::default()
+    };
+    let (mut j, r) = open(Path::new(&dir), config);
+    let mut todo: std::collections::VecDeque<(u64, u32)> = r
+        .messages
+        .iter()
+        .flat_map(|m| m.recipients.iter().map(move |r| (m.seq, r.index)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = 0u64;
+    while Instant::now() < deadline {
+        let now = Instant::now();
+        let mut appended = Vec::new();
+        for _ in 0..5 {
+            let n = 1 + (i % 3) as u32;
+            appended.push((j.append(now, "s@x", &rcpts(i, n), &body(i)).unwrap(), n));
+            i += 1;
+        }
+        j.commit_bodies(now).unwrap();
+        for (seq, n) in appended {
+            println!("ACK {seq} {n}");
+            todo.extend((0..n).map(|k| (seq, k)));
+        }
+        let mut finished = Vec::new();
+        for (seq, k) in todo.drain(..4.min(todo.len())) {
+            println!("WILL {seq} {k}");
+            j.finish(now, seq, k).unwrap();
+            finished.push((seq, k));
+        }
+        j.commit_progress(now).unwrap();
+        for (seq, k) in finished {
+            println!("FIN {seq} {k}");
+        }
+        if j.checkpoint_due() {
+            j.checkpoint().unwrap();
+        }
+    }
+}
+
+#[test]
+fn kill_9_at_random_points_loses_nothing_acknowledged() {
+    use std::collections::{BTreeMap, HashSet};
+    use std::io::BufRead;
+
+    let dir = tempfile::tempdir().unwrap();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut acked = BTreeMap::new();
+    let mut will = HashSet::new();
+    let mut fin = HashSet::new();
+    for round in 0..4u64 {
+        let delay = Duration::from_millis(100 + (seed / (round + 1)) % 200);
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "journal::tests::crash_child",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(CRASH_DIR, dir.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            std::io::BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<_>>()
+        });
+        std::thread::sleep(delay);
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        for line in reader.join().unwrap() {
+            let f: Vec<&str> = line.split(' ').collect();
+            let num = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok());
+            match (f[0], num(1), num(2)) {
+                ("ACK", Some(s), Some(n)) => {
+                    acked.insert(s, n as u32);
+                }
+                ("WILL", Some(s), Some(i)) => {
+                    will.insert((s, i as u32));
+                }
+                ("FIN", Some(s), Some(i)) => {
+                    fin.insert((s, i as u32));
+                }
+                _ => {}
+            }
+        }
+
+        let (j, r) = open(dir.path(), JournalConfig::default());
+        let recovered: HashSet<(u64, u32)> = r
+            .messages
+            .iter()
+            .flat_map(|m| m.recipients.iter().map(move |x| (m.seq, x.index)))
+            .collect();
+        for (&s, &n) in &acked {
+            for i in 0..n {
+                let key = (s, i);
+                if fin.contains(&key) {
+                    assert!(
+                        !recovered.contains(&key),
+                        "round {round} (seed {seed}): {key:?} finished durably, yet resent"
+                    );
+                } else if !will.contains(&key) {
+                    assert!(
+                        recovered.contains(&key),
+                        "round {round} (seed {seed}): {key:?} acknowledged, then lost; {}",
+                        r.report
+                    );
+                }
+            }
+        }
+        assert!(r.report.missing.is_empty(), "{}", r.report);
+        drop(j);
+    }
+    assert!(
+        acked.len() > 20,
+        "the child acknowledged only {} messages",
+        acked.len()
+    );
+    assert!(!fin.is_empty());
+}
