@@ -1,9 +1,13 @@
-//! Settings of a shard's journal, with their defaults in one place.
+//! Settings of a shard's journal, with their defaults in one place:
+//! `#[serde(default)]` fills every missing field from `Default`.
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// How a shard's journal writes: segment size, group commit and checkpoints.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct JournalConfig {
     /// A body-log segment is closed once it holds this many bytes; a whole
     /// segment is deleted once every message in it is finished, so smaller
@@ -11,6 +15,7 @@ pub struct JournalConfig {
     pub segment_bytes: u64,
     /// Group commit by time: the oldest unsynced append waits at most this
     /// long for its fsync. This is the added latency of a fast-mode 250.
+    #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
     /// Group commit by size: a commit is due once this many bytes wait.
     pub commit_bytes: usize,
@@ -31,5 +36,20 @@ impl Default for JournalConfig {
             checkpoint_journal_bytes: 16 << 20,
             checkpoint_body_bytes: 1 << 30,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_fields_take_the_defaults_and_durations_read_as_text() {
+        let c: JournalConfig =
+            toml::from_str("commit_interval = \"5ms\"\nsegment_bytes = 1024").unwrap();
+        assert_eq!(c.commit_interval, Duration::from_millis(5));
+        assert_eq!(c.segment_bytes, 1024);
+        assert_eq!(c.commit_bytes, JournalConfig::default().commit_bytes);
+        assert!(toml::from_str::<JournalConfig>("segment_size = 1").is_err());
     }
 }

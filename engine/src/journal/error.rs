@@ -60,8 +60,8 @@ impl JournalError {
     pub fn is_transient(&self) -> bool {
         match self {
             JournalError::Io { source, .. } => io_is_transient(source),
-            JournalError::Locked { .. } => true,
-            JournalError::TooLarge { .. }
+            JournalError::Locked { .. }
+            | JournalError::TooLarge { .. }
             | JournalError::UnknownRecipient { .. }
             | JournalError::CorruptQuota { .. } => false,
         }

@@ -18,8 +18,9 @@ use super::error::JournalError;
 const QUOTA_MAGIC: [u8; 4] = *b"VQT1";
 const QUOTA_LEN: usize = 28;
 
-/// Optional limits on delivered messages.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Optional limits on delivered messages (none by default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct QuotaLimits {
     /// At most this many messages over the counter's lifetime.
     pub total: Option<u64>,
