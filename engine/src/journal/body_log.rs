@@ -148,8 +148,13 @@ pub(crate) fn parse(payload: &[u8]) -> Option<BodyRecord> {
     })
 }
 
-/// Reads the record at `off` of an open segment (recovery only).
-pub(crate) fn read_at(file: &File, off: u64) -> io::Result<Result<BodyRecord, frame::DamageKind>> {
+/// Reads the record at `off` of an open segment of `file_len` bytes
+/// (recovery only).
+pub(crate) fn read_at(
+    file: &File,
+    file_len: u64,
+    off: u64,
+) -> io::Result<Result<BodyRecord, frame::DamageKind>> {
     let mut head = [0u8; 8];
     if let Err(e) = file.read_exact_at(&mut head, off) {
         return if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -164,6 +169,10 @@ pub(crate) fn read_at(file: &File, off: u64) -> io::Result<Result<BodyRecord, fr
     let len = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes")) as usize;
     if len > MAX_PAYLOAD {
         return Ok(Err(frame::DamageKind::BadHeader));
+    }
+    if off + (len + FRAME_OVERHEAD) as u64 > file_len {
+        // Checked before allocating: a damaged length could ask for 1 GiB.
+        return Ok(Err(frame::DamageKind::Truncated));
     }
     let mut buf = vec![0u8; len + FRAME_OVERHEAD];
     buf[..8].copy_from_slice(&head);
@@ -461,7 +470,8 @@ mod tests {
         }
         for (i, loc) in locs.iter().enumerate() {
             let f = File::open(segment_path(dir.path(), loc.seg)).unwrap();
-            let rec = read_at(&f, loc.off).unwrap().unwrap();
+            let len = f.metadata().unwrap().len();
+            let rec = read_at(&f, len, loc.off).unwrap().unwrap();
             assert_eq!(rec.seq, i as u64 + 1);
         }
     }

@@ -261,7 +261,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
     listed.sort_unstable_by_key(|l| l.loc);
     let mut wanted: Vec<u64> = listed.iter().map(|l| l.loc.seg).collect();
     wanted.dedup();
-    let mut open: Option<(u64, Option<File>)> = None;
+    let mut open: Option<(u64, Option<(File, u64)>)> = None;
     for l in listed {
         if open.as_ref().map(|(s, _)| *s) != Some(l.loc.seg) {
             let path = body_log::segment_path(dir, l.loc.seg);
@@ -272,19 +272,21 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
             if let Some(&next) = wanted.get(k) {
                 prefetch(&body_log::segment_path(dir, next));
             }
-            let f = match File::open(&path) {
-                Ok(f) => Some(f),
+            let f = match File::open(&path).and_then(|f| Ok((f.metadata()?.len(), f))) {
+                Ok((len, f)) => Some((f, len)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => return Err(JournalError::io("open", &path, e)),
             };
             open = Some((l.loc.seg, f));
         }
-        let Some((_, Some(file))) = &open else {
+        let Some((_, Some((file, file_len)))) = &open else {
             report.missing.push(l.seq);
             continue;
         };
         let path = body_log::segment_path(dir, l.loc.seg);
-        match body_log::read_at(file, l.loc.off).map_err(|e| JournalError::io("read", &path, e))? {
+        match body_log::read_at(file, *file_len, l.loc.off)
+            .map_err(|e| JournalError::io("read", &path, e))?
+        {
             Ok(rec) if rec.seq == l.seq && rec.recipients.len() == l.finished.len() as usize => {
                 report.body_records += 1;
                 messages.push(unfinished(rec, &l.finished));

@@ -676,3 +676,21 @@ fn kill_9_at_random_points_loses_nothing_acknowledged() {
     );
     assert!(!fin.is_empty());
 }
+
+#[test]
+fn a_listed_message_whose_segment_is_gone_is_reported_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let (mut j, _) = open(dir.path(), small());
+    fill(&mut j, now, 40, 1);
+    j.checkpoint().unwrap();
+    drop(j);
+    let (first, _) = file_with(dir.path(), b"BODY-0000");
+    fs::remove_file(&first).unwrap();
+
+    let (_, r) = open(dir.path(), small());
+    assert!(!r.report.missing.is_empty());
+    assert_eq!(r.report.missing[0], 1);
+    assert_eq!(r.report.missing.len() + r.messages.len(), 40);
+    assert!(r.report.to_string().contains("unfinished messages lost"));
+}
