@@ -1,3 +1,4 @@
 //! Volley's engine (the engine issue fills this crate).
 
+pub mod journal;
 pub mod rate;
