@@ -6,6 +6,7 @@ mod delivery;
 mod dlog;
 mod engine;
 mod ingest;
+pub mod journal;
 mod message;
 mod metrics;
 mod outcome;
