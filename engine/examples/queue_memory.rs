@@ -30,10 +30,8 @@ fn send(addr: SocketAddr, txs: impl Iterator<Item = Transaction>) -> usize {
         helo_name: "composer.test".into(),
         ..ClientConfig::default()
     });
-    let mut n = 0;
     for tx in txs {
         client.send(tx).expect("send");
-        n += 1;
     }
     client.quit();
     let mut done = 0;
@@ -59,7 +57,6 @@ fn send(addr: SocketAddr, txs: impl Iterator<Item = Transaction>) -> usize {
         } else {
             client.receive(&buf[..got]);
         }
-        let _ = n;
     }
 }
 
