@@ -16,9 +16,11 @@ mod capacity;
 mod counters;
 mod duration;
 mod error;
+mod html;
 mod ledger;
 mod load;
 mod message;
+mod report;
 mod scenario;
 
 pub use crate::capacity::{
@@ -30,6 +32,9 @@ pub use crate::ledger::{Accounting, Delivery, SentRecord, reconcile};
 pub use crate::load::{DEFAULT_TEMPLATE, DomainMix, LoadSpec, Planned, Planner, Protocol};
 pub use crate::message::{
     Composed, ID_HEADER, Inspected, Inspector, SENT_HEADER, compose, unix_micros,
+};
+pub use crate::report::{
+    ComposerSummary, DomainReport, EngineUsage, LatencySummary, Report, ReportInput, compare,
 };
 pub use crate::scenario::{
     ChangeEntry, DEFAULT_SCENARIO, DomainEntry, GroupEntry, Scenario, SimDomain,
