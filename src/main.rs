@@ -1,6 +1,11 @@
 //! The `volley` command line.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
+
+mod resolve;
 
 /// Volley: an outbound mass-mail accelerator.
 #[derive(Parser)]
@@ -16,6 +21,19 @@ enum Command {
     Serve,
     /// Load generator and simulated internet (not built yet: see the README).
     Bench,
+    /// Show what Volley's resolver sees for each domain: MX hosts in the order
+    /// they would be tried, their addresses and the TTL, or the outcome and why.
+    Resolve {
+        /// Mail domains (or domain literals such as [192.0.2.1]).
+        #[arg(required = true)]
+        domains: Vec<String>,
+        /// Nameserver to ask, as ADDR:PORT (repeatable); default: /etc/resolv.conf.
+        #[arg(long = "nameserver", value_name = "ADDR:PORT")]
+        nameservers: Vec<SocketAddr>,
+        /// Time to wait for each query, e.g. 2s or 500ms.
+        #[arg(long, default_value = "5s", value_parser = volley_dns::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -24,5 +42,10 @@ fn main() -> anyhow::Result<()> {
         Command::Serve | Command::Bench => {
             anyhow::bail!("not yet: this part of Volley is not built; the README says what exists")
         }
+        Command::Resolve {
+            domains,
+            nameservers,
+            timeout,
+        } => resolve::run(&domains, &nameservers, timeout),
     }
 }

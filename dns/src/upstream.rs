@@ -1,0 +1,185 @@
+//! The queries themselves, through hickory-resolver, mapped to Volley's outcomes.
+//!
+//! hickory's own response cache is kept tiny: caching, refresh and
+//! de-duplication happen per shard in [`crate::MxResolver`].
+
+use std::net::{IpAddr, SocketAddr};
+
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig as HickoryConfig, ResolverOpts,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use hickory_resolver::{Resolver, TokioResolver};
+
+use tokio::sync::Semaphore;
+
+use crate::config::{ConfigError, ResolverConfig};
+use crate::error::ResolveError;
+
+/// The records of one type at one name, or why there are none.
+#[derive(Debug)]
+pub(crate) enum Records<T> {
+    /// Records found, with the smallest TTL among them (seconds).
+    Found(Vec<T>, u32),
+    /// The name exists but has no record of this type; negative TTL from the SOA if any.
+    NoData(Option<u32>),
+    /// The name does not exist; negative TTL from the SOA if any.
+    NxDomain(Option<u32>),
+}
+
+pub(crate) struct Upstream {
+    resolver: TokioResolver,
+    /// Bounds the queries in flight (sockets, and the nameserver's patience).
+    permits: Semaphore,
+}
+
+impl Upstream {
+    pub(crate) fn new(config: &ResolverConfig) -> Result<Self, ConfigError> {
+        let (hickory_config, mut opts) = if config.nameservers.is_empty() {
+            hickory_resolver::system_conf::read_system_conf()
+                .map_err(|e| ConfigError::System(e.to_string()))?
+        } else {
+            let servers = config
+                .nameservers
+                .iter()
+                .map(|addr| name_server(*addr, config.udp))
+                .collect();
+            (
+                HickoryConfig::from_parts(None, vec![], servers),
+                ResolverOpts::default(),
+            )
+        };
+        opts.timeout = config.timeout;
+        // hickory counts retries after the first try; ours counts tries.
+        opts.attempts = config.attempts.saturating_sub(1);
+        // TCP after UDP only on truncation (hickory does that by itself): retrying
+        // a timeout over TCP would double the time a dead server costs.
+        opts.try_tcp_on_error = false;
+        opts.use_hosts_file = ResolveHosts::Never;
+        // Our per-shard cache does the caching; hickory's would only cost memory.
+        opts.cache_size = 0;
+        // Cold starts resolve thousands of domains at once.
+        opts.max_active_requests = 8192;
+        opts.ndots = 0;
+        let resolver =
+            Resolver::builder_with_config(hickory_config, TokioRuntimeProvider::default())
+                .with_options(opts)
+                .build()
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Ok(Self {
+            resolver,
+            permits: Semaphore::new(config.max_concurrent_queries),
+        })
+    }
+
+    /// MX records of `domain` as (preference, exchange) with exchange lower-cased
+    /// and without trailing dot ("" for a null MX).
+    pub(crate) async fn mx(&self, domain: &str) -> Result<Records<(u16, String)>, ResolveError> {
+        self.query(domain, RecordType::MX, |rdata| match rdata {
+            RData::MX(mx) => Some((mx.preference, host_text(&mx.exchange))),
+            _ => None,
+        })
+        .await
+    }
+
+    /// A or AAAA records of `host`.
+    pub(crate) async fn addrs(
+        &self,
+        host: &str,
+        v6: bool,
+    ) -> Result<Records<IpAddr>, ResolveError> {
+        let rtype = if v6 { RecordType::AAAA } else { RecordType::A };
+        self.query(host, rtype, |rdata| match rdata {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn query<T>(
+        &self,
+        name: &str,
+        rtype: RecordType,
+        extract: impl Fn(&RData) -> Option<T>,
+    ) -> Result<Records<T>, ResolveError> {
+        let mut fqdn = Name::from_ascii(name).map_err(|e| ResolveError::InvalidDomain {
+            domain: name.to_string(),
+            reason: e.to_string(),
+        })?;
+        fqdn.set_fqdn(true);
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Err(ResolveError::Lookup {
+                domain: name.to_string(),
+                message: "resolver closed".into(),
+            });
+        };
+        match self.resolver.lookup(fqdn, rtype).await {
+            Ok(lookup) => {
+                let mut ttl = u32::MAX;
+                let mut found = Vec::new();
+                for record in lookup.answers() {
+                    if record.record_type() != rtype {
+                        continue; // CNAMEs on the way
+                    }
+                    if let Some(v) = extract(&record.data) {
+                        ttl = ttl.min(record.ttl);
+                        found.push(v);
+                    }
+                }
+                if found.is_empty() {
+                    Ok(Records::NoData(None))
+                } else {
+                    Ok(Records::Found(found, ttl))
+                }
+            }
+            Err(e) => map_error(name, e),
+        }
+    }
+}
+
+fn name_server(addr: SocketAddr, udp: bool) -> NameServerConfig {
+    let mut conns = Vec::new();
+    if udp {
+        let mut c = ConnectionConfig::udp();
+        c.port = addr.port();
+        conns.push(c);
+    }
+    let mut c = ConnectionConfig::tcp();
+    c.port = addr.port();
+    conns.push(c);
+    NameServerConfig::new(addr.ip(), true, conns)
+}
+
+fn host_text(name: &Name) -> String {
+    let mut s = name.to_ascii().to_ascii_lowercase();
+    if s.ends_with('.') {
+        s.pop();
+    }
+    s
+}
+
+fn map_error<T>(name: &str, e: NetError) -> Result<Records<T>, ResolveError> {
+    let domain = name.to_string();
+    match e {
+        NetError::Dns(DnsError::NoRecordsFound(nr)) => {
+            if nr.response_code == ResponseCode::NXDomain {
+                Ok(Records::NxDomain(nr.negative_ttl))
+            } else {
+                Ok(Records::NoData(nr.negative_ttl))
+            }
+        }
+        NetError::Dns(DnsError::ResponseCode(code)) => Err(ResolveError::ServerFailure {
+            domain,
+            code: code.to_string(),
+        }),
+        NetError::Timeout => Err(ResolveError::Timeout { domain }),
+        other => Err(ResolveError::Lookup {
+            domain,
+            message: other.to_string(),
+        }),
+    }
+}
