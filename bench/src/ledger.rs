@@ -22,6 +22,10 @@ pub struct SentRecord {
     pub recipient: String,
     /// Digest of its body (see [`Composed`](crate::Composed)).
     pub digest: u64,
+    /// The connection broke after the body was sent and before the reply:
+    /// the server may or may not have taken it. Delivered or not, it is
+    /// neither a loss nor unexpected.
+    pub uncertain: bool,
 }
 
 /// A message a sink accepted (`250` after the dot) for one recipient.
@@ -55,6 +59,9 @@ pub struct Accounting {
     pub expected_bounces: u64,
     /// Sent, not delivered, and not an expected bounce.
     pub lost: u64,
+    /// Not delivered, but the Composer never saw the server accept it (the
+    /// connection broke after the body).
+    pub uncertain_undelivered: u64,
     /// Extra copies beyond the first of any delivered message.
     pub duplicates: u64,
     /// Deliveries with no id, an id never sent, or the wrong recipient.
@@ -113,6 +120,8 @@ pub fn reconcile(
     for (id, (record, count)) in &by_id {
         if *count > 0 {
             acc.delivered += 1;
+        } else if record.uncertain {
+            acc.uncertain_undelivered += 1;
         } else if expected_bounce(&record.recipient) {
             acc.expected_bounces += 1;
         } else {
@@ -136,6 +145,7 @@ mod tests {
                 id: format!("r.{i}"),
                 recipient: format!("user{i}@a.test"),
                 digest: i,
+                uncertain: false,
             })
             .collect()
     }
@@ -169,6 +179,12 @@ mod tests {
         assert!(!acc.is_clean());
         assert_eq!(acc.lost, 1);
         assert_eq!(acc.lost_examples, vec!["r.42".to_string()]);
+        // Had the connection broken after its body, it would not count as lost.
+        let mut s = s;
+        s[42].uncertain = true;
+        let acc = reconcile(&s, &d, |_| false);
+        assert!(acc.is_clean());
+        assert_eq!(acc.uncertain_undelivered, 1);
     }
 
     #[test]

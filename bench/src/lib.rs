@@ -13,6 +13,7 @@
 //! measures Volley, Postfix, PowerMTA or KumoMTA.
 
 mod capacity;
+mod compose;
 mod counters;
 mod duration;
 mod error;
@@ -20,11 +21,15 @@ mod html;
 mod ledger;
 mod load;
 mod message;
+mod procstat;
 mod report;
 mod scenario;
 
 pub use crate::capacity::{
     Capacity, ConnectVerdict, DataVerdict, DomainModel, RcptVerdict, is_unknown_mailbox,
+};
+pub use crate::compose::{
+    ComposeConfig, ComposeHandle, ComposeOutcome, ComposeProgress, run_compose, spawn_compose,
 };
 pub use crate::counters::{Counts, DomainCounters};
 pub use crate::error::{BenchError, ScenarioError};
@@ -33,6 +38,7 @@ pub use crate::load::{DEFAULT_TEMPLATE, DomainMix, LoadSpec, Planned, Planner, P
 pub use crate::message::{
     Composed, ID_HEADER, Inspected, Inspector, SENT_HEADER, compose, unix_micros,
 };
+pub use crate::procstat::process_usage;
 pub use crate::report::{
     ComposerSummary, DomainReport, EngineUsage, LatencySummary, Report, ReportInput, compare,
 };

@@ -174,13 +174,14 @@ pub struct Planned {
     pub size: usize,
 }
 
-/// Draws recipients and sizes, reproducibly from a seed.
-#[derive(Debug)]
+/// Draws recipients and sizes, reproducibly: message `n` of a seed is the
+/// same whichever connection sends it, so runs are comparable.
+#[derive(Debug, Clone)]
 pub struct Planner {
     mix: DomainMix,
     body_min: usize,
     body_max: usize,
-    rng: SmallRng,
+    seed: u64,
 }
 
 impl Planner {
@@ -190,16 +191,17 @@ impl Planner {
             mix,
             body_min: spec.body_min,
             body_max: spec.body_max,
-            rng: SmallRng::seed_from_u64(seed),
+            seed,
         }
     }
 
     /// Message `number`: recipient `user{number}@{domain}` so every
     /// recipient of a run is distinct.
-    pub fn plan(&mut self, number: u64) -> Planned {
-        let domain = self.mix.pick(self.rng.random::<f64>());
+    pub fn plan(&self, number: u64) -> Planned {
+        let mut rng = SmallRng::seed_from_u64(self.seed ^ number.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let domain = self.mix.pick(rng.random::<f64>());
         let size = if self.body_max > self.body_min {
-            self.rng.random_range(self.body_min..=self.body_max)
+            rng.random_range(self.body_min..=self.body_max)
         } else {
             self.body_min
         };
@@ -219,7 +221,7 @@ mod tests {
     fn weights_steer_the_domain_choice() {
         let mix = DomainMix::weighted(vec![("big.test".into(), 3.0), ("small.test".into(), 1.0)])
             .unwrap();
-        let mut p = Planner::new(mix, &LoadSpec::default(), 3);
+        let p = Planner::new(mix, &LoadSpec::default(), 3);
         let big = (0..10_000)
             .filter(|&i| p.plan(i).recipient.ends_with("@big.test"))
             .count();
@@ -234,7 +236,7 @@ mod tests {
             body_max: 200,
             ..LoadSpec::default()
         };
-        let mut p = Planner::new(mix, &spec, 1);
+        let p = Planner::new(mix, &spec, 1);
         let plans: Vec<Planned> = (0..5_000).map(|i| p.plan(i)).collect();
         let first = plans
             .iter()

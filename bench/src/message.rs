@@ -4,6 +4,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+
 use crate::capacity::fnv1a;
 use crate::load::Planned;
 
@@ -31,7 +33,7 @@ pub struct Composed {
     /// The recipient.
     pub recipient: String,
     /// The whole message (headers, blank line, body), CRLF lines, not dot-stuffed.
-    pub data: Vec<u8>,
+    pub data: Bytes,
     /// FNV-1a of the body after the header section: the sink computes the
     /// same, so a changed body shows.
     pub digest: u64,
@@ -70,7 +72,7 @@ pub fn compose(run: &str, sender: &str, template: &str, plan: &Planned) -> Compo
     Composed {
         id,
         recipient: plan.recipient.clone(),
-        data,
+        data: Bytes::from(data),
         digest,
         sent_micros,
     }
@@ -186,7 +188,7 @@ mod tests {
             "Hi {name} #{number} <{email}> {id}\r\n",
             &plan(3000),
         );
-        let text = String::from_utf8(m.data.clone()).unwrap();
+        let text = String::from_utf8(m.data.to_vec()).unwrap();
         assert!(text.contains("Hi Subscriber 7 #7 <user7@a.test> run1.7\r\n"));
         assert!(text.contains("X-Volley-Bench-Id: run1.7\r\n"));
         assert!(m.data.len() >= 3000 && m.data.len() < 3100);
@@ -215,7 +217,7 @@ mod tests {
     #[test]
     fn inspector_reports_a_changed_body_and_a_missing_id() {
         let m = compose("r", "c@b.test", "x\r\n", &plan(500));
-        let mut changed = m.data.clone();
+        let mut changed = m.data.to_vec();
         let last = changed.len() - 3;
         changed[last] ^= 1;
         let mut insp = Inspector::default();
