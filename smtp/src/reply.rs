@@ -1,7 +1,7 @@
 //! SMTP replies (RFC 5321 4.2) with enhanced status codes (RFC 3463, RFC 2034).
 //!
 //! Both sides use these types: the server encodes them, the client parses
-//! them (see [`ReplyParser`](crate::ReplyParser) once the client side lands).
+//! them (see [`ReplyParser`](crate::ReplyParser)).
 
 use std::fmt;
 
