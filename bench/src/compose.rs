@@ -170,11 +170,15 @@ impl Ctx {
                 }
             }
             Finish::Transient => {
-                self.progress.refused_transient.fetch_add(1, Ordering::Relaxed);
+                self.progress
+                    .refused_transient
+                    .fetch_add(1, Ordering::Relaxed);
                 self.retry(pending);
             }
             Finish::Permanent => {
-                self.progress.refused_permanent.fetch_add(1, Ordering::Relaxed);
+                self.progress
+                    .refused_permanent
+                    .fetch_add(1, Ordering::Relaxed);
             }
             Finish::NotSent => self.retry_now(pending),
         }
@@ -316,7 +320,11 @@ pub async fn run_compose(
     };
     Ok(ComposeOutcome {
         summary,
-        injected_micros: sent.iter().filter(|(s, _)| !s.uncertain).map(|(_, t)| *t).collect(),
+        injected_micros: sent
+            .iter()
+            .filter(|(s, _)| !s.uncertain)
+            .map(|(_, t)| *t)
+            .collect(),
         sent: sent.into_iter().map(|(s, _)| s).collect(),
     })
 }
@@ -329,7 +337,10 @@ async fn connection(ctx: Arc<Ctx>) -> Result<(), BenchError> {
             Ok(s) => s,
             Err(e) => {
                 ctx.progress.session_errors.fetch_add(1, Ordering::Relaxed);
-                if Instant::now() + RECONNECT_PAUSE >= ctx.deadline || ctx.progress.accepted.load(Ordering::Relaxed) == 0 && ctx.progress.session_errors.load(Ordering::Relaxed) > 20 {
+                if Instant::now() + RECONNECT_PAUSE >= ctx.deadline
+                    || ctx.progress.accepted.load(Ordering::Relaxed) == 0
+                        && ctx.progress.session_errors.load(Ordering::Relaxed) > 20
+                {
                     return Err(BenchError::io(format!("connecting to {target}"), e));
                 }
                 tokio::time::sleep(RECONNECT_PAUSE).await;
@@ -396,7 +407,11 @@ async fn session(ctx: &Ctx, stream: &mut TcpStream) -> SessionEnd {
                         ctx.finished(finish, pending, &message);
                     }
                     let _ = write_out(stream, &mut client).await;
-                    return if quitting { SessionEnd::Done } else { SessionEnd::Broken };
+                    return if quitting {
+                        SessionEnd::Done
+                    } else {
+                        SessionEnd::Broken
+                    };
                 }
             }
         }

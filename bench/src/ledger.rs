@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 const EXAMPLES: usize = 10;
 
 /// A message the server under test accepted from the Composer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SentRecord {
     /// The bench id.
     pub id: String,

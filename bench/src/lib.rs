@@ -17,6 +17,7 @@ mod compose;
 mod counters;
 mod duration;
 mod error;
+mod files;
 mod html;
 mod ledger;
 mod load;
@@ -33,6 +34,7 @@ pub use crate::compose::{
 };
 pub use crate::counters::{Counts, DomainCounters};
 pub use crate::error::{BenchError, ScenarioError};
+pub use crate::files::{load_jsonl, save_jsonl};
 pub use crate::ledger::{Accounting, Delivery, SentRecord, reconcile};
 pub use crate::load::{DEFAULT_TEMPLATE, DomainMix, LoadSpec, Planned, Planner, Protocol};
 pub use crate::message::{

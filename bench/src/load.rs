@@ -198,7 +198,8 @@ impl Planner {
     /// Message `number`: recipient `user{number}@{domain}` so every
     /// recipient of a run is distinct.
     pub fn plan(&self, number: u64) -> Planned {
-        let mut rng = SmallRng::seed_from_u64(self.seed ^ number.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut rng =
+            SmallRng::seed_from_u64(self.seed ^ number.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let domain = self.mix.pick(rng.random::<f64>());
         let size = if self.body_max > self.body_min {
             rng.random_range(self.body_min..=self.body_max)

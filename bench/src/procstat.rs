@@ -49,7 +49,8 @@ mod tests {
 
     #[test]
     fn parses_stat_with_odd_command_names() {
-        let stat = "1234 (vol ley) (x)) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 100 0 0";
+        let stat =
+            "1234 (vol ley) (x)) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 100 0 0";
         let status = "Name:\tvolley\nVmPeak:\t  9000 kB\nVmHWM:\t    2048 kB\nVmRSS:\t 1000 kB\n";
         let u = parse(stat, status, 100.0).unwrap();
         assert_eq!(u.cpu_user_secs, 2.5);
