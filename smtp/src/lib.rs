@@ -5,15 +5,28 @@
 //! bytes to send and events to act on. The engine's shards drive it over
 //! io_uring sockets; tests drive it over plain byte slices.
 
+mod address;
 mod client;
+mod command;
 mod reply;
 mod reply_parser;
+mod server;
 mod stuffing;
 
+pub use address::{
+    AddressError, Domain, Mailbox, parse_forward_path, parse_reverse_path, routing_key,
+};
 pub use client::{
     Capabilities, Client, ClientConfig, ClientError, ClientEvent, DeliveryStatus, RecipientOutcome,
     SendError, Stage, Transaction, TransactionOutcome,
 };
+pub use command::{
+    BodyType, Command, CommandError, MailParams, Notify, Orcpt, RcptParams, Ret, parse_command,
+};
 pub use reply::{EnhancedCode, Reply, ReplyClass};
 pub use reply_parser::{DEFAULT_MAX_REPLY_LINE, ReplyError, ReplyParser};
+pub use server::{
+    AbortReason, CloseReason, Extensions, Pending, Server, ServerConfig, ServerEvent,
+    UnexpectedVerdict, Verdict,
+};
 pub use stuffing::{chunk_body, dot_stuff};
