@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod bench_cmd;
 mod resolve;
 
 /// Volley: an outbound mass-mail accelerator.
@@ -19,8 +20,12 @@ struct Cli {
 enum Command {
     /// Run the relay (not built yet: see the README).
     Serve,
-    /// Load generator and simulated internet (not built yet: see the README).
-    Bench,
+    /// Load generator, simulated internet (DNS + MX sinks with hidden
+    /// capacities), whole benchmark runs and their reports.
+    Bench {
+        #[command(subcommand)]
+        command: bench_cmd::BenchCommand,
+    },
     /// Show what Volley's resolver sees for each domain: MX hosts in the order
     /// they would be tried, their addresses and the TTL, or the outcome and why.
     Resolve {
@@ -39,7 +44,8 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve | Command::Bench => {
+        Command::Bench { command } => bench_cmd::run(command),
+        Command::Serve => {
             anyhow::bail!("not yet: this part of Volley is not built; the README says what exists")
         }
         Command::Resolve {

@@ -24,6 +24,9 @@ use crate::report::ComposerSummary;
 const MAX_ATTEMPTS: u32 = 50;
 /// Pause before connecting again after a failed session.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
+/// Connection attempts in a row that may fail before a connection gives up
+/// (the server is gone: about three seconds of refusals).
+const MAX_FAILED_CONNECTS: u32 = 30;
 
 /// Where and what to send.
 #[derive(Debug, Clone)]
@@ -104,13 +107,12 @@ impl Ctx {
         if now >= self.deadline {
             return Next::Done;
         }
-        if let Ok(mut q) = self.retries.lock() {
-            if q.front().is_some_and(|p| p.not_before <= now) {
-                if let Some(p) = q.pop_front() {
-                    self.in_flight.fetch_add(1, Ordering::SeqCst);
-                    return Next::Send(p);
-                }
-            }
+        if let Ok(mut q) = self.retries.lock()
+            && q.front().is_some_and(|p| p.not_before <= now)
+            && let Some(p) = q.pop_front()
+        {
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            return Next::Send(p);
         }
         let past_duration = self.stop_new_at.is_some_and(|t| now >= t);
         let limit = if self.config.load.messages == 0 {
@@ -293,10 +295,10 @@ pub async fn run_compose(
         }
     }
     let mut sent = ctx.sent.lock().map(|s| s.clone()).unwrap_or_default();
-    if sent.is_empty() {
-        if let Some(e) = first_error {
-            return Err(e);
-        }
+    if sent.is_empty()
+        && let Some(e) = first_error
+    {
+        return Err(e);
     }
     sent.sort_by_key(|(_, t)| *t);
     let last = sent.last().map(|(_, t)| *t).unwrap_or(start_micros);
@@ -332,14 +334,18 @@ pub async fn run_compose(
 /// One connection: sessions one after another until the load is done.
 async fn connection(ctx: Arc<Ctx>) -> Result<(), BenchError> {
     let target = ctx.config.target;
+    let mut failed_connects = 0u32;
     loop {
         let mut stream = match TcpStream::connect(target).await {
-            Ok(s) => s,
+            Ok(s) => {
+                failed_connects = 0;
+                s
+            }
             Err(e) => {
                 ctx.progress.session_errors.fetch_add(1, Ordering::Relaxed);
-                if Instant::now() + RECONNECT_PAUSE >= ctx.deadline
-                    || ctx.progress.accepted.load(Ordering::Relaxed) == 0
-                        && ctx.progress.session_errors.load(Ordering::Relaxed) > 20
+                failed_connects += 1;
+                if failed_connects >= MAX_FAILED_CONNECTS
+                    || Instant::now() + RECONNECT_PAUSE >= ctx.deadline
                 {
                     return Err(BenchError::io(format!("connecting to {target}"), e));
                 }

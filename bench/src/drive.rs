@@ -135,7 +135,11 @@ pub fn drive(
 }
 
 fn throttled(internet: &SimulatedInternet) -> u64 {
-    internet.counters().iter().map(|c| c.total.throttled()).sum()
+    internet
+        .counters()
+        .iter()
+        .map(|c| c.total.throttled())
+        .sum()
 }
 
 /// One line on stderr, rewritten in place.
@@ -154,7 +158,14 @@ impl ProgressLine {
         }
     }
 
-    fn show(&mut self, elapsed: Duration, planned: u64, injected: u64, delivered: u64, throttled: u64) {
+    fn show(
+        &mut self,
+        elapsed: Duration,
+        planned: u64,
+        injected: u64,
+        delivered: u64,
+        throttled: u64,
+    ) {
         if !self.on {
             return;
         }

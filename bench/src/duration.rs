@@ -33,9 +33,9 @@ pub(crate) fn parse(text: &str) -> Result<Duration, ScenarioError> {
 /// Writes a duration the way [`parse`] reads it, in the largest exact unit.
 pub(crate) fn format(d: Duration) -> String {
     let micros = d.as_micros();
-    if micros % 1_000_000 == 0 {
+    if micros.is_multiple_of(1_000_000) {
         format!("{}s", micros / 1_000_000)
-    } else if micros % 1_000 == 0 {
+    } else if micros.is_multiple_of(1_000) {
         format!("{}ms", micros / 1_000)
     } else {
         format!("{micros}us")

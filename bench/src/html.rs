@@ -225,7 +225,7 @@ pre{{background:#f6f6f6;padding:12px;overflow:auto}}
         ));
         h.push_str("<h2>Largest domains: deliveries and throttling against capacity</h2>");
         for d in self.domains.iter().take(6) {
-            let reference = (d.max_rate > 0.0).then(|| (d.max_rate, "rate limit at start"));
+            let reference = (d.max_rate > 0.0).then_some((d.max_rate, "rate limit at start"));
             h.push_str(&line_chart(
                 &format!(
                     "{} (capacity {} conns,rate{}; peak {} connections)",
@@ -274,9 +274,9 @@ pre{{background:#f6f6f6;padding:12px;overflow:auto}}
             );
         }
         h.push_str("</table>");
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<h2>Load</h2><pre>{}</pre></body></html>\n",
+            "<h2>Load</h2><pre>{}</pre></body></html>",
             escape(&toml::to_string(&self.load).unwrap_or_default())
         );
         h

@@ -12,12 +12,12 @@ use std::time::Instant;
 use socket2::{Domain, Socket, Type};
 use volley_dns::{TestDnsServer, TestZone};
 
-use crate::capacity::{DomainModel, is_unknown_mailbox};
+use crate::capacity::DomainModel;
 use crate::counters::DomainCounters;
 use crate::error::BenchError;
 use crate::ledger::{Accounting, Delivery, SentRecord, reconcile};
 use crate::message::unix_micros;
-use crate::scenario::{Scenario, SimDomain};
+use crate::scenario::{Scenario, SimDomain, is_expected_bounce};
 use crate::sink;
 
 /// How to run the simulated internet.
@@ -85,7 +85,8 @@ impl SimulatedInternet {
                 zone = zone.host(host, [IpAddr::V4(*addr)]);
             }
         }
-        let dns = TestDnsServer::start(zone).map_err(|e| BenchError::io("starting the test DNS server", e))?;
+        let dns = TestDnsServer::start(zone)
+            .map_err(|e| BenchError::io("starting the test DNS server", e))?;
         let (port, listeners) = bind_all(&domains, options.sink_port)?;
         let start = Instant::now();
         let start_micros = unix_micros();
@@ -199,23 +200,7 @@ impl SimulatedInternet {
     /// Whether this internet refuses `recipient` for good (unknown mailbox):
     /// a bounce is then its correct end.
     pub fn is_expected_bounce(&self, recipient: &str) -> bool {
-        let Some((_, domain)) = recipient.rsplit_once('@') else {
-            return false;
-        };
-        self.shared
-            .domains
-            .iter()
-            .find(|d| d.name.eq_ignore_ascii_case(domain))
-            .is_some_and(|d| {
-                // Shares only grow the unknown set (a hash below the share),
-                // so the largest share over the run covers every refusal.
-                let share = d
-                    .changes
-                    .iter()
-                    .map(|c| c.1.unknown_share)
-                    .fold(d.capacity.unknown_share, f64::max);
-                is_unknown_mailbox(recipient, share)
-            })
+        is_expected_bounce(&self.shared.domains, recipient)
     }
 
     /// Loss and duplicate accounting of `sent` against what the sinks kept.
@@ -270,7 +255,10 @@ fn bind_all(
                         listeners.push((i, l));
                     }
                     Err(e) => {
-                        failed = Some(BenchError::io(format!("binding {host} at {addr}:{chosen}"), e));
+                        failed = Some(BenchError::io(
+                            format!("binding {host} at {addr}:{chosen}"),
+                            e,
+                        ));
                         break 'all;
                     }
                 }

@@ -15,16 +15,19 @@
 mod capacity;
 mod compose;
 mod counters;
+mod drive;
 mod duration;
 mod error;
 mod files;
 mod html;
+mod internet;
 mod ledger;
 mod load;
 mod message;
 mod procstat;
 mod report;
 mod scenario;
+mod sink;
 
 pub use crate::capacity::{
     Capacity, ConnectVerdict, DataVerdict, DomainModel, RcptVerdict, is_unknown_mailbox,
@@ -33,8 +36,10 @@ pub use crate::compose::{
     ComposeConfig, ComposeHandle, ComposeOutcome, ComposeProgress, run_compose, spawn_compose,
 };
 pub use crate::counters::{Counts, DomainCounters};
+pub use crate::drive::{RunSettings, drive, wait_for_listener};
 pub use crate::error::{BenchError, ScenarioError};
 pub use crate::files::{load_jsonl, save_jsonl};
+pub use crate::internet::{InternetOptions, SimulatedInternet};
 pub use crate::ledger::{Accounting, Delivery, SentRecord, reconcile};
 pub use crate::load::{DEFAULT_TEMPLATE, DomainMix, LoadSpec, Planned, Planner, Protocol};
 pub use crate::message::{
@@ -45,5 +50,5 @@ pub use crate::report::{
     ComposerSummary, DomainReport, EngineUsage, LatencySummary, Report, ReportInput, compare,
 };
 pub use crate::scenario::{
-    ChangeEntry, DEFAULT_SCENARIO, DomainEntry, GroupEntry, Scenario, SimDomain,
+    ChangeEntry, DEFAULT_SCENARIO, DomainEntry, GroupEntry, Scenario, SimDomain, is_expected_bounce,
 };

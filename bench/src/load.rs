@@ -109,7 +109,7 @@ impl DomainMix {
                 "domain mix: no domain with a positive weight".into(),
             ));
         }
-        if domains.iter().any(|d| !(d.1 >= 0.0)) {
+        if domains.iter().any(|d| d.1.is_nan() || d.1 < 0.0) {
             return Err(ScenarioError::Invalid("domain mix: negative weight".into()));
         }
         let mut acc = 0.0;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::capacity::Capacity;
+use crate::capacity::{Capacity, is_unknown_mailbox};
 use crate::duration::{serde_opt, serde_text};
 use crate::error::ScenarioError;
 use crate::load::LoadSpec;
@@ -166,6 +166,11 @@ impl Scenario {
         Self::from_toml(&text)
     }
 
+    /// The scenario as TOML (e.g. a built-in one, to start a file from).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("scenarios are plain data")
+    }
+
     /// Parses and checks a scenario.
     pub fn from_toml(text: &str) -> Result<Scenario, ScenarioError> {
         let scenario: Scenario = toml::from_str(text)?;
@@ -245,6 +250,27 @@ impl Scenario {
         }
         Ok(domains)
     }
+}
+
+/// Whether the simulated internet of `domains` refuses `recipient` for good
+/// (an unknown mailbox at any point of the run): a bounce is its correct end.
+pub fn is_expected_bounce(domains: &[SimDomain], recipient: &str) -> bool {
+    let Some((_, domain)) = recipient.rsplit_once('@') else {
+        return false;
+    };
+    domains
+        .iter()
+        .find(|d| d.name.eq_ignore_ascii_case(domain))
+        .is_some_and(|d| {
+            // A mailbox is unknown when its hash falls below the share, so
+            // the largest share over the run covers every refusal.
+            let share = d
+                .changes
+                .iter()
+                .map(|c| c.1.unknown_share)
+                .fold(d.capacity.unknown_share, f64::max);
+            is_unknown_mailbox(recipient, share)
+        })
 }
 
 fn change_applies(pattern: &str, domain: &str) -> bool {
