@@ -6,7 +6,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 mod bench_cmd;
+mod check_config;
 mod resolve;
+mod serve;
 
 /// Volley: an outbound mass-mail accelerator.
 #[derive(Parser)]
@@ -18,8 +20,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the relay (not built yet: see the README).
-    Serve,
+    /// Run the relay: accept mail from Composers, deliver it to the MX hosts.
+    Serve(serve::ServeArgs),
+    /// Check a configuration file and explain each problem with its line.
+    CheckConfig {
+        /// The TOML file.
+        file: std::path::PathBuf,
+    },
     /// Load generator, simulated internet (DNS + MX sinks with hidden
     /// capacities), whole benchmark runs and their reports.
     Bench {
@@ -44,10 +51,9 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::CheckConfig { file } => check_config::run(&file),
         Command::Bench { command } => bench_cmd::run(command),
-        Command::Serve => {
-            anyhow::bail!("not yet: this part of Volley is not built; the README says what exists")
-        }
         Command::Resolve {
             domains,
             nameservers,

@@ -1,0 +1,587 @@
+//! Volley's configuration: one TOML file, every setting optional.
+//!
+//! Defaults live in one place: each struct's `impl Default`, which serde's
+//! `#[serde(default)]` calls for every missing field, so a file only names
+//! what it changes and an empty file (or none) is a working single-host setup.
+
+mod units;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use units::{parse_duration, parse_size};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The name Volley gives in EHLO and in its greeting.
+    pub hostname: String,
+    /// Number of shards (threads pinned to cores); 0 means one per core.
+    pub shards: usize,
+    /// TCP port of the MX hosts Volley delivers to (25 on the internet; tests
+    /// and the bench use an unprivileged port).
+    pub delivery_port: u16,
+    /// Local addresses to deliver from (round robin); empty: the kernel picks.
+    pub source_ips: Vec<IpAddr>,
+    /// Where the delivery log goes (one JSON line per recipient outcome);
+    /// unset: no delivery log.
+    pub delivery_log: Option<PathBuf>,
+    /// How often `volley serve` prints its one-line summary.
+    #[serde(with = "units::duration")]
+    pub summary_interval: Duration,
+    /// Bytes of messages Volley may hold; near it, ingest answers 452 4.3.1.
+    #[serde(with = "units::size")]
+    pub memory_budget: u64,
+    /// The ports Composers connect to.
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    /// Who may connect, and the limits of each ingest session.
+    pub ingest: IngestConfig,
+    /// How MX hosts are found.
+    pub resolver: volley_dns::ResolverConfig,
+    /// How the next queue to serve is chosen.
+    pub scheduler: SchedulerConfig,
+    /// Settings of the general queue (every domain without a specific queue).
+    pub general_queue: QueueSettings,
+    /// Specific queues: domains with their own limits and optional fixed MX.
+    #[serde(rename = "queue")]
+    pub queues: Vec<SpecificQueue>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hostname: "volley.localhost".into(),
+            shards: 0,
+            delivery_port: 25,
+            source_ips: Vec::new(),
+            delivery_log: None,
+            summary_interval: Duration::from_secs(5),
+            memory_budget: 2 << 30,
+            listeners: vec![ListenerConfig::default()],
+            ingest: IngestConfig::default(),
+            resolver: volley_dns::ResolverConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            general_queue: QueueSettings::default(),
+            queues: Vec::new(),
+        }
+    }
+}
+
+/// The protocol a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// SMTP (RFC 5321): one reply per message.
+    Smtp,
+    /// LMTP (RFC 2033): one reply per recipient after the data.
+    Lmtp,
+}
+
+/// When the Composer gets its reply to a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// 250 once the message is held in memory (the patents' "unsafe" mode).
+    Fast,
+    /// The reply waits for the remote outcome: the first attempt's result is
+    /// relayed and Volley keeps nothing (a 4xx goes back to the Composer).
+    Safe,
+}
+
+/// One listening port.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address and port; every shard accepts on it (SO_REUSEPORT).
+    pub address: SocketAddr,
+    /// SMTP or LMTP.
+    pub protocol: Protocol,
+    /// Fast or safe acknowledgement.
+    pub ack: AckMode,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            address: SocketAddr::from(([127, 0, 0, 1], 2525)),
+            protocol: Protocol::Smtp,
+            ack: AckMode::Fast,
+        }
+    }
+}
+
+/// Who may hand mail to Volley, and the limits of each session.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Client networks allowed to connect; others get 554 5.7.1 at connect.
+    pub trusted_networks: Vec<ipnet::IpNet>,
+    /// Recipient domains Volley relays for: "*" (all), "example.com" (that
+    /// domain) or "*.example.com" (its subdomains). Others get 550 5.7.1.
+    pub relay_domains: Vec<String>,
+    /// Ingest connections in total (all shards); beyond: 421 4.7.0.
+    pub max_connections: usize,
+    /// Ingest connections from one client address; beyond: 421 4.7.0.
+    pub max_connections_per_ip: usize,
+    /// A session with no complete command for this long is closed (421).
+    #[serde(with = "units::duration")]
+    pub idle_timeout: Duration,
+    /// Time allowed for a command line or a data block to arrive once started.
+    #[serde(with = "units::duration")]
+    pub command_timeout: Duration,
+    /// Largest message accepted (552 5.3.4 beyond).
+    #[serde(with = "units::size")]
+    pub max_message_size: u64,
+    /// Recipients per message (452 4.5.3 beyond).
+    pub max_recipients: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            trusted_networks: vec![
+                "127.0.0.0/8".parse().expect("literal network"),
+                "::1/128".parse().expect("literal network"),
+            ],
+            relay_domains: vec!["*".into()],
+            max_connections: 2000,
+            max_connections_per_ip: 500,
+            idle_timeout: Duration::from_secs(300),
+            command_timeout: Duration::from_secs(300),
+            max_message_size: 50 << 20,
+            max_recipients: 1000,
+        }
+    }
+}
+
+impl IngestConfig {
+    /// Whether a client at `ip` may connect.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.trusted_networks.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Whether Volley relays to recipient domain `domain` (a routing key:
+    /// lower case, A-labels).
+    pub fn may_relay_to(&self, domain: &str) -> bool {
+        self.relay_domains.iter().any(|pat| {
+            let pat = pat.trim().to_ascii_lowercase();
+            if pat == "*" {
+                true
+            } else if let Some(suffix) = pat.strip_prefix("*.") {
+                domain.len() > suffix.len()
+                    && domain.ends_with(suffix)
+                    && domain.as_bytes()[domain.len() - suffix.len() - 1] == b'.'
+            } else {
+                pat.trim_end_matches('.') == domain
+            }
+        })
+    }
+}
+
+/// Which waiting queue gets the next free connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// The domain with the most recipients waiting.
+    Largest,
+    /// The domain whose oldest recipient has waited longest.
+    Oldest,
+}
+
+/// Scheduler settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// Largest or oldest first.
+    pub policy: Policy,
+    /// How many of the next queues' domains the resolver warms ahead.
+    pub prefetch: usize,
+    /// Share of the general queue's recipients (0..1) above which a domain
+    /// earns a log hint to give it a specific queue.
+    pub hint_share: f64,
+    /// Fewest queued recipients in the general queue before hints are given.
+    pub hint_min_queued: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            policy: Policy::Largest,
+            prefetch: 16,
+            hint_share: 0.3,
+            hint_min_queued: 1000,
+        }
+    }
+}
+
+/// Settings of one queue, in the spirit of the patent's `struct queue_handle`.
+/// Connection counts are per shard.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Connections opened at once when a domain gets its first work
+    /// (`q_initmta`).
+    pub initial_connections: usize,
+    /// Connections for the whole queue (`q_maxmta`); the general queue evicts
+    /// its least recently used idle connection when it needs room.
+    pub max_connections: usize,
+    /// Connections to one domain.
+    pub max_connections_per_domain: usize,
+    /// Transactions on one connection before it says QUIT (`q_maxjobs`).
+    pub max_messages_per_connection: usize,
+    /// Recipients in one transaction (`q_batchsize`).
+    pub max_recipients_per_transaction: usize,
+    /// Queued recipients per open connection before another is opened
+    /// (`q_maxqueue`).
+    pub queued_per_connection: usize,
+    /// MX hosts tried per domain (`q_mxlimit`).
+    pub mx_limit: usize,
+    /// TCP connect (`q_maxconntime`).
+    #[serde(with = "units::duration")]
+    pub connect_timeout: Duration,
+    /// Waiting for the 220 greeting (RFC 5321 4.5.3.2: 5 minutes).
+    #[serde(with = "units::duration")]
+    pub greeting_timeout: Duration,
+    /// Waiting for the reply to EHLO, MAIL, RCPT, DATA (RFC: 5 minutes).
+    #[serde(with = "units::duration")]
+    pub command_timeout: Duration,
+    /// Sending the body and waiting for the final reply (`q_mtadatatimeout`;
+    /// RFC: 10 minutes for the final reply).
+    #[serde(with = "units::duration")]
+    pub data_timeout: Duration,
+    /// Longest life of one connection (`q_maxtranstime`).
+    #[serde(with = "units::duration")]
+    pub session_timeout: Duration,
+    /// Longest time for one transaction from MAIL to the final reply
+    /// (`q_maxdelivertime`).
+    #[serde(with = "units::duration")]
+    pub delivery_timeout: Duration,
+    /// An idle connection says QUIT after this long.
+    #[serde(with = "units::duration")]
+    pub idle_timeout: Duration,
+    /// Largest message this queue sends (`q_maxsize`); larger ones bounce.
+    #[serde(with = "units::size")]
+    pub max_message_size: u64,
+    /// Waits before each retry; the last one repeats.
+    #[serde(with = "units::durations")]
+    pub retry_schedule: Vec<Duration>,
+    /// Attempts before a recipient expires (the patent's 10).
+    pub max_attempts: u32,
+    /// Age after which a deferred recipient expires.
+    #[serde(with = "units::duration")]
+    pub max_age: Duration,
+    /// A host that takes what this queue gives up on (the patent's retry
+    /// queue / fallback MTA), as "ip:port".
+    pub fallback_relay: Option<SocketAddr>,
+    /// How long an MX host that refused or timed out is skipped.
+    #[serde(with = "units::duration")]
+    pub host_down_for: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            initial_connections: 1,
+            max_connections: 200,
+            max_connections_per_domain: 8,
+            max_messages_per_connection: 1000,
+            max_recipients_per_transaction: 100,
+            queued_per_connection: 20,
+            mx_limit: 5,
+            connect_timeout: Duration::from_secs(30),
+            greeting_timeout: Duration::from_secs(300),
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            session_timeout: Duration::from_secs(3600),
+            delivery_timeout: Duration::from_secs(900),
+            idle_timeout: Duration::from_secs(5),
+            max_message_size: 50 << 20,
+            retry_schedule: [60, 300, 900, 1800, 3600, 7200, 14400]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            max_attempts: 10,
+            max_age: Duration::from_secs(5 * 86400),
+            fallback_relay: None,
+            host_down_for: Duration::from_secs(60),
+        }
+    }
+}
+
+impl QueueSettings {
+    /// The wait before the retry that follows attempt number `attempts`.
+    pub fn retry_delay(&self, attempts: u32) -> Duration {
+        let i = (attempts.max(1) as usize - 1).min(self.retry_schedule.len().saturating_sub(1));
+        self.retry_schedule
+            .get(i)
+            .copied()
+            .unwrap_or(Duration::from_secs(60))
+    }
+}
+
+/// A queue for named domains, with its own limits and optional fixed MX hosts.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpecificQueue {
+    /// Name used in logs.
+    pub name: String,
+    /// Domains this queue serves.
+    pub domains: Vec<String>,
+    /// Fixed MX hosts, "ip" or "ip:port", in preference order: no DNS.
+    pub mx: Vec<String>,
+    /// The queue's own limits.
+    pub limits: QueueSettings,
+}
+
+impl SpecificQueue {
+    /// The fixed MX addresses, with `port` where none is given.
+    pub fn mx_addrs(&self, port: u16) -> Result<Vec<SocketAddr>, String> {
+        self.mx
+            .iter()
+            .map(|s| {
+                s.parse::<SocketAddr>()
+                    .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, port)))
+                    .map_err(|_| format!("mx {s:?} is not an IP address or IP:port"))
+            })
+            .collect()
+    }
+}
+
+/// A configuration problem, with the line it is on when known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", match line { Some(l) => format!("line {l}: "), None => String::new() })]
+pub struct ConfigError {
+    /// 1-based line number in the file.
+    pub line: Option<usize>,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl Config {
+    /// Reads and checks a file; every problem found is returned.
+    pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![ConfigError {
+                line: None,
+                message: format!("cannot read {}: {e}", path.display()),
+            }]
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// Parses and checks TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, Vec<ConfigError>> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            vec![ConfigError {
+                line,
+                message: e.message().trim().to_string(),
+            }]
+        })?;
+        let problems = config.problems(text);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Checks what types alone cannot; `text` (the file, or "") locates lines.
+    pub fn problems(&self, text: &str) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        let mut err = |key: &str, message: String| {
+            out.push(ConfigError {
+                line: line_of(text, key),
+                message,
+            })
+        };
+        if self.listeners.is_empty() {
+            err("listener", "at least one [[listener]] is needed".into());
+        }
+        let mut queues: Vec<(&str, &QueueSettings)> = vec![("general_queue", &self.general_queue)];
+        for q in &self.queues {
+            queues.push((q.name.as_str(), &q.limits));
+            if q.domains.is_empty() {
+                err("domains", format!("queue {:?} lists no domains", q.name));
+            }
+            if let Err(e) = q.mx_addrs(self.delivery_port) {
+                err("mx", format!("queue {:?}: {e}", q.name));
+            }
+        }
+        for (name, s) in queues {
+            if s.max_connections == 0 || s.max_connections_per_domain == 0 {
+                err(
+                    "max_connections",
+                    format!("queue {name:?}: connection limits must be at least 1"),
+                );
+            }
+            if s.initial_connections > s.max_connections_per_domain {
+                err(
+                    "initial_connections",
+                    format!(
+                        "queue {name:?}: initial_connections ({}) exceeds max_connections_per_domain ({})",
+                        s.initial_connections, s.max_connections_per_domain
+                    ),
+                );
+            }
+            if s.max_recipients_per_transaction == 0 || s.max_messages_per_connection == 0 {
+                err(
+                    "max_recipients_per_transaction",
+                    format!(
+                        "queue {name:?}: per-transaction and per-connection limits must be at least 1"
+                    ),
+                );
+            }
+            if s.retry_schedule.is_empty() {
+                err(
+                    "retry_schedule",
+                    format!("queue {name:?}: retry_schedule needs at least one delay"),
+                );
+            }
+            if s.max_attempts == 0 {
+                err(
+                    "max_attempts",
+                    format!("queue {name:?}: max_attempts must be at least 1"),
+                );
+            }
+        }
+        if let Err(e) = self.resolver.validate() {
+            err("resolver", e.to_string());
+        }
+        if !(0.0..=1.0).contains(&self.scheduler.hint_share) {
+            err("hint_share", "hint_share must be between 0 and 1".into());
+        }
+        out
+    }
+
+    /// The number of shards to run: the setting, or one per core.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+}
+
+/// The first line that sets `key` (or opens table `key`), for error reports.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(key)
+                .map(|rest| rest.trim_start().starts_with('='))
+                .unwrap_or(false)
+                || l.trim_start_matches('[').starts_with(key)
+        })
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_default() {
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let text = r#"
+hostname = "relay.example"
+shards = 2
+delivery_port = 2526
+delivery_log = "/tmp/d.log"
+memory_budget = "512MiB"
+
+[[listener]]
+address = "127.0.0.1:2600"
+protocol = "lmtp"
+ack = "safe"
+
+[ingest]
+trusted_networks = ["10.0.0.0/8"]
+relay_domains = ["*.example.com", "example.org"]
+idle_timeout = "30s"
+
+[resolver]
+nameservers = ["127.0.0.1:5353"]
+
+[scheduler]
+policy = "oldest"
+
+[general_queue]
+retry_schedule = ["100ms", "1s"]
+max_attempts = 3
+
+[[queue]]
+name = "big"
+domains = ["big.example"]
+mx = ["127.0.0.9", "127.0.0.10:2527"]
+[queue.limits]
+max_connections = 50
+"#;
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.memory_budget, 512 << 20);
+        assert_eq!(c.listeners[0].protocol, Protocol::Lmtp);
+        assert_eq!(c.listeners[0].ack, AckMode::Safe);
+        assert_eq!(c.scheduler.policy, Policy::Oldest);
+        assert_eq!(c.general_queue.retry_delay(1), Duration::from_millis(100));
+        assert_eq!(c.general_queue.retry_delay(7), Duration::from_secs(1));
+        assert_eq!(c.queues[0].limits.max_connections, 50);
+        assert_eq!(
+            c.queues[0].mx_addrs(25).unwrap(),
+            vec![
+                "127.0.0.9:25".parse().unwrap(),
+                "127.0.0.10:2527".parse().unwrap()
+            ]
+        );
+        assert!(c.ingest.is_trusted("10.1.2.3".parse().unwrap()));
+        assert!(!c.ingest.is_trusted("127.0.0.1".parse().unwrap()));
+        assert!(c.ingest.may_relay_to("a.example.com"));
+        assert!(!c.ingest.may_relay_to("example.com"));
+        assert!(!c.ingest.may_relay_to("badexample.com"));
+        assert!(c.ingest.may_relay_to("example.org"));
+    }
+
+    #[test]
+    fn errors_name_their_line() {
+        let text = "shards = 2\n\n[general_queue]\nidle_timeout = \"5 fortnights\"\n";
+        let e = Config::from_toml(text).unwrap_err();
+        assert_eq!(e[0].line, Some(4), "{e:?}");
+        assert!(e[0].message.contains("unknown unit"), "{e:?}");
+
+        let e = Config::from_toml("shards = 2\nshardz = 3\n").unwrap_err();
+        assert_eq!(e[0].line, Some(2));
+        assert!(e[0].message.contains("shardz"), "{e:?}");
+
+        let text = "[general_queue]\ninitial_connections = 9\nmax_connections_per_domain = 2\n";
+        let e = Config::from_toml(text).unwrap_err();
+        assert_eq!(e[0].line, Some(2));
+        assert!(e[0].to_string().starts_with("line 2: "));
+    }
+
+    #[test]
+    fn loopback_is_trusted_by_default_and_others_are_not() {
+        let c = IngestConfig::default();
+        assert!(c.is_trusted("127.0.0.1".parse().unwrap()));
+        assert!(c.is_trusted("::1".parse().unwrap()));
+        assert!(c.is_trusted("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!c.is_trusted("192.0.2.1".parse().unwrap()));
+        assert!(c.may_relay_to("anything.example"));
+    }
+}

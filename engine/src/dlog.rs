@@ -1,0 +1,274 @@
+//! The delivery log: one JSON line per recipient outcome.
+//!
+//! Shards format their lines and hand them to one writer thread over a
+//! channel, so no shard ever waits on the disk; the writer flushes whenever
+//! the channel runs dry and when the engine stops.
+
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use volley_smtp::Reply;
+
+/// What happened to a recipient in one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Status {
+    Delivered,
+    Deferred,
+    Bounced,
+    Expired,
+}
+
+/// Why a recipient was not delivered, in the words an operator sorts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Category {
+    BadMailbox,
+    MailboxFull,
+    Policy,
+    Throttled,
+    Dns,
+    Connection,
+    Other,
+}
+
+impl Category {
+    /// Classifies a remote reply (RFC 3463 subjects first, then the text).
+    pub(crate) fn of_reply(reply: &Reply) -> Category {
+        let text = reply.text().to_ascii_lowercase();
+        let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
+        if let Some(e) = reply.enhanced {
+            match (e.subject, e.detail) {
+                (1, 1) | (1, 2) | (1, 3) | (1, 6) | (1, 10) | (2, 1) => {
+                    return Category::BadMailbox;
+                }
+                (2, 2) => return Category::MailboxFull,
+                (4, 5) => return Category::Throttled,
+                (7, _)
+                    if reply.is_transient()
+                        && has(&["rate", "too many", "throttl", "slow down", "limit"]) =>
+                {
+                    return Category::Throttled;
+                }
+                (7, _) => return Category::Policy,
+                _ => {}
+            }
+        }
+        if has(&[
+            "user unknown",
+            "no such user",
+            "does not exist",
+            "unknown user",
+            "mailbox unavailable",
+            "invalid recipient",
+        ]) {
+            Category::BadMailbox
+        } else if has(&[
+            "quota",
+            "mailbox full",
+            "over quota",
+            "insufficient storage",
+        ]) {
+            Category::MailboxFull
+        } else if has(&[
+            "rate",
+            "too many",
+            "throttl",
+            "slow down",
+            "try again later",
+        ]) {
+            Category::Throttled
+        } else if has(&[
+            "spam",
+            "blocked",
+            "blacklist",
+            "blocklist",
+            "policy",
+            "reputation",
+            "denied",
+        ]) {
+            Category::Policy
+        } else {
+            Category::Other
+        }
+    }
+}
+
+/// One line of the delivery log.
+#[derive(Debug, Serialize)]
+pub(crate) struct Record<'a> {
+    /// Seconds since the Unix epoch, with milliseconds.
+    pub(crate) time: f64,
+    pub(crate) message_id: String,
+    pub(crate) sender: &'a str,
+    pub(crate) recipient: &'a str,
+    pub(crate) domain: &'a str,
+    pub(crate) mx: Option<&'a str>,
+    pub(crate) ip: Option<String>,
+    pub(crate) attempt: u32,
+    pub(crate) status: Status,
+    pub(crate) code: Option<u16>,
+    pub(crate) enhanced: Option<String>,
+    pub(crate) text: String,
+    /// From acceptance by Volley to this outcome, in milliseconds.
+    pub(crate) latency_ms: u64,
+    pub(crate) category: Option<Category>,
+}
+
+pub(crate) fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64()
+}
+
+/// A handle shards write through; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct DeliveryLog {
+    tx: Option<mpsc::Sender<String>>,
+}
+
+/// The writer thread; joins (after a final flush) when every handle is gone.
+pub(crate) struct LogWriter {
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DeliveryLog {
+    /// A log that writes nothing (no path configured).
+    pub(crate) fn off() -> DeliveryLog {
+        DeliveryLog { tx: None }
+    }
+
+    /// Opens (appends to) `path` and starts the writer thread.
+    pub(crate) fn open(path: &Path) -> std::io::Result<(DeliveryLog, LogWriter)> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let (tx, rx) = mpsc::channel::<String>();
+        let thread = std::thread::Builder::new()
+            .name("volley-dlog".into())
+            .spawn(move || {
+                let mut out = BufWriter::with_capacity(1 << 16, file);
+                // An empty string is the stop sign (see `close`).
+                'outer: while let Ok(line) = rx.recv() {
+                    if line.is_empty() {
+                        break;
+                    }
+                    let _ = out.write_all(line.as_bytes());
+                    while let Ok(more) = rx.try_recv() {
+                        if more.is_empty() {
+                            break 'outer;
+                        }
+                        let _ = out.write_all(more.as_bytes());
+                    }
+                    let _ = out.flush();
+                }
+                let _ = out.flush();
+            })?;
+        Ok((
+            DeliveryLog { tx: Some(tx) },
+            LogWriter {
+                thread: Some(thread),
+            },
+        ))
+    }
+
+    /// Tells the writer to flush and stop after the lines sent so far.
+    pub(crate) fn close(&self) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(String::new());
+        }
+    }
+
+    pub(crate) fn write(&self, record: &Record<'_>) {
+        if let Some(tx) = &self.tx
+            && let Ok(mut line) = serde_json::to_string(record)
+        {
+            line.push('\n');
+            let _ = tx.send(line);
+        }
+    }
+}
+
+impl LogWriter {
+    /// Waits for the writer to flush and stop (after every handle dropped).
+    pub(crate) fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use volley_smtp::EnhancedCode;
+
+    fn reply(code: u16, e: (u8, u16, u16), text: &str) -> Reply {
+        Reply::new(code, EnhancedCode::new(e.0, e.1, e.2), text)
+    }
+
+    #[test]
+    fn categories_from_enhanced_codes_and_text() {
+        assert_eq!(
+            Category::of_reply(&reply(550, (5, 1, 1), "no")),
+            Category::BadMailbox
+        );
+        assert_eq!(
+            Category::of_reply(&reply(452, (4, 2, 2), "full")),
+            Category::MailboxFull
+        );
+        assert_eq!(
+            Category::of_reply(&reply(554, (5, 7, 1), "spam")),
+            Category::Policy
+        );
+        assert_eq!(
+            Category::of_reply(&reply(421, (4, 7, 0), "too many connections")),
+            Category::Throttled
+        );
+        let plain = Reply {
+            code: 550,
+            enhanced: None,
+            lines: vec!["User unknown".into()],
+        };
+        assert_eq!(Category::of_reply(&plain), Category::BadMailbox);
+        assert_eq!(
+            Category::of_reply(&reply(451, (4, 3, 0), "oops")),
+            Category::Other
+        );
+    }
+
+    #[test]
+    fn lines_reach_the_file_as_json() {
+        let dir = std::env::temp_dir().join(format!("volley-dlog-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let (log, writer) = DeliveryLog::open(&dir).unwrap();
+        log.write(&Record {
+            time: unix_now(),
+            message_id: "1".into(),
+            sender: "a@b",
+            recipient: "c@d",
+            domain: "d",
+            mx: Some("mx.d"),
+            ip: Some("127.0.0.2".into()),
+            attempt: 1,
+            status: Status::Bounced,
+            code: Some(550),
+            enhanced: Some("5.1.1".into()),
+            text: "no such user".into(),
+            latency_ms: 3,
+            category: Some(Category::BadMailbox),
+        });
+        log.close();
+        writer.join();
+        let text = std::fs::read_to_string(&dir).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["status"], "bounced");
+        assert_eq!(v["category"], "bad_mailbox");
+        assert_eq!(v["code"], 550);
+        let _ = std::fs::remove_file(&dir);
+    }
+}

@@ -1,0 +1,510 @@
+//! Starting, watching, reloading and stopping the shards.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::thread::JoinHandle;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{Config, ConfigError};
+use crate::dlog::{DeliveryLog, LogWriter};
+use crate::message::Budget;
+use crate::metrics::{Latencies, Stats};
+use crate::shard::{self, Shared};
+use crate::transport::bind_reuseport;
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The configuration has problems; each names its line when known.
+    #[error("invalid configuration: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Config(Vec<ConfigError>),
+    /// A listening address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The delivery log could not be opened.
+    #[error("cannot open the delivery log {path}: {source}")]
+    DeliveryLog {
+        /// The path.
+        path: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A shard did not start (e.g. its resolver found no nameserver).
+    #[error("shard {index} did not start: {reason}")]
+    Shard {
+        /// The shard's number.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Latency figures of delivered transactions, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatencySummary {
+    /// Transactions measured.
+    pub count: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Slowest.
+    pub max_us: u64,
+}
+
+/// What was left when the engine stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Recipients still queued (not delivered, bounced or expired).
+    pub queued: usize,
+    /// The final counters.
+    pub stats: Stats,
+}
+
+/// Stops a running engine from another thread (a signal handler).
+#[derive(Clone)]
+pub struct StopHandle {
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl StopHandle {
+    /// Asks every shard to stop accepting and finish what is in flight.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// A running Volley: one shard per configured core, each accepting on every
+/// listener and delivering the domains it owns.
+pub struct Engine {
+    shared: Arc<Shared>,
+    stop: Arc<watch::Sender<bool>>,
+    threads: Vec<JoinHandle<usize>>,
+    writer: Option<LogWriter>,
+    listen: Vec<SocketAddr>,
+}
+
+impl Engine {
+    /// Checks the configuration, binds the listeners (a port of 0 picks one
+    /// free port shared by all shards), starts the shards and returns once
+    /// every shard accepts.
+    pub fn start(config: Config) -> Result<Engine, EngineError> {
+        let problems = config.problems("");
+        if !problems.is_empty() {
+            return Err(EngineError::Config(problems));
+        }
+        let n = config.shard_count();
+        let (dlog, writer) = match &config.delivery_log {
+            Some(path) => {
+                let (log, writer) =
+                    DeliveryLog::open(path).map_err(|source| EngineError::DeliveryLog {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                (log, Some(writer))
+            }
+            None => (DeliveryLog::off(), None),
+        };
+        // Bind every listener once per shard on one port (SO_REUSEPORT).
+        let mut per_shard: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
+        let mut listen = Vec::new();
+        for lc in &config.listeners {
+            let first = bind_reuseport(lc.address).map_err(|source| EngineError::Listen {
+                addr: lc.address,
+                source,
+            })?;
+            let addr = first.local_addr().map_err(|source| EngineError::Listen {
+                addr: lc.address,
+                source,
+            })?;
+            listen.push(addr);
+            per_shard[0].push((first, lc.clone()));
+            for list in per_shard.iter_mut().skip(1) {
+                let l =
+                    bind_reuseport(addr).map_err(|source| EngineError::Listen { addr, source })?;
+                list.push((l, lc.clone()));
+            }
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut inboxes = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..n {
+            let (tx, rx) = mpsc::unbounded_channel();
+            inboxes.push(tx);
+            receivers.push(rx);
+        }
+        let shared = Arc::new(Shared {
+            config: ArcSwap::from_pointee(config),
+            counters: Default::default(),
+            budget: Arc::new(Budget::default()),
+            inboxes,
+            latencies: (0..n).map(|_| Arc::new(Latencies::default())).collect(),
+            dlog,
+            stop: stop_rx,
+            ingest_total: AtomicUsize::new(0),
+            ingest_per_ip: Mutex::new(Default::default()),
+            next_source: AtomicU64::new(0),
+        });
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let mut threads = Vec::new();
+        for (index, (listeners, inbox)) in per_shard.into_iter().zip(receivers).enumerate() {
+            let core = if cores.is_empty() {
+                None
+            } else {
+                Some(cores[index % cores.len()])
+            };
+            let shared = shared.clone();
+            let ready = ready_tx.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("volley-shard-{index}"))
+                .spawn(move || shard::run(index, core, shared, listeners, inbox, ready))
+                .map_err(|e| EngineError::Shard {
+                    index,
+                    reason: e.to_string(),
+                })?;
+            threads.push(t);
+        }
+        drop(ready_tx);
+        let stop = Arc::new(stop_tx);
+        let mut engine = Engine {
+            shared,
+            stop,
+            threads,
+            writer,
+            listen,
+        };
+        for index in 0..n {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => {
+                    engine.stop_and_join();
+                    return Err(EngineError::Shard { index, reason });
+                }
+                Err(_) => {
+                    engine.stop_and_join();
+                    return Err(EngineError::Shard {
+                        index,
+                        reason: "the shard thread ended".into(),
+                    });
+                }
+            }
+        }
+        Ok(engine)
+    }
+
+    /// The bound address of each listener, in configuration order.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listen
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot(self.shared.budget.held())
+    }
+
+    /// Delivery latency of one domain (or all), merged over the shards.
+    pub fn latency(&self, domain: Option<&str>) -> LatencySummary {
+        let Ok(mut h) = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2) else {
+            return LatencySummary::default();
+        };
+        for l in &self.shared.latencies {
+            l.merge_into(domain, &mut h);
+        }
+        if h.is_empty() {
+            return LatencySummary::default();
+        }
+        LatencySummary {
+            count: h.len(),
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+            max_us: h.max(),
+        }
+    }
+
+    /// The one-line summary `volley serve` prints.
+    pub fn summary(&self) -> String {
+        let s = self.stats();
+        let l = self.latency(None);
+        format!(
+            "received {} msgs / {} rcpts | delivered {} deferred {} bounced {} expired {} | queued {} (peak {}) | conns {} (peak {}) | sessions {} | held {} KiB | latency p50 {:.1} ms p99 {:.1} ms",
+            s.received,
+            s.recipients_received,
+            s.delivered,
+            s.deferred,
+            s.bounced,
+            s.expired,
+            s.queued,
+            s.peak_queued,
+            s.connections_open,
+            s.peak_connections,
+            s.ingest_sessions,
+            s.held_bytes / 1024,
+            l.p50_us as f64 / 1000.0,
+            l.p99_us as f64 / 1000.0,
+        )
+    }
+
+    /// Applies a new configuration without dropping a connection: ingest
+    /// settings (trusted networks, relay domains, limits), the memory budget
+    /// and the delivery log's hostname take effect at once. Listeners, shard
+    /// count and queue settings need a restart; the returned notes say which
+    /// of those changed.
+    pub fn reload(&self, config: Config) -> Result<Vec<String>, EngineError> {
+        let problems = config.problems("");
+        if !problems.is_empty() {
+            return Err(EngineError::Config(problems));
+        }
+        let old = self.shared.config.load();
+        let mut notes = Vec::new();
+        if old.listeners != config.listeners {
+            notes.push("listeners changed: takes effect after a restart".to_string());
+        }
+        if old.shard_count() != config.shard_count() {
+            notes.push("shard count changed: takes effect after a restart".to_string());
+        }
+        if old.general_queue != config.general_queue || old.queues != config.queues {
+            notes.push("queue settings changed: take effect after a restart".to_string());
+        }
+        if old.resolver != config.resolver {
+            notes.push("resolver settings changed: take effect after a restart".to_string());
+        }
+        self.shared.config.store(Arc::new(config));
+        Ok(notes)
+    }
+
+    /// A handle that stops the engine from elsewhere (signal handling).
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            stop: self.stop.clone(),
+        }
+    }
+
+    /// Whether a stop was asked for (by [`StopHandle::stop`]).
+    pub fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    fn stop_and_join(&mut self) -> usize {
+        let _ = self.stop.send(true);
+        let mut queued = 0;
+        for t in self.threads.drain(..) {
+            queued += t.join().unwrap_or(0);
+        }
+        queued
+    }
+
+    /// Stops accepting, lets transactions in flight finish (30 s at most),
+    /// flushes the delivery log and reports what is still queued.
+    pub fn shutdown(mut self) -> ShutdownReport {
+        let queued = self.stop_and_join();
+        let stats = self.stats();
+        ShutdownReport { queued, stats }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop_and_join();
+        self.shared.dlog.close();
+        if let Some(w) = self.writer.take() {
+            w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::config::{ListenerConfig, SpecificQueue};
+    use crate::message::Message;
+    use crate::shard::Handoff;
+    use crate::testsink::Sink;
+
+    fn config(routes: &[(&str, Vec<SocketAddr>)], log: &std::path::Path) -> Config {
+        let mut c = Config {
+            shards: 2,
+            delivery_log: Some(log.to_path_buf()),
+            listeners: vec![ListenerConfig {
+                address: "127.0.0.1:0".parse().unwrap(),
+                ..ListenerConfig::default()
+            }],
+            ..Config::default()
+        };
+        for (domain, mx) in routes {
+            let mut q = SpecificQueue {
+                name: domain.to_string(),
+                domains: vec![domain.to_string()],
+                mx: mx.iter().map(|a| a.to_string()).collect(),
+                ..SpecificQueue::default()
+            };
+            q.limits.retry_schedule = vec![Duration::from_millis(100)];
+            q.limits.idle_timeout = Duration::from_millis(200);
+            q.limits.host_down_for = Duration::from_millis(300);
+            q.limits.connect_timeout = Duration::from_secs(2);
+            q.limits.max_attempts = 3;
+            c.queues.push(q);
+        }
+        c
+    }
+
+    /// Hands a message to the owner shards as ingest would.
+    fn inject(engine: &Engine, id: u64, rcpts: &[&str], body: &'static [u8]) {
+        let r: Vec<String> = rcpts.iter().map(|s| s.to_string()).collect();
+        let msg = Arc::new(Message::new(
+            id,
+            "sender@src.test",
+            &r,
+            Bytes::from_static(body),
+            None,
+            engine.shared.budget.clone(),
+        ));
+        for (i, rcpt) in rcpts.iter().enumerate() {
+            let key: Box<str> = rcpt.rsplit('@').next().unwrap().into();
+            let owner = engine.shared.owner(&key);
+            engine.shared.inboxes[owner]
+                .send(Handoff {
+                    msg: msg.clone(),
+                    rcpts: vec![(i as u32, key)],
+                })
+                .ok()
+                .unwrap();
+        }
+    }
+
+    fn wait_for(engine: &Engine, what: &str, cond: impl Fn(&Stats) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond(&engine.stats()) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {:?}",
+                engine.stats()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn log_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn delivers_bounces_and_retries_with_one_log_line_per_outcome() {
+        let sink = Sink::start(
+            [127, 0, 0, 1],
+            Arc::new(|addr: &str, _| {
+                if addr.starts_with("bad@") {
+                    Some("550 5.1.1 no such user\r\n".into())
+                } else {
+                    None
+                }
+            }),
+        );
+        let flaky = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let f2 = flaky.clone();
+        let sink2 = Sink::start(
+            [127, 0, 0, 1],
+            Arc::new(move |_: &str, _| {
+                f2.swap(false, std::sync::atomic::Ordering::SeqCst)
+                    .then(|| "451 4.2.1 try again later\r\n".to_string())
+            }),
+        );
+        let log = std::env::temp_dir().join(format!("volley-engine-t1-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let engine = Engine::start(config(
+            &[("a.test", vec![sink.addr]), ("b.test", vec![sink2.addr])],
+            &log,
+        ))
+        .unwrap();
+        inject(
+            &engine,
+            1,
+            &["ok@a.test", "bad@a.test", "later@b.test"],
+            b"Subject: x\r\n\r\n.dot\r\nbody\r\n",
+        );
+        wait_for(&engine, "2 delivered, 1 bounced", |s| {
+            s.delivered == 2 && s.bounced == 1
+        });
+        let report = engine.shutdown();
+        assert_eq!(report.queued, 0);
+        assert_eq!(report.stats.deferred, 1);
+        assert_eq!(report.stats.queued, 0);
+        let got = sink.got.lock();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, vec!["ok@a.test".to_string()]);
+        assert_eq!(got[0].1, b"Subject: x\r\n\r\n.dot\r\nbody\r\n");
+        assert_eq!(sink2.got.lock().len(), 1);
+        let lines = log_lines(&log);
+        let status = |r: &str| -> Vec<String> {
+            lines
+                .iter()
+                .filter(|l| l["recipient"] == r)
+                .map(|l| l["status"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(status("ok@a.test"), vec!["delivered"]);
+        assert_eq!(status("bad@a.test"), vec!["bounced"]);
+        assert_eq!(status("later@b.test"), vec!["deferred", "delivered"]);
+        let bad = lines
+            .iter()
+            .find(|l| l["recipient"] == "bad@a.test")
+            .unwrap();
+        assert_eq!(bad["category"], "bad_mailbox");
+        assert_eq!(bad["enhanced"], "5.1.1");
+        let _ = std::fs::remove_file(&log);
+    }
+
+    #[test]
+    fn first_mx_down_second_used_and_unreachable_domains_expire() {
+        let sink = Sink::start([127, 0, 0, 1], Arc::new(|_: &str, _| None));
+        let dead: SocketAddr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let log = std::env::temp_dir().join(format!("volley-engine-t2-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let engine = Engine::start(config(
+            &[
+                ("two.test", vec![dead, sink.addr]),
+                ("none.test", vec![dead]),
+            ],
+            &log,
+        ))
+        .unwrap();
+        inject(&engine, 1, &["x@two.test"], b"hello\r\n");
+        inject(&engine, 2, &["y@none.test"], b"hello\r\n");
+        wait_for(&engine, "one delivered, one expired", |s| {
+            s.delivered == 1 && s.expired == 1
+        });
+        let report = engine.shutdown();
+        assert_eq!(report.queued, 0);
+        let lines = log_lines(&log);
+        let y: Vec<_> = lines
+            .iter()
+            .filter(|l| l["recipient"] == "y@none.test")
+            .collect();
+        assert_eq!(y.len(), 3, "max_attempts = 3: {y:?}");
+        assert_eq!(y[2]["status"], "expired");
+        assert_eq!(y[2]["category"], "connection");
+        let _ = std::fs::remove_file(&log);
+    }
+}

@@ -1,0 +1,303 @@
+//! One ingest session: bytes from the socket into the smtp [`Server`],
+//! its events turned into verdicts and messages, its replies back out.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::sync::mpsc;
+use volley_smtp::{EnhancedCode, Reply, Server, ServerConfig, ServerEvent, Verdict};
+
+use super::Admission;
+use crate::config::{AckMode, Config, ListenerConfig, Protocol};
+use crate::message::Message;
+use crate::shard::Shard;
+use crate::transport::{Conn, TransportError};
+
+/// The envelope and body of the transaction in progress.
+#[derive(Default)]
+struct Txn {
+    sender: String,
+    rcpts: Vec<String>,
+    keys: Vec<Box<str>>,
+    body: Vec<u8>,
+}
+
+/// How a wait on the socket ended.
+enum Input {
+    Data,
+    Closed,
+    TimedOut,
+    Stop,
+}
+
+struct Session {
+    shard: Rc<Shard>,
+    conn: Conn,
+    server: Server,
+    lc: ListenerConfig,
+    config: Arc<Config>,
+    buf: BytesMut,
+    txn: Txn,
+}
+
+pub(crate) async fn run(shard: Rc<Shard>, conn: Conn, lc: ListenerConfig, admission: Admission) {
+    let config = shard.shared.config.load_full();
+    let server = Server::new(ServerConfig {
+        hostname: config.hostname.clone(),
+        lmtp: lc.protocol == Protocol::Lmtp,
+        max_message_size: config.ingest.max_message_size,
+        max_recipients: config.ingest.max_recipients,
+        ..ServerConfig::default()
+    });
+    let mut s = Session {
+        shard,
+        conn,
+        server,
+        lc,
+        config,
+        buf: BytesMut::with_capacity(16 * 1024),
+        txn: Txn::default(),
+    };
+    s.drive().await;
+    s.conn.shutdown();
+    drop(admission);
+}
+
+impl Session {
+    async fn drive(&mut self) {
+        loop {
+            while let Some(ev) = self.server.poll_event() {
+                self.on_event(ev).await;
+            }
+            if !self.flush().await {
+                return;
+            }
+            if self.server.is_closed() {
+                return;
+            }
+            if !self.buf.is_empty() {
+                let n = self.server.receive(&self.buf);
+                self.buf.advance(n);
+                if n > 0 {
+                    continue;
+                }
+            }
+            match self.read().await {
+                Input::Data => {}
+                Input::Closed => return,
+                Input::TimedOut => self.server.timeout(),
+                Input::Stop => self.server.shutdown(),
+            }
+        }
+    }
+
+    /// Sends the replies queued so far; false when the socket is gone.
+    async fn flush(&mut self) -> bool {
+        let out = self.server.output();
+        if out.is_empty() {
+            return true;
+        }
+        let n = out.len();
+        let bytes = Bytes::copy_from_slice(out);
+        let t = self.config.ingest.command_timeout;
+        match self.conn.write_all(vec![bytes], t).await {
+            Ok(()) => {
+                self.server.consume_output(n);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Waits for more input, the idle/command timeout, or the engine stopping.
+    async fn read(&mut self) -> Input {
+        let in_txn = !self.txn.rcpts.is_empty() || !self.txn.body.is_empty();
+        let t = if in_txn {
+            self.config.ingest.command_timeout
+        } else {
+            self.config.ingest.idle_timeout
+        };
+        let mut stop = self.shard.shared.stop.clone();
+        if *stop.borrow_and_update() {
+            return Input::Stop;
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let read = self.conn.read(buf, 8192, t);
+        tokio::select! {
+            (r, buf) = read => {
+                self.buf = buf;
+                match r {
+                    Ok(_) => {
+                        self.conn.quick_ack();
+                        Input::Data
+                    }
+                    Err(TransportError::Timeout { .. }) => Input::TimedOut,
+                    Err(_) => Input::Closed,
+                }
+            }
+            _ = stop.changed() => Input::Stop,
+        }
+    }
+
+    async fn on_event(&mut self, ev: ServerEvent) {
+        match ev {
+            ServerEvent::Mail { reverse_path, .. } => {
+                let verdict = if self.over_budget() {
+                    tracing::warn!(
+                        "memory budget reached ({} bytes held): ingest answers 452 4.3.1",
+                        self.shard.shared.budget.held()
+                    );
+                    Verdict::Reject(Reply::new(
+                        452,
+                        EnhancedCode::new(4, 3, 1),
+                        "memory budget reached, try again later",
+                    ))
+                } else {
+                    self.txn = Txn {
+                        sender: reverse_path.map(|m| m.to_string()).unwrap_or_default(),
+                        ..Txn::default()
+                    };
+                    Verdict::Accept
+                };
+                let _ = self.server.mail_verdict(verdict);
+            }
+            ServerEvent::Rcpt { forward_path, .. } => {
+                // The relay policy as it is now: a reload applies at once.
+                let config = self.shard.shared.config.load();
+                let verdict = match forward_path.domain.routing_key() {
+                    Err(e) => Verdict::Reject(Reply::new(
+                        501,
+                        EnhancedCode::new(5, 1, 2),
+                        format!("bad recipient domain: {e}"),
+                    )),
+                    Ok(key) if !config.ingest.may_relay_to(&key) => Verdict::Reject(Reply::new(
+                        550,
+                        EnhancedCode::new(5, 7, 1),
+                        format!("relaying to {key} is not allowed"),
+                    )),
+                    Ok(key) => {
+                        self.txn.rcpts.push(forward_path.to_string());
+                        self.txn.keys.push(key.into());
+                        Verdict::Accept
+                    }
+                };
+                let _ = self.server.rcpt_verdict(verdict);
+            }
+            ServerEvent::BodyChunk(chunk) => self.txn.body.extend_from_slice(&chunk),
+            ServerEvent::MessageComplete => self.complete().await,
+            ServerEvent::TransactionAborted(_) => self.txn = Txn::default(),
+            ServerEvent::Quit | ServerEvent::Closed(_) => {}
+        }
+    }
+
+    fn over_budget(&self) -> bool {
+        let budget = self.shard.shared.config.load().memory_budget;
+        self.shard.shared.budget.held() >= budget / 100 * 95
+    }
+
+    /// The body is complete: make the message, route its recipients, and
+    /// answer now (fast) or once the remote outcomes are in (safe).
+    async fn complete(&mut self) {
+        let mut txn = std::mem::take(&mut self.txn);
+        txn.body.shrink_to_fit();
+        let body = Bytes::from(txn.body);
+        let shard = self.shard.clone();
+        let id = shard.next_message_id();
+        let n = txn.rcpts.len();
+        match self.lc.ack {
+            AckMode::Fast => {
+                let msg = Message::new(
+                    id,
+                    &txn.sender,
+                    &txn.rcpts,
+                    body,
+                    None,
+                    shard.shared.budget.clone(),
+                );
+                shard.route_message(Arc::new(msg), txn.keys);
+                while self.server.pending().is_some() {
+                    if self.server.message_verdict(Verdict::Accept).is_err() {
+                        break;
+                    }
+                }
+            }
+            AckMode::Safe => {
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                let msg = Message::new(
+                    id,
+                    &txn.sender,
+                    &txn.rcpts,
+                    body,
+                    Some(tx),
+                    shard.shared.budget.clone(),
+                );
+                shard.route_message(Arc::new(msg), txn.keys);
+                let mut replies: Vec<Option<Reply>> = vec![None; n];
+                let mut got = 0;
+                let mut stop = shard.shared.stop.clone();
+                let deadline = Instant::now() + Duration::from_secs(24 * 3600);
+                while got < n {
+                    tokio::select! {
+                        r = rx.recv() => match r {
+                            Some((i, reply)) => {
+                                if let Some(slot) = replies.get_mut(i as usize) {
+                                    if slot.is_none() {
+                                        got += 1;
+                                    }
+                                    *slot = Some(reply);
+                                }
+                            }
+                            None => break,
+                        },
+                        _ = stop.changed() => break,
+                        _ = tokio::time::sleep_until(deadline.into()) => break,
+                    }
+                }
+                let unknown = || {
+                    Reply::new(
+                        451,
+                        EnhancedCode::new(4, 3, 2),
+                        "outcome unknown: Volley is stopping",
+                    )
+                };
+                let replies: Vec<Reply> = replies
+                    .into_iter()
+                    .map(|r| r.unwrap_or_else(unknown))
+                    .collect();
+                if self.lc.protocol == Protocol::Lmtp {
+                    for r in replies {
+                        let _ = self.server.message_verdict(verdict_of(r));
+                    }
+                } else {
+                    let _ = self.server.message_verdict(verdict_of(summarize(replies)));
+                }
+            }
+        }
+    }
+}
+
+fn verdict_of(r: Reply) -> Verdict {
+    if r.code < 300 {
+        Verdict::Accept
+    } else {
+        Verdict::Reject(r)
+    }
+}
+
+/// One SMTP reply for a safe-mode message with several recipients: 250 when
+/// all were delivered, else a transient failure if any (the Composer tries
+/// again), else the first permanent one.
+fn summarize(replies: Vec<Reply>) -> Reply {
+    if let Some(r) = replies.iter().find(|r| r.is_transient()) {
+        return r.clone();
+    }
+    if let Some(r) = replies.iter().find(|r| r.is_permanent()) {
+        return r.clone();
+    }
+    replies
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| Reply::new(250, EnhancedCode::new(2, 0, 0), "delivered"))
+}

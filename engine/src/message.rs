@@ -1,0 +1,143 @@
+//! Messages held in memory and the small per-recipient nodes that queue them.
+//!
+//! A message with several recipients becomes one [`Node`] per recipient, all
+//! pointing at one [`Message`] (the patents' "clones"): the body and the
+//! address text exist once, shared by reference across shards, and are freed
+//! when the last node finishes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use volley_smtp::Reply;
+
+/// Where a safe-mode ingest session waits for its recipients' outcomes:
+/// (recipient index, the reply to give the Composer).
+pub(crate) type SafeReplies = tokio::sync::mpsc::UnboundedSender<(u32, Reply)>;
+
+/// Bytes of messages held, against the configured budget.
+#[derive(Debug, Default)]
+pub(crate) struct Budget {
+    held: AtomicU64,
+}
+
+impl Budget {
+    pub(crate) fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+}
+
+/// A message accepted from a Composer.
+pub(crate) struct Message {
+    /// Unique within this run: shard number in the top bits, then a sequence.
+    pub(crate) id: u64,
+    /// Sender, then each recipient, separated by '\n' (addresses cannot hold
+    /// CR or LF): one allocation for all address text.
+    addrs: Box<str>,
+    /// The message as received (unstuffed, CRLF line ends).
+    pub(crate) body: Bytes,
+    /// When ingest accepted it, for max age and oldest-first scheduling.
+    pub(crate) received: Instant,
+    /// Safe mode: who waits for the outcomes.
+    pub(crate) safe: Option<Box<SafeReplies>>,
+    budget: Arc<Budget>,
+    cost: u64,
+}
+
+/// Estimated bytes per recipient beyond address text and body, for the budget.
+const NODE_COST: u64 = 64;
+
+impl Message {
+    /// Builds a message and charges its size to `budget` until it is dropped.
+    pub(crate) fn new(
+        id: u64,
+        sender: &str,
+        recipients: &[String],
+        body: Bytes,
+        safe: Option<SafeReplies>,
+        budget: Arc<Budget>,
+    ) -> Message {
+        let mut addrs = String::with_capacity(
+            sender.len() + recipients.iter().map(|r| r.len() + 1).sum::<usize>(),
+        );
+        addrs.push_str(sender);
+        for r in recipients {
+            addrs.push('\n');
+            addrs.push_str(r);
+        }
+        let cost =
+            body.len() as u64 + addrs.len() as u64 + 128 + NODE_COST * recipients.len() as u64;
+        budget.held.fetch_add(cost, Ordering::Relaxed);
+        Message {
+            id,
+            addrs: addrs.into_boxed_str(),
+            body,
+            received: Instant::now(),
+            safe: safe.map(Box::new),
+            budget,
+            cost,
+        }
+    }
+
+    /// The reverse path (empty for the null sender).
+    pub(crate) fn sender(&self) -> &str {
+        self.addrs.split('\n').next().unwrap_or("")
+    }
+
+    /// Recipient number `i`, as the Composer gave it.
+    pub(crate) fn recipient(&self, i: u32) -> &str {
+        self.addrs.split('\n').nth(i as usize + 1).unwrap_or("")
+    }
+
+    /// Tells a safe-mode session the outcome for recipient `i`.
+    pub(crate) fn reply(&self, i: u32, reply: Reply) {
+        if let Some(s) = &self.safe {
+            let _ = s.send((i, reply));
+        }
+    }
+}
+
+impl Drop for Message {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.cost, Ordering::Relaxed);
+    }
+}
+
+/// One queued recipient: 24 bytes plus its share of the message.
+pub(crate) struct Node {
+    pub(crate) msg: Arc<Message>,
+    pub(crate) rcpt: u32,
+    pub(crate) attempts: u16,
+}
+
+impl Node {
+    pub(crate) fn recipient(&self) -> &str {
+        self.msg.recipient(self.rcpt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_live_once_and_the_budget_is_released_on_drop() {
+        let budget = Arc::new(Budget::default());
+        let m = Message::new(
+            7,
+            "a@x.example",
+            &["b@y.example".into(), "c@z.example".into()],
+            Bytes::from_static(b"Subject: t\r\n\r\nhi\r\n"),
+            None,
+            budget.clone(),
+        );
+        assert_eq!(m.sender(), "a@x.example");
+        assert_eq!(m.recipient(0), "b@y.example");
+        assert_eq!(m.recipient(1), "c@z.example");
+        assert!(budget.held() > 0);
+        drop(m);
+        assert_eq!(budget.held(), 0);
+        assert!(std::mem::size_of::<Node>() <= 24);
+    }
+}

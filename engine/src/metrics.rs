@@ -1,0 +1,161 @@
+//! Counters for the operator: what came in, what went out, what waits.
+//!
+//! Counters are relaxed atomics shared by every shard (one cache line each is
+//! not worth it at these rates); latency histograms are per shard, keyed by
+//! domain, and merged when asked for.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+
+/// A snapshot of the engine's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages accepted from Composers.
+    pub received: u64,
+    /// Recipients accepted from Composers.
+    pub recipients_received: u64,
+    /// Recipients delivered (2xx from the remote side).
+    pub delivered: u64,
+    /// Deferrals (4xx or connection trouble); a recipient may count several.
+    pub deferred: u64,
+    /// Recipients bounced (5xx, or a domain that accepts no mail).
+    pub bounced: u64,
+    /// Recipients given up after max attempts or max age.
+    pub expired: u64,
+    /// Recipients held now (waiting, retrying or in flight).
+    pub queued: u64,
+    /// Most recipients held at once (the patent's q_peakmsgs).
+    pub peak_queued: u64,
+    /// Delivery connections open now.
+    pub connections_open: u64,
+    /// Most delivery connections open at once (the patent's q_peakmtas).
+    pub peak_connections: u64,
+    /// Ingest sessions open now.
+    pub ingest_sessions: u64,
+    /// Bytes of messages held.
+    pub held_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) received: AtomicU64,
+    pub(crate) recipients_received: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) deferred: AtomicU64,
+    pub(crate) bounced: AtomicU64,
+    pub(crate) expired: AtomicU64,
+    queued: AtomicU64,
+    peak_queued: AtomicU64,
+    connections_open: AtomicU64,
+    peak_connections: AtomicU64,
+    pub(crate) ingest_sessions: AtomicU64,
+}
+
+pub(crate) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn queued_add(&self, n: u64) {
+        let now = self.queued.fetch_add(n, Ordering::Relaxed) + n;
+        self.peak_queued.fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub(crate) fn queued_sub(&self, n: u64) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        let now = self.connections_open.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_connections.fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, held_bytes: u64) -> Stats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            received: g(&self.received),
+            recipients_received: g(&self.recipients_received),
+            delivered: g(&self.delivered),
+            deferred: g(&self.deferred),
+            bounced: g(&self.bounced),
+            expired: g(&self.expired),
+            queued: g(&self.queued),
+            peak_queued: g(&self.peak_queued),
+            connections_open: g(&self.connections_open),
+            peak_connections: g(&self.peak_connections),
+            ingest_sessions: g(&self.ingest_sessions),
+            held_bytes,
+        }
+    }
+}
+
+/// Per-domain delivery latency (microseconds), one per shard.
+#[derive(Debug, Default)]
+pub(crate) struct Latencies {
+    by_domain: Mutex<HashMap<String, Histogram<u64>>>,
+}
+
+impl Latencies {
+    pub(crate) fn record(&self, domain: &str, micros: u64) {
+        let mut map = self.by_domain.lock();
+        if !map.contains_key(domain) {
+            let Ok(h) = Histogram::new_with_bounds(1, 3_600_000_000, 2) else {
+                return;
+            };
+            map.insert(domain.to_string(), h);
+        }
+        if let Some(h) = map.get_mut(domain) {
+            h.saturating_record(micros.max(1));
+        }
+    }
+
+    /// Adds this shard's histograms (all domains, or one) into `into`.
+    pub(crate) fn merge_into(&self, domain: Option<&str>, into: &mut Histogram<u64>) {
+        let map = self.by_domain.lock();
+        for (d, h) in map.iter() {
+            if domain.is_none_or(|want| want == d) {
+                let _ = into.add(h);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peaks_follow_the_highest_level_seen() {
+        let c = Counters::default();
+        c.queued_add(5);
+        c.queued_sub(3);
+        c.queued_add(1);
+        let s = c.snapshot(0);
+        assert_eq!((s.queued, s.peak_queued), (3, 5));
+        c.connection_opened();
+        c.connection_opened();
+        c.connection_closed();
+        let s = c.snapshot(0);
+        assert_eq!((s.connections_open, s.peak_connections), (1, 2));
+    }
+
+    #[test]
+    fn latencies_merge_per_domain() {
+        let l = Latencies::default();
+        l.record("a.example", 1000);
+        l.record("a.example", 3000);
+        l.record("b.example", 10);
+        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).unwrap();
+        l.merge_into(Some("a.example"), &mut h);
+        assert_eq!(h.len(), 2);
+        l.merge_into(None, &mut h);
+        assert_eq!(h.len(), 5);
+    }
+}

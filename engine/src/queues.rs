@@ -1,0 +1,776 @@
+//! A shard's queue map and connection bookkeeping, without any I/O.
+//!
+//! The map holds one [`Domain`] per destination domain: created on its first
+//! recipient, removed when empty and idle. Each domain belongs to a queue
+//! (a specific queue from the configuration, or the general queue) whose
+//! settings bound its connections. This module decides; the shard acts: its
+//! methods return [`Action`]s (wake an idle connection, open one, evict one)
+//! and take the time as `now`, so the tests drive it on a simulated clock.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::{Config, Policy, QueueSettings};
+use crate::message::Node;
+
+/// Index of a domain in the shard's map (reused after removal).
+pub(crate) type DomainId = usize;
+/// A connection's number within its shard.
+pub(crate) type ConnId = u64;
+
+/// What the shard must do after a change in the queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Hand work to this idle connection.
+    Wake(ConnId),
+    /// Open a new connection for this domain (already counted).
+    Open(DomainId),
+    /// Ask this idle connection to quit: another domain needs its slot.
+    Evict(ConnId),
+}
+
+/// One queue's settings and connection count.
+pub(crate) struct Queue {
+    pub(crate) settings: Arc<QueueSettings>,
+    /// Fixed MX hosts (no DNS) when configured.
+    pub(crate) fixed_mx: Rc<[SocketAddr]>,
+    /// Connections open or opening.
+    open: usize,
+    /// Recipients queued in this queue.
+    queued: usize,
+    /// The patent's q_peakmtas.
+    pub(crate) peak_open: usize,
+}
+
+/// One destination domain's queue.
+pub(crate) struct Domain {
+    pub(crate) name: Rc<str>,
+    key: Rc<str>,
+    pub(crate) queue: usize,
+    pending: VecDeque<Node>,
+    retrying: usize,
+    in_flight: usize,
+    conns: usize,
+    ready: VecDeque<ConnId>,
+    waiting: bool,
+    hinted: bool,
+}
+
+impl Domain {
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// The queue map and everything that decides about connections.
+pub(crate) struct Queues {
+    domains: Vec<Option<Domain>>,
+    free: Vec<DomainId>,
+    by_name: HashMap<Rc<str>, DomainId>,
+    specific: HashMap<String, usize>,
+    queues: Vec<Queue>,
+    policy: Policy,
+    retry: BTreeMap<(Instant, u64), (DomainId, Node)>,
+    seq: u64,
+    waiting: HashSet<DomainId>,
+    /// Idle connections of every domain: when they became idle, for LRU.
+    idle: HashMap<ConnId, (DomainId, Instant)>,
+    queued: usize,
+}
+
+/// Queue 0 is the general queue; specific queues follow in file order.
+pub(crate) const GENERAL: usize = 0;
+
+impl Queues {
+    pub(crate) fn new(config: &Config) -> Queues {
+        let mut queues = vec![Queue {
+            settings: Arc::new(config.general_queue.clone()),
+            fixed_mx: Rc::from(Vec::new()),
+            open: 0,
+            queued: 0,
+            peak_open: 0,
+        }];
+        let mut specific = HashMap::new();
+        for q in &config.queues {
+            let idx = queues.len();
+            for d in &q.domains {
+                specific.insert(d.trim_end_matches('.').to_ascii_lowercase(), idx);
+            }
+            queues.push(Queue {
+                settings: Arc::new(q.limits.clone()),
+                fixed_mx: q.mx_addrs(config.delivery_port).unwrap_or_default().into(),
+                open: 0,
+                queued: 0,
+                peak_open: 0,
+            });
+        }
+        Queues {
+            domains: Vec::new(),
+            free: Vec::new(),
+            by_name: HashMap::new(),
+            specific,
+            queues,
+            policy: config.scheduler.policy,
+            retry: BTreeMap::new(),
+            seq: 0,
+            waiting: HashSet::new(),
+            idle: HashMap::new(),
+            queued: 0,
+        }
+    }
+
+    /// Adds a queue that takes what others give up on (the fallback relay);
+    /// returns its index.
+    pub(crate) fn add_fallback_queue(
+        &mut self,
+        relay: SocketAddr,
+        settings: &QueueSettings,
+    ) -> usize {
+        let mut settings = settings.clone();
+        settings.fallback_relay = None;
+        self.queues.push(Queue {
+            settings: Arc::new(settings),
+            fixed_mx: Rc::from(vec![relay]),
+            open: 0,
+            queued: 0,
+            peak_open: 0,
+        });
+        self.queues.len() - 1
+    }
+
+    pub(crate) fn domain(&self, d: DomainId) -> &Domain {
+        self.domains[d].as_ref().expect("live domain")
+    }
+
+    fn dom(&mut self, d: DomainId) -> &mut Domain {
+        self.domains[d].as_mut().expect("live domain")
+    }
+
+    pub(crate) fn queue(&self, q: usize) -> &Queue {
+        &self.queues[q]
+    }
+
+    pub(crate) fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Recipients queued in this shard (waiting, retrying or in flight).
+    pub(crate) fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// The domain's id, creating its queue on first use. `queue` forces a
+    /// queue (the fallback); otherwise the specific queue for the name, or
+    /// the general queue.
+    pub(crate) fn domain_id(&mut self, name: &str, queue: Option<usize>) -> DomainId {
+        let key = match queue {
+            Some(q) if q != GENERAL && !self.specific.contains_key(name) => {
+                format!("{name}\u{0}{q}")
+            }
+            _ => name.to_string(),
+        };
+        if let Some(&d) = self.by_name.get(key.as_str()) {
+            return d;
+        }
+        let queue = queue.unwrap_or_else(|| self.specific.get(name).copied().unwrap_or(GENERAL));
+        let rc: Rc<str> = key.into();
+        let dom = Domain {
+            name: name.into(),
+            key: rc.clone(),
+            queue,
+            pending: VecDeque::new(),
+            retrying: 0,
+            in_flight: 0,
+            conns: 0,
+            ready: VecDeque::new(),
+            waiting: false,
+            hinted: false,
+        };
+        let d = match self.free.pop() {
+            Some(d) => {
+                self.domains[d] = Some(dom);
+                d
+            }
+            None => {
+                self.domains.push(Some(dom));
+                self.domains.len() - 1
+            }
+        };
+        self.by_name.insert(rc, d);
+        d
+    }
+
+    /// A new recipient for domain `d`.
+    pub(crate) fn push(&mut self, d: DomainId, node: Node) {
+        self.queued += 1;
+        let q = self.domain(d).queue;
+        self.queues[q].queued += 1;
+        self.dom(d).pending.push_back(node);
+    }
+
+    /// Decides how the domain's pending work gets connections.
+    pub(crate) fn dispatch(&mut self, d: DomainId, acts: &mut Vec<Action>) {
+        let q = self.domain(d).queue;
+        let s = self.queues[q].settings.clone();
+        let batch = s.max_recipients_per_transaction.max(1);
+        let dom = self.dom(d);
+        if dom.pending.is_empty() {
+            return;
+        }
+        let mut need = dom.pending.len();
+        let mut woken = Vec::new();
+        while need > 0 {
+            let Some(c) = dom.ready.pop_front() else {
+                break;
+            };
+            woken.push(c);
+            need = need.saturating_sub(batch);
+        }
+        let conns = dom.conns;
+        let pending = dom.pending.len();
+        for c in woken {
+            self.idle.remove(&c);
+            acts.push(Action::Wake(c));
+        }
+        if need == 0 {
+            return;
+        }
+        let per_conn = s.queued_per_connection.max(1);
+        let wanted = s
+            .initial_connections
+            .max(pending.div_ceil(per_conn))
+            .max(1)
+            .min(s.max_connections_per_domain);
+        let mut to_open = wanted.saturating_sub(conns);
+        if conns == 0 {
+            to_open = to_open.max(1);
+        }
+        while to_open > 0 {
+            let queue = &mut self.queues[q];
+            if queue.open < s.max_connections {
+                queue.open += 1;
+                queue.peak_open = queue.peak_open.max(queue.open);
+                self.dom(d).conns += 1;
+                acts.push(Action::Open(d));
+                to_open -= 1;
+            } else {
+                // At the limit the work waits; a domain with no connection at
+                // all may take the least recently used idle one's slot.
+                if conns == 0
+                    && let Some(c) = self.lru_idle(q, d)
+                {
+                    self.forget_idle(c);
+                    acts.push(Action::Evict(c));
+                }
+                self.dom(d).waiting = true;
+                self.waiting.insert(d);
+                break;
+            }
+        }
+    }
+
+    fn lru_idle(&self, q: usize, except: DomainId) -> Option<ConnId> {
+        self.idle
+            .iter()
+            .filter(|(_, (d, _))| *d != except && self.domain(*d).queue == q)
+            .min_by_key(|(c, (_, since))| (*since, **c))
+            .map(|(c, _)| *c)
+    }
+
+    fn forget_idle(&mut self, c: ConnId) {
+        if let Some((d, _)) = self.idle.remove(&c) {
+            self.dom(d).ready.retain(|x| *x != c);
+        }
+    }
+
+    /// Takes the next batch for a connection of domain `d`: the first pending
+    /// recipient and the ones after it that share its message, up to the
+    /// queue's recipients per transaction.
+    pub(crate) fn take_batch(&mut self, d: DomainId) -> Vec<Node> {
+        let q = self.domain(d).queue;
+        let max = self.queues[q]
+            .settings
+            .max_recipients_per_transaction
+            .max(1);
+        let dom = self.dom(d);
+        let mut batch: Vec<Node> = Vec::new();
+        while batch.len() < max {
+            let same = match (batch.first(), dom.pending.front()) {
+                (None, Some(_)) => true,
+                (Some(first), Some(next)) => Arc::ptr_eq(&first.msg, &next.msg),
+                _ => false,
+            };
+            if !same {
+                break;
+            }
+            batch.push(dom.pending.pop_front().expect("front exists"));
+        }
+        dom.in_flight += batch.len();
+        batch
+    }
+
+    /// Connections of `d` open or opening.
+    pub(crate) fn conns_of(&self, d: DomainId) -> usize {
+        self.domain(d).conns
+    }
+
+    /// Every pending recipient of `d` (when its route fails as a whole).
+    pub(crate) fn take_all(&mut self, d: DomainId) -> Vec<Node> {
+        let dom = self.dom(d);
+        let all: Vec<Node> = dom.pending.drain(..).collect();
+        dom.in_flight += all.len();
+        all
+    }
+
+    /// A recipient taken by `take_batch`/`take_all` finished for good.
+    pub(crate) fn finished(&mut self, d: DomainId) {
+        let q = self.domain(d).queue;
+        self.queues[q].queued -= 1;
+        self.queued -= 1;
+        self.dom(d).in_flight -= 1;
+    }
+
+    /// A recipient taken by `take_batch`/`take_all` waits until `due`.
+    pub(crate) fn defer(&mut self, d: DomainId, node: Node, due: Instant) {
+        let dom = self.dom(d);
+        dom.in_flight -= 1;
+        dom.retrying += 1;
+        self.seq += 1;
+        self.retry.insert((due, self.seq), (d, node));
+    }
+
+    /// A recipient taken by `take_batch` goes back to the head of its queue
+    /// untouched (its connection ended before trying it).
+    pub(crate) fn requeue(&mut self, d: DomainId, node: Node) {
+        let dom = self.dom(d);
+        dom.in_flight -= 1;
+        dom.pending.push_front(node);
+    }
+
+    /// A recipient leaves domain `d` for another queue (the fallback).
+    pub(crate) fn moved_out(&mut self, d: DomainId) {
+        self.finished(d);
+    }
+
+    /// The earliest retry due time.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.retry.keys().next().map(|(t, _)| *t)
+    }
+
+    /// Moves the recipients due at `now` back into their domains; returns
+    /// the domains that got work.
+    pub(crate) fn release_due(&mut self, now: Instant) -> Vec<DomainId> {
+        let later = self.retry.split_off(&(now, u64::MAX));
+        let due = std::mem::replace(&mut self.retry, later);
+        let mut touched = Vec::new();
+        for (_, (d, node)) in due {
+            let dom = self.dom(d);
+            dom.retrying -= 1;
+            dom.pending.push_back(node);
+            if !touched.contains(&d) {
+                touched.push(d);
+            }
+        }
+        touched
+    }
+
+    /// Connection `c` of domain `d` has nothing to do.
+    pub(crate) fn conn_idle(&mut self, d: DomainId, c: ConnId, now: Instant) {
+        self.dom(d).ready.push_back(c);
+        self.idle.insert(c, (d, now));
+    }
+
+    /// Connection `c` stopped waiting by itself (idle timeout).
+    pub(crate) fn conn_busy(&mut self, c: ConnId) {
+        self.forget_idle(c);
+    }
+
+    /// A connection of domain `d` closed: its slot goes to the domain itself
+    /// if it still has work, else to the waiting domain the policy picks.
+    pub(crate) fn conn_closed(&mut self, d: DomainId, acts: &mut Vec<Action>) {
+        let q = self.domain(d).queue;
+        self.queues[q].open -= 1;
+        self.dom(d).conns -= 1;
+        if !self.domain(d).pending.is_empty() {
+            self.dispatch(d, acts);
+        }
+        while self.queues[q].open < self.queues[q].settings.max_connections {
+            let Some(next) = self.pick_waiting(q) else {
+                break;
+            };
+            self.waiting.remove(&next);
+            self.dom(next).waiting = false;
+            self.dispatch(next, acts);
+        }
+        self.maybe_remove(d);
+    }
+
+    fn pick_waiting(&self, q: usize) -> Option<DomainId> {
+        let cands = self
+            .waiting
+            .iter()
+            .copied()
+            .filter(|d| self.domain(*d).queue == q && !self.domain(*d).pending.is_empty());
+        match self.policy {
+            Policy::Largest => {
+                cands.max_by_key(|d| (self.domain(*d).pending.len(), usize::MAX - d))
+            }
+            Policy::Oldest => {
+                cands.min_by_key(|d| (self.domain(*d).pending.front().map(|n| n.msg.received), *d))
+            }
+        }
+    }
+
+    /// Domains next in line (waiting for a connection, by policy), for the
+    /// resolver to prefetch.
+    pub(crate) fn next_in_line(&self, n: usize) -> Vec<Rc<str>> {
+        let mut v: Vec<DomainId> = self
+            .waiting
+            .iter()
+            .copied()
+            .filter(|d| !self.domain(*d).pending.is_empty())
+            .collect();
+        match self.policy {
+            Policy::Largest => v.sort_by_key(|d| std::cmp::Reverse(self.domain(*d).pending.len())),
+            Policy::Oldest => {
+                v.sort_by_key(|d| self.domain(*d).pending.front().map(|n| n.msg.received))
+            }
+        }
+        v.truncate(n);
+        v.into_iter().map(|d| self.domain(d).name.clone()).collect()
+    }
+
+    /// Whether `name` still has recipients queued here (DNS refresh asks).
+    pub(crate) fn has_work(&self, name: &str) -> bool {
+        self.by_name
+            .get(name)
+            .map(|d| {
+                let dom = self.domain(*d);
+                dom.pending.len() + dom.retrying + dom.in_flight > 0
+            })
+            .unwrap_or(false)
+    }
+
+    /// Domains of the general queue holding at least `share` of its queued
+    /// recipients (and at least `min` in all), each named once.
+    pub(crate) fn hints(&mut self, share: f64, min: usize) -> Vec<(Rc<str>, usize, usize)> {
+        let total = self.queues[GENERAL].queued;
+        if total < min.max(1) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for dom in self.domains.iter_mut().flatten() {
+            let n = dom.pending.len() + dom.retrying + dom.in_flight;
+            if dom.queue == GENERAL && !dom.hinted && n as f64 >= share * total as f64 {
+                dom.hinted = true;
+                out.push((dom.name.clone(), n, total));
+            }
+        }
+        out
+    }
+
+    /// Removes domain `d` when it is empty and idle.
+    pub(crate) fn maybe_remove(&mut self, d: DomainId) {
+        let Some(dom) = self.domains[d].as_ref() else {
+            return;
+        };
+        if dom.pending.is_empty() && dom.retrying == 0 && dom.in_flight == 0 && dom.conns == 0 {
+            let dom = self.domains[d].take().expect("checked");
+            self.by_name.remove(&dom.key);
+            self.waiting.remove(&d);
+            drop(dom);
+            self.free.push(d);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Budget, Message};
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    fn msg(rcpts: usize) -> Arc<Message> {
+        let r: Vec<String> = (0..rcpts).map(|i| format!("u{i}@a.example")).collect();
+        Arc::new(Message::new(
+            1,
+            "s@x.example",
+            &r,
+            Bytes::from_static(b"x\r\n"),
+            None,
+            Arc::new(Budget::default()),
+        ))
+    }
+
+    fn config(f: impl FnOnce(&mut Config)) -> Config {
+        let mut c = Config::default();
+        f(&mut c);
+        c
+    }
+
+    #[test]
+    fn first_recipient_opens_a_connection_and_batches_share_a_message() {
+        let mut q = Queues::new(&config(|c| {
+            c.general_queue.max_recipients_per_transaction = 2
+        }));
+        let d = q.domain_id("a.example", None);
+        let m = msg(3);
+        for i in 0..3 {
+            q.push(
+                d,
+                Node {
+                    msg: m.clone(),
+                    rcpt: i,
+                    attempts: 0,
+                },
+            );
+        }
+        q.push(
+            d,
+            Node {
+                msg: msg(1),
+                rcpt: 0,
+                attempts: 0,
+            },
+        );
+        let mut acts = Vec::new();
+        q.dispatch(d, &mut acts);
+        assert_eq!(acts, vec![Action::Open(d)]);
+        assert_eq!(q.take_batch(d).len(), 2);
+        assert_eq!(
+            q.take_batch(d).len(),
+            1,
+            "the third recipient of the same message"
+        );
+        assert_eq!(q.take_batch(d).len(), 1, "another message");
+        assert!(q.take_batch(d).is_empty());
+        assert_eq!(q.queued(), 4);
+        for _ in 0..4 {
+            q.finished(d);
+        }
+        assert_eq!(q.queued(), 0);
+        let mut acts = Vec::new();
+        q.conn_closed(d, &mut acts);
+        assert!(acts.is_empty());
+        assert!(!q.has_work("a.example"));
+        assert_eq!(
+            q.domain_id("a.example", None),
+            d,
+            "removed, and its slot reused"
+        );
+    }
+
+    #[test]
+    fn idle_connections_are_woken_before_new_ones_open() {
+        let mut q = Queues::new(&Config::default());
+        let d = q.domain_id("a.example", None);
+        let mut acts = Vec::new();
+        q.push(
+            d,
+            Node {
+                msg: msg(1),
+                rcpt: 0,
+                attempts: 0,
+            },
+        );
+        q.dispatch(d, &mut acts);
+        let _ = q.take_batch(d);
+        q.finished(d);
+        q.conn_idle(d, 7, Instant::now());
+        acts.clear();
+        q.push(
+            d,
+            Node {
+                msg: msg(1),
+                rcpt: 0,
+                attempts: 0,
+            },
+        );
+        q.dispatch(d, &mut acts);
+        assert_eq!(acts, vec![Action::Wake(7)]);
+    }
+
+    #[test]
+    fn more_connections_open_as_the_queue_grows_up_to_the_domain_limit() {
+        let mut q = Queues::new(&config(|c| {
+            c.general_queue.queued_per_connection = 10;
+            c.general_queue.max_connections_per_domain = 3;
+        }));
+        let d = q.domain_id("a.example", None);
+        let mut acts = Vec::new();
+        for _ in 0..100 {
+            q.push(
+                d,
+                Node {
+                    msg: msg(1),
+                    rcpt: 0,
+                    attempts: 0,
+                },
+            );
+            q.dispatch(d, &mut acts);
+        }
+        assert_eq!(
+            acts.iter().filter(|a| matches!(a, Action::Open(_))).count(),
+            3
+        );
+    }
+
+    #[test]
+    fn at_the_queue_limit_a_new_domain_evicts_the_lru_idle_connection_and_waits() {
+        let mut q = Queues::new(&config(|c| c.general_queue.max_connections = 2));
+        let t0 = Instant::now();
+        let mut acts = Vec::new();
+        let (a, b, c) = (
+            q.domain_id("a.example", None),
+            q.domain_id("b.example", None),
+            q.domain_id("c.example", None),
+        );
+        for (d, conn, t) in [(a, 1, 1), (b, 2, 2)] {
+            q.push(
+                d,
+                Node {
+                    msg: msg(1),
+                    rcpt: 0,
+                    attempts: 0,
+                },
+            );
+            q.dispatch(d, &mut acts);
+            let _ = q.take_batch(d);
+            q.finished(d);
+            q.conn_idle(d, conn, t0 + Duration::from_secs(t));
+        }
+        acts.clear();
+        q.push(
+            c,
+            Node {
+                msg: msg(1),
+                rcpt: 0,
+                attempts: 0,
+            },
+        );
+        q.dispatch(c, &mut acts);
+        assert_eq!(
+            acts,
+            vec![Action::Evict(1)],
+            "a's connection was idle longest"
+        );
+        acts.clear();
+        q.conn_closed(a, &mut acts);
+        assert_eq!(acts, vec![Action::Open(c)]);
+    }
+
+    #[test]
+    fn deferred_recipients_wait_outside_the_domain_queue_until_due() {
+        let mut q = Queues::new(&Config::default());
+        let d = q.domain_id("a.example", None);
+        let now = Instant::now();
+        q.push(
+            d,
+            Node {
+                msg: msg(1),
+                rcpt: 0,
+                attempts: 0,
+            },
+        );
+        q.push(
+            d,
+            Node {
+                msg: msg(1),
+                rcpt: 0,
+                attempts: 0,
+            },
+        );
+        let first = q.take_batch(d).pop().unwrap();
+        q.defer(d, first, now + Duration::from_secs(60));
+        assert_eq!(
+            q.domain(d).pending(),
+            1,
+            "ready work is not behind the retry"
+        );
+        assert!(q.release_due(now + Duration::from_secs(59)).is_empty());
+        assert_eq!(q.release_due(now + Duration::from_secs(60)), vec![d]);
+        assert_eq!(q.domain(d).pending(), 2);
+        assert_eq!(q.queued(), 2);
+    }
+
+    #[test]
+    fn the_policy_picks_which_waiting_domain_gets_a_freed_slot() {
+        let mut q = Queues::new(&config(|c| c.general_queue.max_connections = 1));
+        let mut acts = Vec::new();
+        let a = q.domain_id("a.example", None);
+        q.push(
+            a,
+            Node {
+                msg: msg(1),
+                rcpt: 0,
+                attempts: 0,
+            },
+        );
+        q.dispatch(a, &mut acts);
+        let small = q.domain_id("small.example", None);
+        let big = q.domain_id("big.example", None);
+        q.push(
+            small,
+            Node {
+                msg: msg(1),
+                rcpt: 0,
+                attempts: 0,
+            },
+        );
+        q.dispatch(small, &mut acts);
+        for _ in 0..5 {
+            q.push(
+                big,
+                Node {
+                    msg: msg(1),
+                    rcpt: 0,
+                    attempts: 0,
+                },
+            );
+            q.dispatch(big, &mut acts);
+        }
+        assert_eq!(
+            &q.next_in_line(2)[..],
+            &["big.example".into(), "small.example".into()] as &[Rc<str>]
+        );
+        let _ = q.take_batch(a);
+        q.finished(a);
+        acts.clear();
+        q.conn_closed(a, &mut acts);
+        assert_eq!(acts, vec![Action::Open(big)], "largest first");
+    }
+
+    #[test]
+    fn a_domain_with_a_large_share_of_the_general_queue_earns_one_hint() {
+        let mut q = Queues::new(&Config::default());
+        let big = q.domain_id("big.example", None);
+        let other = q.domain_id("other.example", None);
+        for _ in 0..8 {
+            q.push(
+                big,
+                Node {
+                    msg: msg(1),
+                    rcpt: 0,
+                    attempts: 0,
+                },
+            );
+        }
+        q.push(
+            other,
+            Node {
+                msg: msg(1),
+                rcpt: 0,
+                attempts: 0,
+            },
+        );
+        let h = q.hints(0.5, 5);
+        assert_eq!(h.len(), 1);
+        assert_eq!(&*h[0].0, "big.example");
+        assert!(q.hints(0.5, 5).is_empty(), "once per domain");
+    }
+}

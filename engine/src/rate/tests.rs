@@ -1,0 +1,464 @@
+//! Controller unit tests on a simulated clock: latency curves and reply
+//! sequences in, limits checked out.
+
+use std::time::{Duration, Instant};
+
+use volley_smtp::EnhancedCode;
+
+use super::{Action, LatencyKind, RateController, RateSettings, RateState, ReplyKind};
+
+const STEP: Duration = Duration::from_millis(10);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Drives one controller with saturated demand: every step it takes every
+/// slot allowed, and each message is accepted at once with a given latency.
+struct Drive {
+    now: Instant,
+    ctl: RateController,
+    sent: u64,
+}
+
+impl Drive {
+    fn new(settings: RateSettings) -> Self {
+        let now = Instant::now();
+        Self {
+            now,
+            ctl: RateController::new(&settings, now),
+            sent: 0,
+        }
+    }
+
+    fn busy(&mut self, d: Duration, latency: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += STEP;
+            while self.ctl.try_acquire(self.now).is_ok() {
+                self.sent += 1;
+                self.ctl.on_reply(self.now, 250, None, "OK");
+                self.ctl
+                    .on_latency(self.now, LatencyKind::Transaction, latency);
+            }
+        }
+    }
+
+    /// Demand of one message per second: far below any limit.
+    fn trickle(&mut self, d: Duration, latency: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += secs(1);
+            if self.ctl.try_acquire(self.now).is_ok() {
+                self.ctl.on_reply(self.now, 250, None, "OK");
+                self.ctl
+                    .on_latency(self.now, LatencyKind::Transaction, latency);
+            }
+        }
+    }
+
+    fn throttle(&mut self) -> ReplyKind {
+        self.ctl.on_reply(
+            self.now,
+            451,
+            Some(EnhancedCode::new(4, 7, 1)),
+            "Rate limit exceeded",
+        )
+    }
+
+    fn state(&self) -> RateState {
+        self.ctl.snapshot(self.now).state
+    }
+}
+
+fn close(a: f64, b: f64, tolerance: f64) -> bool {
+    (a - b).abs() <= b * tolerance
+}
+
+#[test]
+fn slow_start_doubles_each_interval_up_to_max() {
+    let mut d = Drive::new(RateSettings {
+        initial_rate: 10.0,
+        max_rate: 200.0,
+        ..RateSettings::default()
+    });
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        d.busy(secs(1), ms(100));
+        seen.push(d.ctl.rate());
+    }
+    assert_eq!(seen, [20.0, 40.0, 80.0, 160.0, 200.0, 200.0, 200.0]);
+    assert_eq!(d.state(), RateState::SlowStart);
+}
+
+#[test]
+fn no_growth_while_demand_is_below_the_limit() {
+    let mut d = Drive::new(RateSettings::default());
+    let start = d.ctl.rate();
+    d.trickle(secs(30), ms(100));
+    assert_eq!(d.ctl.rate(), start);
+}
+
+#[test]
+fn latency_within_tolerance_keeps_growing_and_above_it_eases_off_in_proportion() {
+    let s = RateSettings {
+        initial_rate: 50.0,
+        max_rate: 50.0,
+        ..RateSettings::default()
+    };
+    let mut d = Drive::new(s);
+    d.busy(secs(5), ms(100));
+    assert_eq!(d.ctl.rate(), 50.0);
+    // 140 ms is within 1.5 x the 100 ms floor: nothing changes.
+    d.busy(secs(3), ms(140));
+    assert_eq!(d.ctl.rate(), 50.0);
+    assert_eq!(d.state(), RateState::SlowStart);
+    // 200 ms: gradient 100 * 1.5 / 200 = 0.75 once the average has moved.
+    d.busy(ms(1005), ms(200));
+    let r = d.ctl.rate();
+    assert!(close(r, 37.5, 0.02), "{r}");
+    assert_eq!(d.state(), RateState::Steady);
+    let snap = d.ctl.snapshot(d.now);
+    assert_eq!(snap.latency_floor, Some(ms(100)));
+    assert!(snap.ceiling.is_some_and(|c| close(c, 50.0, 0.05)), "{snap}");
+}
+
+#[test]
+fn easing_stops_at_half_the_ceiling_and_takes_the_new_latency_as_floor() {
+    let mut d = Drive::new(RateSettings {
+        initial_rate: 40.0,
+        max_rate: 40.0,
+        ..RateSettings::default()
+    });
+    d.busy(secs(3), ms(100));
+    // The remote's baseline moves to 400 ms and stays there: the first
+    // adjustment halves the rate (the gradient's bound), the next finds it
+    // still slow at half the ceiling and takes 400 ms as the new floor.
+    d.busy(ms(1000), ms(400));
+    let r = d.ctl.rate();
+    assert!(close(r, 20.0, 0.05), "{r}");
+    d.busy(ms(1000), ms(400));
+    assert_eq!(d.ctl.rate(), r);
+    let snap = d.ctl.snapshot(d.now);
+    assert!(snap.latency_floor.is_some_and(|f| f >= ms(390)), "{snap}");
+    // With the floor rebased the rate climbs back toward the plateau.
+    d.busy(secs(5), ms(400));
+    assert!(d.ctl.rate() > 35.0, "{}", d.ctl.rate());
+}
+
+#[test]
+fn throttle_cuts_suspends_and_backoff_grows_then_resets_after_quiet() {
+    let s = RateSettings {
+        initial_rate: 100.0,
+        max_rate: 100.0,
+        ..RateSettings::default()
+    };
+    let mut d = Drive::new(s.clone());
+    d.busy(secs(3), ms(100));
+    assert_eq!(d.throttle(), ReplyKind::RateThrottle);
+    let r = d.ctl.rate();
+    assert!(close(r, 85.0, 0.03), "{r}");
+    assert_eq!(d.state(), RateState::Backoff);
+    assert_eq!(d.ctl.try_acquire(d.now), Err(d.now + s.backoff_initial));
+
+    // More throttles from the same burst (within the guard) cut nothing.
+    d.now += ms(100);
+    d.throttle();
+    assert_eq!(d.ctl.rate(), r);
+    assert_eq!(d.ctl.snapshot(d.now).throttles, 2);
+
+    // Throttled again after each suspension: 2 s, 4 s, 8 s.
+    let mut backoffs = Vec::new();
+    for _ in 0..3 {
+        let until = d.ctl.suspended_until(d.now).unwrap();
+        d.now = until;
+        d.busy(ms(200), ms(100));
+        d.throttle();
+        backoffs.push(d.ctl.suspended_until(d.now).unwrap() - d.now);
+    }
+    assert_eq!(backoffs, [secs(2), secs(4), secs(8)]);
+
+    // A quiet period after the last backoff: the next one starts over.
+    d.now += secs(8) + s.quiet_period;
+    d.busy(secs(2), ms(100));
+    d.throttle();
+    assert_eq!(
+        d.ctl.suspended_until(d.now),
+        Some(d.now + s.backoff_initial)
+    );
+}
+
+#[test]
+fn backoff_never_exceeds_its_maximum() {
+    let s = RateSettings {
+        backoff_max: secs(5),
+        ..RateSettings::default()
+    };
+    let mut d = Drive::new(s);
+    for _ in 0..10 {
+        d.busy(ms(50), ms(100));
+        d.throttle();
+        let until = d.ctl.suspended_until(d.now).unwrap();
+        assert!(until - d.now <= secs(5));
+        d.now = until;
+    }
+    assert_eq!(d.ctl.snapshot(d.now).throttles, 10);
+}
+
+#[test]
+fn after_a_cut_it_climbs_to_the_plateau_then_probes_above_the_ceiling() {
+    let s = RateSettings {
+        initial_rate: 200.0,
+        max_rate: 1000.0,
+        ..RateSettings::default()
+    };
+    let mut d = Drive::new(s.clone());
+    // The remote throttles at 200 before slow start doubles it.
+    d.busy(ms(900), ms(100));
+    assert_eq!(d.ctl.rate(), 200.0);
+    d.throttle();
+    let ceiling = d.ctl.snapshot(d.now).ceiling.unwrap();
+    assert!(close(ceiling, 200.0, 0.05), "{ceiling}");
+    // Back to the plateau within a few intervals, and it holds there.
+    d.busy(secs(8), ms(100));
+    let plateau = ceiling * s.plateau;
+    assert!(close(d.ctl.rate(), plateau, 0.011), "{}", d.ctl.rate());
+    assert_eq!(d.state(), RateState::Steady);
+    d.busy(secs(20), ms(100));
+    assert!(close(d.ctl.rate(), plateau, 0.011));
+    // Quiet for probe_after: it forgets the ceiling and grows past it.
+    d.busy(s.probe_after, ms(100));
+    assert_eq!(d.state(), RateState::Probing);
+    d.busy(secs(3), ms(100));
+    assert!(d.ctl.rate() > ceiling * 1.2, "{}", d.ctl.rate());
+    assert_eq!(d.ctl.snapshot(d.now).ceiling, None);
+}
+
+#[test]
+fn connection_limit_follows_littles_law_within_bounds() {
+    let s = RateSettings {
+        initial_rate: 100.0,
+        max_rate: 100.0,
+        max_connections: 20,
+        ..RateSettings::default()
+    };
+    let mut d = Drive::new(s);
+    assert_eq!(d.ctl.connection_limit(), 2);
+    // 100/s x 100 ms x 1.25 = 12.5 -> 13, plus one spare.
+    d.busy(secs(2), ms(100));
+    assert_eq!(d.ctl.connection_limit(), 14);
+    // 100/s x 1 s would need 126: capped at max_connections.
+    d.ctl.on_latency(d.now, LatencyKind::Transaction, secs(1));
+    d.ctl.set_settings(&RateSettings {
+        max_connections: 20,
+        latency_smoothing: 1.0,
+        ..RateSettings::default()
+    });
+    d.ctl.on_latency(d.now, LatencyKind::Transaction, secs(1));
+    d.busy(ms(1000), secs(1));
+    assert_eq!(d.ctl.connection_limit(), 20);
+}
+
+#[test]
+fn connection_throttling_cuts_connections_not_rate_and_recovers_after_quiet() {
+    let s = RateSettings {
+        initial_rate: 100.0,
+        max_rate: 100.0,
+        ..RateSettings::default()
+    };
+    let mut d = Drive::new(s.clone());
+    d.busy(secs(2), ms(100));
+    let conns = d.ctl.connection_limit();
+    let rate = d.ctl.rate();
+    let kind = d
+        .ctl
+        .on_reply(d.now, 421, None, "Too many connections from your IP");
+    assert_eq!(kind, ReplyKind::ConnectionThrottle);
+    let cut = d.ctl.connection_limit();
+    assert_eq!(cut, (f64::from(conns) * s.decrease_factor).floor() as u32);
+    assert_eq!(d.ctl.rate(), rate);
+    assert_eq!(d.ctl.try_acquire(d.now + secs(1)), Ok(()));
+    // Held through the quiet period, then one more per interval.
+    d.busy(s.quiet_period - secs(1), ms(100));
+    assert_eq!(d.ctl.connection_limit(), cut);
+    d.busy(secs(3), ms(100));
+    assert!(d.ctl.connection_limit() > cut);
+    d.busy(secs(20), ms(100));
+    assert_eq!(d.ctl.connection_limit(), conns);
+}
+
+#[test]
+fn repeated_connect_failures_back_off_and_a_reply_resets_the_count() {
+    let s = RateSettings::default();
+    let mut d = Drive::new(s.clone());
+    d.ctl.on_connect_failure(d.now);
+    d.ctl.on_connect_failure(d.now);
+    d.ctl.on_reply(d.now, 220, None, "ready");
+    d.ctl.on_connect_failure(d.now);
+    d.ctl.on_connect_failure(d.now);
+    assert_eq!(d.ctl.suspended_until(d.now), None);
+    d.ctl.on_connect_failure(d.now);
+    assert_eq!(
+        d.ctl.suspended_until(d.now),
+        Some(d.now + s.backoff_initial)
+    );
+    assert_eq!(d.ctl.connection_limit(), s.min_connections);
+    assert_eq!(d.ctl.snapshot(d.now).connect_failures, 5);
+}
+
+#[test]
+fn operator_rules_suspend_and_cap_for_their_duration() {
+    let s = RateSettings {
+        initial_rate: 100.0,
+        max_rate: 100.0,
+        ..RateSettings::default()
+    };
+    let mut d = Drive::new(s);
+    d.busy(secs(2), ms(100));
+    d.ctl.apply(d.now, &Action::Suspend(secs(600)));
+    assert_eq!(d.ctl.try_acquire(d.now), Err(d.now + secs(600)));
+    assert_eq!(d.state(), RateState::Suspended);
+    d.now += secs(600);
+    assert_eq!(d.ctl.try_acquire(d.now), Ok(()));
+
+    d.ctl.apply(
+        d.now,
+        &Action::Limit {
+            connections: Some(3),
+            rate: Some(5.0),
+            duration: secs(60),
+        },
+    );
+    assert!(d.ctl.connection_limit() <= 3);
+    assert_eq!(d.ctl.rate(), 5.0);
+    d.busy(secs(30), ms(100));
+    assert!(d.ctl.rate() <= 5.0);
+    assert!(d.ctl.connection_limit() <= 3);
+    // The cap lapses; the controller climbs again.
+    d.busy(secs(40), ms(100));
+    assert!(d.ctl.rate() > 5.0, "{}", d.ctl.rate());
+    assert!(d.ctl.connection_limit() > 3);
+}
+
+#[test]
+fn limits_stay_within_bounds_under_any_signal_sequence() {
+    let s = RateSettings {
+        min_connections: 2,
+        max_connections: 9,
+        min_rate: 1.0,
+        max_rate: 300.0,
+        backoff_max: secs(4),
+        ..RateSettings::default()
+    };
+    let mut d = Drive::new(s.clone());
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for _ in 0..20_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        d.now += ms(x % 50);
+        match x % 23 {
+            0 => {
+                d.throttle();
+            }
+            1 => d.ctl.on_connect_failure(d.now),
+            2 => {
+                d.ctl.on_reply(d.now, 421, None, "too many connections");
+            }
+            3..=12 => {
+                let _ = d.ctl.try_acquire(d.now);
+            }
+            13..=16 => d.busy(ms(100), ms(x % 2000)),
+            _ => {
+                let kind = if x.is_multiple_of(2) {
+                    LatencyKind::Command
+                } else {
+                    LatencyKind::Transaction
+                };
+                d.ctl.on_latency(d.now, kind, ms(x % 3000));
+            }
+        }
+        let r = d.ctl.rate();
+        assert!((s.min_rate..=s.max_rate).contains(&r), "{r}");
+        let c = d.ctl.connection_limit();
+        assert!((s.min_connections..=s.max_connections).contains(&c), "{c}");
+        if let Some(u) = d.ctl.suspended_until(d.now) {
+            assert!(u - d.now <= s.backoff_max);
+        }
+    }
+}
+
+#[test]
+fn snapshot_shows_in_the_summary_and_serializes_for_the_log() {
+    let mut d = Drive::new(RateSettings::default());
+    let fresh = d.ctl.snapshot(d.now);
+    assert_eq!(
+        fresh.to_string(),
+        "slow_start conns=2 rate=10.0/s floor=- recent=- throttles=0"
+    );
+    d.busy(secs(2), ms(150));
+    d.throttle();
+    let snap = d.ctl.snapshot(d.now);
+    let line = snap.to_string();
+    assert!(line.starts_with("backoff conns="), "{line}");
+    assert!(
+        line.contains(" floor=150.0ms recent=150.0ms throttles=1"),
+        "{line}"
+    );
+    assert!(line.ends_with(" suspended=1000.0ms"), "{line}");
+    let json = serde_json::to_value(&snap).unwrap();
+    assert_eq!(json["state"], "backoff");
+    assert_eq!(json["latency_floor_ms"], 150.0);
+    assert_eq!(json["suspended_ms"], 1000.0);
+    assert_eq!(json["throttles"], 1);
+    assert!(json["rate"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn reload_clamps_what_was_learned_into_new_bounds() {
+    let mut d = Drive::new(RateSettings {
+        max_rate: 500.0,
+        ..RateSettings::default()
+    });
+    d.busy(secs(6), ms(50));
+    assert!(d.ctl.rate() > 100.0);
+    d.ctl.set_settings(&RateSettings {
+        max_rate: 50.0,
+        max_connections: 3,
+        ..RateSettings::default()
+    });
+    assert_eq!(d.ctl.rate(), 50.0);
+    assert!(d.ctl.connection_limit() <= 3);
+}
+
+#[test]
+fn odd_settings_and_inputs_never_panic() {
+    // Invalid settings fall back to the defaults.
+    let mut d = Drive::new(RateSettings {
+        min_rate: 0.0,
+        max_rate: f64::NAN,
+        ..RateSettings::default()
+    });
+    d.busy(secs(2), ms(100));
+    assert_eq!(d.ctl.rate(), 40.0);
+
+    // Valid but absurd durations and samples saturate.
+    let mut d = Drive::new(RateSettings {
+        backoff_initial: Duration::MAX,
+        backoff_max: Duration::MAX,
+        ..RateSettings::default()
+    });
+    d.ctl
+        .on_latency(d.now, LatencyKind::Transaction, Duration::MAX);
+    d.busy(secs(1), Duration::MAX);
+    d.throttle();
+    let until = d.ctl.suspended_until(d.now).unwrap();
+    assert!(until - d.now <= Duration::from_secs(366 * 24 * 3600));
+    d.ctl.apply(d.now, &Action::Suspend(Duration::MAX));
+    let _ = d.ctl.snapshot(d.now).to_string();
+    assert!(d.ctl.try_acquire(d.now).is_err());
+}

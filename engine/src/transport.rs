@@ -1,0 +1,400 @@
+//! The only module that touches sockets: TCP over tokio-uring.
+//!
+//! Everything above this module (ingest, delivery) speaks in terms of
+//! [`Conn`] and [`Listener`], so the socket layer can be swapped without
+//! touching protocol or queue code.
+//!
+//! Two facts shape this module (FACTS.md):
+//! - tokio-uring's `read` is `IORING_OP_READ`, which on an `O_NONBLOCK` file
+//!   returns `EAGAIN` instead of waiting, so every socket handed to tokio-uring
+//!   is put back in blocking mode first (io_uring does the waiting).
+//! - a timed-out operation that is dropped leaves the socket open; every
+//!   timeout here shuts the socket down explicitly before reporting (a read
+//!   that timed out shuts down the reading side only, so that a goodbye
+//!   such as `421` can still be written; dropping a [`Conn`] shuts down both).
+
+use std::io;
+use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio_uring::net::{TcpListener, TcpStream};
+
+/// How an I/O operation on a connection failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TransportError {
+    /// The operation did not finish in time; the socket has been shut down.
+    #[error("{op} timed out after {after:?}")]
+    Timeout {
+        /// What was being done: connect, read, write.
+        op: &'static str,
+        /// The limit that ran out.
+        after: Duration,
+    },
+    /// The peer closed the connection.
+    #[error("connection closed by peer")]
+    Closed,
+    /// The operating system reported an error.
+    #[error("{op}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A TCP connection driven by io_uring, with the peer's address.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    shut: bool,
+}
+
+impl Conn {
+    /// Connects to `addr` within `timeout`, optionally from a chosen local
+    /// address. The connect itself goes through tokio's reactor (tokio-uring
+    /// 0.5 cannot bind before connecting); the established socket is then
+    /// handed to io_uring for all reads and writes.
+    pub(crate) async fn connect(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        timeout: Duration,
+    ) -> Result<Conn, TransportError> {
+        let io = |source| TransportError::Io {
+            op: "connect",
+            source,
+        };
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .map_err(io)?;
+        if let Some(ip) = source {
+            socket.bind(SocketAddr::new(ip, 0)).map_err(io)?;
+        }
+        // Dropping the connect future on timeout drops (and closes) the socket
+        // it owns: no io_uring operation is in flight yet.
+        let stream = match tokio::time::timeout(timeout, socket.connect(addr)).await {
+            Ok(r) => r.map_err(io)?,
+            Err(_) => {
+                return Err(TransportError::Timeout {
+                    op: "connect",
+                    after: timeout,
+                });
+            }
+        };
+        let std = stream.into_std().map_err(io)?;
+        std.set_nonblocking(false).map_err(io)?;
+        std.set_nodelay(true).map_err(io)?;
+        Ok(Conn {
+            stream: TcpStream::from_std(std),
+            peer: addr,
+            shut: false,
+        })
+    }
+
+    fn from_accepted(stream: TcpStream, peer: SocketAddr) -> Conn {
+        // Sockets accepted through io_uring are blocking already.
+        let _ = stream.set_nodelay(true);
+        Conn {
+            stream,
+            peer,
+            shut: false,
+        }
+    }
+
+    /// The remote address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Reads into the spare capacity of `buf` (reserving `min_room` first).
+    /// Returns the buffer and how many bytes arrived; zero bytes is reported
+    /// as [`TransportError::Closed`].
+    pub(crate) async fn read(
+        &mut self,
+        mut buf: BytesMut,
+        min_room: usize,
+        timeout: Duration,
+    ) -> (Result<usize, TransportError>, BytesMut) {
+        if buf.capacity() - buf.len() < min_room {
+            buf.reserve(min_room);
+        }
+        let len = buf.len();
+        // Read into the tail: a slice of the spare capacity.
+        let tail = buf.split_off(len);
+        let fut = self.stream.read(tail);
+        match tokio::time::timeout(timeout, fut).await {
+            Ok((res, tail)) => {
+                buf.unsplit(tail);
+                match res {
+                    Ok(0) => (Err(TransportError::Closed), buf),
+                    Ok(n) => (Ok(n), buf),
+                    Err(source) => (Err(TransportError::Io { op: "read", source }), buf),
+                }
+            }
+            Err(_) => {
+                // Ends the read still in flight; writing stays possible.
+                let _ = self.stream.shutdown(Shutdown::Read);
+                (
+                    Err(TransportError::Timeout {
+                        op: "read",
+                        after: timeout,
+                    }),
+                    BytesMut::new(),
+                )
+            }
+        }
+    }
+
+    /// Writes every byte of `bufs` (in order) within `timeout`, using vectored
+    /// writes so that a shared body goes out without being copied.
+    pub(crate) async fn write_all(
+        &mut self,
+        bufs: Vec<Bytes>,
+        timeout: Duration,
+    ) -> Result<(), TransportError> {
+        match tokio::time::timeout(timeout, self.write_all_inner(bufs)).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.shutdown();
+                Err(TransportError::Timeout {
+                    op: "write",
+                    after: timeout,
+                })
+            }
+        }
+    }
+
+    async fn write_all_inner(&self, mut bufs: Vec<Bytes>) -> Result<(), TransportError> {
+        bufs.retain(|b| !b.is_empty());
+        while !bufs.is_empty() {
+            let (res, back) = if bufs.len() == 1 {
+                let one = bufs.pop().expect("one buffer");
+                let (res, b) = self.stream.write(one).submit().await;
+                (res, vec![b])
+            } else {
+                // The kernel caps an iovec at IOV_MAX (1024) entries.
+                let rest = if bufs.len() > 1024 {
+                    bufs.split_off(1024)
+                } else {
+                    Vec::new()
+                };
+                let (res, mut done) = self.stream.writev(bufs).await;
+                done.extend(rest);
+                (res, done)
+            };
+            let mut n = res.map_err(|source| TransportError::Io {
+                op: "write",
+                source,
+            })?;
+            if n == 0 {
+                return Err(TransportError::Closed);
+            }
+            bufs = back;
+            // Drop what went out, keep the rest (partial writes are normal).
+            let mut skip = 0;
+            for b in bufs.iter_mut() {
+                if n >= b.len() {
+                    n -= b.len();
+                    skip += 1;
+                } else {
+                    let _ = b.split_to(n);
+                    break;
+                }
+            }
+            bufs.drain(..skip);
+        }
+        Ok(())
+    }
+
+    /// Asks the kernel to acknowledge received data at once instead of
+    /// delaying the ACK. A client that writes a command in two segments
+    /// with Nagle on (many SMTP libraries do, for the end of DATA) would
+    /// otherwise wait 40 ms for our delayed ACK on every message. Linux
+    /// clears the flag by itself, so ingest sets it again after each read.
+    pub(crate) fn quick_ack(&self) {
+        use std::os::fd::AsRawFd;
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt on a socket we own, with a valid int option.
+        unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+
+    /// Shuts both directions down (idempotent). Needed before dropping a
+    /// connection that may have an operation in flight.
+    pub(crate) fn shutdown(&mut self) {
+        if !self.shut {
+            self.shut = true;
+            let _ = self.stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A listening socket shared by every shard through `SO_REUSEPORT`: the
+/// kernel spreads incoming connections over the shards' listeners.
+pub(crate) struct Listener {
+    inner: TcpListener,
+}
+
+/// Binds a std listener with `SO_REUSEPORT` (and `SO_REUSEADDR`), blocking,
+/// ready to be turned into a [`Listener`] on a shard's thread.
+pub(crate) fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    socket.set_nonblocking(false)?;
+    Ok(socket.into())
+}
+
+impl Listener {
+    /// Wraps a bound std listener; must be called on a tokio-uring runtime.
+    pub(crate) fn from_std(l: std::net::TcpListener) -> Listener {
+        Listener {
+            inner: TcpListener::from_std(l),
+        }
+    }
+
+    /// The bound address (useful after binding port 0).
+    #[cfg(test)]
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    /// Stops accepting: an accept in flight returns an error at once, and
+    /// the kernel no longer sends this shard new connections.
+    pub(crate) fn close(&self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: shutdown(2) on a descriptor we own; it does not close it.
+        unsafe {
+            libc::shutdown(self.inner.as_raw_fd(), libc::SHUT_RDWR);
+        }
+    }
+
+    /// Waits for the next connection.
+    pub(crate) async fn accept(&self) -> io::Result<Conn> {
+        let (stream, peer) = self.inner.accept().await?;
+        Ok(Conn::from_accepted(stream, peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loopback(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn echo_over_loopback_with_vectored_write() {
+        tokio_uring::start(async {
+            let l = Listener::from_std(bind_reuseport(loopback(0)).unwrap());
+            let addr = l.local_addr().unwrap();
+            let server = tokio_uring::spawn(async move {
+                let mut c = l.accept().await.unwrap();
+                let mut buf = BytesMut::new();
+                while buf.len() < 11 {
+                    let (r, b) = c.read(buf, 64, Duration::from_secs(5)).await;
+                    r.unwrap();
+                    buf = b;
+                }
+                c.write_all(vec![buf.freeze()], Duration::from_secs(5))
+                    .await
+                    .unwrap();
+            });
+            let mut c = Conn::connect(addr, Some([127, 0, 0, 1].into()), Duration::from_secs(5))
+                .await
+                .unwrap();
+            c.write_all(
+                vec![Bytes::from_static(b"hello"), Bytes::from_static(b" world")],
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+            let mut buf = BytesMut::new();
+            while buf.len() < 11 {
+                let (r, b) = c.read(buf, 64, Duration::from_secs(5)).await;
+                r.unwrap();
+                buf = b;
+            }
+            assert_eq!(&buf[..], b"hello world");
+            server.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn after_a_read_timeout_a_goodbye_can_be_sent_and_drop_closes() {
+        tokio_uring::start(async {
+            let l = Listener::from_std(bind_reuseport(loopback(0)).unwrap());
+            let addr = l.local_addr().unwrap();
+            let client = tokio_uring::spawn(async move {
+                let mut c = Conn::connect(addr, None, Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                let (r, _) = c.read(BytesMut::new(), 64, Duration::from_millis(50)).await;
+                assert!(matches!(r, Err(TransportError::Timeout { op: "read", .. })));
+                c.write_all(
+                    vec![Bytes::from_static(b"421 bye\r\n")],
+                    Duration::from_secs(1),
+                )
+                .await
+                .unwrap();
+                drop(c);
+                // Stay alive: the drop alone must have closed the socket.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            });
+            let mut s = l.accept().await.unwrap();
+            let mut buf = BytesMut::new();
+            loop {
+                let (r, b) = s.read(buf, 64, Duration::from_millis(900)).await;
+                buf = b;
+                match r {
+                    Ok(_) => continue,
+                    Err(TransportError::Closed) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(&buf[..], b"421 bye\r\n");
+            client.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn connect_to_a_closed_port_fails_fast() {
+        tokio_uring::start(async {
+            let port = {
+                let l = std::net::TcpListener::bind(loopback(0)).unwrap();
+                l.local_addr().unwrap().port()
+            };
+            let r = Conn::connect(loopback(port), None, Duration::from_secs(5)).await;
+            assert!(matches!(r, Err(TransportError::Io { op: "connect", .. })));
+        });
+    }
+
+    #[test]
+    fn two_listeners_share_one_port() {
+        let first = bind_reuseport(loopback(0)).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = bind_reuseport(addr).unwrap();
+        assert_eq!(second.local_addr().unwrap(), addr);
+    }
+}
