@@ -182,3 +182,47 @@ fn one_message_to_three_domains_keeps_one_body() {
     });
     engine.shutdown();
 }
+
+#[test]
+fn given_up_recipients_go_to_the_fallback_relay_and_delivery_uses_the_source_ip() {
+    // d0.test's MX (127.0.0.9) is dead; the fallback relay is the sink on
+    // 127.0.0.2, reached from the configured source address 127.0.0.77.
+    let zone = TestZone::new()
+        .mx("d0.test", [(10, "mx.d0.test")])
+        .host("mx.d0.test", [Ipv4Addr::new(127, 0, 0, 9).into()]);
+    let world = World::new(zone, &[mx_ip(0)], |_| Script::default());
+    let mut config = world.config();
+    config.general_queue.max_attempts = 2;
+    config.general_queue.retry_schedule = vec![Duration::from_millis(100)];
+    config.general_queue.fallback_relay = Some(world.sinks[0].addr);
+    config.source_ips = vec!["127.0.0.77".parse().unwrap()];
+    let engine = Engine::start(config).unwrap();
+    composer::send(
+        engine.listen_addrs()[0],
+        false,
+        vec![tx(&["x@d0.test"], "Subject: fb\r\n\r\nfallback\r\n")],
+    )
+    .unwrap();
+    wait_stats(&engine, "delivered through the fallback", |s| {
+        s.delivered == 1
+    });
+    let report = engine.shutdown();
+    assert_eq!(report.stats.expired, 0);
+    let got = world.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].recipients, ["x@d0.test"]);
+    assert_eq!(
+        got[0].peer,
+        "127.0.0.77".parse::<std::net::IpAddr>().unwrap()
+    );
+    let log = log_lines(&world.log);
+    assert_eq!(
+        statuses(&log, "x@d0.test"),
+        ["deferred", "deferred", "delivered"]
+    );
+    assert!(
+        log[1]["text"].as_str().unwrap().contains("fallback relay"),
+        "{:?}",
+        log[1]
+    );
+}

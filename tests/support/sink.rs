@@ -14,6 +14,8 @@ use volley_smtp::{Reply, Server, ServerConfig, ServerEvent, Verdict};
 /// One message as the sink accepted it.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The address the message came from (Volley's source address).
+    pub peer: std::net::IpAddr,
     pub sender: String,
     pub recipients: Vec<String>,
     pub body: Vec<u8>,
@@ -90,6 +92,7 @@ fn session(
     seen: Arc<Mutex<std::collections::HashMap<String, usize>>>,
 ) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let Ok(peer) = stream.peer_addr() else { return };
     let mut server = Server::new(ServerConfig {
         hostname: "sink.test".into(),
         ..ServerConfig::default()
@@ -138,6 +141,7 @@ fn session(
                         std::thread::sleep(d);
                     }
                     received.lock().push(Received {
+                        peer: peer.ip(),
                         sender: sender.clone(),
                         recipients: std::mem::take(&mut rcpts),
                         body: std::mem::take(&mut body),
