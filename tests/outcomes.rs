@@ -226,3 +226,59 @@ fn given_up_recipients_go_to_the_fallback_relay_and_delivery_uses_the_source_ip(
         log[1]
     );
 }
+
+#[test]
+fn specific_queues_use_fixed_mx_hosts_and_unreachable_ones_expire() {
+    use volley_engine::SpecificQueue;
+    // No DNS records at all: the specific queues name their MX hosts.
+    let world = World::new(TestZone::new(), &[mx_ip(0)], |_| Script::default());
+    let dead: std::net::SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut config = world.config();
+    for (domain, mx) in [
+        (
+            "two.test",
+            vec![dead.to_string(), world.sinks[0].addr.to_string()],
+        ),
+        ("none.test", vec![dead.to_string()]),
+    ] {
+        let mut q = SpecificQueue {
+            name: domain.into(),
+            domains: vec![domain.into()],
+            mx,
+            ..SpecificQueue::default()
+        };
+        q.limits.retry_schedule = vec![Duration::from_millis(100)];
+        q.limits.host_down_for = Duration::from_millis(150);
+        q.limits.max_attempts = 3;
+        config.queues.push(q);
+    }
+    let engine = Engine::start(config).unwrap();
+    composer::send(
+        engine.listen_addrs()[0],
+        false,
+        vec![
+            tx(&["x@two.test"], "Subject: 1\r\n\r\none\r\n"),
+            tx(&["y@none.test"], "Subject: 2\r\n\r\ntwo\r\n"),
+        ],
+    )
+    .unwrap();
+    wait_stats(&engine, "one delivered, one expired", |s| {
+        s.delivered == 1 && s.expired == 1
+    });
+    let report = engine.shutdown();
+    assert_eq!(report.queued, 0);
+    assert_eq!(world.dns.queries(), 0, "fixed MX hosts need no DNS");
+    assert_eq!(world.received_count(), 1);
+    let log = log_lines(&world.log);
+    assert_eq!(statuses(&log, "x@two.test"), ["delivered"]);
+    let y: Vec<_> = log
+        .iter()
+        .filter(|l| l["recipient"] == "y@none.test")
+        .collect();
+    assert_eq!(y.len(), 3, "max_attempts = 3: {y:?}");
+    assert_eq!(y[2]["status"], "expired");
+    assert_eq!(y[2]["category"], "connection");
+}

@@ -38,8 +38,6 @@ mod outcome;
 mod queues;
 pub mod rate;
 mod shard;
-#[cfg(test)]
-mod testsink;
 mod transport;
 
 pub use config::{
