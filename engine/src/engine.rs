@@ -256,11 +256,11 @@ impl Engine {
         )
     }
 
-    /// Applies a new configuration without dropping a connection: ingest
-    /// settings (trusted networks, relay domains, limits), the memory budget
-    /// and the delivery log's hostname take effect at once. Listeners, shard
-    /// count and queue settings need a restart; the returned notes say which
-    /// of those changed.
+    /// Applies a new configuration without dropping a connection: trusted
+    /// networks apply to the next connection, relay domains to the next RCPT,
+    /// the memory budget to the next MAIL, other ingest limits to new
+    /// sessions. Listeners, shard count, resolver and queue settings need a
+    /// restart; the returned notes say which of those changed.
     pub fn reload(&self, config: Config) -> Result<Vec<String>, EngineError> {
         let problems = config.problems("");
         if !problems.is_empty() {
