@@ -1,6 +1,9 @@
 //! A small MX sink for the engine's end-to-end tests, on volley-smtp's
 //! `Server` over std sockets (one thread per connection): it stores what it
-//! accepts and follows a script for refusals and faults.
+//! accepts (bodies and the peer address) and follows a per-address script
+//! for refusals and faults. The bench's sinks model capacities by chance and
+//! keep digests; these tests need deterministic scripts ("451 to this
+//! address once", "cut the next body once") and whole bodies.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
