@@ -9,6 +9,7 @@ mod ingest;
 mod message;
 mod metrics;
 mod outcome;
+pub mod journal;
 mod queues;
 pub mod rate;
 mod shard;

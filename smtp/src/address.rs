@@ -120,9 +120,11 @@ pub fn routing_key(domain: &str) -> Result<String, AddressError> {
 }
 
 fn has_ace_label(domain: &str) -> bool {
-    domain
-        .split('.')
-        .any(|l| l.len() >= 4 && l[..4].eq_ignore_ascii_case("xn--"))
+    domain.split('.').any(|l| {
+        l.as_bytes()
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"xn--"))
+    })
 }
 
 /// RFC 5321 `Domain`: dot-separated sub-domains of letters, digits and
@@ -158,8 +160,12 @@ fn check_domain_name(s: &str) -> Result<(), AddressError> {
 }
 
 fn parse_literal(inner: &str) -> Result<IpAddr, AddressError> {
-    if inner.len() >= 5 && inner[..5].eq_ignore_ascii_case("IPv6:") {
-        return inner[5..]
+    if let Some(v6) = inner
+        .get(..5)
+        .filter(|tag| tag.eq_ignore_ascii_case("IPv6:"))
+        .and(inner.get(5..))
+    {
+        return v6
             .parse::<Ipv6Addr>()
             .map(IpAddr::V6)
             .map_err(|_| AddressError::InvalidLiteral);
@@ -306,6 +312,21 @@ fn strip_route(inner: &str) -> Result<&str, AddressError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_fails_cleanly(s in "\\PC{0,40}", t in "[a-zé\\[\\]:.@\"\\\\-]{0,30}") {
+            let _ = Mailbox::parse(&s);
+            let _ = Mailbox::parse(&t);
+            let _ = parse_forward_path(&format!("<{t}>"));
+            let _ = routing_key(&s);
+            if let Ok(m) = Mailbox::parse(&t) {
+                // What Display prints parses back to the same mailbox.
+                prop_assert_eq!(Mailbox::parse(&m.to_string()), Ok(m));
+            }
+        }
+    }
 
     #[test]
     fn plain_mailbox() {
@@ -374,7 +395,14 @@ mod tests {
         let m = Mailbox::parse("a@[ipv6:2001:DB8::1]").unwrap();
         assert_eq!(m.domain.routing_key().unwrap(), "[ipv6:2001:db8::1]");
         assert_eq!(m.to_string(), "a@[IPv6:2001:db8::1]");
-        for s in ["a@[1.2.3]", "a@[IPv6:1.2.3.4]", "a@[x:y]", "a@[1.2.3.4"] {
+        for s in [
+            "a@[1.2.3]",
+            "a@[IPv6:1.2.3.4]",
+            "a@[x:y]",
+            "a@[1.2.3.4",
+            "a@[ééé:1]",
+            "a@[é]",
+        ] {
             assert!(Mailbox::parse(s).is_err(), "{s}");
         }
     }
@@ -395,6 +423,8 @@ mod tests {
         );
         assert_eq!(routing_key("Example.COM.").unwrap(), "example.com");
         assert!(routing_key("xn--zz.example").is_err());
+        assert!(routing_key("é").is_ok());
+        assert!(routing_key("xé.é").is_ok());
         assert!(routing_key("").is_err());
     }
 

@@ -435,6 +435,16 @@ pub(crate) fn xtext_decode(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_line_parses_or_fails_cleanly(s in "\\PC{0,60}", verb in "(MAIL FROM:|RCPT TO:|BDAT |EHLO )") {
+            let _ = parse_command(s.as_bytes());
+            let _ = parse_command(format!("{verb}{s}").as_bytes());
+            let _ = parse_command(format!("{verb}<{s}> {s}").as_bytes());
+        }
+    }
     use crate::address::Domain;
 
     fn p(s: &str) -> Result<Command, CommandError> {

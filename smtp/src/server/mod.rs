@@ -127,6 +127,8 @@ struct Refusal {
     error: bool,
     /// The transaction ends with this reason.
     abort: Option<AbortReason>,
+    /// Times the reply is sent (LMTP: once per recipient after BDAT LAST).
+    repeat: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -415,10 +417,7 @@ impl Server {
                     }
                     let chunk = self.body_octets(len);
                     self.input.advance(skip);
-                    if end {
-                        let Phase::Data(scan) = &self.phase else {
-                            unreachable!("phase checked above")
-                        };
+                    if end && let Phase::Data(scan) = &self.phase {
                         self.phase = Phase::DataEnd(scan.fault);
                     }
                     if chunk.is_some() {
@@ -443,17 +442,14 @@ impl Server {
                     let last = *last;
                     if refuse.is_some() {
                         self.input.advance(avail as usize);
-                        if done {
-                            let Phase::Bdat {
+                        if done
+                            && let Phase::Bdat {
                                 refuse: Some(refuse),
                                 ..
                             } = std::mem::replace(&mut self.phase, Phase::Command)
-                            else {
-                                unreachable!("phase checked above")
-                            };
-                            if let Some(ev) = self.refuse(refuse) {
-                                return Some(ev);
-                            }
+                            && let Some(ev) = self.refuse(refuse)
+                        {
+                            return Some(ev);
                         }
                         continue;
                     }
@@ -498,22 +494,39 @@ impl Server {
     fn end_of_message(&mut self, fault: Option<AbortReason>) -> ServerEvent {
         match fault {
             None => {
-                let remaining = if self.config.lmtp { self.txn.rcpts } else { 1 };
+                let remaining = self.lmtp_replies();
                 self.phase = Phase::Await(Pending::Message { remaining });
                 ServerEvent::MessageComplete
             }
             Some(why) => {
                 self.phase = Phase::Command;
+                // LMTP clients wait for one reply per accepted recipient
+                // after the data, whatever happened to it (RFC 2033 4.2).
+                let replies = self.lmtp_replies();
                 self.txn = Transaction::default();
                 let (code, e, text) = abort_reply(why, &self.config);
-                self.reply(code, e, &text);
+                for _ in 0..replies {
+                    self.reply(code, e, &text);
+                }
                 ServerEvent::TransactionAborted(why)
             }
         }
     }
 
+    /// How many replies end a message: one per accepted recipient for LMTP.
+    fn lmtp_replies(&self) -> usize {
+        if self.config.lmtp {
+            self.txn.rcpts.max(1)
+        } else {
+            1
+        }
+    }
+
     fn refuse(&mut self, r: Refusal) -> Option<ServerEvent> {
         let aborted = r.abort.filter(|_| self.txn.active);
+        for _ in 1..r.repeat {
+            self.reply_full(&r.reply);
+        }
         if r.abort.is_some() {
             self.txn = Transaction::default();
         }
@@ -710,11 +723,13 @@ impl Server {
     }
 
     fn bdat(&mut self, size: u64, last: bool) -> Option<ServerEvent> {
+        let repeat = if last { self.lmtp_replies() } else { 1 };
         let refusal = |reply, error, abort| {
             Some(Refusal {
                 reply,
                 error,
                 abort,
+                repeat: if abort.is_some() { repeat } else { 1 },
             })
         };
         let refuse = if !self.config.extensions.chunking {

@@ -273,6 +273,34 @@ fn lmtp_replies_once_per_accepted_recipient() {
 }
 
 #[test]
+fn lmtp_refused_data_gets_one_reply_per_recipient() {
+    let c = ServerConfig {
+        lmtp: true,
+        max_message_size: 4,
+        ..ServerConfig::default()
+    };
+    let env = "LHLO x\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<u1@d.e>\r\nRCPT TO:<u2@d.e>\r\n";
+    let seen = drive(
+        c.clone(),
+        &[format!("{env}DATA\r\na\nb\r\n.\r\nNOOP\r\n").as_bytes()],
+    );
+    assert!(seen.out.ends_with(
+        "with CRLF\r\n550 5.6.0 Bare CR or LF not allowed in message data: lines must end with CRLF\r\n\
+         250 2.0.0 OK\r\n"
+    ));
+    assert_eq!(seen.out.matches("550 5.6.0").count(), 2);
+    let seen = drive(
+        c,
+        &[format!("{env}BDAT 2\r\nabBDAT 3 LAST\r\ncdeNOOP\r\n").as_bytes()],
+    );
+    assert!(seen.out.ends_with(
+        "250 2.0.0 2 octets received\r\n552 5.3.4 Message size exceeds fixed maximum of 4 octets\r\n\
+         552 5.3.4 Message size exceeds fixed maximum of 4 octets\r\n250 2.0.0 OK\r\n"
+    ));
+    assert_eq!(seen.events.last().unwrap(), "aborted TooLarge");
+}
+
+#[test]
 fn lmtp_verdicts_can_arrive_one_by_one_much_later() {
     let mut s = Server::new(ServerConfig {
         lmtp: true,
@@ -407,6 +435,26 @@ fn vrfy_help_noop_rset_quit() {
         seen.events,
         ["mail <a@b.c>", "aborted Reset", "quit", "closed"]
     );
+}
+
+#[test]
+fn parameters_and_client_name_reach_the_engine() {
+    let mut s = Server::new(ServerConfig::default());
+    let input = b"EHLO client.example\r\nMAIL FROM:<a@b.c> RET=HDRS ENVID=e1 SIZE=99\r\n\
+                  RCPT TO:<d@e.f> NOTIFY=FAILURE ORCPT=rfc822;d+40e.f\r\n";
+    assert_eq!(s.receive(input), input.len());
+    let Some(ServerEvent::Mail { params, .. }) = s.poll_event() else {
+        panic!("no MAIL event")
+    };
+    assert_eq!(s.client_name(), Some("client.example"));
+    assert_eq!(params.size, Some(99));
+    assert_eq!(params.envid.as_deref(), Some("e1"));
+    s.mail_verdict(Verdict::Accept).unwrap();
+    let Some(ServerEvent::Rcpt { params, .. }) = s.poll_event() else {
+        panic!("no RCPT event")
+    };
+    assert!(params.notify.unwrap().failure);
+    assert_eq!(params.orcpt.unwrap().addr, "d@e.f");
 }
 
 #[test]
@@ -832,7 +880,6 @@ fn fuzz(prefix: &[u8], data: &[u8], cut: usize) {
             assert!(spins < 100_000, "no progress");
         }
     }
-    // Drop the greeting, which has no enhanced code, but check its form too.
     assert_well_formed(&out);
 }
 
@@ -851,6 +898,15 @@ proptest! {
     ) {
         let text: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
         fuzz(b"EHLO x\r\n", text.as_bytes(), cut);
+    }
+
+    #[test]
+    fn arbitrary_text_lines_never_panic(
+        lines in proptest::collection::vec("(MAIL FROM:<|RCPT TO:<|BDAT |)\\PC{0,40}", 0..20),
+        cut in any::<usize>(),
+    ) {
+        let text: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
+        fuzz(b"EHLO x\r\nMAIL FROM:<a@b.c> SMTPUTF8\r\n", text.as_bytes(), cut);
     }
 
     #[test]

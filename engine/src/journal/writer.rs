@@ -1,0 +1,250 @@
+//! A shard's journal on its own thread: ingest hands a message over and
+//! waits on a ticket that resolves once the message is durable (or
+//! rejected), without blocking its own event loop on fsync.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::config::JournalConfig;
+use super::error::JournalError;
+use super::store::{Recovery, ShardJournal};
+
+/// The answer to an append: the message's sequence number once it is
+/// durable, or the error that rejected it (answer 452 4.3.1).
+pub type AppendResult = Result<u64, Arc<JournalError>>;
+
+/// Resolves when the appended message is durable or rejected. Await it
+/// (`.await`) on an async runtime, or `blocking_recv()` on a plain thread.
+pub type AppendTicket = oneshot::Receiver<AppendResult>;
+
+enum Command {
+    Append {
+        sender: String,
+        recipients: Vec<String>,
+        body: Bytes,
+        reply: oneshot::Sender<AppendResult>,
+    },
+    Finish {
+        seq: u64,
+        index: u32,
+    },
+}
+
+/// A running journal writer thread for one shard. Dropping it commits what
+/// is pending and stops the thread.
+#[derive(Debug)]
+pub struct JournalWriter {
+    tx: Option<mpsc::Sender<Command>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl JournalWriter {
+    /// Opens the journal in `dir` (recovering what is unfinished) and starts
+    /// its writer thread.
+    pub fn spawn(dir: &Path, config: JournalConfig) -> Result<(Self, Recovery), JournalError> {
+        let (journal, recovery) = ShardJournal::open(dir, config)?;
+        let (tx, rx) = mpsc::channel();
+        let name = format!(
+            "journal-{}",
+            dir.file_name().map_or("".into(), |n| n.to_string_lossy())
+        );
+        let thread = thread::Builder::new()
+            .name(name)
+            .spawn(move || run(journal, rx))
+            .map_err(|e| JournalError::io("spawn writer thread", dir, e))?;
+        Ok((
+            JournalWriter {
+                tx: Some(tx),
+                thread: Some(thread),
+            },
+            recovery,
+        ))
+    }
+
+    /// Hands a message to the writer; the ticket resolves once it is on
+    /// disk (acknowledge it then) or rejected.
+    pub fn append(&self, sender: String, recipients: Vec<String>, body: Bytes) -> AppendTicket {
+        let (reply, ticket) = oneshot::channel();
+        let cmd = Command::Append {
+            sender,
+            recipients,
+            body,
+            reply,
+        };
+        if let Err(mpsc::SendError(Command::Append { reply, .. })) = self.send(cmd) {
+            let _ = reply.send(Err(Arc::new(gone())));
+        }
+        ticket
+    }
+
+    /// Records that recipient `index` of message `seq` is finished. The
+    /// fact is made durable with the next group commit.
+    pub fn finish(&self, seq: u64, index: u32) {
+        // A writer that is gone has nothing left to record into.
+        let _ = self.send(Command::Finish { seq, index });
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), mpsc::SendError<Command>> {
+        match &self.tx {
+            Some(tx) => tx.send(cmd),
+            None => Err(mpsc::SendError(cmd)),
+        }
+    }
+}
+
+impl Drop for JournalWriter {
+    fn drop(&mut self) {
+        self.tx = None; // the thread sees the channel close, commits, ends
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn gone() -> JournalError {
+    JournalError::io(
+        "append",
+        "",
+        std::io::Error::new(std::io::ErrorKind::BrokenPipe, "journal writer stopped"),
+    )
+}
+
+/// The writer loop: take commands until a commit is due (by size or by the
+/// oldest waiting append's age), commit, answer the tickets.
+fn run(mut j: ShardJournal, rx: mpsc::Receiver<Command>) {
+    let mut waiting: Vec<(u64, oneshot::Sender<AppendResult>)> = Vec::new();
+    let mut open = true;
+    while open || !waiting.is_empty() {
+        let cmd = match j.next_commit_at() {
+            _ if !open => None,
+            Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                Ok(c) => Some(c),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    None
+                }
+            },
+            None => match rx.recv() {
+                Ok(c) => Some(c),
+                Err(_) => {
+                    open = false;
+                    None
+                }
+            },
+        };
+        let now = Instant::now();
+        match cmd {
+            Some(Command::Append {
+                sender,
+                recipients,
+                body,
+                reply,
+            }) => match j.append(now, &sender, &recipients, &body) {
+                Ok(seq) => waiting.push((seq, reply)),
+                Err(e) => {
+                    let _ = reply.send(Err(Arc::new(e)));
+                }
+            },
+            Some(Command::Finish { seq, index }) => {
+                if let Err(e) = j.finish(now, seq, index) {
+                    tracing::warn!(error = %e, "journal: finish ignored");
+                }
+            }
+            None => {}
+        }
+        if open && !j.commit_due(now) {
+            continue;
+        }
+        match j.commit_bodies(now) {
+            Ok(upto) => {
+                for (seq, reply) in waiting.drain(..) {
+                    debug_assert!(seq <= upto);
+                    let _ = reply.send(Ok(seq));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "journal: commit failed; pending messages rejected");
+                let e = Arc::new(e);
+                for (_, reply) in waiting.drain(..) {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+        if let Err(e) = j.commit_progress(now) {
+            tracing::warn!(error = %e, "journal: finished recipients not recorded yet; retrying");
+        }
+        if j.checkpoint_due()
+            && let Err(e) = j.checkpoint()
+        {
+            tracing::warn!(error = %e, "journal: checkpoint failed; retrying later");
+        }
+    }
+    // Facts that arrived last, before the channel closed.
+    if let Err(e) = j.commit_progress(Instant::now()) {
+        tracing::warn!(error = %e, "journal: last finished recipients not recorded");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_resolve_once_durable_and_facts_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, r) = JournalWriter::spawn(dir.path(), JournalConfig::default()).unwrap();
+        assert!(r.messages.is_empty());
+        let tickets: Vec<AppendTicket> = (0..50)
+            .map(|i| {
+                w.append(
+                    format!("s{i}@x"),
+                    vec!["a@y".into(), "b@z".into()],
+                    Bytes::from(format!("body {i}")),
+                )
+            })
+            .collect();
+        let seqs: Vec<u64> = tickets
+            .into_iter()
+            .map(|t| t.blocking_recv().unwrap().unwrap())
+            .collect();
+        assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+        for seq in 1..=49 {
+            w.finish(seq, 0);
+            w.finish(seq, 1);
+        }
+        w.finish(50, 1);
+        drop(w);
+
+        let (_, r) = ShardJournal::open(dir.path(), JournalConfig::default()).unwrap();
+        assert!(r.report.is_clean(), "{}", r.report);
+        assert_eq!(r.messages.len(), 1);
+        let m = &r.messages[0];
+        assert_eq!(
+            (m.seq, m.sender.as_str(), &m.body[..]),
+            (50, "s49@x", &b"body 49"[..])
+        );
+        assert_eq!(m.recipients.len(), 1);
+        assert_eq!(
+            (m.recipients[0].index, m.recipients[0].address.as_str()),
+            (0, "a@y")
+        );
+    }
+
+    #[test]
+    fn an_oversize_message_is_rejected_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, _) = JournalWriter::spawn(dir.path(), JournalConfig::default()).unwrap();
+        let bad = w.append("x".repeat(70_000), vec!["a@b".into()], Bytes::new());
+        let good = w.append("s@x".into(), vec!["a@b".into()], Bytes::from_static(b"hi"));
+        let e = bad.blocking_recv().unwrap().unwrap_err();
+        assert!(matches!(*e, JournalError::TooLarge { .. }));
+        assert_eq!(good.blocking_recv().unwrap().unwrap(), 1);
+    }
+}
