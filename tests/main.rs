@@ -1,5 +1,7 @@
 //! End-to-end tests of the `volley` binary over real sockets on loopback.
 
+mod ingest;
+mod outcomes;
 mod relay;
 mod resolve;
 mod support;

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use volley_engine::Engine;
-use volley_smtp::{DeliveryStatus, Transaction};
+use volley_smtp::Transaction;
 
 use crate::support::sink::Script;
-use crate::support::{World, composer, wait_stats, wait_until};
+use crate::support::{World, composer, wait_stats};
 
 /// A body that names its message, so arrival can be checked exactly once.
 fn body(i: usize) -> Bytes {
@@ -59,6 +59,8 @@ fn assert_exactly_once(world: &World, sent: &HashMap<String, Bytes>) {
             .get(&id)
             .unwrap_or_else(|| panic!("unknown message {id}"));
         assert_eq!(&r.body[..], &want[..], "byte for byte: {id}");
+        assert_eq!(r.sender, "news@composer.test");
+        assert_eq!(r.recipients.len(), 1);
         assert!(seen.insert(id, ()).is_none(), "delivered twice");
     }
 }
@@ -75,6 +77,16 @@ fn ten_thousand_messages_to_200_domains_arrive_exactly_once() {
     assert_eq!(report.stats.received, 10_000);
     assert_eq!(report.stats.deferred, 0);
     assert_exactly_once(&world, &sent);
+    // Connections are reused: far fewer than messages.
+    let conns: usize = world
+        .sinks
+        .iter()
+        .map(|s| s.connections.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    assert!(
+        (200..2_000).contains(&conns),
+        "{conns} connections for 10,000 messages"
+    );
 }
 
 #[test]

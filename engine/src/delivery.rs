@@ -72,11 +72,11 @@ impl Session {
             }
             let t = stage_timeout(s, self.client.awaiting(), deadline);
             let out: Vec<Bytes> = self.client.drain_output().collect();
-            if !out.is_empty() {
-                if let Err(e) = self.conn.write_all(out, t).await {
-                    self.lost(e);
-                    continue;
-                }
+            if !out.is_empty()
+                && let Err(e) = self.conn.write_all(out, t).await
+            {
+                self.lost(e);
+                continue;
             }
             let buf = std::mem::take(&mut self.buf);
             let (r, mut buf) = self.conn.read(buf, 4096, t).await;

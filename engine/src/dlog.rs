@@ -184,11 +184,11 @@ impl DeliveryLog {
     }
 
     pub(crate) fn write(&self, record: &Record<'_>) {
-        if let Some(tx) = &self.tx {
-            if let Ok(mut line) = serde_json::to_string(record) {
-                line.push('\n');
-                let _ = tx.send(line);
-            }
+        if let Some(tx) = &self.tx
+            && let Ok(mut line) = serde_json::to_string(record)
+        {
+            line.push('\n');
+            let _ = tx.send(line);
         }
     }
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::config::{Config, Policy, QueueSettings};
 use crate::message::Node;
@@ -34,7 +34,6 @@ pub(crate) enum Action {
 
 /// One queue's settings and connection count.
 pub(crate) struct Queue {
-    pub(crate) name: Rc<str>,
     pub(crate) settings: Arc<QueueSettings>,
     /// Fixed MX hosts (no DNS) when configured.
     pub(crate) fixed_mx: Rc<[SocketAddr]>,
@@ -61,6 +60,7 @@ pub(crate) struct Domain {
 }
 
 impl Domain {
+    #[cfg(test)]
     pub(crate) fn pending(&self) -> usize {
         self.pending.len()
     }
@@ -88,7 +88,6 @@ pub(crate) const GENERAL: usize = 0;
 impl Queues {
     pub(crate) fn new(config: &Config) -> Queues {
         let mut queues = vec![Queue {
-            name: "general".into(),
             settings: Arc::new(config.general_queue.clone()),
             fixed_mx: Rc::from(Vec::new()),
             open: 0,
@@ -102,7 +101,6 @@ impl Queues {
                 specific.insert(d.trim_end_matches('.').to_ascii_lowercase(), idx);
             }
             queues.push(Queue {
-                name: q.name.as_str().into(),
                 settings: Arc::new(q.limits.clone()),
                 fixed_mx: q.mx_addrs(config.delivery_port).unwrap_or_default().into(),
                 open: 0,
@@ -135,7 +133,6 @@ impl Queues {
         let mut settings = settings.clone();
         settings.fallback_relay = None;
         self.queues.push(Queue {
-            name: format!("fallback {relay}").into(),
             settings: Arc::new(settings),
             fixed_mx: Rc::from(vec![relay]),
             open: 0,
@@ -263,11 +260,11 @@ impl Queues {
             } else {
                 // At the limit the work waits; a domain with no connection at
                 // all may take the least recently used idle one's slot.
-                if conns == 0 {
-                    if let Some(c) = self.lru_idle(q, d) {
-                        self.forget_idle(c);
-                        acts.push(Action::Evict(c));
-                    }
+                if conns == 0
+                    && let Some(c) = self.lru_idle(q, d)
+                {
+                    self.forget_idle(c);
+                    acts.push(Action::Evict(c));
                 }
                 self.dom(d).waiting = true;
                 self.waiting.insert(d);
@@ -496,6 +493,7 @@ mod tests {
     use super::*;
     use crate::message::{Budget, Message};
     use bytes::Bytes;
+    use std::time::Duration;
 
     fn msg(rcpts: usize) -> Arc<Message> {
         let r: Vec<String> = (0..rcpts).map(|i| format!("u{i}@a.example")).collect();

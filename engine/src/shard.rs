@@ -417,7 +417,6 @@ pub(crate) fn run(
         // Let handoffs already sent arrive (they are counted as queued).
         tokio::task::yield_now().await;
         inbox_task.abort();
-        let queued = shard.queues.borrow().queued();
-        queued
+        shard.queues.borrow().queued()
     })
 }

@@ -9,13 +9,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::Mutex;
 
 /// What the sink answers to RCPT for a recipient; 250 when `None`.
+/// Messages a sink accepted: (recipients, body).
+pub(crate) type Got = Arc<Mutex<Vec<(Vec<String>, Vec<u8>)>>>;
+
 pub(crate) type RcptScript = Arc<dyn Fn(&str, usize) -> Option<String> + Send + Sync>;
 
 pub(crate) struct Sink {
     pub(crate) addr: SocketAddr,
     /// (recipients, body) of each accepted message.
-    pub(crate) got: Arc<Mutex<Vec<(Vec<String>, Vec<u8>)>>>,
-    pub(crate) rcpt_calls: Arc<AtomicUsize>,
+    pub(crate) got: Got,
 }
 
 impl Sink {
@@ -32,20 +34,11 @@ impl Sink {
                 std::thread::spawn(move || session(s, g, c, rcpt));
             }
         });
-        Sink {
-            addr,
-            got,
-            rcpt_calls: calls,
-        }
+        Sink { addr, got }
     }
 }
 
-fn session(
-    s: TcpStream,
-    got: Arc<Mutex<Vec<(Vec<String>, Vec<u8>)>>>,
-    calls: Arc<AtomicUsize>,
-    rcpt: RcptScript,
-) {
+fn session(s: TcpStream, got: Got, calls: Arc<AtomicUsize>, rcpt: RcptScript) {
     let mut w = s.try_clone().unwrap();
     let mut r = BufReader::new(s);
     let _ = w.write_all(b"220 sink ESMTP\r\n");

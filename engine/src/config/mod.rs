@@ -329,7 +329,7 @@ impl QueueSettings {
 }
 
 /// A queue for named domains, with its own limits and optional fixed MX hosts.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SpecificQueue {
     /// Name used in logs.
@@ -340,17 +340,6 @@ pub struct SpecificQueue {
     pub mx: Vec<String>,
     /// The queue's own limits.
     pub limits: QueueSettings,
-}
-
-impl Default for SpecificQueue {
-    fn default() -> Self {
-        SpecificQueue {
-            name: String::new(),
-            domains: Vec::new(),
-            mx: Vec::new(),
-            limits: QueueSettings::default(),
-        }
-    }
 }
 
 impl SpecificQueue {

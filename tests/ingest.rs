@@ -1,0 +1,249 @@
+//! Ingest end to end: who may connect, what may be relayed, bad input
+//! answered precisely without harming other sessions, LMTP in safe mode,
+//! and the `volley serve` / `volley check-config` commands.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use volley_engine::{AckMode, Engine, ListenerConfig, Protocol};
+use volley_smtp::{DeliveryStatus, EnhancedCode, Reply, Transaction};
+
+use crate::support::composer::{command, read_reply};
+use crate::support::sink::Script;
+use crate::support::{World, composer, temp_path, wait_stats, wait_until};
+
+fn connect_from(local: [u8; 4], to: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from((local, 0)).into()).unwrap();
+    s.connect(&to.into()).unwrap();
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+#[test]
+fn untrusted_clients_and_relay_attempts_are_refused() {
+    let world = World::generated(2, 1, |_| Script::default());
+    let mut config = world.config();
+    config.ingest.trusted_networks = vec!["127.0.0.1/32".parse().unwrap()];
+    config.ingest.relay_domains = vec!["d0.test".into()];
+    let engine = Engine::start(config).unwrap();
+    let addr = engine.listen_addrs()[0];
+
+    let mut stranger = connect_from([127, 0, 0, 7], addr);
+    let greeting = read_reply(&mut stranger);
+    assert!(greeting.starts_with("554 5.7.1 "), "{greeting}");
+    let mut rest = Vec::new();
+    let _ = stranger.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "closed after the refusal");
+
+    let mut client = connect_from([127, 0, 0, 1], addr);
+    assert!(read_reply(&mut client).starts_with("220 "));
+    assert!(command(&mut client, "EHLO composer.test\r\n").starts_with("250"));
+    assert!(command(&mut client, "MAIL FROM:<n@composer.test>\r\n").starts_with("250"));
+    let r = command(&mut client, "RCPT TO:<x@elsewhere.test>\r\n");
+    assert!(r.starts_with("550 5.7.1 "), "{r}");
+    let r = command(&mut client, "RCPT TO:<x@D0.test>\r\n");
+    assert!(r.starts_with("250 "), "{r}");
+    engine.shutdown();
+}
+
+#[test]
+fn bad_input_is_answered_precisely_while_other_sessions_go_on() {
+    let world = World::generated(4, 2, |_| Script::default());
+    let mut config = world.config();
+    config.ingest.max_message_size = 10_000;
+    config.ingest.max_recipients = 2;
+    let engine = Engine::start(config).unwrap();
+    let addr = engine.listen_addrs()[0];
+
+    // A well-behaved Composer sends 200 messages meanwhile.
+    let good = std::thread::spawn(move || {
+        let txs = (0..200)
+            .map(|i| Transaction {
+                reverse_path: "n@composer.test".into(),
+                recipients: vec![format!("u{i}@d{}.test", i % 4)],
+                body: Bytes::from(format!("Subject: {i}\r\n\r\nok\r\n")),
+            })
+            .collect();
+        composer::send(addr, false, txs).unwrap()
+    });
+
+    let mut bad = TcpStream::connect(addr).unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert!(read_reply(&mut bad).starts_with("220 "));
+    assert!(command(&mut bad, "EHLO bad.test\r\n").starts_with("250"));
+    let long = format!("NOOP {}\r\n", "a".repeat(3000));
+    let r = command(&mut bad, &long);
+    assert!(r.starts_with("500 5.5.2"), "{r}");
+    let r = command(&mut bad, "MAIL FROM:<n@composer.test> FROBNICATE=yes\r\n");
+    assert!(r.starts_with("555 5.5.4"), "{r}");
+    let r = command(&mut bad, "DATA\r\n");
+    assert!(r.starts_with("503 5.5.1"), "{r}");
+    assert!(command(&mut bad, "MAIL FROM:<n@composer.test>\r\n").starts_with("250"));
+    assert!(command(&mut bad, "RCPT TO:<a@d0.test>\r\n").starts_with("250"));
+    assert!(command(&mut bad, "RCPT TO:<b@d1.test>\r\n").starts_with("250"));
+    let r = command(&mut bad, "RCPT TO:<c@d2.test>\r\n");
+    assert!(r.starts_with("452 4.5.3"), "{r}");
+    assert!(command(&mut bad, "DATA\r\n").starts_with("354"));
+    let big = format!(
+        "Subject: big\r\n\r\n{}.\r\n",
+        format!("{}\r\n", "z".repeat(78)).repeat(250)
+    );
+    bad.write_all(big.as_bytes()).unwrap();
+    let r = read_reply(&mut bad);
+    assert!(r.starts_with("552 5.3.4"), "{r}");
+    // Smuggling attempt: a bare LF before the dot must not end the data.
+    assert!(command(&mut bad, "MAIL FROM:<n@composer.test>\r\n").starts_with("250"));
+    assert!(command(&mut bad, "RCPT TO:<a@d0.test>\r\n").starts_with("250"));
+    assert!(command(&mut bad, "DATA\r\n").starts_with("354"));
+    bad.write_all(b"Subject: s\r\n\r\nx\n.\nMAIL FROM:<evil@x>\r\n.\r\n")
+        .unwrap();
+    let r = read_reply(&mut bad);
+    assert!(r.starts_with("550 5.6.0"), "bare LF refused: {r}");
+
+    let outcomes = good.join().unwrap();
+    assert_eq!(outcomes.len(), 200);
+    assert!(outcomes.iter().all(|o| o.delivered() == 1));
+    wait_stats(&engine, "200 delivered", |s| s.delivered == 200);
+    assert_eq!(world.received_count(), 200, "nothing from the bad session");
+    engine.shutdown();
+}
+
+#[test]
+fn lmtp_in_safe_mode_answers_each_recipient_with_the_remote_outcome() {
+    let world = World::generated(1, 1, |_| Script {
+        rcpt: Some(Box::new(|addr: &str, _| {
+            if addr.starts_with("bad@") {
+                Some(Reply::new(550, EnhancedCode::new(5, 1, 1), "no such user"))
+            } else if addr.starts_with("busy@") {
+                Some(Reply::new(451, EnhancedCode::new(4, 2, 1), "mailbox busy"))
+            } else {
+                None
+            }
+        })),
+        ..Script::default()
+    });
+    let mut config = world.config();
+    config.listeners = vec![ListenerConfig {
+        address: "127.0.0.1:0".parse().unwrap(),
+        protocol: Protocol::Lmtp,
+        ack: AckMode::Safe,
+    }];
+    let engine = Engine::start(config).unwrap();
+    let out = composer::send(
+        engine.listen_addrs()[0],
+        true,
+        vec![Transaction {
+            reverse_path: "n@composer.test".into(),
+            recipients: vec![
+                "ok@d0.test".into(),
+                "bad@d0.test".into(),
+                "busy@d0.test".into(),
+            ],
+            body: Bytes::from_static(b"Subject: safe\r\n\r\nsafe\r\n"),
+        }],
+    )
+    .unwrap();
+    let r = &out[0].recipients;
+    assert_eq!(r[0].status, DeliveryStatus::Delivered);
+    assert_eq!(r[1].status, DeliveryStatus::PermanentFailure);
+    assert_eq!(r[1].reply.enhanced, Some(EnhancedCode::new(5, 1, 1)));
+    assert_eq!(r[2].status, DeliveryStatus::TransientFailure);
+    assert!(
+        r[2].reply.text().contains("mailbox busy"),
+        "{:?}",
+        r[2].reply
+    );
+    // The sink had it before the Composer heard 250.
+    assert_eq!(world.received_count(), 1);
+    let report = engine.shutdown();
+    assert_eq!(
+        report.queued, 0,
+        "safe mode keeps nothing the Composer was told about"
+    );
+}
+
+#[test]
+fn volley_serve_relays_and_stops_on_sigterm() {
+    let world = World::generated(1, 1, |_| Script::default());
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args(["serve", "--listen", &listen, "--shards", "2"])
+        .args(["--delivery-port", &world.port.to_string()])
+        .args(["--nameserver", &world.dns.addr().to_string()])
+        .args(["--summary-interval", "200ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = listen.parse().unwrap();
+    wait_until("volley serve listening", Duration::from_secs(10), || {
+        TcpStream::connect(addr).is_ok()
+    });
+    let out = composer::send(
+        addr,
+        false,
+        vec![Transaction {
+            reverse_path: "n@composer.test".into(),
+            recipients: vec!["u@d0.test".into()],
+            body: Bytes::from_static(b"Subject: serve\r\n\r\nserve\r\n"),
+        }],
+    )
+    .unwrap();
+    assert_eq!(out[0].delivered(), 1);
+    wait_until("delivered to the sink", Duration::from_secs(10), || {
+        world.received_count() == 1
+    });
+    // SIGTERM: stop accepting, finish, report.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("delivered 1"), "{stdout}");
+    assert!(stdout.contains("0 recipients still queued"), "{stdout}");
+}
+
+#[test]
+fn check_config_explains_errors_with_their_line() {
+    let bad = temp_path("bad.toml");
+    std::fs::write(
+        &bad,
+        "shards = 2\n\n[general_queue]\nidle_timeout = \"5 fortnights\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args(["check-config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.toml:4: invalid duration"), "{stderr}");
+    let good = temp_path("good.toml");
+    std::fs::write(
+        &good,
+        "shards = 1\n[[listener]]\naddress = \"127.0.0.1:2600\"\nack = \"safe\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args(["check-config", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(bad);
+    let _ = std::fs::remove_file(good);
+}

@@ -1,0 +1,184 @@
+//! Delivery outcomes end to end: retries, bounces, MX failover, cut
+//! connections, null MX, and the delivery log lines they leave.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use volley_dns::TestZone;
+use volley_engine::Engine;
+use volley_smtp::{EnhancedCode, Reply, Transaction};
+
+use crate::support::sink::Script;
+use crate::support::{World, composer, log_lines, mx_ip, wait_stats, wait_until};
+
+fn tx(rcpts: &[&str], body: &str) -> Transaction {
+    Transaction {
+        reverse_path: "news@composer.test".into(),
+        recipients: rcpts.iter().map(|s| s.to_string()).collect(),
+        body: Bytes::from(body.to_string()),
+    }
+}
+
+fn statuses(log: &[serde_json::Value], rcpt: &str) -> Vec<String> {
+    log.iter()
+        .filter(|l| l["recipient"] == rcpt)
+        .map(|l| l["status"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn transient_then_success_and_permanent_bounce_are_logged() {
+    let world = World::generated(2, 1, |_| Script {
+        rcpt: Some(Box::new(|addr: &str, seen: usize| {
+            if addr.starts_with("later@") && seen == 0 {
+                Some(Reply::new(
+                    451,
+                    EnhancedCode::new(4, 2, 1),
+                    "try again later",
+                ))
+            } else if addr.starts_with("unknown@") {
+                Some(Reply::new(
+                    550,
+                    EnhancedCode::new(5, 1, 1),
+                    "no such user here",
+                ))
+            } else {
+                None
+            }
+        })),
+        ..Script::default()
+    });
+    let engine = Engine::start(world.config()).unwrap();
+    let out = composer::send(
+        engine.listen_addrs()[0],
+        false,
+        vec![
+            tx(&["later@d0.test"], "Subject: a\r\n\r\nA\r\n"),
+            tx(&["unknown@d1.test"], "Subject: b\r\n\r\nB\r\n"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(out.len(), 2);
+    wait_stats(&engine, "one delivered, one bounced", |s| {
+        s.delivered == 1 && s.bounced == 1
+    });
+    let report = engine.shutdown();
+    assert_eq!(report.queued, 0);
+    assert_eq!(report.stats.deferred, 1);
+    assert_eq!(world.received_count(), 1);
+    let log = log_lines(&world.log);
+    assert_eq!(statuses(&log, "later@d0.test"), ["deferred", "delivered"]);
+    let deferred = log.iter().find(|l| l["status"] == "deferred").unwrap();
+    assert_eq!(deferred["code"], 451);
+    assert_eq!(deferred["attempt"], 1);
+    assert_eq!(deferred["ip"], "127.0.0.2");
+    assert_eq!(deferred["domain"], "d0.test");
+    let bounce = log.iter().find(|l| l["status"] == "bounced").unwrap();
+    assert_eq!(bounce["code"], 550);
+    assert_eq!(bounce["enhanced"], "5.1.1");
+    assert_eq!(bounce["category"], "bad_mailbox");
+    assert_eq!(bounce["mx"], "mx0.test");
+    assert!(bounce["text"].as_str().unwrap().contains("no such user"));
+}
+
+#[test]
+fn first_mx_down_second_used() {
+    // mx1 (127.0.0.2) listens; the preferred mx0 (127.0.0.9) has no sink.
+    let zone = TestZone::new()
+        .mx("two.test", [(10, "mx0.two.test"), (20, "mx1.two.test")])
+        .host("mx0.two.test", [Ipv4Addr::new(127, 0, 0, 9).into()])
+        .host("mx1.two.test", [mx_ip(0).into()]);
+    let world = World::new(zone, &[mx_ip(0)], |_| Script::default());
+    let engine = Engine::start(world.config()).unwrap();
+    composer::send(
+        engine.listen_addrs()[0],
+        false,
+        vec![tx(&["x@two.test"], "Subject: mx\r\n\r\nX\r\n")],
+    )
+    .unwrap();
+    wait_stats(&engine, "delivered", |s| s.delivered == 1);
+    let report = engine.shutdown();
+    assert_eq!(report.stats.deferred, 0, "a down MX is not a deferral");
+    let log = log_lines(&world.log);
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0]["mx"], "mx1.two.test");
+}
+
+#[test]
+fn connection_cut_mid_data_is_redelivered() {
+    let world = World::generated(1, 1, |_| {
+        let s = Script::default();
+        s.cut_mid_data_once.store(true, Ordering::SeqCst);
+        s
+    });
+    let engine = Engine::start(world.config()).unwrap();
+    let body = format!("Subject: cut\r\n\r\n{}\r\n", "x".repeat(50_000));
+    composer::send(
+        engine.listen_addrs()[0],
+        false,
+        vec![tx(&["u@d0.test"], &body)],
+    )
+    .unwrap();
+    wait_stats(&engine, "delivered after the cut", |s| s.delivered == 1);
+    let report = engine.shutdown();
+    assert_eq!(report.stats.deferred, 1);
+    let got = world.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, body.as_bytes());
+    let log = log_lines(&world.log);
+    assert_eq!(statuses(&log, "u@d0.test"), ["deferred", "delivered"]);
+    assert_eq!(log[0]["category"], "connection");
+}
+
+#[test]
+fn null_mx_bounces_at_once() {
+    let zone = TestZone::new().null_mx("nullmx.test");
+    let world = World::new(zone, &[mx_ip(0)], |_| Script::default());
+    let engine = Engine::start(world.config()).unwrap();
+    composer::send(
+        engine.listen_addrs()[0],
+        false,
+        vec![tx(&["x@nullmx.test"], "Subject: n\r\n\r\nN\r\n")],
+    )
+    .unwrap();
+    wait_stats(&engine, "bounced", |s| s.bounced == 1);
+    let report = engine.shutdown();
+    assert_eq!(report.stats.deferred, 0);
+    let log = log_lines(&world.log);
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0]["status"], "bounced");
+    assert_eq!(log[0]["category"], "dns");
+    assert_eq!(log[0]["attempt"], 1);
+    assert_eq!(log[0]["enhanced"], "5.1.10");
+}
+
+#[test]
+fn one_message_to_three_domains_keeps_one_body() {
+    let world = World::generated(3, 3, |_| Script {
+        data_delay: Some(Duration::from_millis(400)),
+        ..Script::default()
+    });
+    let engine = Engine::start(world.config()).unwrap();
+    let body = format!("Subject: three\r\n\r\n{}\r\n", "y".repeat(200_000));
+    composer::send(
+        engine.listen_addrs()[0],
+        false,
+        vec![tx(&["a@d0.test", "b@d1.test", "c@d2.test"], &body)],
+    )
+    .unwrap();
+    // While the sinks sit on the data, the message is held once.
+    let held = engine.stats().held_bytes as usize;
+    assert!(held >= body.len() && held < 2 * body.len(), "held {held}");
+    wait_stats(&engine, "three delivered", |s| s.delivered == 3);
+    let got = world.received();
+    assert_eq!(got.len(), 3);
+    for r in &got {
+        assert_eq!(r.body, body.as_bytes());
+    }
+    wait_until("body freed", Duration::from_secs(5), || {
+        engine.stats().held_bytes == 0
+    });
+    engine.shutdown();
+}
