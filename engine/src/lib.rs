@@ -4,12 +4,13 @@
 mod config;
 mod delivery;
 mod dlog;
+mod durable;
 mod engine;
 mod ingest;
+pub mod journal;
 mod message;
 mod metrics;
 mod outcome;
-pub mod journal;
 mod queues;
 pub mod rate;
 mod shard;
@@ -18,8 +19,9 @@ mod testsink;
 mod transport;
 
 pub use config::{
-    AckMode, Config, ConfigError, IngestConfig, ListenerConfig, Policy, Protocol, QueueSettings,
-    SchedulerConfig, SpecificQueue, parse_duration, parse_size,
+    AckMode, Config, ConfigError, IngestConfig, JournalSettings, ListenerConfig, Policy, Protocol,
+    QueueSettings, SchedulerConfig, SpecificQueue, parse_duration, parse_size,
 };
+pub use durable::WallClock;
 pub use engine::{Engine, EngineError, LatencySummary, ShutdownReport, StopHandle};
 pub use metrics::Stats;

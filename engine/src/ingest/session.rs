@@ -154,6 +154,10 @@ impl Session {
                         EnhancedCode::new(4, 3, 1),
                         "memory budget reached, try again later",
                     ))
+                } else if let Some(Err(reply)) =
+                    self.shard.shared.durable.as_ref().map(|d| d.check_quota())
+                {
+                    Verdict::Reject(reply)
                 } else {
                     self.txn = Txn {
                         sender: reverse_path.map(|m| m.to_string()).unwrap_or_default(),
@@ -208,17 +212,28 @@ impl Session {
         let n = txn.rcpts.len();
         match self.lc.ack {
             AckMode::Fast => {
-                let msg = Message::new(
+                let mut msg = Message::new(
                     id,
                     &txn.sender,
                     &txn.rcpts,
-                    body,
+                    body.clone(),
                     None,
                     shard.shared.budget.clone(),
                 );
-                shard.route_message(Arc::new(msg), txn.keys);
+                let mut verdict = Verdict::Accept;
+                // Durable mode: acknowledged only once on disk.
+                if let Some(d) = &shard.shared.durable
+                    && let Err(reply) = d
+                        .persist(shard.index, &mut msg, txn.sender, txn.rcpts, body)
+                        .await
+                {
+                    verdict = Verdict::Reject(reply);
+                }
+                if matches!(verdict, Verdict::Accept) {
+                    shard.route_message(Arc::new(msg), txn.keys);
+                }
                 while self.server.pending().is_some() {
-                    if self.server.message_verdict(Verdict::Accept).is_err() {
+                    if self.server.message_verdict(verdict.clone()).is_err() {
                         break;
                     }
                 }
