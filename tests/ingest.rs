@@ -247,3 +247,81 @@ fn check_config_explains_errors_with_their_line() {
     let _ = std::fs::remove_file(bad);
     let _ = std::fs::remove_file(good);
 }
+
+#[test]
+fn connection_limits_idle_timeout_and_memory_budget_are_answered() {
+    let world = World::generated(1, 1, |_| Script {
+        // Hold messages at the sink so they stay in memory.
+        data_delay: Some(Duration::from_millis(800)),
+        ..Script::default()
+    });
+    let mut config = world.config();
+    config.ingest.max_connections_per_ip = 2;
+    config.ingest.idle_timeout = Duration::from_millis(300);
+    config.memory_budget = 100_000;
+    let engine = Engine::start(config).unwrap();
+    let addr = engine.listen_addrs()[0];
+
+    // Per-address limit: the third session from 127.0.0.1 is turned away.
+    let mut a = connect_from([127, 0, 0, 1], addr);
+    let mut b = connect_from([127, 0, 0, 1], addr);
+    assert!(read_reply(&mut a).starts_with("220 "));
+    assert!(read_reply(&mut b).starts_with("220 "));
+    let mut c = connect_from([127, 0, 0, 1], addr);
+    let r = read_reply(&mut c);
+    assert!(r.starts_with("421 4.7.0 "), "{r}");
+    // Another address still gets in.
+    let mut d = connect_from([127, 0, 0, 3], addr);
+    assert!(read_reply(&mut d).starts_with("220 "));
+    drop(d);
+
+    // Idle sessions are closed with 421 4.4.2.
+    let r = read_reply(&mut b);
+    assert!(r.starts_with("421 4.4.2"), "{r}");
+
+    // A 120 kB message fills the 100 kB budget; the next MAIL gets 452 4.3.1.
+    drop(a);
+    let mut e = connect_from([127, 0, 0, 4], addr);
+    assert!(read_reply(&mut e).starts_with("220 "));
+    assert!(command(&mut e, "EHLO composer.test\r\n").starts_with("250"));
+    assert!(command(&mut e, "MAIL FROM:<n@composer.test>\r\n").starts_with("250"));
+    assert!(command(&mut e, "RCPT TO:<u@d0.test>\r\n").starts_with("250"));
+    assert!(command(&mut e, "DATA\r\n").starts_with("354"));
+    let line = format!("{}\r\n", "q".repeat(98));
+    let body = format!("Subject: big\r\n\r\n{}.\r\n", line.repeat(1200));
+    e.write_all(body.as_bytes()).unwrap();
+    assert!(read_reply(&mut e).starts_with("250"));
+    let r = command(&mut e, "MAIL FROM:<n@composer.test>\r\n");
+    assert!(r.starts_with("452 4.3.1"), "{r}");
+    // Once delivered, the memory is free and mail is taken again.
+    wait_stats(&engine, "delivered", |s| {
+        s.delivered == 1 && s.held_bytes == 0
+    });
+    let mut f = connect_from([127, 0, 0, 5], addr);
+    assert!(read_reply(&mut f).starts_with("220 "));
+    assert!(command(&mut f, "EHLO composer.test\r\n").starts_with("250"));
+    let r = command(&mut f, "MAIL FROM:<n@composer.test>\r\n");
+    assert!(r.starts_with("250"), "{r}");
+    engine.shutdown();
+}
+
+#[test]
+fn a_reload_changes_the_relay_policy_without_dropping_sessions() {
+    let world = World::generated(2, 1, |_| Script::default());
+    let config = world.config();
+    let engine = Engine::start(config.clone()).unwrap();
+    let addr = engine.listen_addrs()[0];
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert!(read_reply(&mut s).starts_with("220 "));
+    assert!(command(&mut s, "EHLO composer.test\r\n").starts_with("250"));
+    assert!(command(&mut s, "MAIL FROM:<n@composer.test>\r\n").starts_with("250"));
+    assert!(command(&mut s, "RCPT TO:<x@d1.test>\r\n").starts_with("250"));
+    let mut narrower = config;
+    narrower.ingest.relay_domains = vec!["d0.test".into()];
+    assert!(engine.reload(narrower).unwrap().is_empty());
+    let r = command(&mut s, "RCPT TO:<y@d1.test>\r\n");
+    assert!(r.starts_with("550 5.7.1"), "{r}");
+    assert!(command(&mut s, "RCPT TO:<z@d0.test>\r\n").starts_with("250"));
+    engine.shutdown();
+}

@@ -9,7 +9,9 @@
 //!   returns `EAGAIN` instead of waiting, so every socket handed to tokio-uring
 //!   is put back in blocking mode first (io_uring does the waiting).
 //! - a timed-out operation that is dropped leaves the socket open; every
-//!   timeout here shuts the socket down explicitly before reporting.
+//!   timeout here shuts the socket down explicitly before reporting (a read
+//!   that timed out shuts down the reading side only, so that a goodbye
+//!   such as `421` can still be written; dropping a [`Conn`] shuts down both).
 
 use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr};
@@ -134,7 +136,8 @@ impl Conn {
                 }
             }
             Err(_) => {
-                self.shutdown();
+                // Ends the read still in flight; writing stays possible.
+                let _ = self.stream.shutdown(Shutdown::Read);
                 (
                     Err(TransportError::Timeout {
                         op: "read",
@@ -339,7 +342,7 @@ mod tests {
     }
 
     #[test]
-    fn read_timeout_closes_the_socket_so_the_peer_sees_eof() {
+    fn after_a_read_timeout_a_goodbye_can_be_sent_and_drop_closes() {
         tokio_uring::start(async {
             let l = Listener::from_std(bind_reuseport(loopback(0)).unwrap());
             let addr = l.local_addr().unwrap();
@@ -349,15 +352,28 @@ mod tests {
                     .unwrap();
                 let (r, _) = c.read(BytesMut::new(), 64, Duration::from_millis(50)).await;
                 assert!(matches!(r, Err(TransportError::Timeout { op: "read", .. })));
-                // Keep the Conn alive: the shutdown alone must close it.
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                c.write_all(
+                    vec![Bytes::from_static(b"421 bye\r\n")],
+                    Duration::from_secs(1),
+                )
+                .await
+                .unwrap();
                 drop(c);
+                // Stay alive: the drop alone must have closed the socket.
+                tokio::time::sleep(Duration::from_secs(1)).await;
             });
             let mut s = l.accept().await.unwrap();
-            let (r, _) = s
-                .read(BytesMut::new(), 64, Duration::from_millis(900))
-                .await;
-            assert!(matches!(r, Err(TransportError::Closed)), "{r:?}");
+            let mut buf = BytesMut::new();
+            loop {
+                let (r, b) = s.read(buf, 64, Duration::from_millis(900)).await;
+                buf = b;
+                match r {
+                    Ok(_) => continue,
+                    Err(TransportError::Closed) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(&buf[..], b"421 bye\r\n");
             client.await.unwrap();
         });
     }

@@ -168,19 +168,19 @@ impl Session {
                 let _ = self.server.mail_verdict(verdict);
             }
             ServerEvent::Rcpt { forward_path, .. } => {
+                // The relay policy as it is now: a reload applies at once.
+                let config = self.shard.shared.config.load();
                 let verdict = match forward_path.domain.routing_key() {
                     Err(e) => Verdict::Reject(Reply::new(
                         501,
                         EnhancedCode::new(5, 1, 2),
                         format!("bad recipient domain: {e}"),
                     )),
-                    Ok(key) if !self.config.ingest.may_relay_to(&key) => {
-                        Verdict::Reject(Reply::new(
-                            550,
-                            EnhancedCode::new(5, 7, 1),
-                            format!("relaying to {key} is not allowed"),
-                        ))
-                    }
+                    Ok(key) if !config.ingest.may_relay_to(&key) => Verdict::Reject(Reply::new(
+                        550,
+                        EnhancedCode::new(5, 7, 1),
+                        format!("relaying to {key} is not allowed"),
+                    )),
                     Ok(key) => {
                         self.txn.rcpts.push(forward_path.to_string());
                         self.txn.keys.push(key.into());

@@ -1,0 +1,160 @@
+//! Memory per queued recipient: a Composer hands the engine N one-recipient
+//! messages over D domains whose only MX host accepts TCP connections but
+//! never greets (a paused sink), so every recipient stays queued; then the
+//! resident set is measured. Not a test: a measurement (see the README).
+//!
+//!     cargo run --release -p volley-engine --example queue_memory -- [RECIPIENTS] [DOMAINS] [BODY_BYTES]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use volley_engine::{Config, Engine, ListenerConfig, SpecificQueue};
+use volley_smtp::{Client, ClientConfig, ClientEvent, Transaction};
+
+fn rss_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sends `txs` over one session and waits for every reply.
+fn send(addr: SocketAddr, txs: impl Iterator<Item = Transaction>) -> usize {
+    let mut stream = TcpStream::connect(addr).expect("connect to the engine");
+    let mut client = Client::new(ClientConfig {
+        helo_name: "composer.test".into(),
+        ..ClientConfig::default()
+    });
+    for tx in txs {
+        client.send(tx).expect("send");
+    }
+    client.quit();
+    let mut done = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        while let Some(ev) = client.poll_event() {
+            match ev {
+                ClientEvent::TransactionDone(o) => {
+                    assert_eq!(o.delivered(), 1, "{o:?}");
+                    done += 1;
+                }
+                ClientEvent::Closed => return done,
+                ClientEvent::Failed { error, .. } => panic!("composer session failed: {error}"),
+                ClientEvent::Ready { .. } => {}
+            }
+        }
+        for b in client.drain_output().collect::<Vec<_>>() {
+            stream.write_all(&b).expect("write");
+        }
+        let got = stream.read(&mut buf).expect("read");
+        if got == 0 {
+            client.connection_closed();
+        } else {
+            client.receive(&buf[..got]);
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let recipients = args.first().copied().unwrap_or(1_000_000);
+    let domains = args.get(1).copied().unwrap_or(1_000);
+    let body_len = args.get(2).copied().unwrap_or(2048);
+
+    // The paused sink: the kernel completes connections, nobody answers.
+    let paused = TcpListener::bind("127.0.0.2:0").expect("bind the paused sink");
+    let mut config = Config {
+        shards: 2,
+        listeners: vec![ListenerConfig {
+            address: "127.0.0.1:0".parse().unwrap(),
+            ..ListenerConfig::default()
+        }],
+        memory_budget: 64 << 30,
+        ..Config::default()
+    };
+    config.ingest.max_connections_per_ip = 10_000;
+    let mut q = SpecificQueue {
+        name: "paused".into(),
+        domains: (0..domains).map(|d| format!("d{d}.test")).collect(),
+        mx: vec![paused.local_addr().unwrap().to_string()],
+        ..SpecificQueue::default()
+    };
+    q.limits.max_connections = 100;
+    q.limits.greeting_timeout = Duration::from_secs(3600);
+    q.limits.session_timeout = Duration::from_secs(3600);
+    config.queues.push(q);
+    let engine = Engine::start(config).expect("engine");
+    let addr = engine.listen_addrs()[0];
+    std::thread::sleep(Duration::from_millis(200));
+    let base = rss_kib("VmRSS:");
+
+    let line = format!("{}\r\n", "x".repeat(98));
+    let mut text = String::from("Subject: memory\r\n\r\n");
+    while text.len() + line.len() <= body_len {
+        text.push_str(&line);
+    }
+    let body = Bytes::from(text);
+    let body_bytes = body.len();
+    let started = Instant::now();
+    let threads = 8;
+    let per = recipients / threads;
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut sent = 0;
+                // Sessions of 10,000 messages, built lazily.
+                let mut i = t * per;
+                let end = (t + 1) * per;
+                while i < end {
+                    let stop = (i + 10_000).min(end);
+                    let txs = (i..stop).map(|k| Transaction {
+                        reverse_path: "news@composer.test".into(),
+                        recipients: vec![format!("user{k}@d{}.test", k % domains)],
+                        body: body.clone(),
+                    });
+                    sent += send(addr, txs);
+                    i = stop;
+                }
+                sent
+            })
+        })
+        .collect();
+    let sent: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let elapsed = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (engine.stats().queued as usize) < sent && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let stats = engine.stats();
+    let rss = rss_kib("VmRSS:");
+    let hwm = rss_kib("VmHWM:");
+    let grown = (rss.saturating_sub(base)) * 1024;
+    let beyond = grown as f64 - (sent * body_bytes) as f64;
+    println!(
+        "queued {} recipients over {domains} domains ({} bytes each body) in {:.1}s",
+        stats.queued,
+        body_bytes,
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "RSS {} MiB (before {} MiB, peak {} MiB); bodies {} MiB; beyond bodies: {:.0} bytes per queued recipient",
+        rss / 1024,
+        base / 1024,
+        hwm / 1024,
+        sent * body_bytes / (1 << 20),
+        beyond / sent as f64
+    );
+    println!("peak connections {} (paused sink)", stats.peak_connections);
+    drop(paused);
+    std::process::exit(0);
+}
