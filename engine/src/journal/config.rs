@@ -14,7 +14,9 @@ pub struct JournalConfig {
     /// segments free disk sooner and larger ones mean fewer files.
     pub segment_bytes: u64,
     /// Group commit by time: the oldest unsynced append waits at most this
-    /// long for its fsync. This is the added latency of a fast-mode 250.
+    /// long for its fsync (the writer commits sooner when nothing else is
+    /// queued), and a "finished" fact at most this long before its commit
+    /// starts. It bounds the added latency of a fast-mode 250.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
     /// Group commit by size: a commit is due once this many bytes wait.

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
@@ -115,14 +115,33 @@ fn gone() -> JournalError {
     )
 }
 
-/// The writer loop: take commands until a commit is due (by size or by the
-/// oldest waiting append's age), commit, answer the tickets.
+/// The writer loop: take commands until a commit is due (by size, by the
+/// oldest waiting append's age, or because appends wait and nothing else is
+/// queued), commit, answer the tickets.
+///
+/// Committing as soon as the queue is empty gives natural group commit:
+/// under load, appends pile up while an fsync runs and the next commit
+/// takes them all; when idle, a lone append is not held back for
+/// `commit_interval`. Facts alone wait for the interval (their delay only
+/// widens the resend window, it holds no Composer back).
 fn run(mut j: ShardJournal, rx: mpsc::Receiver<Command>) {
     let mut waiting: Vec<(u64, oneshot::Sender<AppendResult>)> = Vec::new();
     let mut open = true;
     while open || !waiting.is_empty() {
+        let mut idle = false;
         let cmd = match j.next_commit_at() {
             _ if !open => None,
+            _ if !waiting.is_empty() => match rx.try_recv() {
+                Ok(c) => Some(c),
+                Err(TryRecvError::Empty) => {
+                    idle = true;
+                    None
+                }
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
+                    None
+                }
+            },
             Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
                 Ok(c) => Some(c),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -159,7 +178,7 @@ fn run(mut j: ShardJournal, rx: mpsc::Receiver<Command>) {
             }
             None => {}
         }
-        if open && !j.commit_due(now) {
+        if open && !idle && !j.commit_due(now) {
             continue;
         }
         match j.commit_bodies(now) {
