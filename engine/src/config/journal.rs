@@ -23,11 +23,17 @@ pub struct JournalSettings {
     /// deleted once all its messages are finished.
     #[serde(with = "units::size")]
     pub segment_size: u64,
-    /// Group commit by time: a fast-mode 250 waits at most this long for
-    /// its fsync, and a finished recipient is on disk at most this long
-    /// after its outcome (the window in which a crash can cause a resend).
+    /// Group commit by time: a fast-mode 250 waits at most this long
+    /// before its fsync starts (sooner when the writer has nothing else
+    /// queued).
     #[serde(with = "units::duration")]
     pub commit_interval: Duration,
+    /// Group commit of "finished" records: a recipient's final outcome
+    /// waits at most this long before the fsync that records it starts.
+    /// This bounds the window in which a crash resends a recipient that
+    /// was delivered.
+    #[serde(with = "units::duration")]
+    pub finish_commit_interval: Duration,
     /// Group commit by size: a commit starts once this many bytes wait.
     #[serde(with = "units::size")]
     pub commit_size: u64,
@@ -47,6 +53,7 @@ impl Default for JournalSettings {
             dir: None,
             segment_size: j.segment_bytes,
             commit_interval: j.commit_interval,
+            finish_commit_interval: j.finish_commit_interval,
             commit_size: j.commit_bytes as u64,
             checkpoint_journal_size: j.checkpoint_journal_bytes,
             checkpoint_body_size: j.checkpoint_body_bytes,
@@ -60,6 +67,7 @@ impl JournalSettings {
         JournalConfig {
             segment_bytes: self.segment_size,
             commit_interval: self.commit_interval,
+            finish_commit_interval: self.finish_commit_interval,
             commit_bytes: usize::try_from(self.commit_size).unwrap_or(usize::MAX),
             checkpoint_journal_bytes: self.checkpoint_journal_size,
             checkpoint_body_bytes: self.checkpoint_body_size,

@@ -115,23 +115,35 @@ fn gone() -> JournalError {
     )
 }
 
-/// The writer loop: take commands until a commit is due (by size, by the
-/// oldest waiting append's age, or because appends wait and nothing else is
-/// queued), commit, answer the tickets.
+/// The writer loop: take commands; commit the appended messages once none
+/// is queued while one waits (or the oldest has waited `commit_interval`,
+/// or enough bytes wait), and answer their tickets; commit the "finished"
+/// facts once the oldest has waited `finish_commit_interval`.
 ///
-/// Committing as soon as the queue is empty gives natural group commit:
-/// under load, appends pile up while an fsync runs and the next commit
-/// takes them all; when idle, a lone append is not held back for
-/// `commit_interval`. Facts alone wait for the interval (their delay only
-/// widens the resend window, it holds no Composer back).
+/// Committing appends as soon as the queue is empty gives natural group
+/// commit: under load, appends pile up while an fsync runs and the next
+/// commit takes them all; when idle, a lone append is not held back. Facts
+/// hold no Composer back, so they wait longer and share fewer fsyncs.
 fn run(mut j: ShardJournal, rx: mpsc::Receiver<Command>) {
+    let append_wait = j.config().commit_interval;
+    let fact_wait = j.config().finish_commit_interval;
     let mut waiting: Vec<(u64, oneshot::Sender<AppendResult>)> = Vec::new();
+    let mut oldest_append: Option<Instant> = None;
+    let mut oldest_fact: Option<Instant> = None;
     let mut open = true;
-    while open || !waiting.is_empty() {
+    while open || !waiting.is_empty() || oldest_fact.is_some() {
         let mut idle = false;
-        let cmd = match j.next_commit_at() {
-            _ if !open => None,
-            _ if !waiting.is_empty() => match rx.try_recv() {
+        let deadline = [
+            oldest_append.map(|t| t + append_wait),
+            oldest_fact.map(|t| t + fact_wait),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let cmd = if !open {
+            None
+        } else if !waiting.is_empty() {
+            match rx.try_recv() {
                 Ok(c) => Some(c),
                 Err(TryRecvError::Empty) => {
                     idle = true;
@@ -141,22 +153,24 @@ fn run(mut j: ShardJournal, rx: mpsc::Receiver<Command>) {
                     open = false;
                     None
                 }
-            },
-            Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+            }
+        } else if let Some(at) = deadline {
+            match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
                 Ok(c) => Some(c),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
                     open = false;
                     None
                 }
-            },
-            None => match rx.recv() {
+            }
+        } else {
+            match rx.recv() {
                 Ok(c) => Some(c),
                 Err(_) => {
                     open = false;
                     None
                 }
-            },
+            }
         };
         let now = Instant::now();
         match cmd {
@@ -166,48 +180,65 @@ fn run(mut j: ShardJournal, rx: mpsc::Receiver<Command>) {
                 body,
                 reply,
             }) => match j.append(now, &sender, &recipients, &body) {
-                Ok(seq) => waiting.push((seq, reply)),
+                Ok(seq) => {
+                    waiting.push((seq, reply));
+                    oldest_append.get_or_insert(now);
+                }
                 Err(e) => {
                     let _ = reply.send(Err(Arc::new(e)));
                 }
             },
-            Some(Command::Finish { seq, index }) => {
-                if let Err(e) = j.finish(now, seq, index) {
-                    tracing::warn!(error = %e, "journal: finish ignored");
+            Some(Command::Finish { seq, index }) => match j.finish(now, seq, index) {
+                Ok(()) => {
+                    oldest_fact.get_or_insert(now);
                 }
-            }
+                Err(e) => tracing::warn!(error = %e, "journal: finish ignored"),
+            },
             None => {}
         }
-        if open && !idle && !j.commit_due(now) {
-            continue;
-        }
-        match j.commit_bodies(now) {
-            Ok(upto) => {
-                for (seq, reply) in waiting.drain(..) {
-                    debug_assert!(seq <= upto);
-                    let _ = reply.send(Ok(seq));
+        let appends_due = !waiting.is_empty()
+            && (idle
+                || !open
+                || oldest_append.is_some_and(|t| now >= t + append_wait)
+                || j.pending_bytes() >= j.config().commit_bytes);
+        if appends_due {
+            oldest_append = None;
+            match j.commit_bodies(now) {
+                Ok(upto) => {
+                    for (seq, reply) in waiting.drain(..) {
+                        debug_assert!(seq <= upto);
+                        let _ = reply.send(Ok(seq));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "journal: commit failed; pending messages rejected");
+                    let e = Arc::new(e);
+                    for (_, reply) in waiting.drain(..) {
+                        let _ = reply.send(Err(e.clone()));
+                    }
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "journal: commit failed; pending messages rejected");
-                let e = Arc::new(e);
-                for (_, reply) in waiting.drain(..) {
-                    let _ = reply.send(Err(e.clone()));
+        }
+        let facts_due = oldest_fact.is_some_and(|t| !open || now >= t + fact_wait);
+        if facts_due {
+            match j.commit_progress(now) {
+                Ok(()) => oldest_fact = None,
+                Err(e) if !open => {
+                    tracing::warn!(error = %e, "journal: last finished recipients not recorded");
+                    oldest_fact = None;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "journal: finished recipients not recorded yet; retrying");
+                    oldest_fact = Some(now);
                 }
             }
         }
-        if let Err(e) = j.commit_progress(now) {
-            tracing::warn!(error = %e, "journal: finished recipients not recorded yet; retrying");
-        }
-        if j.checkpoint_due()
+        if (appends_due || facts_due)
+            && j.checkpoint_due()
             && let Err(e) = j.checkpoint()
         {
             tracing::warn!(error = %e, "journal: checkpoint failed; retrying later");
         }
-    }
-    // Facts that arrived last, before the channel closed.
-    if let Err(e) = j.commit_progress(Instant::now()) {
-        tracing::warn!(error = %e, "journal: last finished recipients not recorded");
     }
 }
 
