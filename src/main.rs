@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod bench_cmd;
 mod check_config;
 mod resolve;
 mod serve;
@@ -26,8 +27,12 @@ enum Command {
         /// The TOML file.
         file: std::path::PathBuf,
     },
-    /// Load generator and simulated internet (not built yet: see the README).
-    Bench,
+    /// Load generator, simulated internet (DNS + MX sinks with hidden
+    /// capacities), whole benchmark runs and their reports.
+    Bench {
+        #[command(subcommand)]
+        command: bench_cmd::BenchCommand,
+    },
     /// Show what Volley's resolver sees for each domain: MX hosts in the order
     /// they would be tried, their addresses and the TTL, or the outcome and why.
     Resolve {
@@ -48,9 +53,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::CheckConfig { file } => check_config::run(&file),
-        Command::Bench => {
-            anyhow::bail!("not yet: this part of Volley is not built; the README says what exists")
-        }
+        Command::Bench { command } => bench_cmd::run(command),
         Command::Resolve {
             domains,
             nameservers,

@@ -1,0 +1,485 @@
+//! The Composer load over real sockets: N connections, each a session of
+//! `volley-smtp`'s sans-IO [`Client`], one personalized message per
+//! transaction, with optional pacing and retries of transient refusals.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use volley_smtp::{Client, ClientConfig, ClientEvent, DeliveryStatus, Stage, Transaction};
+
+use crate::error::BenchError;
+use crate::ledger::SentRecord;
+use crate::load::{DomainMix, LoadSpec, Planner, Protocol};
+use crate::message::{Composed, compose, unix_micros};
+use crate::report::ComposerSummary;
+
+/// Attempts per message when the server answers 4xx (e.g. 452 back-pressure).
+const MAX_ATTEMPTS: u32 = 50;
+/// Pause before connecting again after a failed session.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
+/// Connection attempts in a row that may fail before a connection gives up
+/// (the server is gone: about three seconds of refusals).
+const MAX_FAILED_CONNECTS: u32 = 30;
+
+/// Where and what to send.
+#[derive(Debug, Clone)]
+pub struct ComposeConfig {
+    /// The server under test (SMTP or LMTP).
+    pub target: SocketAddr,
+    /// The shape of the load.
+    pub load: LoadSpec,
+    /// Recipients' domains.
+    pub mix: DomainMix,
+    /// Seed of recipient and size choices.
+    pub seed: u64,
+    /// Prefix of every message id, unique per run.
+    pub run_id: String,
+    /// Give up on what is left after this long (sessions, retries).
+    pub timeout: Duration,
+}
+
+/// Live counters, for a progress line while the load runs.
+#[derive(Debug, Default)]
+pub struct ComposeProgress {
+    /// Messages handed to a session (first attempts).
+    pub offered: AtomicU64,
+    /// Accepted by the server under test.
+    pub accepted: AtomicU64,
+    /// 4xx replies (each attempt).
+    pub refused_transient: AtomicU64,
+    /// 5xx replies.
+    pub refused_permanent: AtomicU64,
+    /// Sessions that failed.
+    pub session_errors: AtomicU64,
+    /// Message bytes accepted.
+    pub bytes: AtomicU64,
+}
+
+/// What the load did, for the ledger and the report.
+#[derive(Debug, Clone, Default)]
+pub struct ComposeOutcome {
+    /// Summary figures.
+    pub summary: ComposerSummary,
+    /// Every message the server accepted (and those left uncertain).
+    pub sent: Vec<SentRecord>,
+    /// When each accepted message was accepted, microseconds since the epoch.
+    pub injected_micros: Vec<u64>,
+}
+
+/// A message waiting to be (re)sent.
+#[derive(Debug)]
+struct Pending {
+    number: u64,
+    attempts: u32,
+    not_before: Instant,
+}
+
+#[derive(Debug)]
+struct Ctx {
+    config: ComposeConfig,
+    planner: Planner,
+    progress: Arc<ComposeProgress>,
+    start: Instant,
+    deadline: Instant,
+    stop_new_at: Option<Instant>,
+    next: AtomicU64,
+    in_flight: AtomicU64,
+    retries: Mutex<VecDeque<Pending>>,
+    sent: Mutex<Vec<(SentRecord, u64)>>,
+}
+
+enum Next {
+    Send(Pending),
+    Wait,
+    Done,
+}
+
+impl Ctx {
+    fn next(&self) -> Next {
+        let now = Instant::now();
+        if now >= self.deadline {
+            return Next::Done;
+        }
+        if let Ok(mut q) = self.retries.lock()
+            && q.front().is_some_and(|p| p.not_before <= now)
+            && let Some(p) = q.pop_front()
+        {
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            return Next::Send(p);
+        }
+        let past_duration = self.stop_new_at.is_some_and(|t| now >= t);
+        let limit = if self.config.load.messages == 0 {
+            u64::MAX
+        } else {
+            self.config.load.messages
+        };
+        if !past_duration {
+            // Reserve the in-flight slot first so no task sees "nothing left"
+            // while a number is between the counter and the session.
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            let n = self.next.fetch_add(1, Ordering::SeqCst);
+            if n < limit {
+                self.progress.offered.fetch_add(1, Ordering::Relaxed);
+                return Next::Send(Pending {
+                    number: n,
+                    attempts: 0,
+                    not_before: now,
+                });
+            }
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+        let retries_left = self.retries.lock().map(|q| !q.is_empty()).unwrap_or(false);
+        if retries_left || self.in_flight.load(Ordering::SeqCst) > 0 {
+            Next::Wait
+        } else {
+            Next::Done
+        }
+    }
+
+    /// When message `number` may go, under a fixed rate.
+    fn slot(&self, number: u64) -> Option<Instant> {
+        let rate = self.config.load.rate;
+        (rate > 0.0).then(|| self.start + Duration::from_secs_f64(number as f64 / rate))
+    }
+
+    fn finished(&self, outcome: Finish, pending: Pending, message: &Composed) {
+        match outcome {
+            Finish::Accepted | Finish::Uncertain => {
+                let uncertain = matches!(outcome, Finish::Uncertain);
+                if !uncertain {
+                    self.progress.accepted.fetch_add(1, Ordering::Relaxed);
+                    self.progress
+                        .bytes
+                        .fetch_add(message.data.len() as u64, Ordering::Relaxed);
+                }
+                if let Ok(mut s) = self.sent.lock() {
+                    s.push((
+                        SentRecord {
+                            id: message.id.clone(),
+                            recipient: message.recipient.clone(),
+                            digest: message.digest,
+                            uncertain,
+                        },
+                        unix_micros(),
+                    ));
+                }
+            }
+            Finish::Transient => {
+                self.progress
+                    .refused_transient
+                    .fetch_add(1, Ordering::Relaxed);
+                self.retry(pending);
+            }
+            Finish::Permanent => {
+                self.progress
+                    .refused_permanent
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Finish::NotSent => self.retry_now(pending),
+        }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn retry(&self, mut p: Pending) {
+        p.attempts += 1;
+        if p.attempts >= MAX_ATTEMPTS {
+            return;
+        }
+        let backoff = Duration::from_millis(50 * u64::from(p.attempts)).min(Duration::from_secs(1));
+        p.not_before = Instant::now() + backoff;
+        if let Ok(mut q) = self.retries.lock() {
+            q.push_back(p);
+        }
+    }
+
+    fn retry_now(&self, mut p: Pending) {
+        p.not_before = Instant::now();
+        if let Ok(mut q) = self.retries.lock() {
+            q.push_front(p);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Finish {
+    Accepted,
+    Transient,
+    Permanent,
+    /// The session broke after the body: the server may have it.
+    Uncertain,
+    /// The session broke before the body: send again.
+    NotSent,
+}
+
+/// A Composer load running on its own thread.
+#[derive(Debug)]
+pub struct ComposeHandle {
+    progress: Arc<ComposeProgress>,
+    thread: JoinHandle<Result<ComposeOutcome, BenchError>>,
+}
+
+impl ComposeHandle {
+    /// Live counters.
+    pub fn progress(&self) -> &Arc<ComposeProgress> {
+        &self.progress
+    }
+
+    /// True once every connection has ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Waits for the end and returns what happened.
+    pub fn join(self) -> Result<ComposeOutcome, BenchError> {
+        self.thread.join().unwrap_or_else(|_| {
+            Err(BenchError::Protocol {
+                target: "composer".into(),
+                detail: "the composer thread panicked".into(),
+            })
+        })
+    }
+}
+
+/// Starts the load on a thread of its own (a current-thread tokio runtime).
+pub fn spawn_compose(config: ComposeConfig) -> Result<ComposeHandle, BenchError> {
+    config.load.validate()?;
+    let progress = Arc::new(ComposeProgress::default());
+    let p = progress.clone();
+    let thread = std::thread::Builder::new()
+        .name("volley-composer".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| BenchError::io("starting the composer runtime", e))?;
+            rt.block_on(run_compose(config, p))
+        })
+        .map_err(|e| BenchError::io("starting the composer thread", e))?;
+    Ok(ComposeHandle { progress, thread })
+}
+
+/// Runs the load to its end inside the caller's tokio runtime.
+pub async fn run_compose(
+    config: ComposeConfig,
+    progress: Arc<ComposeProgress>,
+) -> Result<ComposeOutcome, BenchError> {
+    config.load.validate()?;
+    let start = Instant::now();
+    let ctx = Arc::new(Ctx {
+        planner: Planner::new(config.mix.clone(), &config.load, config.seed),
+        progress,
+        start,
+        deadline: start + config.timeout,
+        stop_new_at: config.load.duration.map(|d| start + d),
+        next: AtomicU64::new(0),
+        in_flight: AtomicU64::new(0),
+        retries: Mutex::new(VecDeque::new()),
+        sent: Mutex::new(Vec::new()),
+        config,
+    });
+    let start_micros = unix_micros();
+    let tasks: Vec<_> = (0..ctx.config.load.connections)
+        .map(|_| tokio::spawn(connection(ctx.clone())))
+        .collect();
+    let mut first_error = None;
+    for t in tasks {
+        if let Ok(Err(e)) = t.await {
+            first_error.get_or_insert(e);
+        }
+    }
+    let mut sent = ctx.sent.lock().map(|s| s.clone()).unwrap_or_default();
+    if sent.is_empty()
+        && let Some(e) = first_error
+    {
+        return Err(e);
+    }
+    sent.sort_by_key(|(_, t)| *t);
+    let last = sent.last().map(|(_, t)| *t).unwrap_or(start_micros);
+    let p = &ctx.progress;
+    let load = &ctx.config.load;
+    let summary = ComposerSummary {
+        target: ctx.config.target.to_string(),
+        offered: p.offered.load(Ordering::Relaxed),
+        accepted: p.accepted.load(Ordering::Relaxed),
+        refused_transient: p.refused_transient.load(Ordering::Relaxed),
+        refused_permanent: p.refused_permanent.load(Ordering::Relaxed),
+        session_errors: p.session_errors.load(Ordering::Relaxed),
+        inject_secs: last.saturating_sub(start_micros) as f64 / 1e6,
+        connections: load.connections,
+        pipelining: load.pipelining,
+        protocol: match load.protocol {
+            Protocol::Smtp => "smtp".into(),
+            Protocol::Lmtp => "lmtp".into(),
+        },
+        bytes: p.bytes.load(Ordering::Relaxed),
+    };
+    Ok(ComposeOutcome {
+        summary,
+        injected_micros: sent
+            .iter()
+            .filter(|(s, _)| !s.uncertain)
+            .map(|(_, t)| *t)
+            .collect(),
+        sent: sent.into_iter().map(|(s, _)| s).collect(),
+    })
+}
+
+/// One connection: sessions one after another until the load is done.
+async fn connection(ctx: Arc<Ctx>) -> Result<(), BenchError> {
+    let target = ctx.config.target;
+    let mut failed_connects = 0u32;
+    loop {
+        let mut stream = match TcpStream::connect(target).await {
+            Ok(s) => {
+                failed_connects = 0;
+                s
+            }
+            Err(e) => {
+                ctx.progress.session_errors.fetch_add(1, Ordering::Relaxed);
+                failed_connects += 1;
+                if failed_connects >= MAX_FAILED_CONNECTS
+                    || Instant::now() + RECONNECT_PAUSE >= ctx.deadline
+                {
+                    return Err(BenchError::io(format!("connecting to {target}"), e));
+                }
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match session(&ctx, &mut stream).await {
+            SessionEnd::Done => return Ok(()),
+            SessionEnd::Broken => {
+                ctx.progress.session_errors.fetch_add(1, Ordering::Relaxed);
+                if Instant::now() >= ctx.deadline {
+                    return Ok(());
+                }
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+            }
+        }
+    }
+}
+
+enum SessionEnd {
+    /// QUIT after the last message.
+    Done,
+    /// The session failed; connect again if work remains.
+    Broken,
+}
+
+async fn session(ctx: &Ctx, stream: &mut TcpStream) -> SessionEnd {
+    let load = &ctx.config.load;
+    let mut client = Client::new(ClientConfig {
+        helo_name: "composer.bench.test".into(),
+        lmtp: load.protocol == Protocol::Lmtp,
+        pipelining: load.pipelining,
+        ..ClientConfig::default()
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut ready = false;
+    let mut current: Option<(Pending, Composed)> = None;
+    let mut quitting = false;
+    loop {
+        // Events first: they may free the session for the next message.
+        while let Some(event) = client.poll_event() {
+            match event {
+                ClientEvent::Ready { .. } => ready = true,
+                ClientEvent::TransactionDone(outcome) => {
+                    let Some((pending, message)) = current.take() else {
+                        continue;
+                    };
+                    let finish = match outcome.recipients.first().map(|r| r.status) {
+                        Some(DeliveryStatus::Delivered) => Finish::Accepted,
+                        Some(DeliveryStatus::TransientFailure) => Finish::Transient,
+                        Some(DeliveryStatus::PermanentFailure) | None => Finish::Permanent,
+                    };
+                    ctx.finished(finish, pending, &message);
+                }
+                ClientEvent::Closed => return SessionEnd::Done,
+                ClientEvent::Failed { error, .. } => {
+                    if let Some((pending, message)) = current.take() {
+                        let finish = if error.stage() == Stage::Body {
+                            Finish::Uncertain
+                        } else {
+                            Finish::NotSent
+                        };
+                        ctx.finished(finish, pending, &message);
+                    }
+                    let _ = write_out(stream, &mut client).await;
+                    return if quitting {
+                        SessionEnd::Done
+                    } else {
+                        SessionEnd::Broken
+                    };
+                }
+            }
+        }
+        if ready && current.is_none() && !quitting {
+            match ctx.next() {
+                Next::Send(pending) => {
+                    if let Some(at) = ctx.slot(pending.number).filter(|_| pending.attempts == 0) {
+                        tokio::time::sleep_until(at.into()).await;
+                    }
+                    let plan = ctx.planner.plan(pending.number);
+                    let message = compose(&ctx.config.run_id, &load.sender, &load.template, &plan);
+                    let tx = Transaction {
+                        reverse_path: load.sender.clone(),
+                        recipients: vec![message.recipient.clone()],
+                        body: message.data.clone(),
+                    };
+                    if client.send(tx).is_err() {
+                        ctx.finished(Finish::NotSent, pending, &message);
+                        return SessionEnd::Broken;
+                    }
+                    current = Some((pending, message));
+                }
+                Next::Wait => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                Next::Done => {
+                    quitting = true;
+                    client.quit();
+                }
+            }
+        }
+        if write_out(stream, &mut client).await.is_err() {
+            client.connection_closed();
+            continue;
+        }
+        let read = tokio::time::timeout_at(ctx.deadline.into(), stream.read(&mut buf)).await;
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => client.connection_closed(),
+            Ok(Ok(n)) => client.receive(&buf[..n]),
+            Err(_) => client.timed_out(),
+        }
+    }
+}
+
+/// Writes the client's pending segments, coalescing small ones.
+async fn write_out(stream: &mut TcpStream, client: &mut Client) -> std::io::Result<()> {
+    let segments = client.take_output();
+    if segments.is_empty() {
+        return Ok(());
+    }
+    let total: usize = segments.iter().map(|s| s.len()).sum();
+    if total <= 64 * 1024 {
+        let mut joined = BytesMut::with_capacity(total);
+        for s in &segments {
+            joined.extend_from_slice(s);
+        }
+        stream.write_all(&joined).await
+    } else {
+        for s in &segments {
+            stream.write_all(s).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,282 @@
+//! The simulated internet: a test DNS server that maps each scenario domain
+//! to its MX hosts, and one MX sink listener per host (each its own loopback
+//! address, all on one port), enforcing the domain's hidden capacity and
+//! recording every accepted message.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use socket2::{Domain, Socket, Type};
+use volley_dns::{TestDnsServer, TestZone};
+
+use crate::capacity::DomainModel;
+use crate::counters::DomainCounters;
+use crate::error::BenchError;
+use crate::ledger::{Accounting, Delivery, SentRecord, reconcile};
+use crate::message::unix_micros;
+use crate::scenario::{Scenario, SimDomain, is_expected_bounce};
+use crate::sink;
+
+/// How to run the simulated internet.
+#[derive(Debug, Clone)]
+pub struct InternetOptions {
+    /// Port every MX host listens on; 0 picks a free one.
+    pub sink_port: u16,
+    /// Threads serving the sinks (listeners are spread over them).
+    pub sink_threads: usize,
+}
+
+impl Default for InternetOptions {
+    fn default() -> Self {
+        Self {
+            sink_port: 0,
+            sink_threads: 1,
+        }
+    }
+}
+
+/// State the sink threads share: one capacity model per domain and the
+/// record of accepted messages.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) domains: Vec<SimDomain>,
+    pub(crate) models: Vec<Mutex<DomainModel>>,
+    pub(crate) deliveries: Mutex<Vec<Delivery>>,
+}
+
+impl Shared {
+    pub(crate) fn record(&self, delivery: Delivery) {
+        if let Ok(mut d) = self.deliveries.lock() {
+            d.push(delivery);
+        }
+    }
+}
+
+/// A running simulated internet; stops (DNS and sinks) when dropped.
+pub struct SimulatedInternet {
+    dns: TestDnsServer,
+    port: u16,
+    shared: Arc<Shared>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    threads: Vec<JoinHandle<()>>,
+    start_micros: u64,
+    name: String,
+}
+
+impl SimulatedInternet {
+    /// Starts the DNS server and the sinks of `scenario` with default options.
+    pub fn start(scenario: &Scenario) -> Result<Self, BenchError> {
+        Self::start_with(scenario, &InternetOptions::default())
+    }
+
+    /// Starts the DNS server and the sinks of `scenario`.
+    pub fn start_with(scenario: &Scenario, options: &InternetOptions) -> Result<Self, BenchError> {
+        let domains = scenario.domains()?;
+        let mut zone = TestZone::new();
+        if let Some(latency) = scenario.dns_latency {
+            zone = zone.latency(latency);
+        }
+        for d in &domains {
+            zone = zone.mx(&d.name, d.hosts.iter().map(|(h, _)| (10u16, h.as_str())));
+            for (host, addr) in &d.hosts {
+                zone = zone.host(host, [IpAddr::V4(*addr)]);
+            }
+        }
+        let dns = TestDnsServer::start(zone)
+            .map_err(|e| BenchError::io("starting the test DNS server", e))?;
+        let (port, listeners) = bind_all(&domains, options.sink_port)?;
+        let start = Instant::now();
+        let start_micros = unix_micros();
+        let models = domains
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                Mutex::new(DomainModel::new(
+                    d.capacity.clone(),
+                    d.changes.clone(),
+                    start,
+                    scenario.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+                ))
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            domains,
+            models,
+            deliveries: Mutex::new(Vec::new()),
+        });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let threads_n = options.sink_threads.max(1);
+        let mut per_thread: Vec<Vec<(usize, std::net::TcpListener)>> =
+            (0..threads_n).map(|_| Vec::new()).collect();
+        for (i, l) in listeners.into_iter().enumerate() {
+            per_thread[i % threads_n].push(l);
+        }
+        let mut threads = Vec::new();
+        for (t, listeners) in per_thread.into_iter().enumerate() {
+            if listeners.is_empty() {
+                continue;
+            }
+            let shared = shared.clone();
+            let stopped = stopped.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("volley-sink-{t}"))
+                .spawn(move || sink::run_thread(listeners, shared, stopped))
+                .map_err(|e| BenchError::io("starting a sink thread", e))?;
+            threads.push(thread);
+        }
+        Ok(Self {
+            dns,
+            port,
+            shared,
+            stop: Some(stop),
+            threads,
+            start_micros,
+            name: scenario.name.clone(),
+        })
+    }
+
+    /// The scenario's name.
+    pub fn scenario_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The DNS server (UDP and TCP) that knows every simulated domain.
+    pub fn dns_addr(&self) -> SocketAddr {
+        self.dns.addr()
+    }
+
+    /// A resolver configuration asking only this internet's DNS server.
+    pub fn resolver_config(&self) -> volley_dns::ResolverConfig {
+        self.dns.resolver_config()
+    }
+
+    /// DNS queries answered so far.
+    pub fn dns_queries(&self) -> u64 {
+        self.dns.queries()
+    }
+
+    /// The port every MX host listens on.
+    pub fn sink_port(&self) -> u16 {
+        self.port
+    }
+
+    /// When the sinks started, microseconds since the epoch (the origin of
+    /// every per-second series).
+    pub fn start_micros(&self) -> u64 {
+        self.start_micros
+    }
+
+    /// The domains, with their hosts and capacities.
+    pub fn domains(&self) -> &[SimDomain] {
+        &self.shared.domains
+    }
+
+    /// A copy of every domain's counters, in [`domains`](Self::domains) order.
+    pub fn counters(&self) -> Vec<DomainCounters> {
+        self.shared
+            .models
+            .iter()
+            .map(|m| m.lock().map(|m| m.counters().clone()).unwrap_or_default())
+            .collect()
+    }
+
+    /// Messages accepted so far (one per recipient).
+    pub fn delivered(&self) -> usize {
+        self.shared.deliveries.lock().map(|d| d.len()).unwrap_or(0)
+    }
+
+    /// A copy of every accepted message's record.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.shared
+            .deliveries
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether this internet refuses `recipient` for good (unknown mailbox):
+    /// a bounce is then its correct end.
+    pub fn is_expected_bounce(&self, recipient: &str) -> bool {
+        is_expected_bounce(&self.shared.domains, recipient)
+    }
+
+    /// Loss and duplicate accounting of `sent` against what the sinks kept.
+    pub fn accounting(&self, sent: &[SentRecord]) -> Accounting {
+        let deliveries = self.deliveries();
+        reconcile(sent, &deliveries, |r| self.is_expected_bounce(r))
+    }
+
+    /// A "domain [address]:port" line per domain (first MX host), in the
+    /// form of a Postfix transport map, for MTAs that cannot be pointed at
+    /// another DNS server.
+    pub fn routes(&self) -> String {
+        let mut out = String::new();
+        for d in &self.shared.domains {
+            if let Some((_, addr)) = d.hosts.first() {
+                out.push_str(&format!("{} smtp:[{}]:{}\n", d.name, addr, self.port));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for SimulatedInternet {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds every MX host of every domain on one port; retries with another
+/// port when one address has it taken already.
+fn bind_all(
+    domains: &[SimDomain],
+    port: u16,
+) -> Result<(u16, Vec<(usize, std::net::TcpListener)>), BenchError> {
+    let mut last = None;
+    for _ in 0..if port == 0 { 16 } else { 1 } {
+        let mut listeners = Vec::new();
+        let mut chosen = port;
+        let mut failed = None;
+        'all: for (i, d) in domains.iter().enumerate() {
+            for (host, addr) in &d.hosts {
+                match listen(SocketAddrV4::new(*addr, chosen)) {
+                    Ok(l) => {
+                        if chosen == 0 {
+                            chosen = l.local_addr().map(|a| a.port()).unwrap_or(0);
+                        }
+                        listeners.push((i, l));
+                    }
+                    Err(e) => {
+                        failed = Some(BenchError::io(
+                            format!("binding {host} at {addr}:{chosen}"),
+                            e,
+                        ));
+                        break 'all;
+                    }
+                }
+            }
+        }
+        match failed {
+            None => return Ok((chosen, listeners)),
+            Some(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| BenchError::io("binding sinks", io::Error::other("no domains"))))
+}
+
+fn listen(addr: SocketAddrV4) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::V4(addr).into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}

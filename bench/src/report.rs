@@ -1,0 +1,607 @@
+//! The run report: throughput over time, end-to-end latency percentiles,
+//! per-domain deliveries and throttling against capacity, the engine's CPU
+//! and memory, and the loss and duplicate verdict. Serialized as JSON; also
+//! rendered as text ([`Report::summary`]) and HTML ([`Report::html`]).
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::counters::{Counts, DomainCounters};
+use crate::ledger::{Accounting, Delivery};
+use crate::load::LoadSpec;
+use crate::scenario::SimDomain;
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    /// Messages measured.
+    pub count: u64,
+    /// Mean.
+    pub mean_ms: f64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// Slowest.
+    pub max_ms: f64,
+}
+
+impl LatencySummary {
+    /// Percentiles of `samples_micros`.
+    pub fn of(samples_micros: impl IntoIterator<Item = u64>) -> Self {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 24 * 3600 * 1_000_000, 3)
+            .expect("static bounds are valid");
+        for s in samples_micros {
+            h.saturating_record(s.max(1));
+        }
+        if h.is_empty() {
+            return Self::default();
+        }
+        let ms = |v: u64| v as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            mean_ms: h.mean() / 1000.0,
+            p50_ms: ms(h.value_at_quantile(0.5)),
+            p90_ms: ms(h.value_at_quantile(0.9)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+/// What the Composer load did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ComposerSummary {
+    /// Where it sent.
+    pub target: String,
+    /// Messages attempted.
+    pub offered: u64,
+    /// Accepted by the server under test.
+    pub accepted: u64,
+    /// Refused by it with a 4xx (e.g. 452 back-pressure).
+    pub refused_transient: u64,
+    /// Refused by it with a 5xx.
+    pub refused_permanent: u64,
+    /// Sessions that broke (connection errors, protocol errors).
+    pub session_errors: u64,
+    /// Seconds from the first to the last injection.
+    pub inject_secs: f64,
+    /// Connections used.
+    pub connections: u32,
+    /// Whether commands were pipelined.
+    pub pipelining: bool,
+    /// "smtp" or "lmtp".
+    pub protocol: String,
+    /// Bytes of message data sent.
+    pub bytes: u64,
+}
+
+/// The server under test's own resource use, read from /proc.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineUsage {
+    /// User CPU seconds.
+    pub cpu_user_secs: f64,
+    /// System CPU seconds.
+    pub cpu_system_secs: f64,
+    /// Peak resident memory (VmHWM), bytes.
+    pub peak_rss_bytes: u64,
+}
+
+/// One domain's line in the report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DomainReport {
+    /// The domain.
+    pub name: String,
+    /// Its connection limit at the start (0: none).
+    pub max_connections: u32,
+    /// Its rate limit at the start, recipients/s (0: none).
+    pub max_rate: f64,
+    /// Number of capacity changes during the run.
+    pub capacity_changes: usize,
+    /// Totals.
+    pub counts: Counts,
+    /// Most simultaneous connections seen.
+    pub peak_connections: u32,
+    /// Accepted recipients per second.
+    pub accepted_per_second: Vec<u64>,
+    /// Throttling replies (421 + 451 rate) per second.
+    pub throttled_per_second: Vec<u64>,
+}
+
+/// A complete run report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// What was measured ("volley", "postfix", ... or the target address).
+    pub label: String,
+    /// Start, seconds since the Unix epoch.
+    pub started_unix: u64,
+    /// Seconds from the start to the last delivery or the end of waiting.
+    pub wall_secs: f64,
+    /// The load's settings.
+    pub load: LoadSpec,
+    /// What the Composer did.
+    pub composer: ComposerSummary,
+    /// Messages the server under test accepted, per second.
+    pub injected_per_second: Vec<u64>,
+    /// Messages accepted at the sinks, per second.
+    pub delivered_per_second: Vec<u64>,
+    /// Mean delivery rate over the delivering period (first to last delivery).
+    pub delivered_rate: f64,
+    /// Highest one-second delivery count.
+    pub delivered_peak: u64,
+    /// Injection (Composer) to acceptance at the sink.
+    pub latency: LatencySummary,
+    /// Per domain, largest volume first.
+    pub domains: Vec<DomainReport>,
+    /// All domains together.
+    pub totals: Counts,
+    /// CPU and memory of the server under test, when it ran as our child.
+    pub engine: Option<EngineUsage>,
+    /// Loss and duplicates.
+    pub accounting: Accounting,
+    /// Waiting ended before every message reached an end.
+    pub timed_out: bool,
+}
+
+/// Everything a report is made of.
+#[derive(Debug)]
+pub struct ReportInput<'a> {
+    /// Scenario name.
+    pub scenario: &'a str,
+    /// What was measured.
+    pub label: &'a str,
+    /// Start of the run, microseconds since the epoch.
+    pub start_micros: u64,
+    /// End of the run, microseconds since the epoch.
+    pub end_micros: u64,
+    /// The load settings.
+    pub load: &'a LoadSpec,
+    /// The Composer's outcome.
+    pub composer: ComposerSummary,
+    /// Injection times (microseconds since the epoch) of accepted messages.
+    pub injected_micros: &'a [u64],
+    /// What the sinks kept.
+    pub deliveries: &'a [Delivery],
+    /// The scenario's domains, for capacities.
+    pub domains: &'a [SimDomain],
+    /// The sinks' counters, same order as `domains`.
+    pub counters: &'a [DomainCounters],
+    /// The engine's resource use.
+    pub engine: Option<EngineUsage>,
+    /// The accounting verdict.
+    pub accounting: Accounting,
+    /// Whether waiting gave up.
+    pub timed_out: bool,
+}
+
+fn per_second(times_micros: impl Iterator<Item = u64>, start_micros: u64) -> Vec<u64> {
+    let mut series: Vec<u64> = Vec::new();
+    for t in times_micros {
+        let s = (t.saturating_sub(start_micros) / 1_000_000) as usize;
+        if s >= 24 * 3600 {
+            continue;
+        }
+        if series.len() <= s {
+            series.resize(s + 1, 0);
+        }
+        series[s] += 1;
+    }
+    series
+}
+
+impl Report {
+    /// Builds the report.
+    pub fn build(input: ReportInput<'_>) -> Report {
+        let delivered_per_second = per_second(
+            input.deliveries.iter().map(|d| d.accepted_micros),
+            input.start_micros,
+        );
+        let first = input.deliveries.iter().map(|d| d.accepted_micros).min();
+        let last = input.deliveries.iter().map(|d| d.accepted_micros).max();
+        let delivered_rate = match (first, last) {
+            (Some(a), Some(b)) if b > a => input.deliveries.len() as f64 / ((b - a) as f64 / 1e6),
+            _ => 0.0,
+        };
+        let latency = LatencySummary::of(
+            input
+                .deliveries
+                .iter()
+                .filter_map(|d| d.sent_micros.map(|s| d.accepted_micros.saturating_sub(s))),
+        );
+        let mut totals = Counts::default();
+        let mut domains: Vec<DomainReport> = input
+            .domains
+            .iter()
+            .zip(input.counters)
+            .map(|(d, c)| {
+                totals += &c.total;
+                DomainReport {
+                    name: d.name.clone(),
+                    max_connections: d.capacity.max_connections,
+                    max_rate: d.capacity.max_rate,
+                    capacity_changes: d.changes.len(),
+                    counts: c.total,
+                    peak_connections: c.peak_connections,
+                    accepted_per_second: c.per_second.iter().map(|s| s.accepted).collect(),
+                    throttled_per_second: c.per_second.iter().map(|s| s.throttled()).collect(),
+                }
+            })
+            .collect();
+        domains.sort_by(|a, b| {
+            b.counts
+                .accepted
+                .cmp(&a.counts.accepted)
+                .then(a.name.cmp(&b.name))
+        });
+        Report {
+            scenario: input.scenario.to_string(),
+            label: input.label.to_string(),
+            started_unix: input.start_micros / 1_000_000,
+            wall_secs: input.end_micros.saturating_sub(input.start_micros) as f64 / 1e6,
+            load: input.load.clone(),
+            composer: input.composer,
+            injected_per_second: per_second(
+                input.injected_micros.iter().copied(),
+                input.start_micros,
+            ),
+            delivered_peak: delivered_per_second.iter().copied().max().unwrap_or(0),
+            delivered_per_second,
+            delivered_rate,
+            latency,
+            domains,
+            totals,
+            engine: input.engine,
+            accounting: input.accounting,
+            timed_out: input.timed_out,
+        }
+    }
+
+    /// Clean accounting and no timeout: the run proved what it measured.
+    pub fn passed(&self) -> bool {
+        self.accounting.is_clean() && !self.timed_out
+    }
+
+    /// A one-screen text summary.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let c = &self.composer;
+        let a = &self.accounting;
+        let _ = writeln!(
+            s,
+            "volley bench: {} -> {} (scenario {}), {} connections, pipelining {}, {}",
+            c.target,
+            self.label,
+            self.scenario,
+            c.connections,
+            if c.pipelining { "on" } else { "off" },
+            c.protocol
+        );
+        let _ = writeln!(
+            s,
+            "  injected   {:>8} accepted of {} in {:.1} s ({:.0}/s); refused 4xx {} 5xx {}; session errors {}",
+            c.accepted,
+            c.offered,
+            c.inject_secs,
+            rate(c.accepted, c.inject_secs),
+            c.refused_transient,
+            c.refused_permanent,
+            c.session_errors
+        );
+        let _ = writeln!(
+            s,
+            "  delivered  {:>8} at the sinks, {:.0}/s mean, {}/s peak, run {:.1} s{}",
+            self.totals.accepted,
+            self.delivered_rate,
+            self.delivered_peak,
+            self.wall_secs,
+            if self.timed_out { " (TIMED OUT)" } else { "" }
+        );
+        let l = &self.latency;
+        let _ = writeln!(
+            s,
+            "  latency    p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  p99.9 {:.1} ms  max {:.1} ms (injection -> sink)",
+            l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
+        );
+        let t = &self.totals;
+        let _ = writeln!(
+            s,
+            "  remote     421 conn-limit {}  451 rate {}  greylisted {}  550 unknown {}  dropped {}",
+            t.refused_connections, t.rate_limited, t.greylisted, t.unknown, t.dropped
+        );
+        match &self.engine {
+            Some(e) => {
+                let _ = writeln!(
+                    s,
+                    "  engine     cpu {:.2} s user + {:.2} s system, peak RSS {:.1} MiB",
+                    e.cpu_user_secs,
+                    e.cpu_system_secs,
+                    e.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+                );
+            }
+            None => {
+                let _ = writeln!(s, "  engine     (not our child: no CPU/memory figures)");
+            }
+        }
+        let _ = writeln!(
+            s,
+            "  accounting sent {} delivered {} expected-bounces {} lost {} duplicates {} unexpected {} corrupted {}  => {}",
+            a.sent,
+            a.delivered,
+            a.expected_bounces,
+            a.lost,
+            a.duplicates,
+            a.unexpected,
+            a.corrupted,
+            if self.passed() { "PASS" } else { "FAIL" }
+        );
+        if !a.lost_examples.is_empty() {
+            let _ = writeln!(s, "  lost e.g.  {}", a.lost_examples.join(" "));
+        }
+        if !a.duplicate_examples.is_empty() {
+            let _ = writeln!(s, "  dup e.g.   {}", a.duplicate_examples.join(" "));
+        }
+        let _ = writeln!(
+            s,
+            "  {:<18} {:>10} {:>9} {:>5} {:>6} {:>5} {:>5} {:>5} {:>5}",
+            "domain", "capacity", "accepted", "421", "451", "grey", "550", "drop", "peak"
+        );
+        let shown = 10;
+        for d in self.domains.iter().take(shown) {
+            let _ = writeln!(
+                s,
+                "  {:<18} {:>10} {:>9} {:>5} {:>6} {:>5} {:>5} {:>5} {:>5}",
+                truncate(&d.name, 18),
+                capacity_text(d),
+                d.counts.accepted,
+                d.counts.refused_connections,
+                d.counts.rate_limited,
+                d.counts.greylisted,
+                d.counts.unknown,
+                d.counts.dropped,
+                d.peak_connections
+            );
+        }
+        if self.domains.len() > shown {
+            let _ = writeln!(
+                s,
+                "  ... {} more domains (see the JSON or HTML report)",
+                self.domains.len() - shown
+            );
+        }
+        s
+    }
+}
+
+pub(crate) fn rate(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 { n as f64 / secs } else { 0.0 }
+}
+
+pub(crate) fn capacity_text(d: &DomainReport) -> String {
+    let conns = if d.max_connections > 0 {
+        d.max_connections.to_string()
+    } else {
+        "-".into()
+    };
+    let rate = if d.max_rate > 0.0 {
+        format!("{:.0}/s", d.max_rate)
+    } else {
+        "-".into()
+    };
+    let star = if d.capacity_changes > 0 { "*" } else { "" };
+    format!("{conns},{rate}{star}")
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Two reports side by side, with the change from the first to the second.
+pub fn compare(a: &Report, b: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<28} {:>16} {:>16} {:>9}",
+        "",
+        short(&a.label, &a.scenario),
+        short(&b.label, &b.scenario),
+        "change"
+    );
+    let rows: [(&str, f64, f64, bool); 13] = [
+        (
+            "injected/s",
+            rate(a.composer.accepted, a.composer.inject_secs),
+            rate(b.composer.accepted, b.composer.inject_secs),
+            true,
+        ),
+        (
+            "delivered/s (mean)",
+            a.delivered_rate,
+            b.delivered_rate,
+            true,
+        ),
+        (
+            "delivered/s (peak)",
+            a.delivered_peak as f64,
+            b.delivered_peak as f64,
+            true,
+        ),
+        ("run seconds", a.wall_secs, b.wall_secs, false),
+        ("latency p50 ms", a.latency.p50_ms, b.latency.p50_ms, false),
+        ("latency p99 ms", a.latency.p99_ms, b.latency.p99_ms, false),
+        ("latency max ms", a.latency.max_ms, b.latency.max_ms, false),
+        (
+            "421 conn-limit replies",
+            a.totals.refused_connections as f64,
+            b.totals.refused_connections as f64,
+            false,
+        ),
+        (
+            "451 rate replies",
+            a.totals.rate_limited as f64,
+            b.totals.rate_limited as f64,
+            false,
+        ),
+        ("engine CPU s", cpu(a), cpu(b), false),
+        ("engine peak RSS MiB", rss(a), rss(b), false),
+        (
+            "lost",
+            a.accounting.lost as f64,
+            b.accounting.lost as f64,
+            false,
+        ),
+        (
+            "duplicates",
+            a.accounting.duplicates as f64,
+            b.accounting.duplicates as f64,
+            false,
+        ),
+    ];
+    for (name, x, y, higher_better) in rows {
+        let change = if x != 0.0 {
+            let pct = (y - x) / x * 100.0;
+            let better = if higher_better { pct > 0.0 } else { pct < 0.0 };
+            format!(
+                "{pct:+.0}%{}",
+                if pct.abs() < 0.5 {
+                    ""
+                } else if better {
+                    " +"
+                } else {
+                    " -"
+                }
+            )
+        } else if y == 0.0 {
+            "=".into()
+        } else {
+            "new".into()
+        };
+        let _ = writeln!(s, "{name:<28} {x:>16.1} {y:>16.1} {change:>9}");
+    }
+    let _ = writeln!(
+        s,
+        "{:<28} {:>16} {:>16}",
+        "verdict",
+        if a.passed() { "PASS" } else { "FAIL" },
+        if b.passed() { "PASS" } else { "FAIL" }
+    );
+    s
+}
+
+fn short(label: &str, scenario: &str) -> String {
+    let t = format!("{label}/{scenario}");
+    truncate(&t, 16).to_string()
+}
+
+fn cpu(r: &Report) -> f64 {
+    r.engine
+        .map(|e| e.cpu_user_secs + e.cpu_system_secs)
+        .unwrap_or(0.0)
+}
+
+fn rss(r: &Report) -> f64 {
+    r.engine
+        .map(|e| e.peak_rss_bytes as f64 / 1048576.0)
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::capacity::Capacity;
+
+    pub(crate) fn sample() -> Report {
+        let domains = vec![SimDomain {
+            name: "a.test".into(),
+            weight: 1.0,
+            hosts: vec![("mx0.a.test".into(), std::net::Ipv4Addr::new(127, 0, 0, 2))],
+            capacity: Capacity {
+                max_connections: 5,
+                max_rate: 100.0,
+                ..Capacity::default()
+            },
+            changes: Vec::new(),
+        }];
+        let mut counters = DomainCounters::default();
+        counters.record(0, |c| c.accepted += 2);
+        counters.record(1, |c| c.rate_limited += 1);
+        let start = 1_000_000_000;
+        let deliveries: Vec<Delivery> = [(10_000u64, 1_000_000u64), (20_000, 2_500_000)]
+            .iter()
+            .enumerate()
+            .map(|(i, (lat, at))| Delivery {
+                id: Some(format!("r.{i}")),
+                recipient: format!("user{i}@a.test"),
+                domain: "a.test".into(),
+                digest: 0,
+                size: 10,
+                sent_micros: Some(start + at - lat),
+                accepted_micros: start + at,
+            })
+            .collect();
+        Report::build(ReportInput {
+            scenario: "t",
+            label: "volley",
+            start_micros: start,
+            end_micros: start + 3_000_000,
+            load: &LoadSpec::default(),
+            composer: ComposerSummary {
+                offered: 2,
+                accepted: 2,
+                inject_secs: 1.0,
+                ..ComposerSummary::default()
+            },
+            injected_micros: &[start, start + 10],
+            deliveries: &deliveries,
+            domains: &domains,
+            counters: &[counters],
+            engine: None,
+            accounting: Accounting {
+                sent: 2,
+                delivered: 2,
+                ..Accounting::default()
+            },
+            timed_out: false,
+        })
+    }
+
+    #[test]
+    fn builds_series_percentiles_and_totals() {
+        let r = sample();
+        assert_eq!(r.delivered_per_second, vec![0, 1, 1]);
+        assert_eq!(r.injected_per_second, vec![2]);
+        assert_eq!(r.latency.count, 2);
+        assert!((r.latency.max_ms - 20.0).abs() < 0.1, "{:?}", r.latency);
+        assert!((r.latency.p50_ms - 10.0).abs() < 0.1);
+        assert_eq!(r.totals.accepted, 2);
+        assert_eq!(r.domains[0].throttled_per_second, vec![0, 1]);
+        assert!(r.passed());
+        let text = r.summary();
+        assert!(text.contains("PASS"), "{text}");
+        assert!(text.contains("5,100/s"), "{text}");
+        let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn compare_shows_both_and_the_change() {
+        let a = sample();
+        let mut b = sample();
+        b.accounting.lost = 3;
+        b.delivered_rate = a.delivered_rate * 2.0;
+        let text = compare(&a, &b);
+        assert!(text.contains("+100% +"), "{text}");
+        assert!(text.contains("FAIL"), "{text}");
+    }
+}

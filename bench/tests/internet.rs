@@ -1,0 +1,220 @@
+//! The simulated internet over real sockets: DNS answers, sinks that enforce
+//! connection limits, rate limits and latency, and accounting that catches a
+//! lost and a duplicated message.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use volley_bench::{
+    ComposeConfig, ComposeOutcome, DomainMix, LatencySummary, LoadSpec, Scenario, SentRecord,
+    SimulatedInternet, spawn_compose,
+};
+
+fn scenario(toml: &str) -> Scenario {
+    Scenario::from_toml(toml).expect("test scenario")
+}
+
+fn one_domain(capacity: &str) -> Scenario {
+    scenario(&format!(
+        "name = \"t\"\n[[domain]]\nname = \"a.test\"\nmx = 1\ncapacity = {{ {capacity} }}\n"
+    ))
+}
+
+fn sink_addr(internet: &SimulatedInternet, domain: usize) -> SocketAddr {
+    let ip = internet.domains()[domain].hosts[0].1;
+    SocketAddr::new(IpAddr::V4(ip), internet.sink_port())
+}
+
+fn compose_to(internet: &SimulatedInternet, load: LoadSpec) -> ComposeOutcome {
+    spawn_compose(ComposeConfig {
+        target: sink_addr(internet, 0),
+        load,
+        mix: DomainMix::of_scenario(internet.domains()).unwrap(),
+        seed: 1,
+        run_id: "t".into(),
+        timeout: Duration::from_secs(30),
+    })
+    .unwrap()
+    .join()
+    .unwrap()
+}
+
+fn first_line(stream: &TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    line
+}
+
+#[test]
+fn sinks_refuse_connections_over_the_limit_with_421() {
+    let internet = SimulatedInternet::start(&one_domain("max_connections = 2")).unwrap();
+    let addr = sink_addr(&internet, 0);
+    let a = TcpStream::connect(addr).unwrap();
+    let b = TcpStream::connect(addr).unwrap();
+    assert!(first_line(&a).starts_with("220"));
+    assert!(first_line(&b).starts_with("220"));
+    let c = TcpStream::connect(addr).unwrap();
+    let refused = first_line(&c);
+    assert!(refused.starts_with("421 4.7.0"), "{refused:?}");
+    // Closing one frees its slot (the sink notices the close asynchronously).
+    let mut a = a;
+    a.write_all(b"QUIT\r\n").unwrap();
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let d = TcpStream::connect(addr).unwrap();
+        if first_line(&d).starts_with("220") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let counters = &internet.counters()[0];
+    assert!(counters.total.refused_connections >= 1);
+    assert_eq!(counters.peak_connections, 2);
+}
+
+#[test]
+fn sinks_rate_limit_a_fast_sender_with_451_and_keep_under_the_rate() {
+    let internet = SimulatedInternet::start(&one_domain("max_rate = 40.0, burst = 10.0")).unwrap();
+    let started = Instant::now();
+    let outcome = compose_to(
+        &internet,
+        LoadSpec {
+            messages: 60,
+            connections: 4,
+            ..LoadSpec::default()
+        },
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(outcome.summary.accepted, 60, "{:?}", outcome.summary);
+    assert!(outcome.summary.refused_transient > 0, "never throttled");
+    let c = &internet.counters()[0];
+    assert!(c.total.rate_limited > 0);
+    assert_eq!(c.total.accepted, 60);
+    // 10 at once, then 40/s: 50 more take at least 1.25 s.
+    assert!(elapsed >= Duration::from_millis(1200), "{elapsed:?}");
+    for (second, counts) in c.per_second.iter().enumerate() {
+        assert!(
+            counts.accepted <= 50,
+            "second {second}: {}",
+            counts.accepted
+        );
+    }
+    assert!(internet.accounting(&outcome.sent).is_clean());
+}
+
+#[test]
+fn sinks_delay_replies_by_their_latency() {
+    let internet = SimulatedInternet::start(&one_domain("latency = \"150ms\"")).unwrap();
+    let started = Instant::now();
+    let outcome = compose_to(
+        &internet,
+        LoadSpec {
+            messages: 4,
+            connections: 1,
+            ..LoadSpec::default()
+        },
+    );
+    assert_eq!(outcome.summary.accepted, 4);
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    let latency = LatencySummary::of(
+        internet
+            .deliveries()
+            .iter()
+            .map(|d| d.accepted_micros - d.sent_micros.unwrap()),
+    );
+    assert!(latency.p50_ms >= 150.0, "{latency:?}");
+    assert!(latency.max_ms < 1000.0, "{latency:?}");
+}
+
+#[test]
+fn unknown_mailboxes_bounce_and_are_expected_by_the_ledger() {
+    let internet = SimulatedInternet::start(&one_domain("unknown_share = 0.3")).unwrap();
+    let outcome = compose_to(
+        &internet,
+        LoadSpec {
+            messages: 100,
+            connections: 2,
+            ..LoadSpec::default()
+        },
+    );
+    let s = &outcome.summary;
+    assert!(s.refused_permanent > 10, "{s:?}");
+    assert_eq!(s.accepted + s.refused_permanent, 100);
+    assert_eq!(internet.counters()[0].total.unknown, s.refused_permanent);
+}
+
+#[test]
+fn accounting_catches_a_lost_and_a_duplicated_message() {
+    let internet = SimulatedInternet::start(&one_domain("")).unwrap();
+    let outcome = compose_to(
+        &internet,
+        LoadSpec {
+            messages: 20,
+            connections: 2,
+            ..LoadSpec::default()
+        },
+    );
+    let clean = internet.accounting(&outcome.sent);
+    assert!(clean.is_clean(), "{clean:?}");
+    assert_eq!(clean.delivered, 20);
+
+    // A message the relay accepted but never delivered.
+    let mut sent = outcome.sent.clone();
+    sent.push(SentRecord {
+        id: "t.999".into(),
+        recipient: "user999@a.test".into(),
+        digest: 0,
+        uncertain: false,
+    });
+    let lost = internet.accounting(&sent);
+    assert_eq!((lost.lost, lost.duplicates), (1, 0));
+    assert!(!lost.is_clean());
+
+    // The same messages delivered a second time (as a relay that retries
+    // after a lost 250 would): every one is a duplicate.
+    let again = compose_to(
+        &internet,
+        LoadSpec {
+            messages: 1,
+            connections: 1,
+            ..LoadSpec::default()
+        },
+    );
+    assert_eq!(again.sent[0].id, "t.0");
+    let dup = internet.accounting(&outcome.sent);
+    assert_eq!((dup.duplicates, dup.lost), (1, 0), "{dup:?}");
+    assert_eq!(dup.duplicate_examples, vec!["t.0".to_string()]);
+    assert!(!dup.is_clean());
+}
+
+#[test]
+fn dns_sends_each_domain_to_its_own_sinks() {
+    let s = scenario(
+        "name = \"t\"\n[[domain]]\nname = \"big.test\"\nmx = 3\n[[group]]\nprefix = \"tail\"\ncount = 5\n",
+    );
+    let internet = SimulatedInternet::start(&s).unwrap();
+    let config = internet.resolver_config();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        let resolver = volley_dns::MxResolver::new(config).unwrap();
+        for d in internet.domains() {
+            let route = resolver.resolve(&d.name).await.unwrap();
+            let mut got: Vec<IpAddr> = route.addrs().collect();
+            let mut want: Vec<IpAddr> = d.hosts.iter().map(|h| IpAddr::V4(h.1)).collect();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "{}", d.name);
+        }
+    });
+    assert!(internet.dns_queries() >= 6);
+}

@@ -1,0 +1,531 @@
+//! `volley bench`: the load generator, the simulated internet, whole runs
+//! against Volley, and report comparison.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use volley_bench::{
+    ComposeConfig, DEFAULT_SCENARIO, Delivery, DomainMix, EngineUsage, InternetOptions, LoadSpec,
+    Protocol, Report, RunSettings, Scenario, SentRecord, SimulatedInternet, compare, drive,
+    is_expected_bounce, load_jsonl, process_usage, reconcile, save_jsonl, spawn_compose,
+    unix_micros, wait_for_listener,
+};
+
+#[derive(Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Start the simulated internet and Volley, drive the Composer load,
+    /// wait for every message to reach a sink or its expected end, report.
+    Run(Box<RunArgs>),
+    /// Drive the Composer load at any SMTP or LMTP server.
+    Compose(Box<ComposeArgs>),
+    /// Only the simulated internet (DNS and MX sinks), to point another MTA at.
+    Internet(InternetArgs),
+    /// Two JSON reports side by side.
+    Compare {
+        /// The first report (the baseline).
+        a: PathBuf,
+        /// The second report.
+        b: PathBuf,
+    },
+    /// Loss and duplicate accounting of a `compose --sent-out` file against
+    /// an `internet --received-out` file.
+    Check {
+        /// Scenario the internet ran (for the expected unknown mailboxes).
+        scenario: String,
+        /// JSON lines written by `compose --sent-out`.
+        sent: PathBuf,
+        /// JSON lines written by `internet --received-out`.
+        received: PathBuf,
+    },
+    /// List the built-in scenarios, or print one as TOML to start a file from.
+    Scenarios {
+        /// A built-in scenario to print.
+        name: Option<String>,
+    },
+}
+
+/// Flags that shape the load, shared by `run` and `compose`; unset ones come
+/// from the scenario.
+#[derive(Args, Clone, Default)]
+pub(crate) struct LoadArgs {
+    /// Messages to send.
+    #[arg(long)]
+    messages: Option<u64>,
+    /// Stop sending after this long (e.g. 30s).
+    #[arg(long, value_parser = volley_dns::parse_duration)]
+    duration: Option<Duration>,
+    /// Concurrent connections.
+    #[arg(long)]
+    connections: Option<u32>,
+    /// One command per round trip.
+    #[arg(long)]
+    no_pipelining: bool,
+    /// Speak LMTP instead of SMTP.
+    #[arg(long)]
+    lmtp: bool,
+    /// Smallest body in bytes.
+    #[arg(long)]
+    body_min: Option<usize>,
+    /// Largest body in bytes.
+    #[arg(long)]
+    body_max: Option<usize>,
+    /// Fixed rate, messages per second (default: as fast as accepted).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Body template file ({name}, {number}, {email}, {id} are filled in).
+    #[arg(long)]
+    template: Option<PathBuf>,
+    /// Recipients' domain with a weight, e.g. big.test:40 (repeatable).
+    #[arg(long = "domain", value_name = "DOMAIN[:WEIGHT]")]
+    domains: Vec<String>,
+    /// Spread recipients over N domains d0.test ... by a Zipf law.
+    #[arg(long, value_name = "N")]
+    zipf: Option<usize>,
+    /// Exponent of the Zipf law.
+    #[arg(long, default_value_t = 1.0)]
+    zipf_s: f64,
+    /// Seed of recipient and size choices.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+impl LoadArgs {
+    fn apply(&self, mut load: LoadSpec) -> anyhow::Result<LoadSpec> {
+        if let Some(v) = self.messages {
+            load.messages = v;
+        }
+        if self.duration.is_some() {
+            load.duration = self.duration;
+            if self.messages.is_none() {
+                load.messages = 0;
+            }
+        }
+        if let Some(v) = self.connections {
+            load.connections = v;
+        }
+        if self.no_pipelining {
+            load.pipelining = false;
+        }
+        if self.lmtp {
+            load.protocol = Protocol::Lmtp;
+        }
+        if let Some(v) = self.body_min {
+            load.body_min = v;
+            load.body_max = load.body_max.max(v);
+        }
+        if let Some(v) = self.body_max {
+            load.body_max = v;
+            load.body_min = load.body_min.min(v);
+        }
+        if let Some(v) = self.rate {
+            load.rate = v;
+        }
+        if let Some(path) = &self.template {
+            load.template = std::fs::read_to_string(path)
+                .with_context(|| format!("reading template {}", path.display()))?
+                .replace("\r\n", "\n")
+                .replace('\n', "\r\n");
+        }
+        load.validate()?;
+        Ok(load)
+    }
+
+    fn mix(&self, scenario: Option<&Scenario>) -> anyhow::Result<DomainMix> {
+        if !self.domains.is_empty() {
+            let entries = self
+                .domains
+                .iter()
+                .map(|d| DomainMix::parse_entry(d))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(DomainMix::weighted(entries)?);
+        }
+        if let Some(n) = self.zipf {
+            return Ok(DomainMix::zipf(n, self.zipf_s, "test")?);
+        }
+        match scenario {
+            Some(s) => Ok(DomainMix::of_scenario(&s.domains()?)?),
+            None => bail!("say where recipients go: --scenario, --domain or --zipf"),
+        }
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct RunArgs {
+    /// Built-in scenario (uniform, realistic, hostile) or a TOML file.
+    scenario: Option<String>,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Where to write report.json and report.html.
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+    /// Upper bound for the whole run.
+    #[arg(long, default_value = "120s", value_parser = volley_dns::parse_duration)]
+    timeout: Duration,
+    /// Drive an MTA that is already running at HOST:PORT (and delivers into
+    /// this run's internet: use --sink-port and point it at the printed DNS
+    /// server) instead of starting Volley.
+    #[arg(long, value_name = "HOST:PORT")]
+    external: Option<SocketAddr>,
+    /// Label of the measured MTA in the report.
+    #[arg(long)]
+    label: Option<String>,
+    /// Port of every MX sink (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    sink_port: u16,
+    /// Extra argument for `volley serve` (repeatable).
+    #[arg(long = "serve-arg", value_name = "ARG", allow_hyphen_values = true)]
+    serve_args: Vec<String>,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct ComposeArgs {
+    /// The SMTP or LMTP server to load.
+    #[arg(long, value_name = "HOST:PORT")]
+    target: SocketAddr,
+    /// Take the load's defaults and the domain weights from this scenario.
+    #[arg(long)]
+    scenario: Option<String>,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Give up on what is left after this long.
+    #[arg(long, default_value = "600s", value_parser = volley_dns::parse_duration)]
+    timeout: Duration,
+    /// Write every accepted message's id, recipient and digest (JSON lines),
+    /// for `volley bench check`.
+    #[arg(long)]
+    sent_out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(crate) struct InternetArgs {
+    /// Built-in scenario (uniform, realistic, hostile) or a TOML file.
+    scenario: String,
+    /// Port of every MX sink (0: any free port; 25 for MTAs that cannot
+    /// deliver to another port).
+    #[arg(long, default_value_t = 0)]
+    sink_port: u16,
+    /// Stop after this long (default: run until killed).
+    #[arg(long, value_parser = volley_dns::parse_duration)]
+    duration: Option<Duration>,
+    /// Write the accepted messages (JSON lines) here every few seconds and at
+    /// the end, for `volley bench check`.
+    #[arg(long)]
+    received_out: Option<PathBuf>,
+    /// Write a Postfix-style transport map (domain smtp:[addr]:port) here,
+    /// for MTAs that cannot use another DNS server.
+    #[arg(long)]
+    routes_out: Option<PathBuf>,
+}
+
+pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Run(args) => bench_run(*args),
+        BenchCommand::Compose(args) => bench_compose(*args),
+        BenchCommand::Internet(args) => bench_internet(args),
+        BenchCommand::Compare { a, b } => {
+            let a = Report::load(&a).with_context(|| format!("reading {}", a.display()))?;
+            let b = Report::load(&b).with_context(|| format!("reading {}", b.display()))?;
+            print!("{}", compare(&a, &b));
+            Ok(())
+        }
+        BenchCommand::Check {
+            scenario,
+            sent,
+            received,
+        } => bench_check(&scenario, &sent, &received),
+        BenchCommand::Scenarios { name } => {
+            match name {
+                Some(n) => {
+                    let s = Scenario::builtin(&n)
+                        .with_context(|| format!("no built-in scenario {n}"))?;
+                    print!("{}", s.to_toml());
+                }
+                None => {
+                    for n in Scenario::builtin_names() {
+                        let s = Scenario::builtin(n).context("built-in")?;
+                        println!("{n:<10} {}", s.description);
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn bench_run(args: RunArgs) -> anyhow::Result<()> {
+    let name = args.scenario.as_deref().unwrap_or(DEFAULT_SCENARIO);
+    let scenario = Scenario::load(name)?;
+    let load = args.load.apply(scenario.load.clone())?;
+    let mix = args.load.mix(Some(&scenario))?;
+    let internet = SimulatedInternet::start_with(
+        &scenario,
+        &InternetOptions {
+            sink_port: args.sink_port,
+            ..InternetOptions::default()
+        },
+    )?;
+    eprintln!(
+        "simulated internet: scenario {} ({} domains), DNS {}, MX sinks on port {}",
+        scenario.name,
+        internet.domains().len(),
+        internet.dns_addr(),
+        internet.sink_port()
+    );
+    let (target, mut child, label) = match args.external {
+        Some(addr) => (
+            addr,
+            None,
+            args.label.clone().unwrap_or_else(|| addr.to_string()),
+        ),
+        None => {
+            let (addr, child) = start_volley(&internet, &args.serve_args)?;
+            (
+                addr,
+                Some(child),
+                args.label.clone().unwrap_or_else(|| "volley".into()),
+            )
+        }
+    };
+    let result = (|| {
+        wait_for_listener(target, Duration::from_secs(20))?;
+        let settings = RunSettings {
+            load,
+            mix,
+            seed: args.load.seed.unwrap_or(scenario.seed),
+            label,
+            timeout: args.timeout,
+            settle: Duration::from_millis(500),
+            progress: !args.quiet,
+        };
+        let pid = child.as_ref().map(|c| c.id());
+        let mut usage = || -> Option<EngineUsage> { pid.and_then(|p| process_usage(p).ok()) };
+        anyhow::Ok(drive(&internet, target, &settings, &mut usage)?)
+    })();
+    if let Some(c) = child.as_mut() {
+        stop_child(c);
+    }
+    let report = result?;
+    write_report(&report, &args.out)?;
+    print!("{}", report.summary());
+    println!(
+        "report: {} and {}",
+        args.out.join("report.json").display(),
+        args.out.join("report.html").display()
+    );
+    if !report.passed() {
+        bail!("the run is not clean: see the accounting line");
+    }
+    Ok(())
+}
+
+fn write_report(report: &Report, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("report.json"), report.to_json())?;
+    std::fs::write(dir.join("report.html"), report.html())?;
+    Ok(())
+}
+
+/// Starts `volley serve` (this same executable) relaying into `internet`.
+fn start_volley(
+    internet: &SimulatedInternet,
+    extra: &[String],
+) -> anyhow::Result<(SocketAddr, Child)> {
+    let listen: SocketAddr = {
+        // A free port on 127.0.0.1 for Volley's ingest.
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?
+    };
+    let exe = std::env::current_exe().context("finding the volley executable")?;
+    let child = Command::new(exe)
+        .arg("serve")
+        .arg("--listen")
+        .arg(listen.to_string())
+        .arg("--nameserver")
+        .arg(internet.dns_addr().to_string())
+        .arg("--delivery-port")
+        .arg(internet.sink_port().to_string())
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting volley serve")?;
+    Ok((listen, child))
+}
+
+fn stop_child(child: &mut Child) {
+    // SIGTERM first so it can finish cleanly, then SIGKILL.
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: kill(2) on our own child's pid with a valid signal number.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn bench_compose(args: ComposeArgs) -> anyhow::Result<()> {
+    let scenario = args.scenario.as_deref().map(Scenario::load).transpose()?;
+    let base = scenario
+        .as_ref()
+        .map(|s| s.load.clone())
+        .unwrap_or_default();
+    let load = args.load.apply(base)?;
+    let mix = args.load.mix(scenario.as_ref())?;
+    let start = Instant::now();
+    let handle = spawn_compose(ComposeConfig {
+        target: args.target,
+        load: load.clone(),
+        mix,
+        seed: args
+            .load
+            .seed
+            .or(scenario.as_ref().map(|s| s.seed))
+            .unwrap_or(1),
+        run_id: format!("run{}", unix_micros()),
+        timeout: args.timeout,
+    })?;
+    while !handle.is_finished() {
+        std::thread::sleep(Duration::from_millis(250));
+        let p = handle.progress();
+        use std::sync::atomic::Ordering::Relaxed;
+        eprint!(
+            "\r{:>6.1}s accepted {} of {} offered; 4xx {} 5xx {} session errors {}   ",
+            start.elapsed().as_secs_f64(),
+            p.accepted.load(Relaxed),
+            p.offered.load(Relaxed),
+            p.refused_transient.load(Relaxed),
+            p.refused_permanent.load(Relaxed),
+            p.session_errors.load(Relaxed)
+        );
+    }
+    eprintln!();
+    let outcome = handle.join()?;
+    let s = &outcome.summary;
+    println!(
+        "compose -> {}: {} accepted of {} in {:.2} s = {:.0} msg/s ({:.1} MB/s); 4xx {} 5xx {} session errors {}; {} connections, pipelining {}, {}",
+        s.target,
+        s.accepted,
+        s.offered,
+        s.inject_secs,
+        if s.inject_secs > 0.0 {
+            s.accepted as f64 / s.inject_secs
+        } else {
+            0.0
+        },
+        if s.inject_secs > 0.0 {
+            s.bytes as f64 / s.inject_secs / 1e6
+        } else {
+            0.0
+        },
+        s.refused_transient,
+        s.refused_permanent,
+        s.session_errors,
+        s.connections,
+        if s.pipelining { "on" } else { "off" },
+        s.protocol
+    );
+    if let Some(path) = &args.sent_out {
+        save_jsonl(path, &outcome.sent).with_context(|| format!("writing {}", path.display()))?;
+        println!("sent records: {}", path.display());
+    }
+    Ok(())
+}
+
+fn bench_internet(args: InternetArgs) -> anyhow::Result<()> {
+    let scenario = Scenario::load(&args.scenario)?;
+    let internet = SimulatedInternet::start_with(
+        &scenario,
+        &InternetOptions {
+            sink_port: args.sink_port,
+            ..InternetOptions::default()
+        },
+    )?;
+    println!("scenario     {} ({})", scenario.name, scenario.description);
+    println!("dns          {} (UDP and TCP)", internet.dns_addr());
+    println!("mx port      {} (every MX host)", internet.sink_port());
+    for d in internet.domains().iter().take(12) {
+        let hosts: Vec<String> = d.hosts.iter().map(|(h, a)| format!("{h}={a}")).collect();
+        println!("  {:<16} {}", d.name, hosts.join(" "));
+    }
+    if internet.domains().len() > 12 {
+        println!("  ... {} more domains", internet.domains().len() - 12);
+    }
+    if let Some(path) = &args.routes_out {
+        std::fs::write(path, internet.routes())?;
+        println!("routes       {}", path.display());
+    }
+    println!(
+        "compose      volley bench compose --scenario {} --target HOST:PORT",
+        args.scenario
+    );
+    let start = Instant::now();
+    let mut last_write = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(1000));
+        let counters = internet.counters();
+        let accepted: u64 = counters.iter().map(|c| c.total.accepted).sum();
+        let throttled: u64 = counters.iter().map(|c| c.total.throttled()).sum();
+        eprint!(
+            "\r{:>6.0}s accepted {accepted} throttled {throttled} dns queries {}   ",
+            start.elapsed().as_secs_f64(),
+            internet.dns_queries()
+        );
+        let over = args.duration.is_some_and(|d| start.elapsed() >= d);
+        if let Some(path) = &args.received_out
+            && (over || last_write.elapsed() >= Duration::from_secs(5))
+        {
+            save_jsonl(path, &internet.deliveries())?;
+            last_write = Instant::now();
+        }
+        if over {
+            eprintln!();
+            return Ok(());
+        }
+    }
+}
+
+fn bench_check(scenario: &str, sent: &Path, received: &Path) -> anyhow::Result<()> {
+    let scenario = Scenario::load(scenario)?;
+    let domains = scenario.domains()?;
+    let sent: Vec<SentRecord> =
+        load_jsonl(sent).with_context(|| format!("reading {}", sent.display()))?;
+    let received: Vec<Delivery> =
+        load_jsonl(received).with_context(|| format!("reading {}", received.display()))?;
+    let acc = reconcile(&sent, &received, |rcpt| is_expected_bounce(&domains, rcpt));
+    println!(
+        "sent {} delivered {} expected-bounces {} lost {} duplicates {} unexpected {} corrupted {} uncertain {}",
+        acc.sent,
+        acc.delivered,
+        acc.expected_bounces,
+        acc.lost,
+        acc.duplicates,
+        acc.unexpected,
+        acc.corrupted,
+        acc.uncertain_undelivered
+    );
+    if !acc.lost_examples.is_empty() {
+        println!("lost e.g. {}", acc.lost_examples.join(" "));
+    }
+    if !acc.duplicate_examples.is_empty() {
+        println!("duplicated e.g. {}", acc.duplicate_examples.join(" "));
+    }
+    if !acc.is_clean() {
+        bail!("not clean");
+    }
+    Ok(())
+}
