@@ -2,7 +2,8 @@
 //!
 //! - One [`JournalWriter`] per shard directory. A fast-mode message is
 //!   appended by the shard whose ingest took it, and acknowledged once its
-//!   ticket says it is on disk ([`Durable::persist`]).
+//!   ticket says it is on disk ([`Durable::append`], [`Durable::accepted`]);
+//!   the session holds its 250 back meanwhile (`ingest::held`).
 //! - The message carries its writer, sequence number and (after a restart)
 //!   the original index of each recipient ([`Journaled`]); a final outcome
 //!   sends `finish(seq, index)` to that writer, from whichever shard
@@ -28,7 +29,7 @@ use volley_smtp::{EnhancedCode, Mailbox, Reply};
 
 use crate::config::JournalSettings;
 use crate::journal::{
-    JournalError, JournalWriter, QuotaExceeded, QuotaLimits, SendQuota, shard_dir,
+    AppendTicket, JournalError, JournalWriter, QuotaExceeded, QuotaLimits, SendQuota, shard_dir,
 };
 use crate::message::Message;
 use crate::shard::{Handoff, Shared};
@@ -124,46 +125,32 @@ fn existing_shard_dirs(root: &Path) -> Option<usize> {
 }
 
 impl Durable {
-    /// Appends an accepted message to shard `shard`'s journal and waits
-    /// until it is on disk; then `msg` knows its place in the journal. On
-    /// failure the reply to give the Composer (452 4.3.1): the message was
-    /// not acknowledged and must not be delivered.
-    pub(crate) async fn persist(
-        self: &Arc<Self>,
+    /// Appends an accepted message to shard `shard`'s journal; the ticket
+    /// resolves once it is on disk (then [`Durable::accepted`]) or rejected
+    /// (then [`Durable::refused`]). The message counts against the quota
+    /// from now on.
+    pub(crate) fn append(
+        &self,
         shard: usize,
-        msg: &mut Message,
         sender: String,
         recipients: Vec<String>,
         body: Bytes,
-    ) -> Result<(), Reply> {
-        let ticket = self.writers[shard].append(sender, recipients, body);
-        let result = match ticket.await {
-            Ok(r) => r,
-            Err(_) => Err(Arc::new(writer_gone())),
-        };
-        match result {
-            Ok(seq) => {
-                msg.id = journal_id(shard, seq);
-                self.quota.reserved.fetch_add(1, Ordering::Relaxed);
-                msg.journal = Some(Journaled {
-                    durable: self.clone(),
-                    writer: shard as u32,
-                    seq,
-                    indexes: None,
-                    counted: AtomicBool::new(false),
-                });
-                Ok(())
-            }
-            Err(e) => {
-                let text = if e.is_storage_full() {
-                    "journal disk full: message not accepted, try again later"
-                } else {
-                    "journal write failed: message not accepted, try again later"
-                };
-                tracing::error!(shard, error = %e, "ingest answers 452 4.3.1: {text}");
-                Err(Reply::new(452, EnhancedCode::new(4, 3, 1), text))
-            }
-        }
+    ) -> AppendTicket {
+        self.quota.reserved.fetch_add(1, Ordering::Relaxed);
+        self.writers[shard].append(sender, recipients, body)
+    }
+
+    /// Message `msg`, appended by shard `shard`, is on disk as `seq`: it
+    /// takes its journal id and its place, for the finish records.
+    pub(crate) fn accepted(self: &Arc<Self>, shard: usize, msg: &mut Message, seq: u64) {
+        msg.id = journal_id(shard, seq);
+        msg.journal = Some(Journaled {
+            durable: self.clone(),
+            writer: shard as u32,
+            seq,
+            indexes: None,
+            counted: AtomicBool::new(false),
+        });
     }
 
     /// Whether the quota allows another message; if not, the reply for
@@ -184,14 +171,24 @@ impl Durable {
     pub(crate) fn flush_quota(&self) {
         self.quota.flush();
     }
+
+    /// The journal could not write a message: the reply for it (452
+    /// 4.3.1), and the log says why. It was not acknowledged and is not
+    /// delivered.
+    pub(crate) fn refused(&self, shard: usize, e: &JournalError) -> Reply {
+        self.quota.reserved.fetch_sub(1, Ordering::Relaxed);
+        refusal(shard, e)
+    }
 }
 
-fn writer_gone() -> JournalError {
-    JournalError::Io {
-        op: "append",
-        path: PathBuf::new(),
-        source: std::io::Error::new(std::io::ErrorKind::BrokenPipe, "journal writer stopped"),
-    }
+fn refusal(shard: usize, e: &JournalError) -> Reply {
+    let text = if e.is_storage_full() {
+        "journal disk full: message not accepted, try again later"
+    } else {
+        "journal write failed: message not accepted, try again later"
+    };
+    tracing::error!(shard, error = %e, "ingest answers 452 4.3.1: {text}");
+    Reply::new(452, EnhancedCode::new(4, 3, 1), text)
 }
 
 fn journal_id(shard: usize, seq: u64) -> u64 {
