@@ -149,7 +149,14 @@ impl Session {
             return Input::Stop;
         }
         let buf = std::mem::take(&mut self.buf);
-        let read = self.conn.read(buf, 8192, t);
+        // Durable mode waits for the journal between reads: read more at a
+        // time, so one fsync covers more of a pipelining Composer's input.
+        let want = if self.shard.shared.durable.is_some() {
+            64 * 1024
+        } else {
+            8192
+        };
+        let read = self.conn.read(buf, want, t);
         tokio::select! {
             (r, buf) = read => {
                 self.buf = buf;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
@@ -34,6 +34,7 @@ enum Command {
         seq: u64,
         index: u32,
     },
+    FinishMany(Vec<(u64, u32)>),
 }
 
 /// A running journal writer thread for one shard. Dropping it commits what
@@ -90,6 +91,14 @@ impl JournalWriter {
         let _ = self.send(Command::Finish { seq, index });
     }
 
+    /// [`JournalWriter::finish`] for many recipients at once: one wake-up
+    /// of the writer thread instead of one each.
+    pub fn finish_many(&self, facts: Vec<(u64, u32)>) {
+        if !facts.is_empty() {
+            let _ = self.send(Command::FinishMany(facts));
+        }
+    }
+
     fn send(&self, cmd: Command) -> Result<(), mpsc::SendError<Command>> {
         match &self.tx {
             Some(tx) => tx.send(cmd),
@@ -114,6 +123,9 @@ fn gone() -> JournalError {
         std::io::Error::new(std::io::ErrorKind::BrokenPipe, "journal writer stopped"),
     )
 }
+
+/// How long the queue must stay empty before appends are committed early.
+const GATHER: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// The writer loop: take commands; commit the appended messages once none
 /// is queued while one waits (or the oldest has waited `commit_interval`,
@@ -143,13 +155,18 @@ fn run(mut j: ShardJournal, rx: mpsc::Receiver<Command>) {
         let cmd = if !open {
             None
         } else if !waiting.is_empty() {
-            match rx.try_recv() {
+            // A short pause before an idle commit lets the appends of
+            // other sessions that are on their way join it.
+            let pause = deadline.map_or(GATHER, |d| {
+                d.saturating_duration_since(Instant::now()).min(GATHER)
+            });
+            match rx.recv_timeout(pause) {
                 Ok(c) => Some(c),
-                Err(TryRecvError::Empty) => {
+                Err(RecvTimeoutError::Timeout) => {
                     idle = true;
                     None
                 }
-                Err(TryRecvError::Disconnected) => {
+                Err(RecvTimeoutError::Disconnected) => {
                     open = false;
                     None
                 }
@@ -188,12 +205,14 @@ fn run(mut j: ShardJournal, rx: mpsc::Receiver<Command>) {
                     let _ = reply.send(Err(Arc::new(e)));
                 }
             },
-            Some(Command::Finish { seq, index }) => match j.finish(now, seq, index) {
-                Ok(()) => {
-                    oldest_fact.get_or_insert(now);
+            Some(Command::Finish { seq, index }) => {
+                finish(&mut j, now, seq, index, &mut oldest_fact);
+            }
+            Some(Command::FinishMany(facts)) => {
+                for (seq, index) in facts {
+                    finish(&mut j, now, seq, index, &mut oldest_fact);
                 }
-                Err(e) => tracing::warn!(error = %e, "journal: finish ignored"),
-            },
+            }
             None => {}
         }
         let appends_due = !waiting.is_empty()
@@ -239,6 +258,15 @@ fn run(mut j: ShardJournal, rx: mpsc::Receiver<Command>) {
         {
             tracing::warn!(error = %e, "journal: checkpoint failed; retrying later");
         }
+    }
+}
+
+fn finish(j: &mut ShardJournal, now: Instant, seq: u64, index: u32, oldest: &mut Option<Instant>) {
+    match j.finish(now, seq, index) {
+        Ok(()) => {
+            oldest.get_or_insert(now);
+        }
+        Err(e) => tracing::warn!(error = %e, "journal: finish ignored"),
     }
 }
 
