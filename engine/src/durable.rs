@@ -2,7 +2,7 @@
 //!
 //! - One [`JournalWriter`] per shard directory. A fast-mode message is
 //!   appended by the shard whose ingest took it, and acknowledged once its
-//!   ticket says it is on disk ([`Durable::append`], [`Durable::accepted`]);
+//!   ticket says it is on disk ([`Durable::append_many`], [`Durable::accepted`]);
 //!   the session holds its 250 back meanwhile (`ingest::held`).
 //! - The message carries its writer, sequence number and (after a restart)
 //!   the original index of each recipient ([`Journaled`]); a final outcome
@@ -23,13 +23,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use volley_smtp::{EnhancedCode, Mailbox, Reply};
 
 use crate::config::JournalSettings;
 use crate::journal::{
-    AppendTicket, JournalError, JournalWriter, QuotaExceeded, QuotaLimits, SendQuota, shard_dir,
+    AppendTicket, JournalError, JournalWriter, NewMessage, QuotaExceeded, QuotaLimits, SendQuota,
+    shard_dir,
 };
 use crate::message::Message;
 use crate::shard::{Handoff, Shared};
@@ -136,19 +136,16 @@ fn existing_shard_dirs(root: &Path) -> Option<usize> {
 }
 
 impl Durable {
-    /// Appends an accepted message to shard `shard`'s journal; the ticket
-    /// resolves once it is on disk (then [`Durable::accepted`]) or rejected
-    /// (then [`Durable::refused`]). The message counts against the quota
-    /// from now on.
-    pub(crate) fn append(
-        &self,
-        shard: usize,
-        sender: String,
-        recipients: Vec<String>,
-        body: Bytes,
-    ) -> AppendTicket {
-        self.quota.reserved.fetch_add(1, Ordering::Relaxed);
-        self.writers[shard].append(sender, recipients, body)
+    /// Appends a burst of accepted messages to shard `shard`'s journal, one
+    /// wake-up of the writer thread for all; each ticket resolves once its
+    /// message is on disk (then [`Durable::accepted`]) or rejected (then
+    /// [`Durable::refused`]). The messages count against the quota from
+    /// now on.
+    pub(crate) fn append_many(&self, shard: usize, batch: Vec<NewMessage>) -> Vec<AppendTicket> {
+        self.quota
+            .reserved
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.writers[shard].append_many(batch)
     }
 
     /// Message `msg`, appended by shard `shard`, is on disk as `seq`: it

@@ -10,14 +10,16 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot::error::TryRecvError;
 
-use crate::journal::{AppendResult, AppendTicket};
+use crate::durable::Durable;
+use crate::journal::{AppendResult, AppendTicket, NewMessage};
 use crate::message::Message;
 
 /// A message written to the journal, not yet known to be on disk.
 pub(super) struct Pending {
     /// Output position (bytes since the session began) of its first reply.
     pub(super) before: u64,
-    pub(super) ticket: AppendTicket,
+    /// Set once the message went to the journal writer ([`Held::send`]).
+    pub(super) ticket: Option<AppendTicket>,
     pub(super) msg: Message,
     pub(super) keys: Vec<Box<str>>,
 }
@@ -27,6 +29,8 @@ pub(super) struct Pending {
 pub(super) struct Held {
     queue: VecDeque<Pending>,
     sent: u64,
+    /// Messages of the last burst of input, not yet handed to the writer.
+    unsent: Vec<NewMessage>,
 }
 
 impl Held {
@@ -55,8 +59,23 @@ impl Held {
         self.sent += n as u64;
     }
 
-    pub(super) fn push(&mut self, p: Pending) {
+    /// Holds `p`; `new` goes to the journal with the next [`Held::send`].
+    pub(super) fn push(&mut self, p: Pending, new: NewMessage) {
         self.queue.push_back(p);
+        self.unsent.push(new);
+    }
+
+    /// Hands the messages pushed since the last call to the journal of
+    /// shard `shard`, in one batch.
+    pub(super) fn send(&mut self, durable: &Durable, shard: usize) {
+        if self.unsent.is_empty() {
+            return;
+        }
+        let tickets = durable.append_many(shard, std::mem::take(&mut self.unsent));
+        let first = self.queue.len() - tickets.len();
+        for (p, t) in self.queue.iter_mut().skip(first).zip(tickets) {
+            p.ticket = Some(t);
+        }
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -66,11 +85,11 @@ impl Held {
     /// The oldest held message once its ticket resolved; `wait`: wait for
     /// it, else only if it already did.
     pub(super) async fn next(&mut self, wait: bool) -> Option<(Pending, AppendResult)> {
-        let front = self.queue.front_mut()?;
+        let ticket = self.queue.front_mut()?.ticket.as_mut()?;
         let result: Result<AppendResult, ()> = if wait {
-            (&mut front.ticket).await.map_err(|_| ())
+            ticket.await.map_err(|_| ())
         } else {
-            match front.ticket.try_recv() {
+            match ticket.try_recv() {
                 Ok(r) => Ok(r),
                 Err(TryRecvError::Empty) => return None,
                 Err(TryRecvError::Closed) => Err(()),
@@ -100,19 +119,22 @@ mod tests {
         h.sent(10);
         let before = h.mark(4); // 4 bytes queued before its 250
         let (_tx, ticket) = tokio::sync::oneshot::channel();
-        h.push(Pending {
-            before,
-            ticket,
-            msg: Message::new(
-                1,
-                "a@b",
-                &["c@d".to_string()],
-                bytes::Bytes::new(),
-                None,
-                Default::default(),
-            ),
-            keys: vec!["d".into()],
-        });
+        h.push(
+            Pending {
+                before,
+                ticket: Some(ticket),
+                msg: Message::new(
+                    1,
+                    "a@b",
+                    &["c@d".to_string()],
+                    bytes::Bytes::new(),
+                    None,
+                    Default::default(),
+                ),
+                keys: vec!["d".into()],
+            },
+            (String::new(), Vec::new(), bytes::Bytes::new()),
+        );
         assert_eq!(h.sendable(4 + 8 + 20), 4);
         h.sent(4);
         assert_eq!(h.sendable(8 + 20), 0);

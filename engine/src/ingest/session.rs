@@ -234,6 +234,9 @@ impl Session {
     /// replies after it are already queued as 250s. False when the
     /// session must end.
     async fn settle_held(&mut self, wait: bool) -> bool {
+        if let Some(d) = &self.shard.shared.durable {
+            self.held.send(d, self.shard.index);
+        }
         let mut wait = wait;
         while let Some((mut p, result)) = self.held.next(wait).await {
             wait = false;
@@ -281,6 +284,9 @@ impl Session {
     /// so they are dropped, and those already on disk recorded as finished
     /// (a restart must not deliver them either).
     async fn release_held(&mut self) {
+        if let Some(d) = &self.shard.shared.durable {
+            self.held.send(d, self.shard.index);
+        }
         while let Some((mut p, result)) = self.held.next(true).await {
             let Some(d) = self.shard.shared.durable.clone() else {
                 return;
@@ -323,14 +329,16 @@ impl Session {
                 );
                 // Durable mode: the 250 is held until the journal has it.
                 let before = self.held.mark(self.server.output().len());
-                match &shard.shared.durable {
-                    Some(d) => self.held.push(Pending {
+                if shard.shared.durable.is_some() {
+                    let p = Pending {
                         before,
-                        ticket: d.append(shard.index, txn.sender, txn.rcpts, body),
+                        ticket: None,
                         msg,
                         keys: txn.keys,
-                    }),
-                    None => shard.route_message(Arc::new(msg), txn.keys),
+                    };
+                    self.held.push(p, (txn.sender, txn.rcpts, body));
+                } else {
+                    shard.route_message(Arc::new(msg), txn.keys);
                 }
                 while self.server.pending().is_some() {
                     if self.server.message_verdict(Verdict::Accept).is_err() {

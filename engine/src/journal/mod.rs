@@ -54,5 +54,5 @@ pub use self::{
     quota::{QuotaCounts, QuotaExceeded, QuotaLimits, SendQuota},
     recovery::{Damage, RecoveredMessage, RecoveredRecipient, RecoveryReport},
     store::{JournalStats, Recovery, ShardJournal, shard_dir},
-    writer::{AppendResult, AppendTicket, JournalWriter},
+    writer::{AppendResult, AppendTicket, JournalWriter, NewMessage},
 };

@@ -35,7 +35,11 @@ enum Command {
         index: u32,
     },
     FinishMany(Vec<(u64, u32)>),
+    AppendMany(Vec<(NewMessage, oneshot::Sender<AppendResult>)>),
 }
+
+/// A message to append: envelope sender, recipients, body.
+pub type NewMessage = (String, Vec<String>, Bytes);
 
 /// A running journal writer thread for one shard. Dropping it commits what
 /// is pending and stops the thread.
@@ -82,6 +86,28 @@ impl JournalWriter {
             let _ = reply.send(Err(Arc::new(gone())));
         }
         ticket
+    }
+
+    /// [`JournalWriter::append`] for several messages at once (one wake-up
+    /// of the writer thread); one ticket each, in order.
+    pub fn append_many(&self, messages: Vec<NewMessage>) -> Vec<AppendTicket> {
+        let mut tickets = Vec::with_capacity(messages.len());
+        let batch = messages
+            .into_iter()
+            .map(|m| {
+                let (reply, ticket) = oneshot::channel();
+                tickets.push(ticket);
+                (m, reply)
+            })
+            .collect();
+        if let Err(mpsc::SendError(Command::AppendMany(batch))) =
+            self.send(Command::AppendMany(batch))
+        {
+            for (_, reply) in batch {
+                let _ = reply.send(Err(Arc::new(gone())));
+            }
+        }
+        tickets
     }
 
     /// Records that recipient `index` of message `seq` is finished. The
@@ -196,15 +222,12 @@ fn run(mut j: ShardJournal, rx: mpsc::Receiver<Command>) {
                 recipients,
                 body,
                 reply,
-            }) => match j.append(now, &sender, &recipients, &body) {
-                Ok(seq) => {
-                    waiting.push((seq, reply));
-                    oldest_append.get_or_insert(now);
+            }) => append(&mut j, now, (sender, recipients, body), reply, &mut waiting),
+            Some(Command::AppendMany(batch)) => {
+                for (m, reply) in batch {
+                    append(&mut j, now, m, reply, &mut waiting);
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(Arc::new(e)));
-                }
-            },
+            }
             Some(Command::Finish { seq, index }) => {
                 finish(&mut j, now, seq, index, &mut oldest_fact);
             }
@@ -214,6 +237,9 @@ fn run(mut j: ShardJournal, rx: mpsc::Receiver<Command>) {
                 }
             }
             None => {}
+        }
+        if !waiting.is_empty() {
+            oldest_append.get_or_insert(now);
         }
         let appends_due = !waiting.is_empty()
             && (idle
@@ -257,6 +283,21 @@ fn run(mut j: ShardJournal, rx: mpsc::Receiver<Command>) {
             && let Err(e) = j.checkpoint()
         {
             tracing::warn!(error = %e, "journal: checkpoint failed; retrying later");
+        }
+    }
+}
+
+fn append(
+    j: &mut ShardJournal,
+    now: Instant,
+    (sender, recipients, body): NewMessage,
+    reply: oneshot::Sender<AppendResult>,
+    waiting: &mut Vec<(u64, oneshot::Sender<AppendResult>)>,
+) {
+    match j.append(now, &sender, &recipients, &body) {
+        Ok(seq) => waiting.push((seq, reply)),
+        Err(e) => {
+            let _ = reply.send(Err(Arc::new(e)));
         }
     }
 }
