@@ -74,3 +74,36 @@ impl JournalSettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::Config;
+
+    #[test]
+    fn the_journal_and_quota_sections_parse_and_a_quota_needs_a_dir() {
+        let c = Config::from_toml(
+            "[journal]\ndir = \"/var/lib/volley\"\ncommit_interval = \"3ms\"\nsegment_size = \"8MiB\"\n[quota]\nper_day = 10\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.journal.dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/volley"))
+        );
+        let s = c.journal.storage();
+        assert_eq!(s.commit_interval, Duration::from_millis(3));
+        assert_eq!(s.segment_bytes, 8 << 20);
+        assert_eq!(c.quota.per_day, Some(10));
+        assert_eq!(
+            Config::default().journal.dir,
+            None,
+            "memory only by default"
+        );
+
+        let e = Config::from_toml("shards = 1\n[quota]\ntotal = 5\n").unwrap_err();
+        assert_eq!(e[0].line, Some(2), "{e:?}");
+        assert!(e[0].message.contains("needs [journal] dir"), "{e:?}");
+        assert!(Config::from_toml("[journal]\nsegment_sise = 1\n").is_err());
+    }
+}
