@@ -41,6 +41,11 @@ pub(crate) struct ServeArgs {
     /// Memory budget, e.g. 2GiB; near it ingest answers 452 4.3.1.
     #[arg(long)]
     memory_budget: Option<String>,
+    /// Durable mode: keep the journal (body log, recovery journal, quota
+    /// count) in DIR; without it (and without [journal] dir in the file)
+    /// a crash loses every message held in memory.
+    #[arg(long, value_name = "DIR")]
+    journal: Option<PathBuf>,
     /// Seconds between summary lines (e.g. 5s).
     #[arg(long, value_parser = volley_engine::parse_duration)]
     summary_interval: Option<Duration>,
@@ -97,6 +102,9 @@ impl ServeArgs {
         if let Some(m) = &self.memory_budget {
             c.memory_budget = volley_engine::parse_size(m).map_err(anyhow::Error::msg)?;
         }
+        if let Some(d) = &self.journal {
+            c.journal.dir = Some(d.clone());
+        }
         if let Some(i) = self.summary_interval {
             c.summary_interval = i;
         }
@@ -114,7 +122,18 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .try_init();
     let config = args.config()?;
     let interval = config.summary_interval.max(Duration::from_millis(100));
+    let journal = config.journal.dir.clone();
     let engine = Engine::start(config).context("volley serve")?;
+    match &journal {
+        Some(dir) => {
+            for (i, r) in engine.recovery().iter().enumerate() {
+                eprintln!("volley: journal {}/shard-{i}: {r}", dir.display());
+            }
+        }
+        None => eprintln!(
+            "volley: no journal (--journal DIR): a crash loses the messages held in memory"
+        ),
+    }
     for (addr, l) in engine.listen_addrs().iter().zip(&args.config()?.listeners) {
         eprintln!(
             "volley: listening on {addr} ({:?}, {:?} ack)",

@@ -11,6 +11,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, ConfigError};
 use crate::dlog::{DeliveryLog, LogWriter};
+use crate::durable::{self, QuotaFlusher, WallClock};
+use crate::journal::RecoveryReport;
 use crate::message::Budget;
 use crate::metrics::{Latencies, Stats};
 use crate::shard::{self, Shared};
@@ -39,6 +41,16 @@ pub enum EngineError {
         /// The error.
         #[source]
         source: std::io::Error,
+    },
+    /// Durable mode could not open its journal or quota counter (a
+    /// directory locked by another Volley, an I/O error, a damaged count).
+    #[error("cannot open the journal {}: {source}", path.display())]
+    Journal {
+        /// The shard directory or file concerned.
+        path: std::path::PathBuf,
+        /// The error.
+        #[source]
+        source: crate::journal::JournalError,
     },
     /// A shard did not start (e.g. its resolver found no nameserver).
     #[error("shard {index} did not start: {reason}")]
@@ -93,6 +105,9 @@ pub struct Engine {
     threads: Vec<JoinHandle<usize>>,
     writer: Option<LogWriter>,
     listen: Vec<SocketAddr>,
+    /// Stores the delivered count (durable mode); dropped after the shards.
+    quota_flusher: Option<QuotaFlusher>,
+    recovery: Vec<RecoveryReport>,
 }
 
 impl Engine {
@@ -100,6 +115,16 @@ impl Engine {
     /// free port shared by all shards), starts the shards and returns once
     /// every shard accepts.
     pub fn start(config: Config) -> Result<Engine, EngineError> {
+        Engine::start_with_clock(config, Arc::new(std::time::SystemTime::now))
+    }
+
+    /// [`Engine::start`] with the wall clock the sending quota counts its
+    /// days by (tests move the date with it).
+    ///
+    /// With `journal.dir` set, each shard directory is recovered first (its
+    /// report is logged and kept, see [`Engine::recovery`]) and only the
+    /// unfinished recipients are queued again.
+    pub fn start_with_clock(config: Config, clock: WallClock) -> Result<Engine, EngineError> {
         let problems = config.problems("");
         if !problems.is_empty() {
             return Err(EngineError::Config(problems));
@@ -136,6 +161,13 @@ impl Engine {
                 list.push((l, lc.clone()));
             }
         }
+        let opened = match &config.journal.dir {
+            Some(root) => Some(
+                durable::open(&config.journal, root, config.quota, n, clock)
+                    .map_err(|(path, source)| EngineError::Journal { path, source })?,
+            ),
+            None => None,
+        };
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut inboxes = Vec::new();
         let mut receivers = Vec::new();
@@ -155,6 +187,7 @@ impl Engine {
             ingest_total: AtomicUsize::new(0),
             ingest_per_ip: Mutex::new(Default::default()),
             next_source: AtomicU64::new(0),
+            durable: opened.as_ref().map(|o| o.durable.clone()),
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -184,6 +217,8 @@ impl Engine {
             threads,
             writer,
             listen,
+            quota_flusher: None,
+            recovery: Vec::new(),
         };
         for index in 0..n {
             match ready_rx.recv() {
@@ -201,7 +236,27 @@ impl Engine {
                 }
             }
         }
+        if let Some(o) = opened {
+            engine.recovery = o.recovered.iter().map(|r| r.report.clone()).collect();
+            let queued = durable::requeue(&engine.shared, &o.durable, o.recovered);
+            if queued > 0 {
+                tracing::info!("journal: {queued} unfinished recipients queued again");
+            }
+            engine.quota_flusher =
+                Some(
+                    QuotaFlusher::spawn(o.durable).map_err(|e| EngineError::Shard {
+                        index: 0,
+                        reason: format!("cannot start the quota thread: {e}"),
+                    })?,
+                );
+        }
         Ok(engine)
+    }
+
+    /// What recovering each shard directory found (durable mode; empty
+    /// without a journal), by shard directory number.
+    pub fn recovery(&self) -> &[RecoveryReport] {
+        &self.recovery
     }
 
     /// The bound address of each listener, in configuration order.
@@ -277,6 +332,10 @@ impl Engine {
         if old.general_queue != config.general_queue || old.queues != config.queues {
             notes.push("queue settings changed: take effect after a restart".to_string());
         }
+        if old.journal != config.journal || old.quota != config.quota {
+            notes
+                .push("journal or quota settings changed: take effect after a restart".to_string());
+        }
         if old.resolver != config.resolver {
             notes.push("resolver settings changed: take effect after a restart".to_string());
         }
@@ -317,6 +376,8 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.stop_and_join();
+        // The last delivered count, now that nothing delivers any more.
+        self.quota_flusher = None;
         self.shared.dlog.close();
         if let Some(w) = self.writer.take() {
             w.join();

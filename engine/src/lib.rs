@@ -29,6 +29,7 @@
 mod config;
 mod delivery;
 mod dlog;
+mod durable;
 mod engine;
 mod ingest;
 pub mod journal;
@@ -41,8 +42,9 @@ mod shard;
 mod transport;
 
 pub use config::{
-    AckMode, Config, ConfigError, IngestConfig, ListenerConfig, Policy, Protocol, QueueSettings,
-    SchedulerConfig, SpecificQueue, parse_duration, parse_size,
+    AckMode, Config, ConfigError, IngestConfig, JournalSettings, ListenerConfig, Policy, Protocol,
+    QueueSettings, SchedulerConfig, SpecificQueue, parse_duration, parse_size,
 };
+pub use durable::WallClock;
 pub use engine::{Engine, EngineError, LatencySummary, ShutdownReport, StopHandle};
 pub use metrics::Stats;

@@ -41,6 +41,8 @@ pub(crate) struct Message {
     pub(crate) received: Instant,
     /// Safe mode: who waits for the outcomes.
     pub(crate) safe: Option<Box<SafeReplies>>,
+    /// Durable mode: its place in the journal (fast mode only).
+    pub(crate) journal: Option<crate::durable::Journaled>,
     budget: Arc<Budget>,
     cost: u64,
 }
@@ -75,6 +77,7 @@ impl Message {
             body,
             received: Instant::now(),
             safe: safe.map(Box::new),
+            journal: None,
             budget,
             cost,
         }
@@ -94,6 +97,16 @@ impl Message {
     pub(crate) fn reply(&self, i: u32, reply: Reply) {
         if let Some(s) = &self.safe {
             let _ = s.send((i, reply));
+        }
+    }
+}
+
+impl Message {
+    /// Recipient `i` reached a final outcome (delivered, bounced, expired):
+    /// in durable mode the journal records it, so a restart skips it.
+    pub(crate) fn finished(&self, i: u32, delivered: bool) {
+        if let Some(j) = &self.journal {
+            j.finish(i, delivered);
         }
     }
 }

@@ -101,6 +101,7 @@ pub(crate) fn settle(shard: &Rc<Shard>, d: DomainId, mut node: Node, out: Outcom
     }
     match status {
         Status::Delivered => {
+            node.msg.finished(node.rcpt, true);
             bump(&counters.delivered);
             if let Some(l) = out.tx_latency {
                 shard.latencies.record(&name, l.as_micros() as u64);
@@ -108,10 +109,12 @@ pub(crate) fn settle(shard: &Rc<Shard>, d: DomainId, mut node: Node, out: Outcom
             finish(shard, d);
         }
         Status::Bounced => {
+            node.msg.finished(node.rcpt, false);
             bump(&counters.bounced);
             finish(shard, d);
         }
         Status::Expired => {
+            node.msg.finished(node.rcpt, false);
             bump(&counters.expired);
             finish(shard, d);
         }

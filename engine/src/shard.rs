@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     pub(crate) ingest_total: AtomicUsize,
     pub(crate) ingest_per_ip: Mutex<HashMap<IpAddr, usize>>,
     pub(crate) next_source: AtomicU64,
+    /// Durable mode's journal writers and quota; `None`: memory only.
+    pub(crate) durable: Option<Arc<crate::durable::Durable>>,
 }
 
 impl Shared {

@@ -4,6 +4,7 @@
 //! `#[serde(default)]` calls for every missing field, so a file only names
 //! what it changes and an empty file (or none) is a working single-host setup.
 
+mod journal;
 mod units;
 
 use std::net::{IpAddr, SocketAddr};
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use journal::JournalSettings;
 pub use units::{parse_duration, parse_size};
 
 /// The whole configuration.
@@ -50,6 +52,11 @@ pub struct Config {
     /// Specific queues: domains with their own limits and optional fixed MX.
     #[serde(rename = "queue")]
     pub queues: Vec<SpecificQueue>,
+    /// Durable mode: the journal's directory and how it writes.
+    pub journal: JournalSettings,
+    /// Limits on delivered messages (needs `journal.dir`: the count is
+    /// kept there).
+    pub quota: crate::journal::QuotaLimits,
 }
 
 impl Default for Config {
@@ -68,6 +75,8 @@ impl Default for Config {
             scheduler: SchedulerConfig::default(),
             general_queue: QueueSettings::default(),
             queues: Vec::new(),
+            journal: JournalSettings::default(),
+            quota: crate::journal::QuotaLimits::default(),
         }
     }
 }
@@ -458,6 +467,19 @@ impl Config {
         }
         if let Err(e) = self.resolver.validate() {
             err("resolver", e.to_string());
+        }
+        let quota = self.quota.total.is_some() || self.quota.per_day.is_some();
+        if quota && self.journal.dir.is_none() {
+            err(
+                "quota",
+                "a [quota] needs [journal] dir: the delivered count is kept there".into(),
+            );
+        }
+        if self.journal.segment_size < 4096 {
+            err(
+                "segment_size",
+                "journal segment_size must be at least 4KiB".into(),
+            );
         }
         if !(0.0..=1.0).contains(&self.scheduler.hint_share) {
             err("hint_share", "hint_share must be between 0 and 1".into());

@@ -5,6 +5,7 @@
 //! drives volley-smtp's sans-IO [`Server`](volley_smtp::Server). A bad or
 //! abusive session only ever harms itself: every limit has a precise reply.
 
+mod held;
 mod session;
 
 use std::net::IpAddr;

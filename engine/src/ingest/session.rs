@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use volley_smtp::{EnhancedCode, Reply, Server, ServerConfig, ServerEvent, Verdict};
 
 use super::Admission;
+use super::held::{Held, Pending};
 use crate::config::{AckMode, Config, ListenerConfig, Protocol};
 use crate::message::Message;
 use crate::shard::Shard;
@@ -43,6 +44,8 @@ struct Session {
     config: Arc<Config>,
     buf: BytesMut,
     txn: Txn,
+    /// Durable mode: messages whose 250 waits for the journal.
+    held: Held,
 }
 
 pub(crate) async fn run(shard: Rc<Shard>, conn: Conn, lc: ListenerConfig, admission: Admission) {
@@ -62,8 +65,10 @@ pub(crate) async fn run(shard: Rc<Shard>, conn: Conn, lc: ListenerConfig, admiss
         config,
         buf: BytesMut::with_capacity(16 * 1024),
         txn: Txn::default(),
+        held: Held::default(),
     };
     s.drive().await;
+    s.release_held().await;
     s.conn.shutdown();
     drop(admission);
 }
@@ -77,7 +82,10 @@ impl Session {
             if !self.flush().await {
                 return;
             }
-            if self.server.is_closed() {
+            if !self.settle_held(false).await {
+                return;
+            }
+            if self.server.is_closed() && self.held.is_empty() {
                 return;
             }
             if !self.buf.is_empty() {
@@ -92,6 +100,14 @@ impl Session {
                     return;
                 }
             }
+            if !self.held.is_empty() {
+                // Input taken as far as it goes: wait for the journal
+                // rather than the socket (a read cannot be cut short).
+                if !self.settle_held(true).await {
+                    return;
+                }
+                continue;
+            }
             match self.read().await {
                 Input::Data => {}
                 Input::Closed => return,
@@ -104,15 +120,16 @@ impl Session {
     /// Sends the replies queued so far; false when the socket is gone.
     async fn flush(&mut self) -> bool {
         let out = self.server.output();
-        if out.is_empty() {
+        let n = self.held.sendable(out.len());
+        if n == 0 {
             return true;
         }
-        let n = out.len();
-        let bytes = Bytes::copy_from_slice(out);
+        let bytes = Bytes::copy_from_slice(&out[..n]);
         let t = self.config.ingest.command_timeout;
         match self.conn.write_all(vec![bytes], t).await {
             Ok(()) => {
                 self.server.consume_output(n);
+                self.held.sent(n);
                 true
             }
             Err(_) => false,
@@ -132,7 +149,14 @@ impl Session {
             return Input::Stop;
         }
         let buf = std::mem::take(&mut self.buf);
-        let read = self.conn.read(buf, 8192, t);
+        // Durable mode waits for the journal between reads: read more at a
+        // time, so one fsync covers more of a pipelining Composer's input.
+        let want = if self.shard.shared.durable.is_some() {
+            64 * 1024
+        } else {
+            8192
+        };
+        let read = self.conn.read(buf, want, t);
         tokio::select! {
             (r, buf) = read => {
                 self.buf = buf;
@@ -162,6 +186,10 @@ impl Session {
                         EnhancedCode::new(4, 3, 1),
                         "memory budget reached, try again later",
                     ))
+                } else if let Some(Err(reply)) =
+                    self.shard.shared.durable.as_ref().map(|d| d.check_quota())
+                {
+                    Verdict::Reject(reply)
                 } else {
                     self.txn = Txn {
                         sender: reverse_path.map(|m| m.to_string()).unwrap_or_default(),
@@ -200,6 +228,81 @@ impl Session {
         }
     }
 
+    /// Routes the held messages the journal has on disk (their 250s may
+    /// go out now). `wait`: wait for the oldest. If one could not be
+    /// written, its Composer gets 452 4.3.1 and the session closes: the
+    /// replies after it are already queued as 250s. False when the
+    /// session must end.
+    async fn settle_held(&mut self, wait: bool) -> bool {
+        if let Some(d) = &self.shard.shared.durable {
+            self.held.send(d, self.shard.index);
+        }
+        let mut wait = wait;
+        while let Some((mut p, result)) = self.held.next(wait).await {
+            wait = false;
+            let Some(d) = self.shard.shared.durable.clone() else {
+                return false;
+            };
+            match result {
+                Ok(seq) => {
+                    d.accepted(self.shard.index, &mut p.msg, seq);
+                    self.shard.route_message(Arc::new(p.msg), p.keys);
+                }
+                Err(e) => {
+                    let reply = d.refused(self.shard.index, &e);
+                    // Replies before this message, then its refusal (one per
+                    // recipient in LMTP), then 421 for what follows.
+                    let unsent = self.server.output();
+                    let before = self.held.up_to(p.before, unsent.len());
+                    let mut out = unsent[..before].to_vec();
+                    let n = if self.lc.protocol == Protocol::Lmtp {
+                        p.keys.len()
+                    } else {
+                        1
+                    };
+                    for _ in 0..n {
+                        reply.encode(&mut out);
+                    }
+                    Reply::new(
+                        421,
+                        EnhancedCode::new(4, 3, 0),
+                        format!("{} closing: journal cannot write", self.config.hostname),
+                    )
+                    .encode(&mut out);
+                    let t = self.config.ingest.command_timeout;
+                    let _ = self.conn.write_all(vec![Bytes::from(out)], t).await;
+                    self.release_held().await;
+                    return false;
+                }
+            }
+        }
+        self.flush().await
+    }
+
+    /// The session ends with messages whose 250 never went out: the
+    /// Composer was not told they were accepted and will send them again,
+    /// so they are dropped, and those already on disk recorded as finished
+    /// (a restart must not deliver them either).
+    async fn release_held(&mut self) {
+        if let Some(d) = &self.shard.shared.durable {
+            self.held.send(d, self.shard.index);
+        }
+        while let Some((mut p, result)) = self.held.next(true).await {
+            let Some(d) = self.shard.shared.durable.clone() else {
+                return;
+            };
+            match result {
+                Ok(seq) => {
+                    d.accepted(self.shard.index, &mut p.msg, seq);
+                    for i in 0..p.keys.len() as u32 {
+                        p.msg.finished(i, false);
+                    }
+                }
+                Err(e) => drop(d.refused(self.shard.index, &e)),
+            }
+        }
+    }
+
     fn over_budget(&self) -> bool {
         let budget = self.shard.shared.config.load().memory_budget;
         self.shard.shared.budget.held() >= budget / 100 * 95
@@ -220,11 +323,23 @@ impl Session {
                     id,
                     &txn.sender,
                     &txn.rcpts,
-                    body,
+                    body.clone(),
                     None,
                     shard.shared.budget.clone(),
                 );
-                shard.route_message(Arc::new(msg), txn.keys);
+                // Durable mode: the 250 is held until the journal has it.
+                let before = self.held.mark(self.server.output().len());
+                if shard.shared.durable.is_some() {
+                    let p = Pending {
+                        before,
+                        ticket: None,
+                        msg,
+                        keys: txn.keys,
+                    };
+                    self.held.push(p, (txn.sender, txn.rcpts, body));
+                } else {
+                    shard.route_message(Arc::new(msg), txn.keys);
+                }
                 while self.server.pending().is_some() {
                     if self.server.message_verdict(Verdict::Accept).is_err() {
                         break;

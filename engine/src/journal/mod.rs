@@ -18,7 +18,8 @@
 //! - An acknowledged message is recovered after a crash or power loss with
 //!   every recipient whose "finished" fact was not yet durable; facts are
 //!   fsynced by [`ShardJournal::commit_progress`], so the window in which a
-//!   delivered recipient can be sent twice is one group-commit interval.
+//!   delivered recipient can be sent twice is one group commit of facts
+//!   (`finish_commit_interval` plus the commit itself).
 //! - Every record is checksummed. Damage is detected, skipped, cut off when
 //!   at a file's end, and listed in [`RecoveryReport`]; records after a
 //!   damaged one are still read. Nothing is dropped silently: a message the
@@ -54,5 +55,5 @@ pub use self::{
     quota::{QuotaCounts, QuotaExceeded, QuotaLimits, SendQuota},
     recovery::{Damage, RecoveredMessage, RecoveredRecipient, RecoveryReport},
     store::{JournalStats, Recovery, ShardJournal, shard_dir},
-    writer::{AppendResult, AppendTicket, JournalWriter},
+    writer::{AppendResult, AppendTicket, JournalWriter, NewMessage},
 };

@@ -181,6 +181,11 @@ impl ShardJournal {
                 .is_some_and(|deadline| now >= deadline)
     }
 
+    /// Bytes appended or recorded and not yet committed.
+    pub fn pending_bytes(&self) -> usize {
+        self.body.pending_bytes() + self.progress.pending_bytes()
+    }
+
     /// When the next commit is due by time, if anything waits.
     pub fn next_commit_at(&self) -> Option<Instant> {
         self.pending_since.map(|t| t + self.config.commit_interval)
@@ -299,6 +304,11 @@ impl ShardJournal {
             unfinished_messages: self.messages.len() as u64,
             segments: self.segments.len() as u64,
         }
+    }
+
+    /// The settings this journal runs with.
+    pub fn config(&self) -> &JournalConfig {
+        &self.config
     }
 
     /// The directory this journal lives in.

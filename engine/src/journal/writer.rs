@@ -34,7 +34,12 @@ enum Command {
         seq: u64,
         index: u32,
     },
+    FinishMany(Vec<(u64, u32)>),
+    AppendMany(Vec<(NewMessage, oneshot::Sender<AppendResult>)>),
 }
+
+/// A message to append: envelope sender, recipients, body.
+pub type NewMessage = (String, Vec<String>, Bytes);
 
 /// A running journal writer thread for one shard. Dropping it commits what
 /// is pending and stops the thread.
@@ -83,11 +88,41 @@ impl JournalWriter {
         ticket
     }
 
+    /// [`JournalWriter::append`] for several messages at once (one wake-up
+    /// of the writer thread); one ticket each, in order.
+    pub fn append_many(&self, messages: Vec<NewMessage>) -> Vec<AppendTicket> {
+        let mut tickets = Vec::with_capacity(messages.len());
+        let batch = messages
+            .into_iter()
+            .map(|m| {
+                let (reply, ticket) = oneshot::channel();
+                tickets.push(ticket);
+                (m, reply)
+            })
+            .collect();
+        if let Err(mpsc::SendError(Command::AppendMany(batch))) =
+            self.send(Command::AppendMany(batch))
+        {
+            for (_, reply) in batch {
+                let _ = reply.send(Err(Arc::new(gone())));
+            }
+        }
+        tickets
+    }
+
     /// Records that recipient `index` of message `seq` is finished. The
     /// fact is made durable with the next group commit.
     pub fn finish(&self, seq: u64, index: u32) {
         // A writer that is gone has nothing left to record into.
         let _ = self.send(Command::Finish { seq, index });
+    }
+
+    /// [`JournalWriter::finish`] for many recipients at once: one wake-up
+    /// of the writer thread instead of one each.
+    pub fn finish_many(&self, facts: Vec<(u64, u32)>) {
+        if !facts.is_empty() {
+            let _ = self.send(Command::FinishMany(facts));
+        }
     }
 
     fn send(&self, cmd: Command) -> Result<(), mpsc::SendError<Command>> {
@@ -115,29 +150,70 @@ fn gone() -> JournalError {
     )
 }
 
-/// The writer loop: take commands until a commit is due (by size or by the
-/// oldest waiting append's age), commit, answer the tickets.
+/// How long the queue must stay empty before appends are committed early.
+const GATHER: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// The writer loop: take commands; commit the appended messages once none
+/// is queued while one waits (or the oldest has waited `commit_interval`,
+/// or enough bytes wait), and answer their tickets; commit the "finished"
+/// facts once the oldest has waited `finish_commit_interval`.
+///
+/// Committing appends as soon as the queue is empty gives natural group
+/// commit: under load, appends pile up while an fsync runs and the next
+/// commit takes them all; when idle, a lone append is not held back. Facts
+/// hold no Composer back, so they wait longer and share fewer fsyncs.
 fn run(mut j: ShardJournal, rx: mpsc::Receiver<Command>) {
+    let append_wait = j.config().commit_interval;
+    let fact_wait = j.config().finish_commit_interval;
     let mut waiting: Vec<(u64, oneshot::Sender<AppendResult>)> = Vec::new();
+    let mut oldest_append: Option<Instant> = None;
+    let mut oldest_fact: Option<Instant> = None;
     let mut open = true;
-    while open || !waiting.is_empty() {
-        let cmd = match j.next_commit_at() {
-            _ if !open => None,
-            Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+    while open || !waiting.is_empty() || oldest_fact.is_some() {
+        let mut idle = false;
+        let deadline = [
+            oldest_append.map(|t| t + append_wait),
+            oldest_fact.map(|t| t + fact_wait),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let cmd = if !open {
+            None
+        } else if !waiting.is_empty() {
+            // A short pause before an idle commit lets the appends of
+            // other sessions that are on their way join it.
+            let pause = deadline.map_or(GATHER, |d| {
+                d.saturating_duration_since(Instant::now()).min(GATHER)
+            });
+            match rx.recv_timeout(pause) {
+                Ok(c) => Some(c),
+                Err(RecvTimeoutError::Timeout) => {
+                    idle = true;
+                    None
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    None
+                }
+            }
+        } else if let Some(at) = deadline {
+            match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
                 Ok(c) => Some(c),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
                     open = false;
                     None
                 }
-            },
-            None => match rx.recv() {
+            }
+        } else {
+            match rx.recv() {
                 Ok(c) => Some(c),
                 Err(_) => {
                     open = false;
                     None
                 }
-            },
+            }
         };
         let now = Instant::now();
         match cmd {
@@ -146,49 +222,92 @@ fn run(mut j: ShardJournal, rx: mpsc::Receiver<Command>) {
                 recipients,
                 body,
                 reply,
-            }) => match j.append(now, &sender, &recipients, &body) {
-                Ok(seq) => waiting.push((seq, reply)),
-                Err(e) => {
-                    let _ = reply.send(Err(Arc::new(e)));
+            }) => append(&mut j, now, (sender, recipients, body), reply, &mut waiting),
+            Some(Command::AppendMany(batch)) => {
+                for (m, reply) in batch {
+                    append(&mut j, now, m, reply, &mut waiting);
                 }
-            },
+            }
             Some(Command::Finish { seq, index }) => {
-                if let Err(e) = j.finish(now, seq, index) {
-                    tracing::warn!(error = %e, "journal: finish ignored");
+                finish(&mut j, now, seq, index, &mut oldest_fact);
+            }
+            Some(Command::FinishMany(facts)) => {
+                for (seq, index) in facts {
+                    finish(&mut j, now, seq, index, &mut oldest_fact);
                 }
             }
             None => {}
         }
-        if open && !j.commit_due(now) {
-            continue;
+        if !waiting.is_empty() {
+            oldest_append.get_or_insert(now);
         }
-        match j.commit_bodies(now) {
-            Ok(upto) => {
-                for (seq, reply) in waiting.drain(..) {
-                    debug_assert!(seq <= upto);
-                    let _ = reply.send(Ok(seq));
+        let appends_due = !waiting.is_empty()
+            && (idle
+                || !open
+                || oldest_append.is_some_and(|t| now >= t + append_wait)
+                || j.pending_bytes() >= j.config().commit_bytes);
+        if appends_due {
+            oldest_append = None;
+            match j.commit_bodies(now) {
+                Ok(upto) => {
+                    for (seq, reply) in waiting.drain(..) {
+                        debug_assert!(seq <= upto);
+                        let _ = reply.send(Ok(seq));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "journal: commit failed; pending messages rejected");
+                    let e = Arc::new(e);
+                    for (_, reply) in waiting.drain(..) {
+                        let _ = reply.send(Err(e.clone()));
+                    }
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "journal: commit failed; pending messages rejected");
-                let e = Arc::new(e);
-                for (_, reply) in waiting.drain(..) {
-                    let _ = reply.send(Err(e.clone()));
+        }
+        let facts_due = oldest_fact.is_some_and(|t| !open || now >= t + fact_wait);
+        if facts_due {
+            match j.commit_progress(now) {
+                Ok(()) => oldest_fact = None,
+                Err(e) if !open => {
+                    tracing::warn!(error = %e, "journal: last finished recipients not recorded");
+                    oldest_fact = None;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "journal: finished recipients not recorded yet; retrying");
+                    oldest_fact = Some(now);
                 }
             }
         }
-        if let Err(e) = j.commit_progress(now) {
-            tracing::warn!(error = %e, "journal: finished recipients not recorded yet; retrying");
-        }
-        if j.checkpoint_due()
+        if (appends_due || facts_due)
+            && j.checkpoint_due()
             && let Err(e) = j.checkpoint()
         {
             tracing::warn!(error = %e, "journal: checkpoint failed; retrying later");
         }
     }
-    // Facts that arrived last, before the channel closed.
-    if let Err(e) = j.commit_progress(Instant::now()) {
-        tracing::warn!(error = %e, "journal: last finished recipients not recorded");
+}
+
+fn append(
+    j: &mut ShardJournal,
+    now: Instant,
+    (sender, recipients, body): NewMessage,
+    reply: oneshot::Sender<AppendResult>,
+    waiting: &mut Vec<(u64, oneshot::Sender<AppendResult>)>,
+) {
+    match j.append(now, &sender, &recipients, &body) {
+        Ok(seq) => waiting.push((seq, reply)),
+        Err(e) => {
+            let _ = reply.send(Err(Arc::new(e)));
+        }
+    }
+}
+
+fn finish(j: &mut ShardJournal, now: Instant, seq: u64, index: u32, oldest: &mut Option<Instant>) {
+    match j.finish(now, seq, index) {
+        Ok(()) => {
+            oldest.get_or_insert(now);
+        }
+        Err(e) => tracing::warn!(error = %e, "journal: finish ignored"),
     }
 }
 

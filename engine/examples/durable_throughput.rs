@@ -1,0 +1,266 @@
+//! Durable fast mode against in-memory fast mode, in the same run: a
+//! Composer hands the engine N one-recipient messages over C pipelining
+//! sessions, the engine delivers them to sinks on 127.0.0.2..5, and the
+//! time until every message is acknowledged and at a sink is measured.
+//! In durable mode the bytes the process wrote to storage (/proc/self/io
+//! `write_bytes`) are compared with the body bytes. Not a test: a
+//! measurement (see the README).
+//!
+//!     cargo run --release -p volley-engine --example durable_throughput -- \
+//!         [MESSAGES] [SESSIONS] [BODY_BYTES] [JOURNAL_DIR]
+//!
+//! JOURNAL_DIR must be on a real disk (not tmpfs), else fsync is free.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use volley_engine::{Config, Engine, ListenerConfig, SpecificQueue};
+use volley_smtp::{
+    Client, ClientConfig, ClientEvent, Server, ServerConfig, ServerEvent, Transaction, Verdict,
+};
+
+/// Counts what it accepts; one thread per connection.
+fn sink(ip: Ipv4Addr, port: u16, count: Arc<AtomicU64>) -> std::io::Result<u16> {
+    let listener = TcpListener::bind((ip, port))?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_nodelay(true);
+                let mut server = Server::new(ServerConfig {
+                    hostname: "sink.bench".into(),
+                    ..ServerConfig::default()
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut pending = Vec::new();
+                loop {
+                    while let Some(ev) = server.poll_event() {
+                        match ev {
+                            ServerEvent::Mail { .. } => drop(server.mail_verdict(Verdict::Accept)),
+                            ServerEvent::Rcpt { .. } => drop(server.rcpt_verdict(Verdict::Accept)),
+                            ServerEvent::MessageComplete => {
+                                count.fetch_add(1, Ordering::Relaxed);
+                                while server.pending().is_some() {
+                                    if server.message_verdict(Verdict::Accept).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    let out = server.output();
+                    if !out.is_empty() {
+                        let n = out.len();
+                        if stream.write_all(out).is_err() {
+                            return;
+                        }
+                        server.consume_output(n);
+                    }
+                    if server.is_closed() {
+                        return;
+                    }
+                    if !pending.is_empty() {
+                        let n = server.receive(&pending);
+                        pending.drain(..n);
+                        if n > 0 {
+                            continue;
+                        }
+                    }
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => pending.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    Ok(port)
+}
+
+/// Sends `txs` over one session and waits for every reply; returns how
+/// many were acknowledged with 250.
+fn send(addr: SocketAddr, txs: Vec<Transaction>) -> usize {
+    let mut stream = TcpStream::connect(addr).expect("connect to the engine");
+    let _ = stream.set_nodelay(true);
+    let mut client = Client::new(ClientConfig {
+        helo_name: "composer.bench".into(),
+        ..ClientConfig::default()
+    });
+    for tx in txs {
+        client.send(tx).expect("send");
+    }
+    client.quit();
+    let mut acked = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        while let Some(ev) = client.poll_event() {
+            match ev {
+                ClientEvent::TransactionDone(o) => acked += o.delivered(),
+                ClientEvent::Closed | ClientEvent::Failed { .. } => return acked,
+                ClientEvent::Ready { .. } => {}
+            }
+        }
+        for b in client.drain_output().collect::<Vec<_>>() {
+            stream.write_all(&b).expect("write");
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => client.connection_closed(),
+            Ok(n) => client.receive(&buf[..n]),
+        }
+    }
+}
+
+fn write_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+struct Run {
+    secs: f64,
+    written: u64,
+}
+
+fn run(config: Config, messages: usize, sessions: usize, body: &Bytes, count: &AtomicU64) -> Run {
+    let before_count = count.load(Ordering::Relaxed);
+    let engine = Engine::start(config).expect("engine");
+    let addr = engine.listen_addrs()[0];
+    let written_before = write_bytes();
+    let started = Instant::now();
+    let per_session = 200;
+    let next = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..sessions)
+        .map(|_| {
+            let (next, body) = (next.clone(), body.clone());
+            std::thread::spawn(move || {
+                let mut acked = 0;
+                loop {
+                    let from = next.fetch_add(per_session, Ordering::Relaxed) as usize;
+                    if from >= messages {
+                        return acked;
+                    }
+                    let to = (from + per_session as usize).min(messages);
+                    let txs = (from..to)
+                        .map(|i| Transaction {
+                            reverse_path: "news@composer.bench".into(),
+                            recipients: vec![format!("user{i}@d{}.bench", i % 50)],
+                            body: body.clone(),
+                        })
+                        .collect();
+                    acked += send(addr, txs);
+                }
+            })
+        })
+        .collect();
+    let acked: usize = threads
+        .into_iter()
+        .map(|t| t.join().expect("composer"))
+        .sum();
+    assert_eq!(acked, messages, "every message acknowledged");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while count.load(Ordering::Relaxed) - before_count < messages as u64 {
+        assert!(Instant::now() < deadline, "delivery stalled");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    // Let the last finish records reach the disk before counting bytes.
+    std::thread::sleep(Duration::from_millis(50));
+    let written = write_bytes() - written_before;
+    engine.shutdown();
+    Run { secs, written }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |i: usize, d: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
+    let messages = arg(1, 100_000);
+    let sessions = arg(2, 64);
+    let body_bytes = arg(3, 2048);
+    let dir = args.get(4).map(PathBuf::from).unwrap_or_else(|| {
+        std::env::current_dir()
+            .expect("cwd")
+            .join("target/durable-bench")
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let count = Arc::new(AtomicU64::new(0));
+    let ips: Vec<Ipv4Addr> = (2..6).map(|k| Ipv4Addr::new(127, 0, 0, k)).collect();
+    let port = sink(ips[0], 0, count.clone()).expect("sink");
+    for ip in &ips[1..] {
+        sink(*ip, port, count.clone()).expect("sink on the same port");
+    }
+    let mut line = String::from("Subject: durable bench\r\n\r\n");
+    while line.len() + 80 < body_bytes {
+        line.push_str(&"x".repeat(76));
+        line.push_str("\r\n");
+    }
+    let body = Bytes::from(line);
+
+    let mut base = Config {
+        shards: 0,
+        delivery_port: port,
+        listeners: vec![ListenerConfig {
+            address: "127.0.0.1:0".parse().expect("literal"),
+            ..ListenerConfig::default()
+        }],
+        queues: vec![SpecificQueue {
+            name: "bench".into(),
+            domains: (0..50).map(|i| format!("d{i}.bench")).collect(),
+            mx: ips.iter().map(|ip| ip.to_string()).collect(),
+            ..SpecificQueue::default()
+        }],
+        ..Config::default()
+    };
+    base.queues[0].limits.max_connections_per_domain = 4;
+    base.queues[0].limits.initial_connections = 1;
+    let mut durable = base.clone();
+    durable.journal.dir = Some(dir.clone());
+
+    println!(
+        "{messages} messages of {} bytes, {sessions} sessions, journal in {}",
+        body.len(),
+        dir.display()
+    );
+    // Warm up both paths once (connections, page cache), then measure.
+    run(base.clone(), messages / 10, sessions, &body, &count);
+    run(durable.clone(), messages / 10, sessions, &body, &count);
+    let mem = run(base, messages, sessions, &body, &count);
+    let dur = run(durable, messages, sessions, &body, &count);
+    let rate = |r: &Run| messages as f64 / r.secs;
+    let body_total = (messages * body.len()) as u64;
+    println!(
+        "in-memory fast: {:>9.0} msg/s ({:.2} s)",
+        rate(&mem),
+        mem.secs
+    );
+    println!(
+        "durable fast:   {:>9.0} msg/s ({:.2} s) = {:.0}% of in-memory",
+        rate(&dur),
+        dur.secs,
+        100.0 * rate(&dur) / rate(&mem)
+    );
+    println!(
+        "durable: {} bytes written to storage for {} body bytes = {:.3}x body; goal <= 1.1x body + 64 B/recipient = {} bytes ({})",
+        dur.written,
+        body_total,
+        dur.written as f64 / body_total as f64,
+        body_total * 11 / 10 + 64 * messages as u64,
+        if dur.written <= body_total * 11 / 10 + 64 * messages as u64 {
+            "met"
+        } else {
+            "not met"
+        }
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

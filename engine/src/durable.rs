@@ -1,0 +1,435 @@
+//! Durable mode in the engine: the glue between the shards and the journal.
+//!
+//! - One [`JournalWriter`] per shard directory. A fast-mode message is
+//!   appended by the shard whose ingest took it, and acknowledged once its
+//!   ticket says it is on disk ([`Durable::append_many`], [`Durable::accepted`]);
+//!   the session holds its 250 back meanwhile (`ingest::held`).
+//! - The message carries its writer, sequence number and (after a restart)
+//!   the original index of each recipient ([`Journaled`]); a final outcome
+//!   sends `finish(seq, index)` to that writer, from whichever shard
+//!   delivered it (the writer handle is a channel).
+//! - On start, each shard directory is recovered and only its unfinished
+//!   recipients are queued again ([`requeue`]).
+//! - The sending quota: a persisted count of delivered messages, flushed in
+//!   batches by its own thread, checked at `MAIL FROM`.
+//!
+//! Safe-mode messages are not journaled: their Composer keeps the
+//! responsibility until it has the final reply, so a crash loses nothing it
+//! was told about.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use volley_smtp::{EnhancedCode, Mailbox, Reply};
+
+use crate::config::JournalSettings;
+use crate::journal::{
+    AppendTicket, JournalError, JournalWriter, NewMessage, QuotaExceeded, QuotaLimits, SendQuota,
+    shard_dir,
+};
+use crate::message::Message;
+use crate::shard::{Handoff, Shared};
+
+/// The wall clock the quota's days are counted by. [`Engine::start`]
+/// uses the system clock; tests pass their own to move the date.
+///
+/// [`Engine::start`]: crate::Engine::start
+pub type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// How often delivered messages are added to the persisted count. A crash
+/// can lose at most this much of the count (it under-counts, never over).
+const QUOTA_FLUSH: Duration = Duration::from_millis(100);
+
+/// Finish records sent to a writer in one batch, at most.
+const FINISH_BATCH: usize = 64;
+
+/// The longest a finish record waits in its batch before it goes to the
+/// writer: it adds to the resend window after a crash.
+const FINISH_BATCH_WAIT: Duration = Duration::from_millis(1);
+
+/// Journal message ids have this bit set, so they never collide with the
+/// in-memory ids of safe-mode messages; they stay the same across restarts.
+const JOURNAL_ID: u64 = 1 << 47;
+
+/// Durable mode's engine-wide state: the writers and the quota.
+pub(crate) struct Durable {
+    writers: Vec<JournalWriter>,
+    /// Finish records waiting to go to each writer, sent in batches (one
+    /// wake-up of the writer thread per batch, not per recipient).
+    finished: Vec<Mutex<Vec<(u64, u32)>>>,
+    quota: Quota,
+}
+
+/// What opening the journal gave: the state, and each shard directory's
+/// recovered messages.
+pub(crate) struct Opened {
+    pub(crate) durable: Arc<Durable>,
+    pub(crate) recovered: Vec<crate::journal::Recovery>,
+}
+
+/// Opens every shard directory under `settings.dir` (at least `shards`,
+/// more when an earlier run had more shards: their unfinished messages are
+/// recovered too) and the quota counter.
+pub(crate) fn open(
+    settings: &JournalSettings,
+    root: &Path,
+    limits: QuotaLimits,
+    shards: usize,
+    clock: WallClock,
+) -> Result<Opened, (PathBuf, JournalError)> {
+    std::fs::create_dir_all(root).map_err(|e| {
+        (
+            root.to_path_buf(),
+            JournalError::Io {
+                op: "create",
+                path: root.to_path_buf(),
+                source: e,
+            },
+        )
+    })?;
+    let count = existing_shard_dirs(root).map_or(shards, |n| n.max(shards));
+    let mut writers = Vec::with_capacity(count);
+    let mut recovered = Vec::with_capacity(count);
+    for i in 0..count {
+        let dir = shard_dir(root, i);
+        let (w, r) = JournalWriter::spawn(&dir, settings.storage()).map_err(|e| (dir, e))?;
+        writers.push(w);
+        recovered.push(r);
+    }
+    let path = root.join("quota");
+    let state = SendQuota::open(&path, limits).map_err(|e| (path, e))?;
+    let reserved: u64 = recovered.iter().map(|r| r.messages.len() as u64).sum();
+    Ok(Opened {
+        durable: Arc::new(Durable {
+            finished: writers.iter().map(|_| Mutex::new(Vec::new())).collect(),
+            writers,
+            quota: Quota {
+                state: Mutex::new(state),
+                pending: AtomicU64::new(0),
+                reserved: AtomicU64::new(reserved),
+                refusing: AtomicBool::new(false),
+                clock,
+            },
+        }),
+        recovered,
+    })
+}
+
+/// One past the highest `shard-N` directory under `root`, if any.
+fn existing_shard_dirs(root: &Path) -> Option<usize> {
+    std::fs::read_dir(root)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("shard-")?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .map(|n| n + 1)
+}
+
+impl Durable {
+    /// Appends a burst of accepted messages to shard `shard`'s journal, one
+    /// wake-up of the writer thread for all; each ticket resolves once its
+    /// message is on disk (then [`Durable::accepted`]) or rejected (then
+    /// [`Durable::refused`]). The messages count against the quota from
+    /// now on.
+    pub(crate) fn append_many(&self, shard: usize, batch: Vec<NewMessage>) -> Vec<AppendTicket> {
+        self.quota
+            .reserved
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.writers[shard].append_many(batch)
+    }
+
+    /// Message `msg`, appended by shard `shard`, is on disk as `seq`: it
+    /// takes its journal id and its place, for the finish records.
+    pub(crate) fn accepted(self: &Arc<Self>, shard: usize, msg: &mut Message, seq: u64) {
+        msg.id = journal_id(shard, seq);
+        msg.journal = Some(Journaled {
+            durable: self.clone(),
+            writer: shard as u32,
+            seq,
+            indexes: None,
+            counted: AtomicBool::new(false),
+        });
+    }
+
+    /// Whether the quota allows another message; if not, the reply for
+    /// `MAIL FROM` (452 4.7.0).
+    pub(crate) fn check_quota(&self) -> Result<(), Reply> {
+        self.quota.check().map_err(|e| {
+            let when = if e.is_transient() {
+                "try again after midnight UTC"
+            } else {
+                "raise the limit to send more"
+            };
+            Reply::new(452, EnhancedCode::new(4, 7, 0), format!("{e}; {when}"))
+        })
+    }
+
+    /// Queues a finish record for `writer`; a full batch goes at once, the
+    /// rest within [`FINISH_BATCH_WAIT`].
+    fn finish(&self, writer: usize, seq: u64, index: u32) {
+        let full = {
+            let mut b = self.finished[writer].lock();
+            b.push((seq, index));
+            (b.len() >= FINISH_BATCH).then(|| std::mem::take(&mut *b))
+        };
+        if let Some(batch) = full {
+            self.writers[writer].finish_many(batch);
+        }
+    }
+
+    /// Sends every queued finish record to its writer.
+    pub(crate) fn send_finished(&self) {
+        for (w, b) in self.writers.iter().zip(&self.finished) {
+            let batch = std::mem::take(&mut *b.lock());
+            w.finish_many(batch);
+        }
+    }
+
+    /// Adds the delivered messages counted since the last flush to the
+    /// persisted count.
+    pub(crate) fn flush_quota(&self) {
+        self.quota.flush();
+    }
+
+    /// The journal could not write a message: the reply for it (452
+    /// 4.3.1), and the log says why. It was not acknowledged and is not
+    /// delivered.
+    pub(crate) fn refused(&self, shard: usize, e: &JournalError) -> Reply {
+        self.quota.reserved.fetch_sub(1, Ordering::Relaxed);
+        refusal(shard, e)
+    }
+}
+
+fn refusal(shard: usize, e: &JournalError) -> Reply {
+    let text = if e.is_storage_full() {
+        "journal disk full: message not accepted, try again later"
+    } else {
+        "journal write failed: message not accepted, try again later"
+    };
+    tracing::error!(shard, error = %e, "ingest answers 452 4.3.1: {text}");
+    Reply::new(452, EnhancedCode::new(4, 3, 1), text)
+}
+
+fn journal_id(shard: usize, seq: u64) -> u64 {
+    JOURNAL_ID | ((shard as u64) << 48) | (seq & (JOURNAL_ID - 1))
+}
+
+/// A message's place in the journal: who wrote it, its number, and for a
+/// recovered message the original index of each recipient it holds.
+pub(crate) struct Journaled {
+    durable: Arc<Durable>,
+    writer: u32,
+    seq: u64,
+    /// `None`: recipient `i` of the message is recipient `i` of the record.
+    indexes: Option<Box<[u32]>>,
+    /// Whether the message was counted against the quota yet.
+    counted: AtomicBool,
+}
+
+impl Journaled {
+    /// Recipient `rcpt` of the message reached a final outcome: record it
+    /// in the writer's journal (from any shard), and count a first delivery
+    /// against the quota.
+    pub(crate) fn finish(&self, rcpt: u32, delivered: bool) {
+        let index = match &self.indexes {
+            Some(map) => map.get(rcpt as usize).copied().unwrap_or(rcpt),
+            None => rcpt,
+        };
+        self.durable.finish(self.writer as usize, self.seq, index);
+        if delivered && !self.counted.swap(true, Ordering::Relaxed) {
+            let q = &self.durable.quota;
+            q.pending.fetch_add(1, Ordering::Relaxed);
+            q.reserved.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Journaled {
+    fn drop(&mut self) {
+        if !*self.counted.get_mut() {
+            self.durable.quota.reserved.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The sending quota as the engine uses it. Messages accepted and not yet
+/// delivered are reserved against the limit, so Volley never accepts more
+/// than the limit allows even while the first ones are still on their way.
+struct Quota {
+    state: Mutex<SendQuota>,
+    /// Delivered messages not yet in the persisted count.
+    pending: AtomicU64,
+    /// Messages accepted (or recovered) and not yet delivered.
+    reserved: AtomicU64,
+    /// Whether the last check refused (to log once per change).
+    refusing: AtomicBool,
+    clock: WallClock,
+}
+
+impl Quota {
+    fn check(&self) -> Result<(), QuotaExceeded> {
+        let now = (self.clock)();
+        let (counts, limits) = {
+            let s = self.state.lock();
+            (s.counts(now), s.limits())
+        };
+        let extra = self.pending.load(Ordering::Relaxed) + self.reserved.load(Ordering::Relaxed);
+        let total = counts.total + extra;
+        let today = counts.today + extra;
+        let verdict = if let Some(limit) = limits.total.filter(|&l| total >= l) {
+            Err(QuotaExceeded::Total { limit, sent: total })
+        } else if let Some(limit) = limits.per_day.filter(|&l| today >= l) {
+            Err(QuotaExceeded::Daily { limit, sent: today })
+        } else {
+            Ok(())
+        };
+        let refusing = verdict.is_err();
+        if self.refusing.swap(refusing, Ordering::Relaxed) != refusing {
+            match &verdict {
+                Err(e) => tracing::warn!(
+                    "{e} (delivered and accepted messages): ingest answers 452 4.7.0"
+                ),
+                Ok(()) => tracing::info!("sending quota allows messages again"),
+            }
+        }
+        verdict
+    }
+
+    fn flush(&self) {
+        let n = self.pending.swap(0, Ordering::Relaxed);
+        if n == 0 {
+            return;
+        }
+        let now = (self.clock)();
+        if let Err(e) = self.state.lock().record(now, n) {
+            self.pending.fetch_add(n, Ordering::Relaxed);
+            tracing::warn!(error = %e, "quota: delivered count not stored yet; retrying");
+        }
+    }
+}
+
+/// The thread that sends batched finish records every
+/// [`FINISH_BATCH_WAIT`] and stores the delivered count every
+/// [`QUOTA_FLUSH`]; on drop it sends and stores what is left and ends.
+pub(crate) struct QuotaFlusher {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl QuotaFlusher {
+    pub(crate) fn spawn(durable: Arc<Durable>) -> std::io::Result<QuotaFlusher> {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("volley-durable".into())
+            .spawn(move || {
+                let mut last_quota = std::time::Instant::now();
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    rx.recv_timeout(FINISH_BATCH_WAIT)
+                {
+                    durable.send_finished();
+                    if last_quota.elapsed() >= QUOTA_FLUSH {
+                        durable.flush_quota();
+                        last_quota = std::time::Instant::now();
+                    }
+                }
+                durable.send_finished();
+                durable.flush_quota();
+            })?;
+        Ok(QuotaFlusher {
+            stop: Some(tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for QuotaFlusher {
+    fn drop(&mut self) {
+        self.stop = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Queues the recovered messages' unfinished recipients on their owner
+/// shards; returns how many recipients were queued.
+pub(crate) fn requeue(
+    shared: &Arc<Shared>,
+    durable: &Arc<Durable>,
+    recovered: Vec<crate::journal::Recovery>,
+) -> u64 {
+    let mut queued = 0;
+    for (writer, rec) in recovered.into_iter().enumerate() {
+        for m in rec.messages {
+            let mut addrs = Vec::with_capacity(m.recipients.len());
+            let mut keys = Vec::with_capacity(m.recipients.len());
+            let mut indexes = Vec::with_capacity(m.recipients.len());
+            for r in m.recipients {
+                match Mailbox::parse(&r.address).and_then(|mb| mb.domain.routing_key()) {
+                    Ok(key) => {
+                        keys.push(key.into_boxed_str());
+                        indexes.push(r.index);
+                        addrs.push(r.address);
+                    }
+                    Err(e) => {
+                        // Ingest accepted it, so this is a damaged record
+                        // that passed its checksum: say so, never retry it.
+                        tracing::error!(
+                            seq = m.seq,
+                            "journal: recovered recipient {:?} cannot be routed ({e}); dropped",
+                            r.address
+                        );
+                        durable.writers[writer].finish(m.seq, r.index);
+                    }
+                }
+            }
+            if addrs.is_empty() {
+                durable.quota.reserved.fetch_sub(1, Ordering::Relaxed);
+                continue;
+            }
+            let identity = indexes.iter().zip(0u32..).all(|(a, b)| *a == b);
+            let mut msg = Message::new(
+                journal_id(writer, m.seq),
+                &m.sender,
+                &addrs,
+                m.body,
+                None,
+                shared.budget.clone(),
+            );
+            msg.journal = Some(Journaled {
+                durable: durable.clone(),
+                writer: writer as u32,
+                seq: m.seq,
+                indexes: (!identity).then(|| indexes.into_boxed_slice()),
+                counted: AtomicBool::new(false),
+            });
+            let msg = Arc::new(msg);
+            let mut per_shard: Vec<Vec<(u32, Box<str>)>> = Vec::new();
+            per_shard.resize_with(shared.inboxes.len(), Vec::new);
+            for (i, key) in keys.into_iter().enumerate() {
+                per_shard[shared.owner(&key)].push((i as u32, key));
+            }
+            for (shard, rcpts) in per_shard.into_iter().enumerate() {
+                if rcpts.is_empty() {
+                    continue;
+                }
+                queued += rcpts.len() as u64;
+                let _ = shared.inboxes[shard].send(Handoff {
+                    msg: msg.clone(),
+                    rcpts,
+                });
+            }
+        }
+    }
+    queued
+}
