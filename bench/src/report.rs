@@ -343,6 +343,12 @@ impl Report {
             a.corrupted,
             if self.passed() { "PASS" } else { "FAIL" }
         );
+        if self.timed_out && a.lost > 0 {
+            let _ = writeln!(
+                s,
+                "  (the run timed out: \"lost\" counts messages not delivered by then, possibly still queued)"
+            );
+        }
         if !a.lost_examples.is_empty() {
             let _ = writeln!(s, "  lost e.g.  {}", a.lost_examples.join(" "));
         }
