@@ -143,27 +143,39 @@ pub(crate) async fn run(shard: Rc<Shard>, d: DomainId, id: ConnId, ctl: Rc<ConnC
             queue.fixed_mx.clone(),
         )
     };
-    if let Some(mut session) = open(&shard, d, &name, &settings, &fixed).await {
-        work(&shard, d, id, &ctl, &mut session, &settings).await;
-        if !session.client.is_over() {
-            session.client.quit();
-            let deadline = Instant::now() + settings.command_timeout;
-            let _ = session.next_event(&settings, deadline).await;
+    let reopen = match open(&shard, d, &name, &settings, &fixed).await {
+        Ok(mut session) => {
+            work(&shard, d, id, &ctl, &mut session, &settings).await;
+            if !session.client.is_over() {
+                session.client.quit();
+                let deadline = Instant::now() + settings.command_timeout;
+                let _ = session.next_event(&settings, deadline).await;
+            }
+            true
         }
-    }
-    shard.conn_ended(d, id);
+        Err(OpenFailed { reopen }) => reopen,
+    };
+    shard.conn_ended(d, id, reopen);
 }
 
-/// Finds a route and an MX host that greets; on failure settles the
-/// domain's pending recipients (bounce for a permanent DNS answer, defer
-/// otherwise) when no other connection of the domain is left to do it.
+/// No session could be opened. `reopen` is false when other connections of
+/// the domain are open and carry its work: opening a replacement at once
+/// would only fail again.
+struct OpenFailed {
+    reopen: bool,
+}
+
+/// Finds a route and an MX host that greets. When there is none, the
+/// domain's pending recipients are settled (bounced for a permanent DNS
+/// answer, deferred otherwise), unless other connections of the domain are
+/// open and some MX host is still worth trying: those carry the work.
 async fn open(
     shard: &Rc<Shard>,
     d: DomainId,
     name: &str,
     s: &Arc<QueueSettings>,
     fixed: &[SocketAddr],
-) -> Option<Session> {
+) -> Result<Session, OpenFailed> {
     let config = shard.shared.config.load_full();
     let targets = match targets(shard, name, fixed, s, config.delivery_port).await {
         Ok(t) => t,
@@ -176,16 +188,18 @@ async fn open(
                 EnhancedCode::new(4, 4, 3)
             });
             let reply = Reply::new(code, enhanced, e.to_string());
-            fail_pending(shard, d, &reply, Category::Dns, None);
-            return None;
+            fail_pending(shard, d, &reply, Category::Dns);
+            return Err(OpenFailed { reopen: true });
         }
     };
     let mut last_error = format!("all MX hosts of {name} are marked down after recent failures");
+    let mut tried = false;
     let session_deadline = Instant::now() + s.session_timeout;
     for t in targets {
         if shard.is_host_down(t.addr, Instant::now()) {
             continue;
         }
+        tried = true;
         let source = shard.shared.source_ip(&config);
         match Conn::connect(t.addr, source, s.connect_timeout).await {
             Ok(conn) => {
@@ -201,7 +215,7 @@ async fn open(
                     shard: shard.clone(),
                 };
                 match session.next_event(s, session_deadline).await {
-                    ClientEvent::Ready { .. } => return Some(session),
+                    ClientEvent::Ready { .. } => return Ok(session),
                     ClientEvent::Failed { error, .. } => {
                         last_error = format!("{} [{}]: {error}", t.host, t.addr);
                     }
@@ -212,9 +226,12 @@ async fn open(
         }
         shard.mark_host_down(t.addr, s.host_down_for);
     }
+    if tried && shard.queues.borrow().conns_of(d) > 1 {
+        return Err(OpenFailed { reopen: false });
+    }
     let reply = Reply::new(451, EnhancedCode::new(4, 4, 1), last_error);
-    fail_pending(shard, d, &reply, Category::Connection, None);
-    None
+    fail_pending(shard, d, &reply, Category::Connection);
+    Err(OpenFailed { reopen: true })
 }
 
 fn parse_enhanced(text: &str) -> Option<EnhancedCode> {
@@ -225,34 +242,11 @@ fn parse_enhanced(text: &str) -> Option<EnhancedCode> {
     Some(EnhancedCode::new(class, subject, detail))
 }
 
-/// Settles every pending recipient of `d` with `reply`, unless another
-/// connection of the domain is still open (it will find its own way).
-fn fail_pending(
-    shard: &Rc<Shard>,
-    d: DomainId,
-    reply: &Reply,
-    category: Category,
-    target: Option<&Target>,
-) {
-    let nodes = {
-        let mut q = shard.queues.borrow_mut();
-        if q.conns_of(d) > 1 {
-            return;
-        }
-        q.take_all(d)
-    };
+/// Settles every pending recipient of `d` with `reply`.
+fn fail_pending(shard: &Rc<Shard>, d: DomainId, reply: &Reply, category: Category) {
+    let nodes = shard.queues.borrow_mut().take_all(d);
     for node in nodes {
-        settle(
-            shard,
-            d,
-            node,
-            Outcome {
-                reply: reply.clone(),
-                category: Some(category),
-                target,
-                tx_latency: None,
-            },
-        );
+        settle(shard, d, node, Outcome::local(reply.clone(), category));
     }
 }
 

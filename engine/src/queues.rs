@@ -391,17 +391,22 @@ impl Queues {
 
     /// A connection of domain `d` closed: its slot goes to the domain itself
     /// if it still has work, else to the waiting domain the policy picks.
-    pub(crate) fn conn_closed(&mut self, d: DomainId, acts: &mut Vec<Action>) {
+    /// `reopen` false: the connection failed while others of the domain
+    /// are open; they carry its work, and no replacement is opened.
+    pub(crate) fn conn_closed(&mut self, d: DomainId, reopen: bool, acts: &mut Vec<Action>) {
         let q = self.domain(d).queue;
         self.queues[q].open -= 1;
         self.dom(d).conns -= 1;
-        if !self.domain(d).pending.is_empty() {
+        if reopen && !self.domain(d).pending.is_empty() {
             self.dispatch(d, acts);
         }
         while self.queues[q].open < self.queues[q].settings.max_connections {
             let Some(next) = self.pick_waiting(q) else {
                 break;
             };
+            if !reopen && next == d {
+                break;
+            }
             self.waiting.remove(&next);
             self.dom(next).waiting = false;
             self.dispatch(next, acts);
@@ -555,7 +560,7 @@ mod tests {
         }
         assert_eq!(q.queued(), 0);
         let mut acts = Vec::new();
-        q.conn_closed(d, &mut acts);
+        q.conn_closed(d, true, &mut acts);
         assert!(acts.is_empty());
         assert!(!q.has_work("a.example"));
         assert_eq!(
@@ -660,8 +665,33 @@ mod tests {
             "a's connection was idle longest"
         );
         acts.clear();
-        q.conn_closed(a, &mut acts);
+        q.conn_closed(a, true, &mut acts);
         assert_eq!(acts, vec![Action::Open(c)]);
+    }
+
+    #[test]
+    fn a_failed_connection_with_siblings_open_is_not_replaced_at_once() {
+        let mut q = Queues::new(&config(|c| c.general_queue.queued_per_connection = 1));
+        let d = q.domain_id("a.example", None);
+        let mut acts = Vec::new();
+        for _ in 0..2 {
+            q.push(
+                d,
+                Node {
+                    msg: msg(1),
+                    rcpt: 0,
+                    attempts: 0,
+                },
+            );
+            q.dispatch(d, &mut acts);
+        }
+        assert_eq!(acts.len(), 2, "two connections opening");
+        acts.clear();
+        q.conn_closed(d, false, &mut acts);
+        assert!(acts.is_empty(), "the sibling carries the work");
+        q.conn_closed(d, true, &mut acts);
+        assert!(!acts.is_empty(), "the last one is replaced");
+        assert!(acts.iter().all(|a| *a == Action::Open(d)));
     }
 
     #[test]
@@ -741,7 +771,7 @@ mod tests {
         let _ = q.take_batch(a);
         q.finished(a);
         acts.clear();
-        q.conn_closed(a, &mut acts);
+        q.conn_closed(a, true, &mut acts);
         assert_eq!(acts, vec![Action::Open(big)], "largest first");
     }
 

@@ -237,10 +237,10 @@ impl Shard {
     }
 
     /// A connection task ended.
-    pub(crate) fn conn_ended(self: &Rc<Self>, d: DomainId, id: ConnId) {
+    pub(crate) fn conn_ended(self: &Rc<Self>, d: DomainId, id: ConnId, reopen: bool) {
         self.conns.borrow_mut().remove(&id);
         let mut acts = Vec::new();
-        self.queues.borrow_mut().conn_closed(d, &mut acts);
+        self.queues.borrow_mut().conn_closed(d, reopen, &mut acts);
         self.act(acts);
     }
 
