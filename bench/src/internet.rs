@@ -12,7 +12,7 @@ use std::time::Instant;
 use socket2::{Domain, Socket, Type};
 use volley_dns::{TestDnsServer, TestZone};
 
-use crate::capacity::DomainModel;
+use crate::capacity::{Capacity, DomainModel};
 use crate::counters::DomainCounters;
 use crate::error::BenchError;
 use crate::ledger::{Accounting, Delivery, SentRecord, reconcile};
@@ -172,6 +172,26 @@ impl SimulatedInternet {
     /// The domains, with their hosts and capacities.
     pub fn domains(&self) -> &[SimDomain] {
         &self.shared.domains
+    }
+
+    /// Changes `domain`'s hidden capacity now (an incident, a provider that
+    /// clamps down); false when the internet has no such domain.
+    pub fn set_capacity(&self, domain: &str, capacity: Capacity) -> bool {
+        let Some(i) = self
+            .shared
+            .domains
+            .iter()
+            .position(|d| d.name.eq_ignore_ascii_case(domain))
+        else {
+            return false;
+        };
+        match self.shared.models[i].lock() {
+            Ok(mut m) => {
+                m.set_capacity(Instant::now(), capacity);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// A copy of every domain's counters, in [`domains`](Self::domains) order.

@@ -76,6 +76,18 @@ fn sinks_refuse_connections_over_the_limit_with_421() {
     let counters = &internet.counters()[0];
     assert!(counters.total.refused_connections >= 1);
     assert_eq!(counters.peak_connections, 2);
+
+    // Clamped to one connection while running (b holds it): refused.
+    assert!(internet.set_capacity(
+        "a.test",
+        volley_bench::Capacity {
+            max_connections: 1,
+            ..Default::default()
+        }
+    ));
+    assert!(!internet.set_capacity("nowhere.test", Default::default()));
+    let e = TcpStream::connect(addr).unwrap();
+    assert!(first_line(&e).starts_with("421 4.7.0"));
 }
 
 #[test]
