@@ -229,7 +229,7 @@ impl SimulatedInternet {
         reconcile(sent, &deliveries, |r| self.is_expected_bounce(r))
     }
 
-    /// A "domain [address]:port" line per domain (first MX host), in the
+    /// A `domain smtp:[address]:port` line per domain (first MX host), in the
     /// form of a Postfix transport map, for MTAs that cannot be pointed at
     /// another DNS server.
     pub fn routes(&self) -> String {
