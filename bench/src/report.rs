@@ -113,6 +113,10 @@ pub struct DomainReport {
     pub accepted_per_second: Vec<u64>,
     /// Throttling replies (421 + 451 rate) per second.
     pub throttled_per_second: Vec<u64>,
+    /// The rate limit in force during each second (0: none), so charts show
+    /// deliveries against the capacity as it changed.
+    #[serde(default)]
+    pub max_rate_per_second: Vec<f64>,
 }
 
 /// A complete run report.
@@ -146,6 +150,10 @@ pub struct Report {
     pub totals: Counts,
     /// CPU and memory of the server under test, when it ran as our child.
     pub engine: Option<EngineUsage>,
+    /// CPU and memory of the bench itself (Composer, sinks, DNS), to show
+    /// it was not the bottleneck.
+    #[serde(default)]
+    pub bench: Option<EngineUsage>,
     /// Loss and duplicates.
     pub accounting: Accounting,
     /// Waiting ended before every message reached an end.
@@ -177,6 +185,8 @@ pub struct ReportInput<'a> {
     pub counters: &'a [DomainCounters],
     /// The engine's resource use.
     pub engine: Option<EngineUsage>,
+    /// The bench process's own resource use.
+    pub bench: Option<EngineUsage>,
     /// The accounting verdict.
     pub accounting: Accounting,
     /// Whether waiting gave up.
@@ -233,6 +243,9 @@ impl Report {
                     peak_connections: c.peak_connections,
                     accepted_per_second: c.per_second.iter().map(|s| s.accepted).collect(),
                     throttled_per_second: c.per_second.iter().map(|s| s.throttled()).collect(),
+                    max_rate_per_second: (0..c.per_second.len())
+                        .map(|second| rate_at(d, second))
+                        .collect(),
                 }
             })
             .collect();
@@ -260,6 +273,7 @@ impl Report {
             domains,
             totals,
             engine: input.engine,
+            bench: input.bench,
             accounting: input.accounting,
             timed_out: input.timed_out,
         }
@@ -331,6 +345,13 @@ impl Report {
                 let _ = writeln!(s, "  engine     (not our child: no CPU/memory figures)");
             }
         }
+        if let Some(b) = &self.bench {
+            let _ = writeln!(
+                s,
+                "  bench      cpu {:.2} s user + {:.2} s system (Composer, sinks, DNS together)",
+                b.cpu_user_secs, b.cpu_system_secs
+            );
+        }
         let _ = writeln!(
             s,
             "  accounting sent {} delivered {} expected-bounces {} lost {} duplicates {} unexpected {} corrupted {}  => {}",
@@ -343,6 +364,12 @@ impl Report {
             a.corrupted,
             if self.passed() { "PASS" } else { "FAIL" }
         );
+        if self.timed_out && a.lost > 0 {
+            let _ = writeln!(
+                s,
+                "  (the run timed out: \"lost\" counts messages not delivered by then, possibly still queued)"
+            );
+        }
         if !a.lost_examples.is_empty() {
             let _ = writeln!(s, "  lost e.g.  {}", a.lost_examples.join(" "));
         }
@@ -379,6 +406,17 @@ impl Report {
         }
         s
     }
+}
+
+/// The rate limit of `d` in force at `second` after the start.
+fn rate_at(d: &SimDomain, second: usize) -> f64 {
+    let t = std::time::Duration::from_secs(second as u64);
+    d.changes
+        .iter()
+        .take_while(|(at, _)| *at <= t)
+        .last()
+        .map(|(_, c)| c.max_rate)
+        .unwrap_or(d.capacity.max_rate)
 }
 
 pub(crate) fn rate(n: u64, secs: f64) -> f64 {
@@ -567,6 +605,7 @@ pub(crate) mod tests {
             domains: &domains,
             counters: &[counters],
             engine: None,
+            bench: None,
             accounting: Accounting {
                 sent: 2,
                 delivered: 2,
@@ -586,6 +625,7 @@ pub(crate) mod tests {
         assert!((r.latency.p50_ms - 10.0).abs() < 0.1);
         assert_eq!(r.totals.accepted, 2);
         assert_eq!(r.domains[0].throttled_per_second, vec![0, 1]);
+        assert_eq!(r.domains[0].max_rate_per_second, vec![100.0, 100.0]);
         assert!(r.passed());
         let text = r.summary();
         assert!(text.contains("PASS"), "{text}");
