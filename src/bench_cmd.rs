@@ -11,8 +11,8 @@ use clap::{Args, Subcommand};
 use volley_bench::{
     ComposeConfig, DEFAULT_SCENARIO, Delivery, DomainMix, EngineUsage, InternetOptions, LoadSpec,
     Protocol, Report, RunSettings, Scenario, SentRecord, SimulatedInternet, compare, drive,
-    is_expected_bounce, load_jsonl, process_usage, reconcile, save_jsonl, spawn_compose,
-    unix_micros, wait_for_listener,
+    is_expected_bounce, load_jsonl, parse_routes, process_usage, reconcile, save_jsonl,
+    spawn_compose, unix_micros, wait_for_listener,
 };
 
 #[derive(Subcommand)]
@@ -195,8 +195,14 @@ pub(crate) struct RunArgs {
 #[derive(Args)]
 pub(crate) struct ComposeArgs {
     /// The SMTP or LMTP server to load.
-    #[arg(long, value_name = "HOST:PORT")]
-    target: SocketAddr,
+    #[arg(long, value_name = "HOST:PORT", required_unless_present = "routes")]
+    target: Option<SocketAddr>,
+    /// Deliver straight to each recipient domain's MX host as this transport
+    /// map says (`domain smtp:[address]:port` lines, as `volley bench
+    /// internet --routes-out` writes them), instead of to --target: the
+    /// connections are spread evenly over the hosts. Needs --messages.
+    #[arg(long, value_name = "FILE", conflicts_with = "target")]
+    routes: Option<PathBuf>,
     /// Take the load's defaults and the domain weights from this scenario.
     #[arg(long)]
     scenario: Option<String>,
@@ -233,6 +239,12 @@ pub(crate) struct InternetArgs {
     /// for MTAs that cannot use another DNS server.
     #[arg(long)]
     routes_out: Option<PathBuf>,
+    /// Exit once the sinks have accepted this many messages, writing
+    /// --received-out only then (not every few seconds, which would take CPU
+    /// from the run being measured), and print the span from the first
+    /// message sent (its send stamp) to the last accepted by a sink.
+    #[arg(long, value_name = "N")]
+    until_delivered: Option<usize>,
 }
 
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -435,9 +447,22 @@ fn bench_compose(args: ComposeArgs) -> anyhow::Result<()> {
         .unwrap_or_default();
     let load = args.load.apply(base)?;
     let mix = args.load.mix(scenario.as_ref())?;
+    let routes = match &args.routes {
+        Some(path) => parse_routes(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading routes {}", path.display()))?,
+        )?,
+        None => Vec::new(),
+    };
+    let target = match (args.target, routes.first()) {
+        (Some(t), _) => t,
+        (None, Some((_, a))) => *a,
+        (None, None) => bail!("no --target, and the routes file is empty"),
+    };
     let start = Instant::now();
     let handle = spawn_compose(ComposeConfig {
-        target: args.target,
+        target,
+        routes,
         load: load.clone(),
         mix,
         seed: args
@@ -524,8 +549,23 @@ fn bench_internet(args: InternetArgs) -> anyhow::Result<()> {
     );
     let start = Instant::now();
     let mut last_write = Instant::now();
+    let mut last_progress = Instant::now();
     loop {
-        std::thread::sleep(Duration::from_millis(1000));
+        std::thread::sleep(Duration::from_millis(if args.until_delivered.is_some() {
+            10
+        } else {
+            1000
+        }));
+        if let Some(n) = args.until_delivered {
+            if internet.delivered() >= n {
+                eprintln!();
+                return internet_done(&internet, args.received_out.as_deref());
+            }
+            if last_progress.elapsed() < Duration::from_secs(1) {
+                continue;
+            }
+        }
+        last_progress = Instant::now();
         let counters = internet.counters();
         let accepted: u64 = counters.iter().map(|c| c.total.accepted).sum();
         let throttled: u64 = counters.iter().map(|c| c.total.throttled()).sum();
@@ -536,6 +576,7 @@ fn bench_internet(args: InternetArgs) -> anyhow::Result<()> {
         );
         let over = args.duration.is_some_and(|d| start.elapsed() >= d);
         if let Some(path) = &args.received_out
+            && args.until_delivered.is_none()
             && (over || last_write.elapsed() >= Duration::from_secs(5))
         {
             save_jsonl(path, &internet.deliveries())?;
@@ -546,6 +587,44 @@ fn bench_internet(args: InternetArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// The sinks' own account of a run that reached its count: how many they
+/// accepted, and the span from the first message's send stamp to the last
+/// acceptance, both from the sinks' records.
+fn internet_done(internet: &SimulatedInternet, received_out: Option<&Path>) -> anyhow::Result<()> {
+    let deliveries = internet.deliveries();
+    let first_sent = deliveries.iter().filter_map(|d| d.sent_micros).min();
+    let last_accepted = deliveries.iter().map(|d| d.accepted_micros).max();
+    let connections: u64 = internet
+        .counters()
+        .iter()
+        .map(|c| c.total.connections)
+        .sum();
+    let peak: u64 = internet
+        .counters()
+        .iter()
+        .map(|c| u64::from(c.peak_connections))
+        .sum();
+    if let (Some(a), Some(b)) = (first_sent, last_accepted) {
+        let secs = b.saturating_sub(a) as f64 / 1e6;
+        println!(
+            "sinks: {} accepted, first sent -> last accepted {:.3} s = {:.0} msg/s; {} connections, sum of per-domain peaks {}",
+            deliveries.len(),
+            secs,
+            if secs > 0.0 {
+                deliveries.len() as f64 / secs
+            } else {
+                0.0
+            },
+            connections,
+            peak
+        );
+    }
+    if let Some(path) = received_out {
+        save_jsonl(path, &deliveries).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn bench_check(scenario: &str, sent: &Path, received: &Path) -> anyhow::Result<()> {

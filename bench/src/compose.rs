@@ -1,8 +1,12 @@
 //! The Composer load over real sockets: N connections, each a session of
 //! `volley-smtp`'s sans-IO [`Client`], one personalized message per
 //! transaction, with optional pacing and retries of transient refusals.
+//!
+//! With routes (domain -> MX address), the Composer acts as its own MTA:
+//! each message goes over a connection to its recipient domain's host, so a
+//! direct run can reach many sinks with the same parallelism as a relay.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use volley_smtp::{Client, ClientConfig, ClientEvent, DeliveryStatus, Stage, Transaction};
 
-use crate::error::BenchError;
+use crate::error::{BenchError, ScenarioError};
 use crate::ledger::SentRecord;
 use crate::load::{DomainMix, LoadSpec, Planner, Protocol};
 use crate::message::{Composed, compose, unix_micros};
@@ -43,6 +47,12 @@ pub struct ComposeConfig {
     pub run_id: String,
     /// Give up on what is left after this long (sessions, retries).
     pub timeout: Duration,
+    /// Where each recipient domain's mail goes (e.g. the simulated
+    /// internet's MX hosts); empty: everything goes to `target`. With routes
+    /// the load needs a message count (not a duration), connections are
+    /// spread evenly over the distinct addresses, and a domain without a
+    /// route is an error.
+    pub routes: Vec<(String, SocketAddr)>,
 }
 
 /// Live counters, for a progress line while the load runs.
@@ -81,6 +91,31 @@ struct Pending {
     not_before: Instant,
 }
 
+/// The messages for one address: all of them (no routes), or those whose
+/// recipient domain routes there.
+#[derive(Debug)]
+struct Lane {
+    addr: SocketAddr,
+    /// The message numbers of this lane; `None`: every number in turn.
+    numbers: Option<Vec<u64>>,
+    /// Next index into `numbers` (or the next number).
+    next: AtomicU64,
+    in_flight: AtomicU64,
+    retries: Mutex<VecDeque<Pending>>,
+}
+
+impl Lane {
+    fn new(addr: SocketAddr, numbers: Option<Vec<u64>>) -> Self {
+        Self {
+            addr,
+            numbers,
+            next: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            retries: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Ctx {
     config: ComposeConfig,
@@ -89,9 +124,7 @@ struct Ctx {
     start: Instant,
     deadline: Instant,
     stop_new_at: Option<Instant>,
-    next: AtomicU64,
-    in_flight: AtomicU64,
-    retries: Mutex<VecDeque<Pending>>,
+    lanes: Vec<Lane>,
     sent: Mutex<Vec<(SentRecord, u64)>>,
 }
 
@@ -102,41 +135,45 @@ enum Next {
 }
 
 impl Ctx {
-    fn next(&self) -> Next {
+    fn next(&self, lane: &Lane) -> Next {
         let now = Instant::now();
         if now >= self.deadline {
             return Next::Done;
         }
-        if let Ok(mut q) = self.retries.lock()
+        if let Ok(mut q) = lane.retries.lock()
             && q.front().is_some_and(|p| p.not_before <= now)
             && let Some(p) = q.pop_front()
         {
-            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            lane.in_flight.fetch_add(1, Ordering::SeqCst);
             return Next::Send(p);
         }
         let past_duration = self.stop_new_at.is_some_and(|t| now >= t);
-        let limit = if self.config.load.messages == 0 {
-            u64::MAX
-        } else {
-            self.config.load.messages
+        let limit = match &lane.numbers {
+            Some(numbers) => numbers.len() as u64,
+            None if self.config.load.messages == 0 => u64::MAX,
+            None => self.config.load.messages,
         };
         if !past_duration {
             // Reserve the in-flight slot first so no task sees "nothing left"
             // while a number is between the counter and the session.
-            self.in_flight.fetch_add(1, Ordering::SeqCst);
-            let n = self.next.fetch_add(1, Ordering::SeqCst);
-            if n < limit {
+            lane.in_flight.fetch_add(1, Ordering::SeqCst);
+            let i = lane.next.fetch_add(1, Ordering::SeqCst);
+            if i < limit {
                 self.progress.offered.fetch_add(1, Ordering::Relaxed);
+                let number = match &lane.numbers {
+                    Some(numbers) => numbers[i as usize],
+                    None => i,
+                };
                 return Next::Send(Pending {
-                    number: n,
+                    number,
                     attempts: 0,
                     not_before: now,
                 });
             }
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            lane.in_flight.fetch_sub(1, Ordering::SeqCst);
         }
-        let retries_left = self.retries.lock().map(|q| !q.is_empty()).unwrap_or(false);
-        if retries_left || self.in_flight.load(Ordering::SeqCst) > 0 {
+        let retries_left = lane.retries.lock().map(|q| !q.is_empty()).unwrap_or(false);
+        if retries_left || lane.in_flight.load(Ordering::SeqCst) > 0 {
             Next::Wait
         } else {
             Next::Done
@@ -149,7 +186,7 @@ impl Ctx {
         (rate > 0.0).then(|| self.start + Duration::from_secs_f64(number as f64 / rate))
     }
 
-    fn finished(&self, outcome: Finish, pending: Pending, message: &Composed) {
+    fn finished(&self, lane: &Lane, outcome: Finish, pending: Pending, message: &Composed) {
         match outcome {
             Finish::Accepted | Finish::Uncertain => {
                 let uncertain = matches!(outcome, Finish::Uncertain);
@@ -175,33 +212,33 @@ impl Ctx {
                 self.progress
                     .refused_transient
                     .fetch_add(1, Ordering::Relaxed);
-                self.retry(pending);
+                Self::retry(lane, pending);
             }
             Finish::Permanent => {
                 self.progress
                     .refused_permanent
                     .fetch_add(1, Ordering::Relaxed);
             }
-            Finish::NotSent => self.retry_now(pending),
+            Finish::NotSent => Self::retry_now(lane, pending),
         }
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        lane.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 
-    fn retry(&self, mut p: Pending) {
+    fn retry(lane: &Lane, mut p: Pending) {
         p.attempts += 1;
         if p.attempts >= MAX_ATTEMPTS {
             return;
         }
         let backoff = Duration::from_millis(50 * u64::from(p.attempts)).min(Duration::from_secs(1));
         p.not_before = Instant::now() + backoff;
-        if let Ok(mut q) = self.retries.lock() {
+        if let Ok(mut q) = lane.retries.lock() {
             q.push_back(p);
         }
     }
 
-    fn retry_now(&self, mut p: Pending) {
+    fn retry_now(lane: &Lane, mut p: Pending) {
         p.not_before = Instant::now();
-        if let Ok(mut q) = self.retries.lock() {
+        if let Ok(mut q) = lane.retries.lock() {
             q.push_front(p);
         }
     }
@@ -271,22 +308,28 @@ pub async fn run_compose(
     progress: Arc<ComposeProgress>,
 ) -> Result<ComposeOutcome, BenchError> {
     config.load.validate()?;
+    let planner = Planner::new(config.mix.clone(), &config.load, config.seed);
+    let lanes = lanes(&config, &planner)?;
     let start = Instant::now();
     let ctx = Arc::new(Ctx {
-        planner: Planner::new(config.mix.clone(), &config.load, config.seed),
+        planner,
         progress,
         start,
         deadline: start + config.timeout,
         stop_new_at: config.load.duration.map(|d| start + d),
-        next: AtomicU64::new(0),
-        in_flight: AtomicU64::new(0),
-        retries: Mutex::new(VecDeque::new()),
+        lanes,
         sent: Mutex::new(Vec::new()),
         config,
     });
     let start_micros = unix_micros();
-    let tasks: Vec<_> = (0..ctx.config.load.connections)
-        .map(|_| tokio::spawn(connection(ctx.clone())))
+    let connections = ctx.config.load.connections as usize;
+    let tasks: Vec<_> = (0..connections)
+        .map(|i| {
+            tokio::spawn(connection(
+                ctx.clone(),
+                lanes_of(i, connections, ctx.lanes.len()),
+            ))
+        })
         .collect();
     let mut first_error = None;
     for t in tasks {
@@ -305,7 +348,11 @@ pub async fn run_compose(
     let p = &ctx.progress;
     let load = &ctx.config.load;
     let summary = ComposerSummary {
-        target: ctx.config.target.to_string(),
+        target: if ctx.config.routes.is_empty() {
+            ctx.config.target.to_string()
+        } else {
+            format!("{} MX hosts (routes)", ctx.lanes.len())
+        },
         offered: p.offered.load(Ordering::Relaxed),
         accepted: p.accepted.load(Ordering::Relaxed),
         refused_transient: p.refused_transient.load(Ordering::Relaxed),
@@ -331,9 +378,75 @@ pub async fn run_compose(
     })
 }
 
-/// One connection: sessions one after another until the load is done.
-async fn connection(ctx: Arc<Ctx>) -> Result<(), BenchError> {
-    let target = ctx.config.target;
+/// Splits the load into lanes: one for `target` without routes, else one
+/// per distinct MX address with the numbers of the messages routed there.
+fn lanes(config: &ComposeConfig, planner: &Planner) -> Result<Vec<Lane>, BenchError> {
+    if config.routes.is_empty() {
+        return Ok(vec![Lane::new(config.target, None)]);
+    }
+    if config.load.messages == 0 || config.load.duration.is_some() {
+        return Err(BenchError::Scenario(ScenarioError::Invalid(
+            "a routed load needs a message count, not a duration".into(),
+        )));
+    }
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    let mut route_of: HashMap<String, usize> = HashMap::new();
+    for (domain, addr) in &config.routes {
+        let lane = match addrs.iter().position(|a| a == addr) {
+            Some(i) => i,
+            None => {
+                addrs.push(*addr);
+                addrs.len() - 1
+            }
+        };
+        route_of.insert(domain.to_ascii_lowercase(), lane);
+    }
+    let mut numbers: Vec<Vec<u64>> = vec![Vec::new(); addrs.len()];
+    for n in 0..config.load.messages {
+        let recipient = planner.plan(n).recipient;
+        let domain = recipient
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .unwrap_or_default();
+        let Some(&lane) = route_of.get(&domain) else {
+            return Err(BenchError::Scenario(ScenarioError::Invalid(format!(
+                "no route for domain {domain:?}"
+            ))));
+        };
+        numbers[lane].push(n);
+    }
+    Ok(addrs
+        .into_iter()
+        .zip(numbers)
+        .filter(|(_, n)| !n.is_empty())
+        .map(|(a, n)| Lane::new(a, Some(n)))
+        .collect())
+}
+
+/// The lanes connection `i` of `connections` serves, in turn: with at least
+/// as many connections as lanes, one lane each, spread evenly; with fewer,
+/// every `connections`-th lane.
+fn lanes_of(i: usize, connections: usize, lanes: usize) -> Vec<usize> {
+    if lanes == 0 {
+        Vec::new()
+    } else if connections >= lanes {
+        vec![i % lanes]
+    } else {
+        (i..lanes).step_by(connections).collect()
+    }
+}
+
+/// One connection: for each of its lanes in turn, sessions one after
+/// another until that lane's load is done.
+async fn connection(ctx: Arc<Ctx>, lanes: Vec<usize>) -> Result<(), BenchError> {
+    for lane in lanes {
+        connection_to(&ctx, &ctx.lanes[lane]).await?;
+    }
+    Ok(())
+}
+
+async fn connection_to(ctx: &Ctx, lane: &Lane) -> Result<(), BenchError> {
+    let target = lane.addr;
     let mut failed_connects = 0u32;
     loop {
         let mut stream = match TcpStream::connect(target).await {
@@ -354,7 +467,7 @@ async fn connection(ctx: Arc<Ctx>) -> Result<(), BenchError> {
             }
         };
         let _ = stream.set_nodelay(true);
-        match session(&ctx, &mut stream).await {
+        match session(ctx, lane, &mut stream).await {
             SessionEnd::Done => return Ok(()),
             SessionEnd::Broken => {
                 ctx.progress.session_errors.fetch_add(1, Ordering::Relaxed);
@@ -374,7 +487,7 @@ enum SessionEnd {
     Broken,
 }
 
-async fn session(ctx: &Ctx, stream: &mut TcpStream) -> SessionEnd {
+async fn session(ctx: &Ctx, lane: &Lane, stream: &mut TcpStream) -> SessionEnd {
     let load = &ctx.config.load;
     let mut client = Client::new(ClientConfig {
         helo_name: "composer.bench.test".into(),
@@ -400,7 +513,7 @@ async fn session(ctx: &Ctx, stream: &mut TcpStream) -> SessionEnd {
                         Some(DeliveryStatus::TransientFailure) => Finish::Transient,
                         Some(DeliveryStatus::PermanentFailure) | None => Finish::Permanent,
                     };
-                    ctx.finished(finish, pending, &message);
+                    ctx.finished(lane, finish, pending, &message);
                 }
                 ClientEvent::Closed => return SessionEnd::Done,
                 ClientEvent::Failed { error, .. } => {
@@ -410,7 +523,7 @@ async fn session(ctx: &Ctx, stream: &mut TcpStream) -> SessionEnd {
                         } else {
                             Finish::NotSent
                         };
-                        ctx.finished(finish, pending, &message);
+                        ctx.finished(lane, finish, pending, &message);
                     }
                     let _ = write_out(stream, &mut client).await;
                     return if quitting {
@@ -422,7 +535,7 @@ async fn session(ctx: &Ctx, stream: &mut TcpStream) -> SessionEnd {
             }
         }
         if ready && current.is_none() && !quitting {
-            match ctx.next() {
+            match ctx.next(lane) {
                 Next::Send(pending) => {
                     if let Some(at) = ctx.slot(pending.number).filter(|_| pending.attempts == 0) {
                         tokio::time::sleep_until(at.into()).await;
@@ -435,7 +548,7 @@ async fn session(ctx: &Ctx, stream: &mut TcpStream) -> SessionEnd {
                         body: message.data.clone(),
                     };
                     if client.send(tx).is_err() {
-                        ctx.finished(Finish::NotSent, pending, &message);
+                        ctx.finished(lane, Finish::NotSent, pending, &message);
                         return SessionEnd::Broken;
                     }
                     current = Some((pending, message));

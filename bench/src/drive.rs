@@ -69,6 +69,7 @@ pub fn drive(
         seed: settings.seed,
         run_id,
         timeout: settings.timeout,
+        routes: Vec::new(),
     })?;
     let progress = handle.progress().clone();
     let planned = settings.load.messages;

@@ -14,7 +14,7 @@ use volley_dns::{TestDnsServer, TestZone};
 
 use crate::capacity::{Capacity, DomainModel};
 use crate::counters::DomainCounters;
-use crate::error::BenchError;
+use crate::error::{BenchError, ScenarioError};
 use crate::ledger::{Accounting, Delivery, SentRecord, reconcile};
 use crate::message::unix_micros;
 use crate::scenario::{Scenario, SimDomain, is_expected_bounce};
@@ -234,12 +234,27 @@ impl SimulatedInternet {
     /// another DNS server.
     pub fn routes(&self) -> String {
         let mut out = String::new();
-        for d in &self.shared.domains {
-            if let Some((_, addr)) = d.hosts.first() {
-                out.push_str(&format!("{} smtp:[{}]:{}\n", d.name, addr, self.port));
-            }
+        for (domain, addr) in self.mx_routes() {
+            out.push_str(&format!("{domain} smtp:[{}]:{}\n", addr.ip(), addr.port()));
         }
         out
+    }
+
+    /// Each domain with the address of its first MX host: the routes a
+    /// Composer needs to deliver straight into the sinks (see
+    /// [`ComposeConfig::routes`](crate::ComposeConfig::routes)).
+    pub fn mx_routes(&self) -> Vec<(String, SocketAddr)> {
+        self.shared
+            .domains
+            .iter()
+            .filter_map(|d| {
+                let (_, addr) = d.hosts.first()?;
+                Some((
+                    d.name.clone(),
+                    SocketAddr::V4(SocketAddrV4::new(*addr, self.port)),
+                ))
+            })
+            .collect()
     }
 }
 
@@ -252,6 +267,33 @@ impl Drop for SimulatedInternet {
             let _ = t.join();
         }
     }
+}
+
+/// Reads a transport map as [`SimulatedInternet::routes`] writes it
+/// (`domain smtp:[address]:port` per line; blank lines and `#` comments
+/// skipped).
+pub fn parse_routes(text: &str) -> Result<Vec<(String, SocketAddr)>, ScenarioError> {
+    let mut routes = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = || {
+            ScenarioError::Invalid(format!(
+                "routes line {}: expected `domain smtp:[address]:port`, got {line:?}",
+                i + 1
+            ))
+        };
+        let (domain, next) = line.split_once(char::is_whitespace).ok_or_else(bad)?;
+        let next = next.trim();
+        let rest = next.strip_prefix("smtp:[").ok_or_else(bad)?;
+        let (ip, port) = rest.split_once("]:").ok_or_else(bad)?;
+        let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        routes.push((domain.to_ascii_lowercase(), SocketAddr::new(ip, port)));
+    }
+    Ok(routes)
 }
 
 /// Binds every MX host of every domain on one port; retries with another
@@ -299,4 +341,31 @@ fn listen(addr: SocketAddrV4) -> io::Result<std::net::TcpListener> {
     socket.bind(&SocketAddr::V4(addr).into())?;
     socket.listen(1024)?;
     Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse_and_refuse_bad_lines() {
+        let r =
+            parse_routes("# map\n\nA.test smtp:[127.0.0.5]:2526\nb.test  smtp:[::1]:25\n").unwrap();
+        assert_eq!(
+            r,
+            vec![
+                ("a.test".to_string(), "127.0.0.5:2526".parse().unwrap()),
+                ("b.test".to_string(), "[::1]:25".parse().unwrap()),
+            ]
+        );
+        for bad in [
+            "a.test",
+            "a.test smtp:127.0.0.5:25",
+            "a.test smtp:[x]:25",
+            "a.test smtp:[127.0.0.1]:99999",
+        ] {
+            let e = parse_routes(bad).unwrap_err().to_string();
+            assert!(e.contains("routes line 1"), "{bad}: {e}");
+        }
+    }
 }

@@ -39,7 +39,7 @@ pub use crate::counters::{Counts, DomainCounters};
 pub use crate::drive::{RunSettings, drive, wait_for_listener};
 pub use crate::error::{BenchError, ScenarioError};
 pub use crate::files::{load_jsonl, save_jsonl};
-pub use crate::internet::{InternetOptions, SimulatedInternet};
+pub use crate::internet::{InternetOptions, SimulatedInternet, parse_routes};
 pub use crate::ledger::{Accounting, Delivery, SentRecord, reconcile};
 pub use crate::load::{DEFAULT_TEMPLATE, DomainMix, LoadSpec, Planned, Planner, Protocol};
 pub use crate::message::{

@@ -34,6 +34,7 @@ fn compose_to(internet: &SimulatedInternet, load: LoadSpec) -> ComposeOutcome {
         seed: 1,
         run_id: "t".into(),
         timeout: Duration::from_secs(30),
+        routes: Vec::new(),
     })
     .unwrap()
     .join()
@@ -266,4 +267,78 @@ fn greylisting_drops_and_slow_data_over_sockets() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// A routed Composer delivers each message to its own domain's MX host,
+/// whether it has fewer connections than hosts (each connection visits
+/// several in turn) or more (several per host), and the routes survive the
+/// transport-map text the internet writes.
+#[test]
+fn routed_composer_delivers_each_message_to_its_domains_sink() {
+    let s = scenario("name = \"t\"\n[[group]]\nprefix = \"r\"\ncount = 5\n");
+    for connections in [2, 12] {
+        let internet = SimulatedInternet::start(&s).unwrap();
+        let routes = volley_bench::parse_routes(&internet.routes()).unwrap();
+        assert_eq!(routes, internet.mx_routes());
+        let load = LoadSpec {
+            messages: 500,
+            connections,
+            ..LoadSpec::default()
+        };
+        let outcome = spawn_compose(ComposeConfig {
+            // Nothing listens here: every message must go by its route.
+            target: "127.0.0.1:1".parse().unwrap(),
+            load,
+            mix: DomainMix::of_scenario(internet.domains()).unwrap(),
+            seed: 1,
+            run_id: format!("routed{connections}"),
+            timeout: Duration::from_secs(30),
+            routes,
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+        assert_eq!(outcome.summary.accepted, 500, "{connections} connections");
+        let acc = internet.accounting(&outcome.sent);
+        assert!(acc.is_clean(), "{acc:?}");
+        let deliveries = internet.deliveries();
+        assert_eq!(deliveries.len(), 500);
+        for d in &deliveries {
+            assert!(
+                d.recipient.ends_with(&format!("@{}", d.domain)),
+                "{} reached the sink of {}",
+                d.recipient,
+                d.domain
+            );
+        }
+        let counters = internet.counters();
+        assert!(counters.iter().all(|c| c.total.connections >= 1));
+        let total: u64 = counters.iter().map(|c| c.total.connections).sum();
+        assert_eq!(total, u64::from(connections.max(5)), "sessions opened");
+    }
+}
+
+#[test]
+fn a_routed_load_refuses_a_domain_without_a_route() {
+    let s = scenario("name = \"t\"\n[[group]]\nprefix = \"r\"\ncount = 3\n");
+    let internet = SimulatedInternet::start(&s).unwrap();
+    let mut routes = internet.mx_routes();
+    routes.pop();
+    let err = spawn_compose(ComposeConfig {
+        target: "127.0.0.1:1".parse().unwrap(),
+        load: LoadSpec {
+            messages: 100,
+            connections: 2,
+            ..LoadSpec::default()
+        },
+        mix: DomainMix::of_scenario(internet.domains()).unwrap(),
+        seed: 1,
+        run_id: "noroute".into(),
+        timeout: Duration::from_secs(10),
+        routes,
+    })
+    .unwrap()
+    .join()
+    .unwrap_err();
+    assert!(err.to_string().contains("no route for domain"), "{err}");
 }
