@@ -152,13 +152,13 @@ impl Durable {
     /// takes its journal id and its place, for the finish records.
     pub(crate) fn accepted(self: &Arc<Self>, shard: usize, msg: &mut Message, seq: u64) {
         msg.id = journal_id(shard, seq);
-        msg.journal = Some(Journaled {
+        msg.journal = Some(Box::new(Journaled {
             durable: self.clone(),
             writer: shard as u32,
             seq,
             indexes: None,
             counted: AtomicBool::new(false),
-        });
+        }));
     }
 
     /// Whether the quota allows another message; if not, the reply for
@@ -406,13 +406,13 @@ pub(crate) fn requeue(
                 None,
                 shared.budget.clone(),
             );
-            msg.journal = Some(Journaled {
+            msg.journal = Some(Box::new(Journaled {
                 durable: durable.clone(),
                 writer: writer as u32,
                 seq: m.seq,
                 indexes: (!identity).then(|| indexes.into_boxed_slice()),
                 counted: AtomicBool::new(false),
-            });
+            }));
             let msg = Arc::new(msg);
             let mut per_shard: Vec<Vec<(u32, Box<str>)>> = Vec::new();
             per_shard.resize_with(shared.inboxes.len(), Vec::new);

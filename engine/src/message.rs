@@ -41,8 +41,10 @@ pub(crate) struct Message {
     pub(crate) received: Instant,
     /// Safe mode: who waits for the outcomes.
     pub(crate) safe: Option<Box<SafeReplies>>,
-    /// Durable mode: its place in the journal (fast mode only).
-    pub(crate) journal: Option<crate::durable::Journaled>,
+    /// Durable mode: its place in the journal (fast mode only). Boxed: inline
+    /// it cost every message about 64 bytes more without a journal too
+    /// (the queue_memory example: 275 instead of 212 bytes per recipient).
+    pub(crate) journal: Option<Box<crate::durable::Journaled>>,
     budget: Arc<Budget>,
     cost: u64,
 }
