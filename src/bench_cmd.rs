@@ -56,7 +56,7 @@ pub(crate) struct LoadArgs {
     #[arg(long)]
     messages: Option<u64>,
     /// Stop sending after this long (e.g. 30s).
-    #[arg(long, value_parser = volley_dns::parse_duration)]
+    #[arg(long, value_parser = volley_units::parse_duration)]
     duration: Option<Duration>,
     /// Concurrent connections.
     #[arg(long)]
@@ -163,7 +163,7 @@ pub(crate) struct RunArgs {
     #[arg(long, default_value = "bench-out")]
     out: PathBuf,
     /// Upper bound for the whole run.
-    #[arg(long, default_value = "120s", value_parser = volley_dns::parse_duration)]
+    #[arg(long, default_value = "120s", value_parser = volley_units::parse_duration)]
     timeout: Duration,
     /// Drive an MTA that is already running at HOST:PORT (and delivers into
     /// this run's internet: use --sink-port and point it at the printed DNS
@@ -203,7 +203,7 @@ pub(crate) struct ComposeArgs {
     #[command(flatten)]
     load: LoadArgs,
     /// Give up on what is left after this long.
-    #[arg(long, default_value = "600s", value_parser = volley_dns::parse_duration)]
+    #[arg(long, default_value = "600s", value_parser = volley_units::parse_duration)]
     timeout: Duration,
     /// Write every accepted message's id, recipient and digest (JSON lines),
     /// for `volley bench check`.
@@ -223,7 +223,7 @@ pub(crate) struct InternetArgs {
     #[arg(long, default_value_t = 1)]
     sink_threads: usize,
     /// Stop after this long (default: run until killed).
-    #[arg(long, value_parser = volley_dns::parse_duration)]
+    #[arg(long, value_parser = volley_units::parse_duration)]
     duration: Option<Duration>,
     /// Write the accepted messages (JSON lines) here every few seconds and at
     /// the end, for `volley bench check`.

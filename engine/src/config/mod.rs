@@ -14,7 +14,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use journal::JournalSettings;
-pub use units::{parse_duration, parse_size};
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -585,7 +584,7 @@ max_connections = 50
         let text = "shards = 2\n\n[general_queue]\nidle_timeout = \"5 fortnights\"\n";
         let e = Config::from_toml(text).unwrap_err();
         assert_eq!(e[0].line, Some(4), "{e:?}");
-        assert!(e[0].message.contains("unknown unit"), "{e:?}");
+        assert!(e[0].message.contains("unknown time unit"), "{e:?}");
 
         let e = Config::from_toml("shards = 2\nshardz = 3\n").unwrap_err();
         assert_eq!(e[0].line, Some(2));
