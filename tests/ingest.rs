@@ -337,3 +337,35 @@ fn a_reload_changes_the_relay_policy_without_dropping_sessions() {
     assert!(command(&mut s, "RCPT TO:<z@d0.test>\r\n").starts_with("250"));
     engine.shutdown();
 }
+
+#[test]
+fn bare_postmaster_is_refused_until_an_address_is_configured_then_relayed_there() {
+    let world = World::generated(1, 1, |_| Script::default());
+    let config = world.config();
+    let engine = Engine::start(config.clone()).unwrap();
+    let addr = engine.listen_addrs()[0];
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert!(read_reply(&mut s).starts_with("220 "));
+    assert!(command(&mut s, "EHLO composer.test\r\n").starts_with("250"));
+    assert!(command(&mut s, "MAIL FROM:<n@composer.test>\r\n").starts_with("250"));
+    // RFC 5321 4.5.1: parsed (no 501), but Volley has nowhere to put it.
+    let r = command(&mut s, "RCPT TO:<Postmaster>\r\n");
+    assert!(r.starts_with("550 5.7.1 "), "{r}");
+    assert!(r.contains("ingest.postmaster"), "{r}");
+
+    let mut with_postmaster = config;
+    with_postmaster.ingest.postmaster =
+        Some(volley_smtp::Mailbox::parse("hostmaster@d0.test").unwrap());
+    assert!(engine.reload(with_postmaster).unwrap().is_empty());
+    let r = command(&mut s, "RCPT TO:<postmaster>\r\n");
+    assert!(r.starts_with("250 "), "{r}");
+    assert!(command(&mut s, "DATA\r\n").starts_with("354"));
+    let r = command(&mut s, "Subject: hi\r\n\r\nhello postmaster\r\n.\r\n");
+    assert!(r.starts_with("250 "), "{r}");
+    wait_until("the postmaster copy", Duration::from_secs(10), || {
+        world.received_count() == 1
+    });
+    assert_eq!(world.received()[0].recipients, ["hostmaster@d0.test"]);
+    engine.shutdown();
+}

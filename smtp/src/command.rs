@@ -5,7 +5,7 @@
 //! Parsing knows nothing of session state: whether a command is allowed now
 //! is the server's business.
 
-use crate::address::{AddressError, Mailbox, parse_forward_path, parse_reverse_path};
+use crate::address::{AddressError, ForwardPath, Mailbox, parse_forward_path, parse_reverse_path};
 use crate::reply::{EnhancedCode, Reply};
 
 /// A command that did not parse; [`CommandError::reply`] is what the server
@@ -143,8 +143,8 @@ pub enum Command {
     },
     /// RCPT TO:<forward-path> [params].
     Rcpt {
-        /// The recipient.
-        forward_path: Mailbox,
+        /// The recipient (or the domainless `<Postmaster>`).
+        forward_path: ForwardPath,
         /// The parameters.
         params: RcptParams,
     },
@@ -574,6 +574,22 @@ mod tests {
     }
 
     #[test]
+    fn rcpt_to_bare_postmaster_parses() {
+        for line in [
+            "RCPT TO:<Postmaster>",
+            "rcpt to:<postmaster>",
+            "RCPT TO:<POSTMASTER> NOTIFY=NEVER",
+        ] {
+            let Ok(Command::Rcpt { forward_path, .. }) = p(line) else {
+                panic!("{line} refused")
+            };
+            assert_eq!(forward_path, ForwardPath::Postmaster, "{line}");
+        }
+        assert_eq!(p("RCPT TO:<Postmaster").unwrap_err().reply().code, 501);
+        assert_eq!(p("RCPT TO:<nobody>").unwrap_err().reply().code, 501);
+    }
+
+    #[test]
     fn quoted_path_with_bracket_inside() {
         let c = p(r#"RCPT TO:<"a>b"@x.example> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;a+2Bb@x.example"#)
             .unwrap();
@@ -584,7 +600,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(forward_path.local_part, "a>b");
+        assert_eq!(forward_path.local_part(), "a>b");
         assert_eq!(
             params.notify,
             Some(Notify {
