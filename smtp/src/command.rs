@@ -280,16 +280,15 @@ fn parse_mail(rest: &str) -> Result<Command, CommandError> {
                 .ok_or(CommandError::BadParameter("SIZE"))?;
             set_once(&mut p.size, n, "SIZE")?;
         } else if k.eq_ignore_ascii_case("BODY") {
-            let v = v.ok_or(CommandError::BadParameter("BODY"))?;
-            let b = if v.eq_ignore_ascii_case("7BIT") {
-                BodyType::SevenBit
-            } else if v.eq_ignore_ascii_case("8BITMIME") {
-                BodyType::EightBitMime
-            } else if v.eq_ignore_ascii_case("BINARYMIME") {
-                BodyType::BinaryMime
-            } else {
-                return Err(CommandError::BadParameter("BODY"));
-            };
+            let b = keyword(
+                v,
+                "BODY",
+                &[
+                    ("7BIT", BodyType::SevenBit),
+                    ("8BITMIME", BodyType::EightBitMime),
+                    ("BINARYMIME", BodyType::BinaryMime),
+                ],
+            )?;
             set_once(&mut p.body, b, "BODY")?;
         } else if k.eq_ignore_ascii_case("SMTPUTF8") {
             if v.is_some() || p.smtputf8 {
@@ -297,14 +296,7 @@ fn parse_mail(rest: &str) -> Result<Command, CommandError> {
             }
             p.smtputf8 = true;
         } else if k.eq_ignore_ascii_case("RET") {
-            let v = v.ok_or(CommandError::BadParameter("RET"))?;
-            let r = if v.eq_ignore_ascii_case("FULL") {
-                Ret::Full
-            } else if v.eq_ignore_ascii_case("HDRS") {
-                Ret::Headers
-            } else {
-                return Err(CommandError::BadParameter("RET"));
-            };
+            let r = keyword(v, "RET", &[("FULL", Ret::Full), ("HDRS", Ret::Headers)])?;
             set_once(&mut p.ret, r, "RET")?;
         } else if k.eq_ignore_ascii_case("ENVID") {
             let v = v
@@ -373,6 +365,22 @@ fn parse_rcpt(rest: &str) -> Result<Command, CommandError> {
         forward_path,
         params: p,
     })
+}
+
+/// The value of parameter `name`, one of the keywords of `table` (any case).
+fn keyword<T: Copy>(
+    value: Option<&str>,
+    name: &'static str,
+    table: &[(&str, T)],
+) -> Result<T, CommandError> {
+    value
+        .and_then(|v| {
+            table
+                .iter()
+                .find(|(k, _)| v.eq_ignore_ascii_case(k))
+                .map(|&(_, t)| t)
+        })
+        .ok_or(CommandError::BadParameter(name))
 }
 
 fn set_once<T>(slot: &mut Option<T>, v: T, name: &'static str) -> Result<(), CommandError> {
