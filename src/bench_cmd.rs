@@ -56,7 +56,7 @@ pub(crate) struct LoadArgs {
     #[arg(long)]
     messages: Option<u64>,
     /// Stop sending after this long (e.g. 30s).
-    #[arg(long, value_parser = volley_dns::parse_duration)]
+    #[arg(long, value_parser = volley_units::parse_duration)]
     duration: Option<Duration>,
     /// Concurrent connections.
     #[arg(long)]
@@ -153,6 +153,29 @@ impl LoadArgs {
     }
 }
 
+/// How the simulated internet's MX sinks listen (`bench run` and `bench internet`).
+#[derive(Args)]
+pub(crate) struct SinkArgs {
+    /// Port of every MX sink (0: any free port; 25 for MTAs that cannot
+    /// deliver to another port).
+    #[arg(long, default_value_t = 0)]
+    sink_port: u16,
+    /// Threads serving the MX sinks.
+    #[arg(long, default_value_t = 1)]
+    sink_threads: usize,
+}
+
+impl SinkArgs {
+    /// Starts the scenario's simulated internet with these sinks.
+    fn start(&self, scenario: &Scenario) -> anyhow::Result<SimulatedInternet> {
+        let options = InternetOptions {
+            sink_port: self.sink_port,
+            sink_threads: self.sink_threads,
+        };
+        Ok(SimulatedInternet::start_with(scenario, &options)?)
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct RunArgs {
     /// Built-in scenario (uniform, realistic, hostile) or a TOML file.
@@ -163,7 +186,7 @@ pub(crate) struct RunArgs {
     #[arg(long, default_value = "bench-out")]
     out: PathBuf,
     /// Upper bound for the whole run.
-    #[arg(long, default_value = "120s", value_parser = volley_dns::parse_duration)]
+    #[arg(long, default_value = "120s", value_parser = volley_units::parse_duration)]
     timeout: Duration,
     /// Drive an MTA that is already running at HOST:PORT (and delivers into
     /// this run's internet: use --sink-port and point it at the printed DNS
@@ -173,12 +196,8 @@ pub(crate) struct RunArgs {
     /// Label of the measured MTA in the report.
     #[arg(long)]
     label: Option<String>,
-    /// Port of every MX sink (0: any free port).
-    #[arg(long, default_value_t = 0)]
-    sink_port: u16,
-    /// Threads serving the MX sinks.
-    #[arg(long, default_value_t = 1)]
-    sink_threads: usize,
+    #[command(flatten)]
+    sinks: SinkArgs,
     /// Configuration file for `volley serve` (default: the bench's own,
     /// written to OUT/volley.toml: retries after 1 s, 2 s, 5 s instead of
     /// minutes, so throttled mail drains within the run).
@@ -209,7 +228,7 @@ pub(crate) struct ComposeArgs {
     #[command(flatten)]
     load: LoadArgs,
     /// Give up on what is left after this long.
-    #[arg(long, default_value = "600s", value_parser = volley_dns::parse_duration)]
+    #[arg(long, default_value = "600s", value_parser = volley_units::parse_duration)]
     timeout: Duration,
     /// Write every accepted message's id, recipient and digest (JSON lines),
     /// for `volley bench check`.
@@ -221,15 +240,10 @@ pub(crate) struct ComposeArgs {
 pub(crate) struct InternetArgs {
     /// Built-in scenario (uniform, realistic, hostile) or a TOML file.
     scenario: String,
-    /// Port of every MX sink (0: any free port; 25 for MTAs that cannot
-    /// deliver to another port).
-    #[arg(long, default_value_t = 0)]
-    sink_port: u16,
-    /// Threads serving the MX sinks.
-    #[arg(long, default_value_t = 1)]
-    sink_threads: usize,
+    #[command(flatten)]
+    sinks: SinkArgs,
     /// Stop after this long (default: run until killed).
-    #[arg(long, value_parser = volley_dns::parse_duration)]
+    #[arg(long, value_parser = volley_units::parse_duration)]
     duration: Option<Duration>,
     /// Write the accepted messages (JSON lines) here every few seconds and at
     /// the end, for `volley bench check`.
@@ -287,13 +301,7 @@ fn bench_run(args: RunArgs) -> anyhow::Result<()> {
     let scenario = Scenario::load(name)?;
     let load = args.load.apply(scenario.load.clone())?;
     let mix = args.load.mix(Some(&scenario))?;
-    let internet = SimulatedInternet::start_with(
-        &scenario,
-        &InternetOptions {
-            sink_port: args.sink_port,
-            sink_threads: args.sink_threads,
-        },
-    )?;
+    let internet = args.sinks.start(&scenario)?;
     eprintln!(
         "simulated internet: scenario {} ({} domains), DNS {}, MX sinks on port {}",
         scenario.name,
@@ -522,13 +530,7 @@ fn bench_compose(args: ComposeArgs) -> anyhow::Result<()> {
 
 fn bench_internet(args: InternetArgs) -> anyhow::Result<()> {
     let scenario = Scenario::load(&args.scenario)?;
-    let internet = SimulatedInternet::start_with(
-        &scenario,
-        &InternetOptions {
-            sink_port: args.sink_port,
-            sink_threads: args.sink_threads,
-        },
-    )?;
+    let internet = args.sinks.start(&scenario)?;
     println!("scenario     {} ({})", scenario.name, scenario.description);
     println!("dns          {} (UDP and TCP)", internet.dns_addr());
     println!("mx port      {} (every MX host)", internet.sink_port());

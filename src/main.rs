@@ -43,7 +43,7 @@ enum Command {
         #[arg(long = "nameserver", value_name = "ADDR:PORT")]
         nameservers: Vec<SocketAddr>,
         /// Time to wait for each query, e.g. 2s or 500ms.
-        #[arg(long, default_value = "5s", value_parser = volley_dns::parse_duration)]
+        #[arg(long, default_value = "5s", value_parser = volley_units::parse_duration)]
         timeout: Duration,
     },
 }

@@ -47,7 +47,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     journal: Option<PathBuf>,
     /// Seconds between summary lines (e.g. 5s).
-    #[arg(long, value_parser = volley_engine::parse_duration)]
+    #[arg(long, value_parser = volley_units::parse_duration)]
     summary_interval: Option<Duration>,
 }
 
@@ -100,7 +100,7 @@ impl ServeArgs {
             c.hostname = h.clone();
         }
         if let Some(m) = &self.memory_budget {
-            c.memory_budget = volley_engine::parse_size(m).map_err(anyhow::Error::msg)?;
+            c.memory_budget = volley_units::parse_size(m)?;
         }
         if let Some(d) = &self.journal {
             c.journal.dir = Some(d.clone());

@@ -25,6 +25,16 @@ fn connect_from(local: [u8; 4], to: SocketAddr) -> TcpStream {
     s
 }
 
+/// A session from 127.0.0.1 that has said EHLO and MAIL FROM.
+fn open_transaction(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert!(read_reply(&mut s).starts_with("220 "));
+    assert!(command(&mut s, "EHLO composer.test\r\n").starts_with("250"));
+    assert!(command(&mut s, "MAIL FROM:<n@composer.test>\r\n").starts_with("250"));
+    s
+}
+
 #[test]
 fn untrusted_clients_and_relay_attempts_are_refused() {
     let world = World::generated(2, 1, |_| Script::default());
@@ -323,11 +333,7 @@ fn a_reload_changes_the_relay_policy_without_dropping_sessions() {
     let config = world.config();
     let engine = Engine::start(config.clone()).unwrap();
     let addr = engine.listen_addrs()[0];
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    assert!(read_reply(&mut s).starts_with("220 "));
-    assert!(command(&mut s, "EHLO composer.test\r\n").starts_with("250"));
-    assert!(command(&mut s, "MAIL FROM:<n@composer.test>\r\n").starts_with("250"));
+    let mut s = open_transaction(addr);
     assert!(command(&mut s, "RCPT TO:<x@d1.test>\r\n").starts_with("250"));
     let mut narrower = config;
     narrower.ingest.relay_domains = vec!["d0.test".into()];
@@ -335,5 +341,33 @@ fn a_reload_changes_the_relay_policy_without_dropping_sessions() {
     let r = command(&mut s, "RCPT TO:<y@d1.test>\r\n");
     assert!(r.starts_with("550 5.7.1"), "{r}");
     assert!(command(&mut s, "RCPT TO:<z@d0.test>\r\n").starts_with("250"));
+    engine.shutdown();
+}
+
+#[test]
+fn bare_postmaster_is_refused_until_an_address_is_configured_then_relayed_there() {
+    let world = World::generated(1, 1, |_| Script::default());
+    let config = world.config();
+    let engine = Engine::start(config.clone()).unwrap();
+    let addr = engine.listen_addrs()[0];
+    let mut s = open_transaction(addr);
+    // RFC 5321 4.5.1: parsed (no 501), but Volley has nowhere to put it.
+    let r = command(&mut s, "RCPT TO:<Postmaster>\r\n");
+    assert!(r.starts_with("550 5.7.1 "), "{r}");
+    assert!(r.contains("ingest.postmaster"), "{r}");
+
+    let mut with_postmaster = config;
+    with_postmaster.ingest.postmaster =
+        Some(volley_smtp::Mailbox::parse("hostmaster@d0.test").unwrap());
+    assert!(engine.reload(with_postmaster).unwrap().is_empty());
+    let r = command(&mut s, "RCPT TO:<postmaster>\r\n");
+    assert!(r.starts_with("250 "), "{r}");
+    assert!(command(&mut s, "DATA\r\n").starts_with("354"));
+    let r = command(&mut s, "Subject: hi\r\n\r\nhello postmaster\r\n.\r\n");
+    assert!(r.starts_with("250 "), "{r}");
+    wait_until("the postmaster copy", Duration::from_secs(10), || {
+        world.received_count() == 1
+    });
+    assert_eq!(world.received()[0].recipients, ["hostmaster@d0.test"]);
     engine.shutdown();
 }

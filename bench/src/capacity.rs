@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use volley_smtp::{EnhancedCode, Reply};
 
 use crate::counters::{Counts, DomainCounters};
-use crate::duration::serde_text;
+use volley_units::serde::duration as serde_text;
 
 /// What a simulated domain can take, unknown to the sender: the limits it
 /// enforces, how slow it is, and how it misbehaves.

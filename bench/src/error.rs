@@ -18,9 +18,6 @@ pub enum ScenarioError {
     /// The TOML does not parse or has unknown fields.
     #[error("scenario TOML: {0}")]
     Toml(#[from] toml::de::Error),
-    /// A duration such as "5 parsecs".
-    #[error("bad duration {0:?}: write e.g. 250ms, 2s, 5m")]
-    Duration(String),
     /// Parsed, but does not make sense (no domains, a change for an unknown
     /// domain, too many MX hosts...).
     #[error("scenario: {0}")]

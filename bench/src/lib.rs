@@ -16,7 +16,6 @@ mod capacity;
 mod compose;
 mod counters;
 mod drive;
-mod duration;
 mod error;
 mod files;
 mod html;

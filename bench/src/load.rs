@@ -7,9 +7,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::duration::serde_opt;
 use crate::error::ScenarioError;
 use crate::scenario::{SimDomain, zipf_weights};
+use volley_units::serde::option_duration as serde_opt;
 
 /// Which protocol the Composer speaks to the server under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

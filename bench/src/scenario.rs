@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::capacity::{Capacity, is_unknown_mailbox};
-use crate::duration::{serde_opt, serde_text};
 use crate::error::ScenarioError;
 use crate::load::LoadSpec;
+use volley_units::serde::{duration as serde_text, option_duration as serde_opt};
 
 const BUILTINS: [(&str, &str); 3] = [
     ("uniform", include_str!("../scenarios/uniform.toml")),

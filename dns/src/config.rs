@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::duration::{self, HumanDuration};
-
 /// How a shard's [`MxResolver`](crate::MxResolver) finds and caches routes.
 ///
 /// Deserializes from TOML/JSON with durations written as `"30s"`, `"250ms"`,
@@ -22,7 +20,7 @@ pub struct ResolverConfig {
     /// TCP only (useful where UDP is filtered).
     pub udp: bool,
     /// How long one query waits for an answer before it counts as a timeout.
-    #[serde(deserialize_with = "duration::deserialize")]
+    #[serde(deserialize_with = "volley_units::serde::duration::deserialize")]
     pub timeout: Duration,
     /// How many times a query is sent before the lookup fails transiently.
     pub attempts: usize,
@@ -31,18 +29,18 @@ pub struct ResolverConfig {
     pub max_concurrent_queries: usize,
     /// Lower bound on a positive answer's TTL: very short TTLs would make the
     /// cache useless for a mass-mail sender.
-    #[serde(deserialize_with = "duration::deserialize")]
+    #[serde(deserialize_with = "volley_units::serde::duration::deserialize")]
     pub min_ttl: Duration,
     /// Upper bound on any TTL, so a changed MX is noticed within this time.
-    #[serde(deserialize_with = "duration::deserialize")]
+    #[serde(deserialize_with = "volley_units::serde::duration::deserialize")]
     pub max_ttl: Duration,
     /// Upper bound on how long a permanent negative answer (NXDOMAIN, null MX,
     /// no address) is cached (RFC 2308); the SOA minimum is used when lower.
-    #[serde(deserialize_with = "duration::deserialize")]
+    #[serde(deserialize_with = "volley_units::serde::duration::deserialize")]
     pub negative_ttl: Duration,
     /// How long a transient failure (SERVFAIL, timeout) is cached, so a broken
     /// domain is not asked again for every message (RFC 2308 section 7 allows up to 5 minutes).
-    #[serde(deserialize_with = "duration::deserialize")]
+    #[serde(deserialize_with = "volley_units::serde::duration::deserialize")]
     pub transient_ttl: Duration,
     /// At most this many MX hosts (after ordering) are kept in a route; their
     /// addresses are looked up, the rest ignored.
@@ -155,11 +153,6 @@ pub enum ConfigError {
     /// The system resolver configuration (`/etc/resolv.conf`) could not be read.
     #[error("cannot read the system resolver configuration: {0}")]
     System(String),
-}
-
-/// Parses a duration written as `"30s"`, `"250ms"`, `"5m"`, `"1h"`, `"1d"`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    HumanDuration::parse(text).map(|d| d.0)
 }
 
 #[cfg(test)]

@@ -34,7 +34,6 @@
 
 mod cache;
 mod config;
-mod duration;
 mod error;
 mod inflight;
 mod resolver;
@@ -42,7 +41,7 @@ mod route;
 mod testserver;
 mod upstream;
 
-pub use crate::config::{ConfigError, ResolverConfig, parse_duration};
+pub use crate::config::{ConfigError, ResolverConfig};
 pub use crate::error::ResolveError;
 pub use crate::resolver::{MxResolver, ResolverStats};
 pub use crate::route::{MxHost, Route, RouteKind};

@@ -43,7 +43,7 @@ mod transport;
 
 pub use config::{
     AckMode, Config, ConfigError, IngestConfig, JournalSettings, ListenerConfig, Policy, Protocol,
-    QueueSettings, SchedulerConfig, SpecificQueue, parse_duration, parse_size,
+    QueueSettings, SchedulerConfig, SpecificQueue,
 };
 pub use durable::WallClock;
 pub use engine::{Engine, EngineError, LatencySummary, ShutdownReport, StopHandle};

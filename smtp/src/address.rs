@@ -281,14 +281,64 @@ pub fn parse_reverse_path(s: &str) -> Result<Option<Mailbox>, AddressError> {
     Mailbox::parse(strip_route(inner)?).map(Some)
 }
 
-/// Parses a forward path `<mailbox>`. A source route (`<@a,@b:user@d>`) is
-/// accepted and dropped, as RFC 5321 4.1.1.3 asks.
-pub fn parse_forward_path(s: &str) -> Result<Mailbox, AddressError> {
+/// The recipient of `RCPT TO`: a mailbox, or the bare `<Postmaster>` that
+/// RFC 5321 4.5.1 requires every server to accept without a domain.
+///
+/// A separate variant rather than a made-up domain, so that whoever decides
+/// on recipients (the engine's relay policy) must say where postmaster mail
+/// goes instead of routing it to a domain nobody chose.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ForwardPath {
+    /// `<Postmaster>` (any case), no domain: this server's own postmaster.
+    Postmaster,
+    /// An ordinary mailbox, `Postmaster@domain` included.
+    Mailbox(Mailbox),
+}
+
+impl ForwardPath {
+    /// The mailbox, or `None` for the domainless `<Postmaster>`.
+    pub fn mailbox(&self) -> Option<&Mailbox> {
+        match self {
+            ForwardPath::Postmaster => None,
+            ForwardPath::Mailbox(m) => Some(m),
+        }
+    }
+
+    /// The local part as sent, unquoted ("Postmaster" for the bare form).
+    pub fn local_part(&self) -> &str {
+        match self {
+            ForwardPath::Postmaster => "Postmaster",
+            ForwardPath::Mailbox(m) => &m.local_part,
+        }
+    }
+
+    /// True when the path needs no SMTPUTF8.
+    pub fn is_ascii(&self) -> bool {
+        self.mailbox().is_none_or(Mailbox::is_ascii)
+    }
+}
+
+impl fmt::Display for ForwardPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ForwardPath::Postmaster => f.write_str("Postmaster"),
+            ForwardPath::Mailbox(m) => m.fmt(f),
+        }
+    }
+}
+
+/// Parses a forward path `<mailbox>` or the bare `<Postmaster>` (RFC 5321
+/// 4.5.1, case-insensitive). A source route (`<@a,@b:user@d>`) is accepted
+/// and dropped, as RFC 5321 4.1.1.3 asks.
+pub fn parse_forward_path(s: &str) -> Result<ForwardPath, AddressError> {
     let inner = strip_brackets(s)?;
     if inner.is_empty() {
         return Err(AddressError::InvalidLocalPart);
     }
-    Mailbox::parse(strip_route(inner)?)
+    if inner.eq_ignore_ascii_case("postmaster") {
+        return Ok(ForwardPath::Postmaster);
+    }
+    Mailbox::parse(strip_route(inner)?).map(ForwardPath::Mailbox)
 }
 
 fn strip_brackets(s: &str) -> Result<&str, AddressError> {
@@ -448,5 +498,35 @@ mod tests {
             Err(AddressError::InvalidRoute)
         );
         assert!(!AddressError::InvalidRoute.is_transient());
+    }
+
+    #[test]
+    fn bare_postmaster_is_its_own_path() {
+        for s in ["<Postmaster>", "<postmaster>", "<POSTMASTER>"] {
+            let p = parse_forward_path(s).unwrap();
+            assert_eq!(p, ForwardPath::Postmaster, "{s}");
+            assert_eq!((p.mailbox(), p.is_ascii()), (None, true));
+            assert_eq!(p.to_string(), "Postmaster");
+        }
+        // With a domain it is an ordinary mailbox, routed like any other.
+        let p = parse_forward_path("<Postmaster@d.example>").unwrap();
+        assert_eq!(
+            p.mailbox().unwrap().domain.routing_key().unwrap(),
+            "d.example"
+        );
+        assert_eq!(p.local_part(), "Postmaster");
+        // Only the exact form: no route, no spaces, no look-alikes.
+        assert_eq!(
+            parse_forward_path("<@r.example:Postmaster>"),
+            Err(AddressError::MissingDomain)
+        );
+        for s in [
+            "<Postmaster >",
+            "<Postmasters>",
+            "<\"Postmaster\">",
+            "Postmaster",
+        ] {
+            assert!(parse_forward_path(s).is_err(), "{s}");
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! Parsing knows nothing of session state: whether a command is allowed now
 //! is the server's business.
 
-use crate::address::{AddressError, Mailbox, parse_forward_path, parse_reverse_path};
+use crate::address::{AddressError, ForwardPath, Mailbox, parse_forward_path, parse_reverse_path};
 use crate::reply::{EnhancedCode, Reply};
 
 /// A command that did not parse; [`CommandError::reply`] is what the server
@@ -143,8 +143,8 @@ pub enum Command {
     },
     /// RCPT TO:<forward-path> [params].
     Rcpt {
-        /// The recipient.
-        forward_path: Mailbox,
+        /// The recipient (or the domainless `<Postmaster>`).
+        forward_path: ForwardPath,
         /// The parameters.
         params: RcptParams,
     },
@@ -280,16 +280,15 @@ fn parse_mail(rest: &str) -> Result<Command, CommandError> {
                 .ok_or(CommandError::BadParameter("SIZE"))?;
             set_once(&mut p.size, n, "SIZE")?;
         } else if k.eq_ignore_ascii_case("BODY") {
-            let v = v.ok_or(CommandError::BadParameter("BODY"))?;
-            let b = if v.eq_ignore_ascii_case("7BIT") {
-                BodyType::SevenBit
-            } else if v.eq_ignore_ascii_case("8BITMIME") {
-                BodyType::EightBitMime
-            } else if v.eq_ignore_ascii_case("BINARYMIME") {
-                BodyType::BinaryMime
-            } else {
-                return Err(CommandError::BadParameter("BODY"));
-            };
+            let b = keyword(
+                v,
+                "BODY",
+                &[
+                    ("7BIT", BodyType::SevenBit),
+                    ("8BITMIME", BodyType::EightBitMime),
+                    ("BINARYMIME", BodyType::BinaryMime),
+                ],
+            )?;
             set_once(&mut p.body, b, "BODY")?;
         } else if k.eq_ignore_ascii_case("SMTPUTF8") {
             if v.is_some() || p.smtputf8 {
@@ -297,14 +296,7 @@ fn parse_mail(rest: &str) -> Result<Command, CommandError> {
             }
             p.smtputf8 = true;
         } else if k.eq_ignore_ascii_case("RET") {
-            let v = v.ok_or(CommandError::BadParameter("RET"))?;
-            let r = if v.eq_ignore_ascii_case("FULL") {
-                Ret::Full
-            } else if v.eq_ignore_ascii_case("HDRS") {
-                Ret::Headers
-            } else {
-                return Err(CommandError::BadParameter("RET"));
-            };
+            let r = keyword(v, "RET", &[("FULL", Ret::Full), ("HDRS", Ret::Headers)])?;
             set_once(&mut p.ret, r, "RET")?;
         } else if k.eq_ignore_ascii_case("ENVID") {
             let v = v
@@ -373,6 +365,22 @@ fn parse_rcpt(rest: &str) -> Result<Command, CommandError> {
         forward_path,
         params: p,
     })
+}
+
+/// The value of parameter `name`, one of the keywords of `table` (any case).
+fn keyword<T: Copy>(
+    value: Option<&str>,
+    name: &'static str,
+    table: &[(&str, T)],
+) -> Result<T, CommandError> {
+    value
+        .and_then(|v| {
+            table
+                .iter()
+                .find(|(k, _)| v.eq_ignore_ascii_case(k))
+                .map(|&(_, t)| t)
+        })
+        .ok_or(CommandError::BadParameter(name))
 }
 
 fn set_once<T>(slot: &mut Option<T>, v: T, name: &'static str) -> Result<(), CommandError> {
@@ -574,6 +582,22 @@ mod tests {
     }
 
     #[test]
+    fn rcpt_to_bare_postmaster_parses() {
+        for line in [
+            "RCPT TO:<Postmaster>",
+            "rcpt to:<postmaster>",
+            "RCPT TO:<POSTMASTER> NOTIFY=NEVER",
+        ] {
+            let Ok(Command::Rcpt { forward_path, .. }) = p(line) else {
+                panic!("{line} refused")
+            };
+            assert_eq!(forward_path, ForwardPath::Postmaster, "{line}");
+        }
+        assert_eq!(p("RCPT TO:<Postmaster").unwrap_err().reply().code, 501);
+        assert_eq!(p("RCPT TO:<nobody>").unwrap_err().reply().code, 501);
+    }
+
+    #[test]
     fn quoted_path_with_bracket_inside() {
         let c = p(r#"RCPT TO:<"a>b"@x.example> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;a+2Bb@x.example"#)
             .unwrap();
@@ -584,7 +608,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(forward_path.local_part, "a>b");
+        assert_eq!(forward_path.local_part(), "a>b");
         assert_eq!(
             params.notify,
             Some(Notify {

@@ -14,7 +14,7 @@ mod server;
 mod stuffing;
 
 pub use address::{
-    AddressError, Domain, Mailbox, parse_forward_path, parse_reverse_path, routing_key,
+    AddressError, Domain, ForwardPath, Mailbox, parse_forward_path, parse_reverse_path, routing_key,
 };
 pub use client::{
     Capabilities, Client, ClientConfig, ClientError, ClientEvent, DeliveryStatus, RecipientOutcome,

@@ -61,7 +61,7 @@ fn run(txs: Vec<Transaction>, lmtp: bool, chunking: bool) -> (Vec<TransactionOut
             match ev {
                 ServerEvent::Mail { .. } => server.mail_verdict(Verdict::Accept).unwrap(),
                 ServerEvent::Rcpt { forward_path, .. } => {
-                    let v = if forward_path.local_part.starts_with("reject") {
+                    let v = if forward_path.local_part().starts_with("reject") {
                         Verdict::Reject(Reply::new(550, EnhancedCode::new(5, 1, 1), "no such user"))
                     } else {
                         rcpts.push(forward_path.to_string());

@@ -14,7 +14,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use journal::JournalSettings;
-pub use units::{parse_duration, parse_size};
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -148,6 +147,23 @@ pub struct IngestConfig {
     pub max_message_size: u64,
     /// Recipients per message (452 4.5.3 beyond).
     pub max_recipients: usize,
+    /// Where `RCPT TO:<Postmaster>` (no domain, RFC 5321 4.5.1) is relayed,
+    /// e.g. "postmaster@example.com". Volley has no local mailboxes, so with
+    /// none set such a recipient gets 550 5.7.1. Relay domains do not apply:
+    /// the operator chose this address.
+    #[serde(deserialize_with = "postmaster_address")]
+    pub postmaster: Option<volley_smtp::Mailbox>,
+}
+
+/// Reads `ingest.postmaster`: a mailbox whose domain can be routed.
+fn postmaster_address<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<volley_smtp::Mailbox>, D::Error> {
+    let text = String::deserialize(d)?;
+    let invalid = |e| serde::de::Error::custom(format!("invalid postmaster {text:?}: {e}"));
+    let mailbox = volley_smtp::Mailbox::parse(text.trim()).map_err(invalid)?;
+    mailbox.domain.routing_key().map_err(invalid)?;
+    Ok(Some(mailbox))
 }
 
 impl Default for IngestConfig {
@@ -164,6 +180,7 @@ impl Default for IngestConfig {
             command_timeout: Duration::from_secs(300),
             max_message_size: 50 << 20,
             max_recipients: 1000,
+            postmaster: None,
         }
     }
 }
@@ -585,7 +602,7 @@ max_connections = 50
         let text = "shards = 2\n\n[general_queue]\nidle_timeout = \"5 fortnights\"\n";
         let e = Config::from_toml(text).unwrap_err();
         assert_eq!(e[0].line, Some(4), "{e:?}");
-        assert!(e[0].message.contains("unknown unit"), "{e:?}");
+        assert!(e[0].message.contains("unknown time unit"), "{e:?}");
 
         let e = Config::from_toml("shards = 2\nshardz = 3\n").unwrap_err();
         assert_eq!(e[0].line, Some(2));

@@ -6,6 +6,7 @@
 //! abusive session only ever harms itself: every limit has a precise reply.
 
 mod held;
+mod relay;
 mod session;
 
 use std::net::IpAddr;

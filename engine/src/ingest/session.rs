@@ -11,6 +11,7 @@ use volley_smtp::{EnhancedCode, Reply, Server, ServerConfig, ServerEvent, Verdic
 
 use super::Admission;
 use super::held::{Held, Pending};
+use super::relay::{Accepted, rcpt_policy};
 use crate::config::{AckMode, Config, ListenerConfig, Protocol};
 use crate::message::Message;
 use crate::shard::Shard;
@@ -202,19 +203,10 @@ impl Session {
             ServerEvent::Rcpt { forward_path, .. } => {
                 // The relay policy as it is now: a reload applies at once.
                 let config = self.shard.shared.config.load();
-                let verdict = match forward_path.domain.routing_key() {
-                    Err(e) => Verdict::Reject(Reply::new(
-                        501,
-                        EnhancedCode::new(5, 1, 2),
-                        format!("bad recipient domain: {e}"),
-                    )),
-                    Ok(key) if !config.ingest.may_relay_to(&key) => Verdict::Reject(Reply::new(
-                        550,
-                        EnhancedCode::new(5, 7, 1),
-                        format!("relaying to {key} is not allowed"),
-                    )),
-                    Ok(key) => {
-                        self.txn.rcpts.push(forward_path.to_string());
+                let verdict = match rcpt_policy(&config.ingest, &forward_path) {
+                    Err(reply) => Verdict::Reject(reply),
+                    Ok(Accepted { rcpt, key }) => {
+                        self.txn.rcpts.push(rcpt);
                         self.txn.keys.push(key.into());
                         Verdict::Accept
                     }

@@ -17,13 +17,13 @@ pub struct JournalConfig {
     /// long before its commit starts (the writer commits sooner when
     /// nothing else is queued). It bounds the added latency of a fast-mode
     /// 250.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "volley_units::serde::duration")]
     pub commit_interval: Duration,
     /// Group commit of "finished" facts: the oldest waits at most this long
     /// before its commit starts. Longer means fewer fsyncs and fewer bytes
     /// rewritten per fact; it also widens the window in which a crash
     /// resends a recipient that was already delivered.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "volley_units::serde::duration")]
     pub finish_commit_interval: Duration,
     /// Group commit by size: a commit is due once this many bytes wait.
     pub commit_bytes: usize,

@@ -41,7 +41,7 @@ pub struct RuleConfig {
     /// The regular expression.
     pub pattern: String,
     /// Stop sending to the destination for this long.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "volley_units::serde::option_duration")]
     pub suspend: Option<Duration>,
     /// Allow at most this many connections for `duration`.
     #[serde(default)]
@@ -50,7 +50,10 @@ pub struct RuleConfig {
     #[serde(default)]
     pub max_rate: Option<f64>,
     /// How long a `max_connections` / `max_rate` limit lasts (default 1h).
-    #[serde(default = "default_limit_duration", with = "humantime_serde")]
+    #[serde(
+        default = "default_limit_duration",
+        with = "volley_units::serde::duration"
+    )]
     pub duration: Duration,
 }
 

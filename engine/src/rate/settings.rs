@@ -28,7 +28,7 @@ pub struct RateSettings {
     /// Message rate at creation, before anything is learned.
     pub initial_rate: f64,
     /// How often the controller re-evaluates its rate from what it saw.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "volley_units::serde::duration")]
     pub adjust_interval: Duration,
     /// Slow start multiplies the rate by this per interval while latency stays
     /// near its floor, until the first throttling reply or latency rise.
@@ -51,26 +51,26 @@ pub struct RateSettings {
     pub latency_smoothing: f64,
     /// The latency floor is the minimum over roughly this long a window, so
     /// it follows a remote whose baseline changes.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "volley_units::serde::duration")]
     pub latency_floor_window: Duration,
     /// First suspension after a throttling reply.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "volley_units::serde::duration")]
     pub backoff_initial: Duration,
     /// Longest suspension; each throttling reply that comes back soon after
     /// the previous one doubles the suspension up to this.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "volley_units::serde::duration")]
     pub backoff_max: Duration,
     /// Time without throttling after which the backoff starts again from
     /// `backoff_initial` and a cut connection cap grows again.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "volley_units::serde::duration")]
     pub quiet_period: Duration,
     /// Time at the plateau without throttling before the controller forgets
     /// the ceiling and probes above it (capacity may have grown).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "volley_units::serde::duration")]
     pub probe_after: Duration,
     /// How far ahead of the steady pace a burst may run (GCRA tolerance):
     /// "100ms" lets `1 + rate * 0.1` messages go back to back.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "volley_units::serde::duration")]
     pub burst: Duration,
     /// Consecutive connection failures (refused, timed out, dropped) with no
     /// reply in between after which sending is suspended as for a throttle.

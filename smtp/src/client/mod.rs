@@ -383,12 +383,9 @@ impl Client {
             // Nobody to send to: no DATA, and RSET to end the open
             // transaction that MAIL started.
             self.finish(true);
-        } else if a.bdat {
-            self.send_bdat();
         } else {
-            self.cmd.extend_from_slice(b"DATA\r\n");
-            self.flush_cmd();
-            self.expect.push_back(Expect::Data);
+            let bdat = a.bdat;
+            self.send_body_start(bdat);
         }
     }
 
@@ -518,13 +515,7 @@ impl Client {
         for i in 0..n {
             self.write_rcpt(i);
         }
-        if bdat {
-            self.send_bdat();
-        } else {
-            self.cmd.extend_from_slice(b"DATA\r\n");
-            self.flush_cmd();
-            self.expect.push_back(Expect::Data);
-        }
+        self.send_body_start(bdat);
     }
 
     fn write_rcpt(&mut self, i: usize) {
@@ -537,6 +528,18 @@ impl Client {
     fn send_rcpt(&mut self, i: usize) {
         self.write_rcpt(i);
         self.flush_cmd();
+    }
+
+    /// After the recipients: the whole body in one BDAT chunk, or DATA (the
+    /// body follows its 354), after any commands already written.
+    fn send_body_start(&mut self, bdat: bool) {
+        if bdat {
+            self.send_bdat();
+        } else {
+            self.cmd.extend_from_slice(b"DATA\r\n");
+            self.flush_cmd();
+            self.expect.push_back(Expect::Data);
+        }
     }
 
     /// `BDAT <size> LAST` and the body, after any commands already written.

@@ -11,7 +11,7 @@ mod data;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::address::Mailbox;
+use crate::address::{ForwardPath, Mailbox};
 use crate::command::{BodyType, Command, MailParams, RcptParams, parse_command};
 use crate::reply::{EnhancedCode, Reply};
 
@@ -42,8 +42,9 @@ pub enum ServerEvent {
     },
     /// RCPT TO passed syntax and limits; answer with [`Server::rcpt_verdict`].
     Rcpt {
-        /// The recipient.
-        forward_path: Mailbox,
+        /// The recipient; [`ForwardPath::Postmaster`] for the domainless
+        /// `<Postmaster>`, which the engine must route or refuse itself.
+        forward_path: ForwardPath,
         /// The parameters.
         params: RcptParams,
     },
@@ -675,7 +676,7 @@ impl Server {
         })
     }
 
-    fn rcpt(&mut self, forward_path: Mailbox, params: RcptParams) -> Option<ServerEvent> {
+    fn rcpt(&mut self, forward_path: ForwardPath, params: RcptParams) -> Option<ServerEvent> {
         if !self.txn.active {
             return self.error(503, E_SEQUENCE, "Need MAIL before RCPT");
         }

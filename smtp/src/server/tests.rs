@@ -17,7 +17,9 @@ struct Seen {
 /// starts with `reject`, and messages whose body contains `REJECTME`.
 fn policy(ev: &ServerEvent, body: &[u8]) -> Verdict {
     match ev {
-        ServerEvent::Rcpt { forward_path, .. } if forward_path.local_part.starts_with("reject") => {
+        ServerEvent::Rcpt { forward_path, .. }
+            if forward_path.local_part().starts_with("reject") =>
+        {
             Verdict::Reject(Reply::new(550, EnhancedCode::new(5, 1, 1), "No such user"))
         }
         ServerEvent::MessageComplete if body.windows(8).any(|w| w == b"REJECTME") => {
@@ -455,6 +457,28 @@ fn parameters_and_client_name_reach_the_engine() {
     };
     assert!(params.notify.unwrap().failure);
     assert_eq!(params.orcpt.unwrap().addr, "d@e.f");
+}
+
+#[test]
+fn bare_postmaster_reaches_the_engine_and_gets_its_verdict() {
+    let mut s = Server::new(ServerConfig::default());
+    let input = b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<postmaster>\r\n";
+    assert_eq!(s.receive(input), input.len());
+    let Some(ServerEvent::Mail { .. }) = s.poll_event() else {
+        panic!("no MAIL event")
+    };
+    s.mail_verdict(Verdict::Accept).unwrap();
+    let Some(ServerEvent::Rcpt { forward_path, .. }) = s.poll_event() else {
+        panic!("no RCPT event")
+    };
+    assert_eq!(forward_path, ForwardPath::Postmaster);
+    let refusal = Reply::new(550, EnhancedCode::new(5, 7, 1), "no postmaster here");
+    s.rcpt_verdict(Verdict::Reject(refusal)).unwrap();
+    let out = String::from_utf8(s.output().to_vec()).unwrap();
+    assert!(
+        out.ends_with("250 2.1.0 OK\r\n550 5.7.1 no postmaster here\r\n"),
+        "{out}"
+    );
 }
 
 #[test]
