@@ -10,6 +10,7 @@ pub mod journal;
 mod message;
 mod metrics;
 mod outcome;
+mod pace;
 mod queues;
 pub mod rate;
 mod shard;
@@ -22,4 +23,4 @@ pub use config::{
     SchedulerConfig, SpecificQueue, parse_duration, parse_size,
 };
 pub use engine::{Engine, EngineError, LatencySummary, ShutdownReport, StopHandle};
-pub use metrics::Stats;
+pub use metrics::{DomainRate, Stats};

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::rate::{RateSettings, RuleConfig, RuleSet};
+
 pub use units::{parse_duration, parse_size};
 
 /// The whole configuration.
@@ -50,6 +52,9 @@ pub struct Config {
     /// Specific queues: domains with their own limits and optional fixed MX.
     #[serde(rename = "queue")]
     pub queues: Vec<SpecificQueue>,
+    /// Operator rules matched against every 4yz/5yz reply of a destination
+    /// (`[[rules]]`): a pattern that suspends the destination or caps it.
+    pub rules: Vec<RuleConfig>,
 }
 
 impl Default for Config {
@@ -68,6 +73,7 @@ impl Default for Config {
             scheduler: SchedulerConfig::default(),
             general_queue: QueueSettings::default(),
             queues: Vec::new(),
+            rules: Vec::new(),
         }
     }
 }
@@ -285,6 +291,14 @@ pub struct QueueSettings {
     /// How long an MX host that refused or timed out is skipped.
     #[serde(with = "units::duration")]
     pub host_down_for: Duration,
+    /// Learn each domain's pace (connections and message rate) from its
+    /// latency and replies, within `rate`'s bounds. Off: the static mode
+    /// of classic MTAs, `max_connections_per_domain` connections and no
+    /// rate limit.
+    pub adaptive: bool,
+    /// Bounds and gains of the per-domain rate controller (`[*.rate]`);
+    /// the connection limit is also capped by `max_connections_per_domain`.
+    pub rate: RateSettings,
 }
 
 impl Default for QueueSettings {
@@ -313,6 +327,8 @@ impl Default for QueueSettings {
             max_age: Duration::from_secs(5 * 86400),
             fallback_relay: None,
             host_down_for: Duration::from_secs(60),
+            adaptive: true,
+            rate: RateSettings::default(),
         }
     }
 }
@@ -449,12 +465,18 @@ impl Config {
                     format!("queue {name:?}: retry_schedule needs at least one delay"),
                 );
             }
+            if let Err(e) = s.rate.validate() {
+                err("rate", format!("queue {name:?}: {e}"));
+            }
             if s.max_attempts == 0 {
                 err(
                     "max_attempts",
                     format!("queue {name:?}: max_attempts must be at least 1"),
                 );
             }
+        }
+        if let Err(e) = RuleSet::new(&self.rules) {
+            err("rules", e.to_string());
         }
         if let Err(e) = self.resolver.validate() {
             err("resolver", e.to_string());
