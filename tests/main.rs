@@ -3,6 +3,7 @@
 mod bench;
 mod ingest;
 mod outcomes;
+mod rate;
 mod relay;
 mod resolve;
 mod support;

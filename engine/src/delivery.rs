@@ -202,6 +202,7 @@ async fn open(
         }
         tried = true;
         let source = shard.shared.source_ip(&config);
+        let mut throttled = false;
         match Conn::connect(t.addr, source, s.connect_timeout).await {
             Ok(conn) => {
                 shard.shared.counters.connection_opened();
@@ -218,7 +219,7 @@ async fn open(
                 match session.next_event(s, session_deadline).await {
                     ClientEvent::Ready { .. } => return Ok(session),
                     ClientEvent::Failed { error, .. } => {
-                        pace::session_failed(shard, d, &error);
+                        throttled = pace::session_failed(shard, d, &error);
                         last_error = format!("{} [{}]: {error}", t.host, t.addr);
                     }
                     _ => {
@@ -231,6 +232,12 @@ async fn open(
                 pace::connect_failed(shard, d);
                 last_error = format!("{} [{}]: {e}", t.host, t.addr);
             }
+        }
+        if throttled {
+            // "Too many connections" (or slow down) at the greeting: the
+            // limit is the domain's, so no other MX host is tried and none
+            // is marked down; the controller has cut the connections.
+            break;
         }
         shard.mark_host_down(t.addr, s.host_down_for);
     }
@@ -383,7 +390,7 @@ async fn work(
                 pace::grow(shard, d);
             }
             ClientEvent::Failed { error, .. } => {
-                pace::session_failed(shard, d, &error);
+                let _ = pace::session_failed(shard, d, &error);
                 if matches!(error, ClientError::TimedOut { .. }) {
                     shard.mark_host_down(session.target.addr, s.host_down_for);
                 }

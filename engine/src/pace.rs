@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use volley_smtp::{ClientError, DeliveryStatus, Reply, TransactionOutcome};
 
 use crate::queues::DomainId;
-use crate::rate::LatencyKind;
+use crate::rate::{LatencyKind, ReplyKind};
 use crate::shard::Shard;
 
 /// Asks to start one transaction now; `Err(at)`: not before `at`.
@@ -34,12 +34,11 @@ pub(crate) fn over_limit(shard: &Shard, d: DomainId) -> bool {
 /// One reply from the destination that is a pace signal: every 4yz and
 /// 5yz, and the reply that ends a transaction. Operator rules are matched
 /// first, then the controller reads it.
-pub(crate) fn reply(shard: &Shard, d: DomainId, reply: &Reply) {
+/// Returns how the controller read it (`None`: static queue).
+pub(crate) fn reply(shard: &Shard, d: DomainId, reply: &Reply) -> Option<ReplyKind> {
     let now = Instant::now();
     let mut qs = shard.queues.borrow_mut();
-    let Some(c) = qs.rate_mut(d, now) else {
-        return;
-    };
+    let c = qs.rate_mut(d, now)?;
     let text = reply.text();
     if let Some(action) = shard.rules.match_reply(reply.code, reply.enhanced, &text) {
         tracing::info!(
@@ -50,7 +49,7 @@ pub(crate) fn reply(shard: &Shard, d: DomainId, reply: &Reply) {
         );
         c.apply(now, &action);
     }
-    c.on_reply(now, reply.code, reply.enhanced, &text);
+    Some(c.on_reply(now, reply.code, reply.enhanced, &text))
 }
 
 /// A transaction ended with a reply per recipient after `took`.
@@ -68,11 +67,11 @@ pub(crate) fn transaction(
         if r.status == DeliveryStatus::Delivered {
             accepted.get_or_insert(&r.reply);
         } else {
-            reply(shard, d, &r.reply);
+            let _ = reply(shard, d, &r.reply);
         }
     }
     if let Some(ok) = accepted {
-        reply(shard, d, ok);
+        let _ = reply(shard, d, ok);
         let now = Instant::now();
         if let Some(c) = shard.queues.borrow_mut().rate_mut(d, now) {
             c.on_latency(now, LatencyKind::Transaction, took);
@@ -82,12 +81,19 @@ pub(crate) fn transaction(
 
 /// A session ended in error: a reply it carries (421 at greeting or
 /// mid-session, a refused greeting) is a signal; a refused, timed-out or
-/// dropped connection counts as a connection failure.
-pub(crate) fn session_failed(shard: &Shard, d: DomainId, error: &ClientError) {
+/// dropped connection counts as a connection failure. True when the
+/// controller read a throttling reply: the host is up, it only wants us
+/// slower, and the controller has taken care of that.
+pub(crate) fn session_failed(shard: &Shard, d: DomainId, error: &ClientError) -> bool {
     match error {
         ClientError::ServiceClosing { reply: r, .. }
-        | ClientError::GreetingRejected { reply: r } => reply(shard, d, r),
-        _ => connect_failed(shard, d),
+        | ClientError::GreetingRejected { reply: r } => {
+            reply(shard, d, r).is_some_and(ReplyKind::is_throttle)
+        }
+        _ => {
+            connect_failed(shard, d);
+            false
+        }
     }
 }
 

@@ -61,7 +61,9 @@ pub struct RateSettings {
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
     /// Time without throttling after which the backoff starts again from
-    /// `backoff_initial` and a cut connection cap grows again.
+    /// `backoff_initial` and a cut connection cap grows again. Short: a
+    /// throttle that comes seconds after resuming says the plateau is a
+    /// little high (the cut handles that), not that the remote wants silence.
     #[serde(with = "humantime_serde")]
     pub quiet_period: Duration,
     /// Time at the plateau without throttling before the controller forgets
@@ -96,7 +98,7 @@ impl Default for RateSettings {
             latency_floor_window: Duration::from_secs(60),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
-            quiet_period: Duration::from_secs(10),
+            quiet_period: Duration::from_secs(2),
             probe_after: Duration::from_secs(30),
             burst: Duration::from_millis(100),
             connect_failures_to_backoff: 3,

@@ -462,3 +462,47 @@ fn odd_settings_and_inputs_never_panic() {
     let _ = d.ctl.snapshot(d.now).to_string();
     assert!(d.ctl.try_acquire(d.now).is_err());
 }
+
+#[test]
+fn latency_that_rises_while_demand_is_low_does_not_cut_the_rate() {
+    let mut d = Drive::new(RateSettings::default());
+    d.busy(secs(3), ms(20));
+    let rate = d.ctl.rate();
+    // A trickle far under the allowance, answered slowly: not our doing.
+    d.trickle(secs(10), ms(200));
+    assert!(d.ctl.rate() >= rate, "{} < {rate}", d.ctl.rate());
+    assert_eq!(d.ctl.snapshot(d.now).ceiling, None);
+}
+
+#[test]
+fn a_throttle_after_an_idle_spell_cuts_to_a_third_at_most() {
+    let mut d = Drive::new(RateSettings::default());
+    d.busy(secs(4), ms(20));
+    let rate = d.ctl.rate();
+    // Nothing delivered for two seconds, then a throttling reply.
+    d.now += secs(2);
+    d.throttle();
+    // (Without the floor the last second's zero deliveries would set the
+    // ceiling to min_rate.)
+    let ceiling = d.ctl.snapshot(d.now).ceiling.unwrap();
+    assert!(ceiling >= rate / 3.0, "{ceiling} vs {rate}");
+}
+
+#[test]
+fn a_throttle_under_a_learned_ceiling_lowers_the_ceiling() {
+    let s = RateSettings::default();
+    let mut d = Drive::new(s.clone());
+    d.busy(secs(5), ms(20));
+    d.throttle();
+    let first = d.ctl.snapshot(d.now).ceiling.unwrap();
+    // Back at the plateau, the receiver (whose burst allowance made it look
+    // faster than it is) throttles again.
+    d.busy(secs(6), ms(20));
+    assert_eq!(d.state(), RateState::Steady);
+    d.throttle();
+    let second = d.ctl.snapshot(d.now).ceiling.unwrap();
+    assert!(
+        second <= first * s.decrease_factor * 1.001,
+        "{second} vs {first}"
+    );
+}
