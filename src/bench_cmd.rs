@@ -176,6 +176,9 @@ pub(crate) struct RunArgs {
     /// Port of every MX sink (0: any free port).
     #[arg(long, default_value_t = 0)]
     sink_port: u16,
+    /// Threads serving the MX sinks.
+    #[arg(long, default_value_t = 1)]
+    sink_threads: usize,
     /// Configuration file for `volley serve` (default: the bench's own,
     /// written to OUT/volley.toml: retries after 1 s, 2 s, 5 s instead of
     /// minutes, so throttled mail drains within the run).
@@ -216,6 +219,9 @@ pub(crate) struct InternetArgs {
     /// deliver to another port).
     #[arg(long, default_value_t = 0)]
     sink_port: u16,
+    /// Threads serving the MX sinks.
+    #[arg(long, default_value_t = 1)]
+    sink_threads: usize,
     /// Stop after this long (default: run until killed).
     #[arg(long, value_parser = volley_dns::parse_duration)]
     duration: Option<Duration>,
@@ -273,7 +279,7 @@ fn bench_run(args: RunArgs) -> anyhow::Result<()> {
         &scenario,
         &InternetOptions {
             sink_port: args.sink_port,
-            ..InternetOptions::default()
+            sink_threads: args.sink_threads,
         },
     )?;
     eprintln!(
@@ -300,7 +306,9 @@ fn bench_run(args: RunArgs) -> anyhow::Result<()> {
                     path
                 }
             };
-            let (addr, child) = start_volley(&internet, &config, &args.out, &args.serve_args)?;
+            let lmtp = load.protocol == Protocol::Lmtp;
+            let (addr, child) =
+                start_volley(&internet, &config, &args.out, lmtp, &args.serve_args)?;
             eprintln!(
                 "volley serve: ingest {addr}, config {}, log {}",
                 config.display(),
@@ -368,6 +376,7 @@ fn start_volley(
     internet: &SimulatedInternet,
     config: &Path,
     out: &Path,
+    lmtp: bool,
     extra: &[String],
 ) -> anyhow::Result<(SocketAddr, Child)> {
     let listen: SocketAddr = {
@@ -381,7 +390,7 @@ fn start_volley(
         .arg("serve")
         .arg("--config")
         .arg(config)
-        .arg("--listen")
+        .arg(if lmtp { "--lmtp-listen" } else { "--listen" })
         .arg(listen.to_string())
         .arg("--nameserver")
         .arg(internet.dns_addr().to_string())
@@ -489,7 +498,7 @@ fn bench_internet(args: InternetArgs) -> anyhow::Result<()> {
         &scenario,
         &InternetOptions {
             sink_port: args.sink_port,
-            ..InternetOptions::default()
+            sink_threads: args.sink_threads,
         },
     )?;
     println!("scenario     {} ({})", scenario.name, scenario.description);

@@ -176,8 +176,11 @@ fn volley_serve_relays_and_stops_on_sigterm() {
         l.local_addr().unwrap().port()
     };
     let listen = format!("127.0.0.1:{port}");
+    let file = temp_path("serve.toml");
+    std::fs::write(&file, "[ingest]\nrelay_domains = [\"*\"]\n").unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_volley"))
-        .args(["serve", "--listen", &listen, "--shards", "2"])
+        .args(["serve", "--config", file.to_str().unwrap()])
+        .args(["--listen", &listen, "--shards", "2"])
         .args(["--delivery-port", &world.port.to_string()])
         .args(["--nameserver", &world.dns.addr().to_string()])
         .args(["--summary-interval", "200ms"])
@@ -203,15 +206,24 @@ fn volley_serve_relays_and_stops_on_sigterm() {
     wait_until("delivered to the sink", Duration::from_secs(10), || {
         world.received_count() == 1
     });
+    // SIGHUP: reload the file; the engine carries on.
+    let signal = |sig: &str| {
+        let _ = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status();
+    };
+    signal("-HUP");
+    std::thread::sleep(Duration::from_millis(300));
     // SIGTERM: stop accepting, finish, report.
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    signal("-TERM");
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stdout.contains("delivered 1"), "{stdout}");
     assert!(stdout.contains("0 recipients still queued"), "{stdout}");
+    assert!(stderr.contains("configuration reloaded"), "{stderr}");
+    let _ = std::fs::remove_file(file);
 }
 
 #[test]

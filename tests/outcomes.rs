@@ -182,3 +182,103 @@ fn one_message_to_three_domains_keeps_one_body() {
     });
     engine.shutdown();
 }
+
+#[test]
+fn given_up_recipients_go_to_the_fallback_relay_and_delivery_uses_the_source_ip() {
+    // d0.test's MX (127.0.0.9) is dead; the fallback relay is the sink on
+    // 127.0.0.2, reached from the configured source address 127.0.0.77.
+    let zone = TestZone::new()
+        .mx("d0.test", [(10, "mx.d0.test")])
+        .host("mx.d0.test", [Ipv4Addr::new(127, 0, 0, 9).into()]);
+    let world = World::new(zone, &[mx_ip(0)], |_| Script::default());
+    let mut config = world.config();
+    config.general_queue.max_attempts = 2;
+    config.general_queue.retry_schedule = vec![Duration::from_millis(100)];
+    config.general_queue.fallback_relay = Some(world.sinks[0].addr);
+    config.source_ips = vec!["127.0.0.77".parse().unwrap()];
+    let engine = Engine::start(config).unwrap();
+    composer::send(
+        engine.listen_addrs()[0],
+        false,
+        vec![tx(&["x@d0.test"], "Subject: fb\r\n\r\nfallback\r\n")],
+    )
+    .unwrap();
+    wait_stats(&engine, "delivered through the fallback", |s| {
+        s.delivered == 1
+    });
+    let report = engine.shutdown();
+    assert_eq!(report.stats.expired, 0);
+    let got = world.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].recipients, ["x@d0.test"]);
+    assert_eq!(
+        got[0].peer,
+        "127.0.0.77".parse::<std::net::IpAddr>().unwrap()
+    );
+    let log = log_lines(&world.log);
+    assert_eq!(
+        statuses(&log, "x@d0.test"),
+        ["deferred", "deferred", "delivered"]
+    );
+    assert!(
+        log[1]["text"].as_str().unwrap().contains("fallback relay"),
+        "{:?}",
+        log[1]
+    );
+}
+
+#[test]
+fn specific_queues_use_fixed_mx_hosts_and_unreachable_ones_expire() {
+    use volley_engine::SpecificQueue;
+    // No DNS records at all: the specific queues name their MX hosts.
+    let world = World::new(TestZone::new(), &[mx_ip(0)], |_| Script::default());
+    let dead: std::net::SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut config = world.config();
+    for (domain, mx) in [
+        (
+            "two.test",
+            vec![dead.to_string(), world.sinks[0].addr.to_string()],
+        ),
+        ("none.test", vec![dead.to_string()]),
+    ] {
+        let mut q = SpecificQueue {
+            name: domain.into(),
+            domains: vec![domain.into()],
+            mx,
+            ..SpecificQueue::default()
+        };
+        q.limits.retry_schedule = vec![Duration::from_millis(100)];
+        q.limits.host_down_for = Duration::from_millis(150);
+        q.limits.max_attempts = 3;
+        config.queues.push(q);
+    }
+    let engine = Engine::start(config).unwrap();
+    composer::send(
+        engine.listen_addrs()[0],
+        false,
+        vec![
+            tx(&["x@two.test"], "Subject: 1\r\n\r\none\r\n"),
+            tx(&["y@none.test"], "Subject: 2\r\n\r\ntwo\r\n"),
+        ],
+    )
+    .unwrap();
+    wait_stats(&engine, "one delivered, one expired", |s| {
+        s.delivered == 1 && s.expired == 1
+    });
+    let report = engine.shutdown();
+    assert_eq!(report.queued, 0);
+    assert_eq!(world.dns.queries(), 0, "fixed MX hosts need no DNS");
+    assert_eq!(world.received_count(), 1);
+    let log = log_lines(&world.log);
+    assert_eq!(statuses(&log, "x@two.test"), ["delivered"]);
+    let y: Vec<_> = log
+        .iter()
+        .filter(|l| l["recipient"] == "y@none.test")
+        .collect();
+    assert_eq!(y.len(), 3, "max_attempts = 3: {y:?}");
+    assert_eq!(y[2]["status"], "expired");
+    assert_eq!(y[2]["category"], "connection");
+}

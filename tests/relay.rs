@@ -1,16 +1,16 @@
 //! The relay end to end: Composer -> Volley (in-process engine, 2 shards) ->
-//! test DNS server -> MX sinks on 127.0.0.x.
+//! test DNS server -> MX sinks on 127.0.0.x. The bulk run uses the bench's
+//! Composer and simulated internet (its sinks check each body's digest);
+//! the lettre run uses the scripted sink of `support`, which keeps bodies.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use volley_engine::Engine;
-use volley_smtp::Transaction;
 
 use crate::support::sink::Script;
-use crate::support::{World, composer, wait_stats};
+use crate::support::{World, wait_stats};
 
 /// A body that names its message, so arrival can be checked exactly once.
 fn body(i: usize) -> Bytes {
@@ -22,31 +22,6 @@ fn body(i: usize) -> Bytes {
 fn message_id(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     text.lines().next().unwrap_or("").to_string()
-}
-
-/// Sends `n` one-recipient messages over `conns` parallel sessions.
-fn compose(addr: SocketAddr, n: usize, domains: usize, conns: usize) -> HashMap<String, Bytes> {
-    let mut sent = HashMap::new();
-    let mut per_conn: Vec<Vec<Transaction>> = (0..conns).map(|_| Vec::new()).collect();
-    for i in 0..n {
-        let b = body(i);
-        sent.insert(message_id(&b), b.clone());
-        per_conn[i % conns].push(Transaction {
-            reverse_path: "news@composer.test".into(),
-            recipients: vec![format!("user{i}@d{}.test", i % domains)],
-            body: b,
-        });
-    }
-    let handles: Vec<_> = per_conn
-        .into_iter()
-        .map(|txs| std::thread::spawn(move || composer::send(addr, false, txs).unwrap()))
-        .collect();
-    for h in handles {
-        for o in h.join().unwrap() {
-            assert_eq!(o.delivered(), 1, "{o:?}");
-        }
-    }
-    sent
 }
 
 fn assert_exactly_once(world: &World, sent: &HashMap<String, Bytes>) {
@@ -65,28 +40,91 @@ fn assert_exactly_once(world: &World, sent: &HashMap<String, Bytes>) {
     }
 }
 
+/// The bench's simulated internet: 200 domains, sinks without limits.
+const INTERNET: &str = r#"
+name = "e2e"
+description = "200 domains, unlimited sinks"
+seed = 7
+domain = []
+change = []
+
+[load]
+messages = 10000
+connections = 8
+pipelining = true
+protocol = "smtp"
+body_min = 500
+body_max = 4000
+rate = 0.0
+sender = "composer@bench.test"
+template = "Dear {name},\r\n\r\nmessage {number} for {email}.\r\n.a leading dot\r\n"
+
+[[group]]
+prefix = "d"
+suffix = "test"
+count = 200
+mx = 1
+weight = 1.0
+zipf = 0.0
+
+[group.capacity]
+max_connections = 0
+max_rate = 0.0
+latency = "0s"
+"#;
+
 #[test]
 fn ten_thousand_messages_to_200_domains_arrive_exactly_once() {
-    let world = World::generated(200, 4, |_| Script::default());
-    let engine = Engine::start(world.config()).unwrap();
-    let addr = engine.listen_addrs()[0];
-    let sent = compose(addr, 10_000, 200, 8);
+    use volley_bench::{ComposeConfig, DomainMix, Scenario, SimulatedInternet, spawn_compose};
+
+    let scenario = Scenario::from_toml(INTERNET).unwrap();
+    let internet = SimulatedInternet::start(&scenario).unwrap();
+    let log = crate::support::temp_path("bench.log");
+    let mut config = volley_engine::Config {
+        shards: 2,
+        delivery_port: internet.sink_port(),
+        resolver: internet.resolver_config(),
+        delivery_log: Some(log.clone()),
+        listeners: vec![volley_engine::ListenerConfig {
+            address: "127.0.0.1:0".parse().unwrap(),
+            ..volley_engine::ListenerConfig::default()
+        }],
+        ..volley_engine::Config::default()
+    };
+    config.general_queue.idle_timeout = Duration::from_millis(500);
+    let engine = Engine::start(config).unwrap();
+    let outcome = spawn_compose(ComposeConfig {
+        target: engine.listen_addrs()[0],
+        load: scenario.load.clone(),
+        mix: DomainMix::of_scenario(internet.domains()).unwrap(),
+        seed: scenario.seed,
+        run_id: "e2e".into(),
+        timeout: Duration::from_secs(60),
+    })
+    .unwrap()
+    .join()
+    .unwrap();
+    assert_eq!(outcome.sent.len(), 10_000);
     wait_stats(&engine, "10,000 delivered", |s| s.delivered == 10_000);
     let report = engine.shutdown();
     assert_eq!(report.queued, 0);
     assert_eq!(report.stats.received, 10_000);
     assert_eq!(report.stats.deferred, 0);
-    assert_exactly_once(&world, &sent);
+    // Every message once, byte for byte (the sinks check each body's digest).
+    let accounting = internet.accounting(&outcome.sent);
+    assert!(accounting.is_clean(), "{accounting:?}");
+    assert_eq!(accounting.delivered, 10_000);
     // Connections are reused: far fewer than messages.
-    let conns: usize = world
-        .sinks
+    let conns: u64 = internet
+        .counters()
         .iter()
-        .map(|s| s.connections.load(std::sync::atomic::Ordering::Relaxed))
+        .map(|c| c.total.connections)
         .sum();
     assert!(
         (200..2_000).contains(&conns),
         "{conns} connections for 10,000 messages"
     );
+    let _ = std::fs::remove_file(log);
 }
 
 #[test]
@@ -132,4 +170,13 @@ fn ten_thousand_messages_from_lettre_arrive_exactly_once() {
     wait_stats(&engine, "10,000 delivered", |s| s.delivered == n as u64);
     assert_eq!(engine.shutdown().queued, 0);
     assert_exactly_once(&world, &sent);
+    let conns: usize = world
+        .sinks
+        .iter()
+        .map(|s| s.connections.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    assert!(
+        (200..2_000).contains(&conns),
+        "{conns} delivery connections"
+    );
 }

@@ -12,6 +12,7 @@ use crate::error::BenchError;
 use crate::internet::SimulatedInternet;
 use crate::load::{DomainMix, LoadSpec};
 use crate::message::unix_micros;
+use crate::procstat::process_usage;
 use crate::report::{EngineUsage, Report, ReportInput};
 
 /// How a run goes.
@@ -129,6 +130,7 @@ pub fn drive(
         domains: internet.domains(),
         counters: &counters,
         engine,
+        bench: process_usage(std::process::id()).ok(),
         accounting,
         timed_out,
     }))

@@ -146,6 +146,10 @@ pub struct Report {
     pub totals: Counts,
     /// CPU and memory of the server under test, when it ran as our child.
     pub engine: Option<EngineUsage>,
+    /// CPU and memory of the bench itself (Composer, sinks, DNS), to show
+    /// it was not the bottleneck.
+    #[serde(default)]
+    pub bench: Option<EngineUsage>,
     /// Loss and duplicates.
     pub accounting: Accounting,
     /// Waiting ended before every message reached an end.
@@ -177,6 +181,8 @@ pub struct ReportInput<'a> {
     pub counters: &'a [DomainCounters],
     /// The engine's resource use.
     pub engine: Option<EngineUsage>,
+    /// The bench process's own resource use.
+    pub bench: Option<EngineUsage>,
     /// The accounting verdict.
     pub accounting: Accounting,
     /// Whether waiting gave up.
@@ -260,6 +266,7 @@ impl Report {
             domains,
             totals,
             engine: input.engine,
+            bench: input.bench,
             accounting: input.accounting,
             timed_out: input.timed_out,
         }
@@ -331,6 +338,13 @@ impl Report {
                 let _ = writeln!(s, "  engine     (not our child: no CPU/memory figures)");
             }
         }
+        if let Some(b) = &self.bench {
+            let _ = writeln!(
+                s,
+                "  bench      cpu {:.2} s user + {:.2} s system (Composer, sinks, DNS together)",
+                b.cpu_user_secs, b.cpu_system_secs
+            );
+        }
         let _ = writeln!(
             s,
             "  accounting sent {} delivered {} expected-bounces {} lost {} duplicates {} unexpected {} corrupted {}  => {}",
@@ -343,6 +357,12 @@ impl Report {
             a.corrupted,
             if self.passed() { "PASS" } else { "FAIL" }
         );
+        if self.timed_out && a.lost > 0 {
+            let _ = writeln!(
+                s,
+                "  (the run timed out: \"lost\" counts messages not delivered by then, possibly still queued)"
+            );
+        }
         if !a.lost_examples.is_empty() {
             let _ = writeln!(s, "  lost e.g.  {}", a.lost_examples.join(" "));
         }
@@ -567,6 +587,7 @@ pub(crate) mod tests {
             domains: &domains,
             counters: &[counters],
             engine: None,
+            bench: None,
             accounting: Accounting {
                 sent: 2,
                 delivered: 2,

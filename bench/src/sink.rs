@@ -183,10 +183,13 @@ async fn session(stream: &mut TcpStream, domain: usize, shared: &Shared) -> std:
         }
         if start < end {
             let taken = server.receive(&buf[start..end]);
-            start += taken;
-            if taken > 0 {
-                continue;
+            if taken == 0 {
+                // Every verdict is given at once and output is flushed, so
+                // the server always has room: this would be a bug here.
+                return Err(std::io::Error::other("sink session stalled"));
             }
+            start += taken;
+            continue;
         }
         match tokio::time::timeout(IDLE_TIMEOUT, stream.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return Ok(()),

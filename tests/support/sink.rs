@@ -1,6 +1,9 @@
 //! A small MX sink for the engine's end-to-end tests, on volley-smtp's
 //! `Server` over std sockets (one thread per connection): it stores what it
-//! accepts and follows a script for refusals and faults.
+//! accepts (bodies and the peer address) and follows a per-address script
+//! for refusals and faults. The bench's sinks model capacities by chance and
+//! keep digests; these tests need deterministic scripts ("451 to this
+//! address once", "cut the next body once") and whole bodies.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -14,6 +17,8 @@ use volley_smtp::{Reply, Server, ServerConfig, ServerEvent, Verdict};
 /// One message as the sink accepted it.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The address the message came from (Volley's source address).
+    pub peer: std::net::IpAddr,
     pub sender: String,
     pub recipients: Vec<String>,
     pub body: Vec<u8>,
@@ -90,6 +95,7 @@ fn session(
     seen: Arc<Mutex<std::collections::HashMap<String, usize>>>,
 ) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let Ok(peer) = stream.peer_addr() else { return };
     let mut server = Server::new(ServerConfig {
         hostname: "sink.test".into(),
         ..ServerConfig::default()
@@ -138,6 +144,7 @@ fn session(
                         std::thread::sleep(d);
                     }
                     received.lock().push(Received {
+                        peer: peer.ip(),
                         sender: sender.clone(),
                         recipients: std::mem::take(&mut rcpts),
                         body: std::mem::take(&mut body),

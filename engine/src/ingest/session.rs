@@ -15,6 +15,9 @@ use crate::message::Message;
 use crate::shard::Shard;
 use crate::transport::{Conn, TransportError};
 
+/// Received bytes the server has not taken yet, at most.
+const MAX_UNREAD: usize = 1 << 20;
+
 /// The envelope and body of the transaction in progress.
 #[derive(Default)]
 struct Txn {
@@ -82,6 +85,11 @@ impl Session {
                 self.buf.advance(n);
                 if n > 0 {
                     continue;
+                }
+                // The server takes nothing more: a client that keeps
+                // writing without reading replies. Bound what we hold.
+                if self.buf.len() > MAX_UNREAD {
+                    return;
                 }
             }
             match self.read().await {
