@@ -22,6 +22,8 @@ const BUSY_SHARE: f64 = 0.8;
 /// A new ceiling is never set below this share of the allowed rate (see
 /// `accepting_rate`); repeated signals still cut further, one at a time.
 const MIN_REFERENCE_SHARE: f64 = 1.0 / 3.0;
+/// Busy intervals in a row with latency above tolerance before easing off.
+const SLOW_INTERVALS_TO_EASE: u32 = 2;
 /// When the approach toward the plateau is this close, it snaps to it.
 const SNAP: f64 = 0.01;
 /// Longest span any deadline is set ahead, so that absurd configured
@@ -105,6 +107,8 @@ pub struct RateController {
     throttles: u64,
     successes: u64,
     connect_failures: u64,
+    /// Busy intervals in a row with latency above tolerance.
+    slow_intervals: u32,
 }
 
 impl RateController {
@@ -145,6 +149,7 @@ impl RateController {
             throttles: 0,
             successes: 0,
             connect_failures: 0,
+            slow_intervals: 0,
             s,
         };
         c.set_rate(rate);
@@ -515,11 +520,17 @@ impl RateController {
         if gradient < 1.0 {
             // Latency that rose while we did not use our allowance is not
             // ours to cure (the remote, or our own host, is busy): hold.
+            // One slow interval may be a hiccup (our own host busy, a
+            // connection being set up): hold, and ease off on the second.
             if busy {
-                self.ease_off(now, gradient);
+                self.slow_intervals += 1;
+                if self.slow_intervals >= SLOW_INTERVALS_TO_EASE {
+                    self.ease_off(now, gradient);
+                }
             }
             return;
         }
+        self.slow_intervals = 0;
         if !busy {
             return;
         }

@@ -117,8 +117,9 @@ fn latency_within_tolerance_keeps_growing_and_above_it_eases_off_in_proportion()
     d.busy(secs(3), ms(140));
     assert_eq!(d.ctl.rate(), 50.0);
     assert_eq!(d.state(), RateState::SlowStart);
-    // 200 ms: gradient 100 * 1.5 / 200 = 0.75 once the average has moved.
-    d.busy(ms(1005), ms(200));
+    // 200 ms: gradient 100 * 1.5 / 200 = 0.75 once the average has moved;
+    // the first slow interval is held as a possible hiccup, the second eases.
+    d.busy(ms(2005), ms(200));
     let r = d.ctl.rate();
     assert!(close(r, 37.5, 0.02), "{r}");
     assert_eq!(d.state(), RateState::Steady);
@@ -137,8 +138,9 @@ fn easing_stops_at_half_the_ceiling_and_takes_the_new_latency_as_floor() {
     d.busy(secs(3), ms(100));
     // The remote's baseline moves to 400 ms and stays there: the first
     // adjustment halves the rate (the gradient's bound), the next finds it
-    // still slow at half the ceiling and takes 400 ms as the new floor.
-    d.busy(ms(1000), ms(400));
+    // still slow at half the ceiling and takes 400 ms as the new floor
+    // (each after a first slow interval held as a possible hiccup).
+    d.busy(ms(2000), ms(400));
     let r = d.ctl.rate();
     assert!(close(r, 20.0, 0.05), "{r}");
     d.busy(ms(1000), ms(400));
