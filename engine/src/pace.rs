@@ -88,7 +88,11 @@ pub(crate) fn session_failed(shard: &Shard, d: DomainId, error: &ClientError) ->
     match error {
         ClientError::ServiceClosing { reply: r, .. }
         | ClientError::GreetingRejected { reply: r } => {
-            reply(shard, d, r).is_some_and(ReplyKind::is_throttle)
+            let kind = reply(shard, d, r);
+            if kind.is_some_and(|k| k == ReplyKind::ConnectionThrottle) {
+                shard.queues.borrow_mut().hold_growth(d, Instant::now());
+            }
+            kind.is_some_and(ReplyKind::is_throttle)
         }
         _ => {
             connect_failed(shard, d);
@@ -100,8 +104,10 @@ pub(crate) fn session_failed(shard: &Shard, d: DomainId, error: &ClientError) ->
 /// A connection could not be opened, or was dropped before its work ended.
 pub(crate) fn connect_failed(shard: &Shard, d: DomainId) {
     let now = Instant::now();
-    if let Some(c) = shard.queues.borrow_mut().rate_mut(d, now) {
+    let mut qs = shard.queues.borrow_mut();
+    if let Some(c) = qs.rate_mut(d, now) {
         c.on_connect_failure(now);
+        qs.hold_growth(d, now);
     }
 }
 

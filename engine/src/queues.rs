@@ -74,6 +74,9 @@ pub(crate) struct Domain {
     pub(crate) rate: Option<RateController>,
     /// A [`Action::ResumeAt`] is pending for this time.
     resume_at: Option<Instant>,
+    /// While the domain has connections, no more open before this: one of
+    /// them was just refused or failed.
+    hold_until: Option<Instant>,
 }
 
 impl Domain {
@@ -214,6 +217,7 @@ impl Queues {
             hinted: false,
             rate,
             resume_at: None,
+            hold_until: None,
         };
         let d = match self.free.pop() {
             Some(d) => {
@@ -264,6 +268,16 @@ impl Queues {
         }
     }
 
+    /// A connection of `d` was refused or failed at `now`: while others are
+    /// open, open no more for one adjust interval (they carry the work; new
+    /// ones would be refused in a loop, as fast as the others finish
+    /// transactions).
+    pub(crate) fn hold_growth(&mut self, d: DomainId, now: Instant) {
+        let q = self.domain(d).queue;
+        let pause = self.queues[q].settings.rate.adjust_interval;
+        self.dom(d).hold_until = Some(now + pause);
+    }
+
     /// Whether domain `d` has recipients waiting for a connection.
     pub(crate) fn has_pending(&self, d: DomainId) -> bool {
         !self.domain(d).pending.is_empty()
@@ -301,8 +315,11 @@ impl Queues {
             }
             return;
         }
-        let limit = self.conn_limit(d);
+        let mut limit = self.conn_limit(d);
         let dom = self.dom(d);
+        if dom.conns > 0 && dom.hold_until.is_some_and(|t| now < t) {
+            limit = limit.min(dom.conns);
+        }
         let mut need = dom.pending.len();
         let mut woken = Vec::new();
         while need > 0 {
@@ -1010,5 +1027,31 @@ mod tests {
             0,
             "forgotten after an hour"
         );
+    }
+
+    #[test]
+    fn after_a_refused_connection_no_more_open_for_an_interval() {
+        let mut q = Queues::new(&config(|c| {
+            c.general_queue.adaptive = true;
+            c.general_queue.queued_per_connection = 1;
+            c.general_queue.rate.initial_connections = 4;
+        }));
+        let d = q.domain_id("a.example", None);
+        let t0 = Instant::now();
+        let mut acts = Vec::new();
+        for _ in 0..2 {
+            q.push(d, node());
+        }
+        q.dispatch(d, t0, &mut acts);
+        assert_eq!(opens(&acts), 2);
+        q.hold_growth(d, t0);
+        for _ in 0..10 {
+            q.push(d, node());
+        }
+        acts.clear();
+        q.dispatch(d, t0 + Duration::from_millis(10), &mut acts);
+        assert_eq!(opens(&acts), 0, "held: the two open carry the work");
+        q.dispatch(d, t0 + Duration::from_secs(1), &mut acts);
+        assert_eq!(opens(&acts), 2, "up to the limit of 4 again");
     }
 }
