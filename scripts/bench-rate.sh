@@ -41,4 +41,4 @@ for s in $SCENARIOS; do
     scripts/rate-figures.py summary "bench/scenarios/$s.toml" "$OUT/$s-adaptive/report.json" "$OUT/$s-static/report.json"
 done
 scripts/rate-figures.py summary scripts/rate-halving.toml "$OUT/halving-adaptive/report.json"
-scripts/rate-figures.py settle "$OUT/halving-adaptive/report.json" big.test 20 200
+scripts/rate-figures.py settle "$OUT/halving-adaptive/report.json" big.test 20 150

@@ -236,8 +236,14 @@ async fn open(
         if throttled {
             // "Too many connections" (or slow down) at the greeting: the
             // limit is the domain's, so no other MX host is tried and none
-            // is marked down; the controller has cut the connections.
-            break;
+            // is marked down; the controller has cut the connections. The
+            // work stays queued: with no other connection open the domain
+            // pauses (the queues come back to it), instead of every pending
+            // recipient being deferred to the retry schedule.
+            if shard.queues.borrow().conns_of(d) <= 1 {
+                pace::pause(shard, d);
+            }
+            return Err(OpenFailed { reopen: true });
         }
         shard.mark_host_down(t.addr, s.host_down_for);
     }
@@ -390,7 +396,12 @@ async fn work(
                 pace::grow(shard, d);
             }
             ClientEvent::Failed { error, .. } => {
-                let _ = pace::session_failed(shard, d, &error);
+                // A reply (421 mid-session) or a timeout is a pace signal;
+                // a session the remote cut after the body is a fault of
+                // that session (the retry covers it), not a sign of load.
+                if !matches!(error, ClientError::ConnectionClosed { .. }) {
+                    let _ = pace::session_failed(shard, d, &error);
+                }
                 if matches!(error, ClientError::TimedOut { .. }) {
                     shard.mark_host_down(session.target.addr, s.host_down_for);
                 }
@@ -411,7 +422,6 @@ async fn work(
                 return;
             }
             ClientEvent::Ready { .. } | ClientEvent::Closed => {
-                pace::connect_failed(shard, d);
                 let reply = Reply::new(
                     451,
                     EnhancedCode::new(4, 4, 2),

@@ -101,6 +101,19 @@ pub(crate) fn session_failed(shard: &Shard, d: DomainId, error: &ClientError) ->
     }
 }
 
+/// The only connection of `d` was refused with a throttling reply: pause
+/// the domain for the controller's first backoff, so that the queues do not
+/// reopen at once into the same refusal.
+pub(crate) fn pause(shard: &Shard, d: DomainId) {
+    let now = Instant::now();
+    let mut qs = shard.queues.borrow_mut();
+    let q = qs.domain(d).queue;
+    let backoff = qs.queue(q).settings.rate.backoff_initial;
+    if let Some(c) = qs.rate_mut(d, now) {
+        c.apply(now, &crate::rate::Action::Suspend(backoff));
+    }
+}
+
 /// A connection could not be opened, or was dropped before its work ended.
 pub(crate) fn connect_failed(shard: &Shard, d: DomainId) {
     let now = Instant::now();

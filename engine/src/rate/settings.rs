@@ -45,7 +45,10 @@ pub struct RateSettings {
     /// `probe_after` passes quietly.
     pub plateau: f64,
     /// Latency up to `floor * latency_tolerance` counts as "near the floor";
-    /// above it the rate is eased off in proportion.
+    /// above it the rate is eased off in proportion. The floor is a
+    /// minimum and the recent value an average, so with jitter the two
+    /// differ even on an idle receiver: 1.5 held receivers whose latency
+    /// jitters as much as it lasts to 40-60% of what they take.
     pub latency_tolerance: f64,
     /// Weight of each new sample in the recent-latency moving average (0..1].
     pub latency_smoothing: f64,
@@ -93,7 +96,7 @@ impl Default for RateSettings {
             increase_ratio: 0.1,
             decrease_factor: 0.85,
             plateau: 0.97,
-            latency_tolerance: 1.5,
+            latency_tolerance: 2.0,
             latency_smoothing: 0.2,
             latency_floor_window: Duration::from_secs(60),
             backoff_initial: Duration::from_secs(1),

@@ -108,6 +108,7 @@ fn latency_within_tolerance_keeps_growing_and_above_it_eases_off_in_proportion()
     let s = RateSettings {
         initial_rate: 50.0,
         max_rate: 50.0,
+        latency_tolerance: 1.5,
         ..RateSettings::default()
     };
     let mut d = Drive::new(s);
@@ -133,6 +134,7 @@ fn easing_stops_at_half_the_ceiling_and_takes_the_new_latency_as_floor() {
     let mut d = Drive::new(RateSettings {
         initial_rate: 40.0,
         max_rate: 40.0,
+        latency_tolerance: 1.5,
         ..RateSettings::default()
     });
     d.busy(secs(3), ms(100));
