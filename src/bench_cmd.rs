@@ -361,13 +361,16 @@ fn write_report(report: &Report, dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Volley's configuration for bench runs: the defaults, except retries and
-/// host back-off measured in seconds, so the simulated internet's throttling
-/// and greylisting drain within a run rather than in an hour.
+/// host back-off measured in seconds (and more attempts to match), so the
+/// simulated internet's throttling and greylisting drain within a run rather
+/// than in hours.
 const BENCH_VOLLEY_CONFIG: &str = "\
 # Written by `volley bench run`: Volley's defaults with short retries.
 [general_queue]
 retry_schedule = [\"1s\", \"2s\", \"5s\"]
 host_down_for = \"1s\"
+# Time is compressed, not patience: as many attempts as a day of real retries.
+max_attempts = 100
 ";
 
 /// Starts `volley serve` (this same executable) relaying into `internet`,

@@ -52,3 +52,91 @@ fn default_bench_run_delivers_everything_exactly_once_within_a_minute() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// The path for measuring another MTA: `internet` in one process, `compose`
+/// in another (here straight into one domain's sink), then `check` on the
+/// two record files; and `check` fails once a message is missing.
+#[test]
+fn internet_compose_and_check_work_as_separate_commands() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let sent = temp_path("sent.jsonl");
+    let received = temp_path("received.jsonl");
+    let mut internet = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args([
+            "bench",
+            "internet",
+            "uniform",
+            "--duration",
+            "4s",
+            "--received-out",
+        ])
+        .arg(&received)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut port = None;
+    let mut d0 = None;
+    for line in BufReader::new(internet.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(p) = line.strip_prefix("mx port") {
+            port = p.split_whitespace().next().map(str::to_string);
+        }
+        if line.trim_start().starts_with("d0.test ") {
+            d0 = line.split('=').nth(1).map(str::to_string);
+        }
+        if line.starts_with("compose") {
+            break;
+        }
+    }
+    let target = format!(
+        "{}:{}",
+        d0.expect("d0.test address"),
+        port.expect("mx port")
+    );
+    let compose = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args([
+            "bench", "compose", "--target", &target, "--domain", "d0.test",
+        ])
+        .args(["--messages", "300", "--connections", "4", "--sent-out"])
+        .arg(&sent)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&compose.stdout);
+    assert!(compose.status.success(), "{out}");
+    assert!(out.contains("300 accepted of 300"), "{out}");
+    assert!(internet.wait().unwrap().success());
+
+    let check = |sent: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_volley"))
+            .args(["bench", "check", "uniform"])
+            .arg(sent)
+            .arg(&received)
+            .output()
+            .unwrap()
+    };
+    let ok = check(&sent);
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{text}");
+    assert!(
+        text.contains("sent 300 delivered 300") && text.contains("lost 0 duplicates 0"),
+        "{text}"
+    );
+
+    // One more "sent" record that never arrived: the check must fail.
+    let mut records = std::fs::read_to_string(&sent).unwrap();
+    records.push_str(
+        "{\"id\":\"x.1\",\"recipient\":\"user1@d1.test\",\"digest\":0,\"uncertain\":false}\n",
+    );
+    let padded = temp_path("sent-plus-one.jsonl");
+    std::fs::write(&padded, records).unwrap();
+    let bad = check(&padded);
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert!(!bad.status.success(), "{text}");
+    assert!(text.contains("lost 1"), "{text}");
+    for f in [&sent, &received, &padded] {
+        let _ = std::fs::remove_file(f);
+    }
+}

@@ -182,6 +182,15 @@ impl DomainModel {
         &self.capacity
     }
 
+    /// Replaces the capacity from `now` on (changes still scheduled apply
+    /// later as planned). Tokens earned so far accrue at the old rate.
+    pub fn set_capacity(&mut self, now: Instant, capacity: Capacity) {
+        self.advance(now);
+        self.refill(now);
+        self.capacity = capacity;
+        self.tokens = self.tokens.min(self.capacity.bucket_depth());
+    }
+
     /// Counters so far.
     pub fn counters(&self) -> &DomainCounters {
         &self.counters
@@ -481,5 +490,15 @@ mod tests {
         assert_eq!(per_second[0].refused_connections, 1);
         assert_eq!(per_second[10].refused_connections, 1);
         assert_eq!(per_second[10].connections, 2);
+        // And by hand, at once.
+        m.set_capacity(
+            t10,
+            Capacity {
+                max_connections: 4,
+                ..Capacity::default()
+            },
+        );
+        assert_eq!(m.connect(t10), ConnectVerdict::Accept);
+        assert!(matches!(m.connect(t10), ConnectVerdict::Refuse(_)));
     }
 }

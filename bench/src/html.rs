@@ -9,7 +9,7 @@ const W: f64 = 720.0;
 const H: f64 = 220.0;
 const PAD_L: f64 = 56.0;
 const PAD_B: f64 = 28.0;
-const PAD_T: f64 = 12.0;
+const PAD_T: f64 = 22.0;
 const PAD_R: f64 = 12.0;
 
 /// One line of a chart.
@@ -17,6 +17,7 @@ struct Series<'a> {
     name: &'a str,
     color: &'a str,
     values: Vec<f64>,
+    dashed: bool,
 }
 
 fn escape(s: &str) -> String {
@@ -26,27 +27,18 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A step-free line chart of per-second series, with an optional
-/// horizontal reference line (a capacity).
-fn line_chart(
-    title: &str,
-    y_unit: &str,
-    series: &[Series<'_>],
-    reference: Option<(f64, &str)>,
-) -> String {
+/// A line chart of per-second series (a capacity drawn dashed).
+fn line_chart(title: &str, y_unit: &str, series: &[Series<'_>]) -> String {
     let len = series
         .iter()
         .map(|s| s.values.len())
         .max()
         .unwrap_or(0)
         .max(2);
-    let mut max = series
+    let max = series
         .iter()
         .flat_map(|s| s.values.iter().copied())
         .fold(0.0f64, f64::max);
-    if let Some((r, _)) = reference {
-        max = max.max(r);
-    }
     let max = if max <= 0.0 { 1.0 } else { max * 1.1 };
     let x = |i: usize| PAD_L + (W - PAD_L - PAD_R) * i as f64 / (len - 1) as f64;
     let y = |v: f64| PAD_T + (H - PAD_T - PAD_B) * (1.0 - v / max);
@@ -79,31 +71,25 @@ fn line_chart(
     }
     let _ = write!(
         svg,
-        r#"<text x="4" y="{}" class="ax">{}</text>"#,
-        PAD_T + 4.0,
+        r#"<text x="4" y="12" class="ax">{}</text>"#,
         escape(y_unit)
     );
-    if let Some((r, label)) = reference {
-        let _ = write!(
-            svg,
-            r##"<line x1="{PAD_L}" x2="{}" y1="{yr:.1}" y2="{yr:.1}" stroke="#999" stroke-dasharray="6 4"/><text x="{}" y="{:.1}" text-anchor="end" class="ax">{}</text>"##,
-            W - PAD_R,
-            W - PAD_R,
-            y(r) - 4.0,
-            escape(label),
-            yr = y(r)
-        );
-    }
     for s in series {
-        let points: Vec<String> = s
-            .values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v)))
+        // Seconds past the end of a series are zeros (nothing happened).
+        let points: Vec<String> = (0..len)
+            .map(|i| {
+                let v = s.values.get(i).copied().unwrap_or(0.0);
+                format!("{:.1},{:.1}", x(i), y(v))
+            })
             .collect();
+        let dash = if s.dashed {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        };
         let _ = write!(
             svg,
-            r#"<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/>"#,
+            r#"<polyline fill="none" stroke="{}" stroke-width="2"{dash} points="{}"/>"#,
             s.color,
             points.join(" ")
         );
@@ -200,14 +186,15 @@ pre{{background:#f6f6f6;padding:12px;overflow:auto}}
                     name: "injected",
                     color: "#9e9e9e",
                     values: floats(&self.injected_per_second),
+                    dashed: false,
                 },
                 Series {
                     name: "delivered",
                     color: "#1a73e8",
                     values: floats(&self.delivered_per_second),
+                    dashed: false,
                 },
             ],
-            None,
         ));
         h.push_str("<h2>End-to-end latency (injection to acceptance at the sink)</h2>");
         let l = &self.latency;
@@ -225,7 +212,6 @@ pre{{background:#f6f6f6;padding:12px;overflow:auto}}
         ));
         h.push_str("<h2>Largest domains: deliveries and throttling against capacity</h2>");
         for d in self.domains.iter().take(6) {
-            let reference = (d.max_rate > 0.0).then_some((d.max_rate, "rate limit at start"));
             h.push_str(&line_chart(
                 &format!(
                     "{} (capacity {} conns,rate{}; peak {} connections)",
@@ -241,17 +227,24 @@ pre{{background:#f6f6f6;padding:12px;overflow:auto}}
                 "rcpt/s",
                 &[
                     Series {
+                        name: "rate limit",
+                        color: "#9e9e9e",
+                        values: d.max_rate_per_second.clone(),
+                        dashed: true,
+                    },
+                    Series {
                         name: "accepted",
                         color: "#1a73e8",
                         values: floats(&d.accepted_per_second),
+                        dashed: false,
                     },
                     Series {
                         name: "throttled (421 + 451)",
                         color: "#d93025",
                         values: floats(&d.throttled_per_second),
+                        dashed: false,
                     },
                 ],
-                reference,
             ));
         }
         h.push_str("<h2>All domains</h2><table><tr><th>domain</th><th>capacity</th><th>accepted</th><th>421</th><th>451 rate</th><th>greylisted</th><th>550</th><th>dropped</th><th>peak conns</th><th>throttled %</th></tr>");

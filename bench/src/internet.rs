@@ -12,7 +12,7 @@ use std::time::Instant;
 use socket2::{Domain, Socket, Type};
 use volley_dns::{TestDnsServer, TestZone};
 
-use crate::capacity::DomainModel;
+use crate::capacity::{Capacity, DomainModel};
 use crate::counters::DomainCounters;
 use crate::error::BenchError;
 use crate::ledger::{Accounting, Delivery, SentRecord, reconcile};
@@ -174,6 +174,26 @@ impl SimulatedInternet {
         &self.shared.domains
     }
 
+    /// Changes `domain`'s hidden capacity now (an incident, a provider that
+    /// clamps down); false when the internet has no such domain.
+    pub fn set_capacity(&self, domain: &str, capacity: Capacity) -> bool {
+        let Some(i) = self
+            .shared
+            .domains
+            .iter()
+            .position(|d| d.name.eq_ignore_ascii_case(domain))
+        else {
+            return false;
+        };
+        match self.shared.models[i].lock() {
+            Ok(mut m) => {
+                m.set_capacity(Instant::now(), capacity);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// A copy of every domain's counters, in [`domains`](Self::domains) order.
     pub fn counters(&self) -> Vec<DomainCounters> {
         self.shared
@@ -209,7 +229,7 @@ impl SimulatedInternet {
         reconcile(sent, &deliveries, |r| self.is_expected_bounce(r))
     }
 
-    /// A "domain [address]:port" line per domain (first MX host), in the
+    /// A `domain smtp:[address]:port` line per domain (first MX host), in the
     /// form of a Postfix transport map, for MTAs that cannot be pointed at
     /// another DNS server.
     pub fn routes(&self) -> String {

@@ -113,6 +113,10 @@ pub struct DomainReport {
     pub accepted_per_second: Vec<u64>,
     /// Throttling replies (421 + 451 rate) per second.
     pub throttled_per_second: Vec<u64>,
+    /// The rate limit in force during each second (0: none), so charts show
+    /// deliveries against the capacity as it changed.
+    #[serde(default)]
+    pub max_rate_per_second: Vec<f64>,
 }
 
 /// A complete run report.
@@ -239,6 +243,9 @@ impl Report {
                     peak_connections: c.peak_connections,
                     accepted_per_second: c.per_second.iter().map(|s| s.accepted).collect(),
                     throttled_per_second: c.per_second.iter().map(|s| s.throttled()).collect(),
+                    max_rate_per_second: (0..c.per_second.len())
+                        .map(|second| rate_at(d, second))
+                        .collect(),
                 }
             })
             .collect();
@@ -399,6 +406,17 @@ impl Report {
         }
         s
     }
+}
+
+/// The rate limit of `d` in force at `second` after the start.
+fn rate_at(d: &SimDomain, second: usize) -> f64 {
+    let t = std::time::Duration::from_secs(second as u64);
+    d.changes
+        .iter()
+        .take_while(|(at, _)| *at <= t)
+        .last()
+        .map(|(_, c)| c.max_rate)
+        .unwrap_or(d.capacity.max_rate)
 }
 
 pub(crate) fn rate(n: u64, secs: f64) -> f64 {
@@ -607,6 +625,7 @@ pub(crate) mod tests {
         assert!((r.latency.p50_ms - 10.0).abs() < 0.1);
         assert_eq!(r.totals.accepted, 2);
         assert_eq!(r.domains[0].throttled_per_second, vec![0, 1]);
+        assert_eq!(r.domains[0].max_rate_per_second, vec![100.0, 100.0]);
         assert!(r.passed());
         let text = r.summary();
         assert!(text.contains("PASS"), "{text}");

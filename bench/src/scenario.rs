@@ -335,6 +335,16 @@ mod tests {
     }
 
     #[test]
+    fn builtins_round_trip_through_toml() {
+        for name in Scenario::builtin_names() {
+            let s = Scenario::builtin(name).unwrap();
+            let back = Scenario::from_toml(&s.to_toml()).unwrap();
+            assert_eq!(back.domains().unwrap(), s.domains().unwrap(), "{name}");
+            assert_eq!(back.load, s.load, "{name}");
+        }
+    }
+
+    #[test]
     fn hosts_get_distinct_loopback_addresses() {
         let s = Scenario::from_toml(
             r#"

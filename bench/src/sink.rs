@@ -137,9 +137,11 @@ async fn session(stream: &mut TcpStream, domain: usize, shared: &Shared) -> std:
                     let verdict = lock(model)?.data_end(Instant::now(), n);
                     match verdict {
                         DataVerdict::Accept { delay } => {
-                            tokio::time::sleep(delay).await;
+                            // Recorded now, stamped with the moment the 250
+                            // goes out, so the record always agrees with the
+                            // counters even if the run ends during the delay.
                             let seen = std::mem::take(&mut inspector).finish();
-                            let accepted_micros = unix_micros();
+                            let accepted_micros = unix_micros() + delay.as_micros() as u64;
                             for rcpt in rcpts.drain(..) {
                                 shared.record(Delivery {
                                     id: seen.id.clone(),
@@ -151,6 +153,7 @@ async fn session(stream: &mut TcpStream, domain: usize, shared: &Shared) -> std:
                                     accepted_micros,
                                 });
                             }
+                            tokio::time::sleep(delay).await;
                             accept(server.message_verdict(Verdict::Accept))?;
                         }
                         DataVerdict::Drop { delay } => {

@@ -76,6 +76,18 @@ fn sinks_refuse_connections_over_the_limit_with_421() {
     let counters = &internet.counters()[0];
     assert!(counters.total.refused_connections >= 1);
     assert_eq!(counters.peak_connections, 2);
+
+    // Clamped to one connection while running (b holds it): refused.
+    assert!(internet.set_capacity(
+        "a.test",
+        volley_bench::Capacity {
+            max_connections: 1,
+            ..Default::default()
+        }
+    ));
+    assert!(!internet.set_capacity("nowhere.test", Default::default()));
+    let e = TcpStream::connect(addr).unwrap();
+    assert!(first_line(&e).starts_with("421 4.7.0"));
 }
 
 #[test]
@@ -217,4 +229,41 @@ fn dns_sends_each_domain_to_its_own_sinks() {
         }
     });
     assert!(internet.dns_queries() >= 6);
+}
+
+#[test]
+fn greylisting_drops_and_slow_data_over_sockets() {
+    let internet = SimulatedInternet::start(&one_domain(
+        "greylist = true, drop_share = 0.3, data_delay = \"50ms\"",
+    ))
+    .unwrap();
+    let started = Instant::now();
+    let outcome = compose_to(
+        &internet,
+        LoadSpec {
+            messages: 40,
+            connections: 2,
+            ..LoadSpec::default()
+        },
+    );
+    let c = internet.counters()[0].total;
+    // Every recipient was greylisted once, then tried again.
+    assert_eq!(c.greylisted, 40);
+    assert!(outcome.summary.refused_transient >= 40);
+    // Some sessions were cut after the body: those messages are uncertain
+    // (not kept by the sink), the rest delivered exactly once.
+    assert!(c.dropped > 0, "{c:?}");
+    let uncertain = outcome.sent.iter().filter(|s| s.uncertain).count() as u64;
+    assert_eq!(uncertain, c.dropped);
+    assert_eq!(outcome.summary.accepted, c.accepted);
+    assert_eq!(outcome.summary.accepted + uncertain, 40);
+    let acc = internet.accounting(&outcome.sent);
+    assert!(acc.is_clean(), "{acc:?}");
+    assert_eq!(acc.uncertain_undelivered, uncertain);
+    // Each of the 40 bodies waited 50 ms for its 354, two at a time.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
 }
