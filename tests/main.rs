@@ -4,6 +4,7 @@ mod bench;
 mod durable;
 mod ingest;
 mod outcomes;
+mod rate;
 mod relay;
 mod resolve;
 mod support;

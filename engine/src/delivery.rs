@@ -23,6 +23,7 @@ use volley_smtp::{
 use crate::config::QueueSettings;
 use crate::dlog::Category;
 use crate::outcome::{Outcome, settle};
+use crate::pace;
 use crate::queues::{ConnId, DomainId};
 use crate::shard::{ConnCtl, Shard};
 use crate::transport::{Conn, TransportError};
@@ -201,6 +202,7 @@ async fn open(
         }
         tried = true;
         let source = shard.shared.source_ip(&config);
+        let mut throttled = false;
         match Conn::connect(t.addr, source, s.connect_timeout).await {
             Ok(conn) => {
                 shard.shared.counters.connection_opened();
@@ -217,12 +219,31 @@ async fn open(
                 match session.next_event(s, session_deadline).await {
                     ClientEvent::Ready { .. } => return Ok(session),
                     ClientEvent::Failed { error, .. } => {
+                        throttled = pace::session_failed(shard, d, &error);
                         last_error = format!("{} [{}]: {error}", t.host, t.addr);
                     }
-                    _ => last_error = format!("{} [{}]: no greeting", t.host, t.addr),
+                    _ => {
+                        pace::connect_failed(shard, d);
+                        last_error = format!("{} [{}]: no greeting", t.host, t.addr);
+                    }
                 }
             }
-            Err(e) => last_error = format!("{} [{}]: {e}", t.host, t.addr),
+            Err(e) => {
+                pace::connect_failed(shard, d);
+                last_error = format!("{} [{}]: {e}", t.host, t.addr);
+            }
+        }
+        if throttled {
+            // "Too many connections" (or slow down) at the greeting: the
+            // limit is the domain's, so no other MX host is tried and none
+            // is marked down; the controller has cut the connections. The
+            // work stays queued: with no other connection open the domain
+            // pauses (the queues come back to it), instead of every pending
+            // recipient being deferred to the retry schedule.
+            if shard.queues.borrow().conns_of(d) <= 1 {
+                pace::pause(shard, d);
+            }
+            return Err(OpenFailed { reopen: true });
         }
         shard.mark_host_down(t.addr, s.host_down_for);
     }
@@ -268,6 +289,22 @@ async fn work(
             || Instant::now() >= session_deadline
         {
             return;
+        }
+        // The controller may have cut the domain's connections below those
+        // open, and paces transactions: wait for the next slot here, or
+        // close when it is further off than an idle connection may wait
+        // (the queues come back to the domain then).
+        if pace::over_limit(shard, d) {
+            return;
+        }
+        let has_work = shard.queues.borrow().has_pending(d);
+        if has_work && let Err(at) = pace::acquire(shard, d) {
+            let wait = at.saturating_duration_since(Instant::now());
+            if wait > s.idle_timeout {
+                return;
+            }
+            let _ = tokio::time::timeout(wait, ctl.notify.notified()).await;
+            continue;
         }
         let batch = shard.queues.borrow_mut().take_batch(d);
         if batch.is_empty() {
@@ -342,6 +379,7 @@ async fn work(
         match session.next_event(s, deadline).await {
             ClientEvent::TransactionDone(outcome) => {
                 let latency = started.elapsed();
+                pace::transaction(shard, d, &outcome, latency);
                 for (node, r) in batch.into_iter().zip(outcome.recipients) {
                     settle(
                         shard,
@@ -355,8 +393,15 @@ async fn work(
                         },
                     );
                 }
+                pace::grow(shard, d);
             }
             ClientEvent::Failed { error, .. } => {
+                // A reply (421 mid-session) or a timeout is a pace signal;
+                // a session the remote cut after the body is a fault of
+                // that session (the retry covers it), not a sign of load.
+                if !matches!(error, ClientError::ConnectionClosed { .. }) {
+                    let _ = pace::session_failed(shard, d, &error);
+                }
                 if matches!(error, ClientError::TimedOut { .. }) {
                     shard.mark_host_down(session.target.addr, s.host_down_for);
                 }

@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use volley_smtp::Reply;
 
+use crate::rate::RateSnapshot;
+
 /// What happened to a recipient in one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -118,6 +120,10 @@ pub(crate) struct Record<'a> {
     /// From acceptance by Volley to this outcome, in milliseconds.
     pub(crate) latency_ms: u64,
     pub(crate) category: Option<Category>,
+    /// The destination's pace when the outcome came (adaptive queues only):
+    /// its limits, rate, latency floor and recent latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rate: Option<RateSnapshot>,
 }
 
 pub(crate) fn unix_now() -> f64 {
@@ -261,6 +267,7 @@ mod tests {
             text: "no such user".into(),
             latency_ms: 3,
             category: Some(Category::BadMailbox),
+            rate: None,
         });
         log.close();
         writer.join();

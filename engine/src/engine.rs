@@ -14,7 +14,7 @@ use crate::dlog::{DeliveryLog, LogWriter};
 use crate::durable::{self, QuotaFlusher, WallClock};
 use crate::journal::RecoveryReport;
 use crate::message::Budget;
-use crate::metrics::{Latencies, Stats};
+use crate::metrics::{DomainRate, Latencies, RateBoard, Stats};
 use crate::shard::{self, Shared};
 use crate::transport::bind_reuseport;
 
@@ -182,6 +182,7 @@ impl Engine {
             budget: Arc::new(Budget::default()),
             inboxes,
             latencies: (0..n).map(|_| Arc::new(Latencies::default())).collect(),
+            rates: (0..n).map(|_| Arc::new(RateBoard::default())).collect(),
             dlog,
             stop: stop_rx,
             ingest_total: AtomicUsize::new(0),
@@ -288,8 +289,27 @@ impl Engine {
         }
     }
 
-    /// The one-line summary `volley serve` prints.
+    /// The adaptive domains with the most recipients held, busiest first,
+    /// with their connections, limits, rate and latencies: each shard
+    /// publishes its own ten every half second.
+    pub fn rates(&self) -> Vec<DomainRate> {
+        let mut all: Vec<DomainRate> = self.shared.rates.iter().flat_map(|b| b.read()).collect();
+        all.sort_by(|a, b| b.queued.cmp(&a.queued).then(a.domain.cmp(&b.domain)));
+        all
+    }
+
+    /// The summary `volley serve` prints: one line of counters, then one
+    /// indented line per busiest domain (at most five) with its pace.
     pub fn summary(&self) -> String {
+        let mut out = self.counters_line();
+        for r in self.rates().into_iter().filter(|r| r.queued > 0).take(5) {
+            out.push_str("\n  ");
+            out.push_str(&r.to_string());
+        }
+        out
+    }
+
+    fn counters_line(&self) -> String {
         let s = self.stats();
         let l = self.latency(None);
         format!(
@@ -335,6 +355,9 @@ impl Engine {
         if old.journal != config.journal || old.quota != config.quota {
             notes
                 .push("journal or quota settings changed: take effect after a restart".to_string());
+        }
+        if old.rules != config.rules {
+            notes.push("rate rules changed: take effect after a restart".to_string());
         }
         if old.resolver != config.resolver {
             notes.push("resolver settings changed: take effect after a restart".to_string());

@@ -36,6 +36,7 @@ pub mod journal;
 mod message;
 mod metrics;
 mod outcome;
+mod pace;
 mod queues;
 pub mod rate;
 mod shard;
@@ -47,4 +48,4 @@ pub use config::{
 };
 pub use durable::WallClock;
 pub use engine::{Engine, EngineError, LatencySummary, ShutdownReport, StopHandle};
-pub use metrics::Stats;
+pub use metrics::{DomainRate, Stats};

@@ -96,6 +96,47 @@ impl Counters {
     }
 }
 
+/// One destination's pace as its shard last published it (every half
+/// second): what the periodic summary lists for the busiest domains.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DomainRate {
+    /// The domain.
+    pub domain: String,
+    /// Recipients held for it (waiting, retrying or in flight).
+    pub queued: usize,
+    /// Its connections open or opening.
+    pub connections: usize,
+    /// Its controller's limits, rate and latencies.
+    pub rate: crate::rate::RateSnapshot,
+}
+
+impl std::fmt::Display for DomainRate {
+    /// `bigmail.test q=120 open=6 steady conns=8 rate=400.0/s ...`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} q={} open={} {}",
+            self.domain, self.queued, self.connections, self.rate
+        )
+    }
+}
+
+/// The busiest adaptive domains of one shard, replaced on each publish.
+#[derive(Debug, Default)]
+pub(crate) struct RateBoard {
+    top: Mutex<Vec<DomainRate>>,
+}
+
+impl RateBoard {
+    pub(crate) fn publish(&self, top: Vec<DomainRate>) {
+        *self.top.lock() = top;
+    }
+
+    pub(crate) fn read(&self) -> Vec<DomainRate> {
+        self.top.lock().clone()
+    }
+}
+
 /// Per-domain delivery latency (microseconds), one per shard.
 #[derive(Debug, Default)]
 pub(crate) struct Latencies {

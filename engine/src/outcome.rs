@@ -42,10 +42,14 @@ impl Outcome<'_> {
 pub(crate) fn settle(shard: &Rc<Shard>, d: DomainId, mut node: Node, out: Outcome<'_>) {
     let now = Instant::now();
     let attempt = u32::from(node.attempts) + 1;
-    let (q, name) = {
+    let (q, name, rate) = {
         let qs = shard.queues.borrow();
         let dom = qs.domain(d);
-        (dom.queue, dom.name.clone())
+        (
+            dom.queue,
+            dom.name.clone(),
+            dom.rate.as_ref().map(|c| c.snapshot(now)),
+        )
     };
     let settings = shard.queues.borrow().queue(q).settings.clone();
     let counters = &shard.shared.counters;
@@ -95,6 +99,7 @@ pub(crate) fn settle(shard: &Rc<Shard>, d: DomainId, mut node: Node, out: Outcom
         text,
         latency_ms: age.as_millis() as u64,
         category,
+        rate,
     });
     if safe {
         node.msg.reply(node.rcpt, safe_reply(&out, status));
@@ -133,7 +138,7 @@ pub(crate) fn settle(shard: &Rc<Shard>, d: DomainId, mut node: Node, out: Outcom
                     let fd = qs.domain_id(&name, Some(fq));
                     node.attempts = 0;
                     qs.push(fd, node);
-                    qs.dispatch(fd, &mut acts);
+                    qs.dispatch(fd, now, &mut acts);
                     qs.maybe_remove(d);
                 }
                 shard.act(acts);

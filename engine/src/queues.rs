@@ -6,15 +6,25 @@
 //! settings bound its connections. This module decides; the shard acts: its
 //! methods return [`Action`]s (wake an idle connection, open one, evict one)
 //! and take the time as `now`, so the tests drive it on a simulated clock.
+//!
+//! Each adaptive domain carries its [`RateController`]: its connection
+//! limit caps the queue's `max_connections_per_domain`, and while it says
+//! the domain is suspended no connection opens (a [`Action::ResumeAt`]
+//! asks the shard to come back then). A controller outlives its domain's
+//! queue for a while, so what was learned survives a quiet spell.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, Policy, QueueSettings};
 use crate::message::Node;
+use crate::rate::RateController;
+
+/// How long a removed domain's controller is kept to be taken up again.
+const LEARNED_FOR: Duration = Duration::from_secs(3600);
 
 /// Index of a domain in the shard's map (reused after removal).
 pub(crate) type DomainId = usize;
@@ -30,6 +40,9 @@ pub(crate) enum Action {
     Open(DomainId),
     /// Ask this idle connection to quit: another domain needs its slot.
     Evict(ConnId),
+    /// The domain's controller suspends it until then: dispatch it again at
+    /// that time (no connection is opened meanwhile).
+    ResumeAt(DomainId, Instant),
 }
 
 /// One queue's settings and connection count.
@@ -57,6 +70,13 @@ pub(crate) struct Domain {
     ready: VecDeque<ConnId>,
     waiting: bool,
     hinted: bool,
+    /// The domain's pace, when its queue is adaptive.
+    pub(crate) rate: Option<RateController>,
+    /// A [`Action::ResumeAt`] is pending for this time.
+    resume_at: Option<Instant>,
+    /// While the domain has connections, no more open before this: one of
+    /// them was just refused or failed.
+    hold_until: Option<Instant>,
 }
 
 impl Domain {
@@ -80,6 +100,10 @@ pub(crate) struct Queues {
     /// Idle connections of every domain: when they became idle, for LRU.
     idle: HashMap<ConnId, (DomainId, Instant)>,
     queued: usize,
+    /// Controllers of removed domains, by key, with when they were set aside.
+    /// (The time is set by the first [`prune_learned`](Self::prune_learned)
+    /// that sees the entry.)
+    learned: HashMap<Rc<str>, (RateController, Option<Instant>)>,
 }
 
 /// Queue 0 is the general queue; specific queues follow in file order.
@@ -120,6 +144,7 @@ impl Queues {
             waiting: HashSet::new(),
             idle: HashMap::new(),
             queued: 0,
+            learned: HashMap::new(),
         }
     }
 
@@ -178,6 +203,7 @@ impl Queues {
         }
         let queue = queue.unwrap_or_else(|| self.specific.get(name).copied().unwrap_or(GENERAL));
         let rc: Rc<str> = key.into();
+        let rate = self.learned.remove(&rc).map(|(c, _)| c);
         let dom = Domain {
             name: name.into(),
             key: rc.clone(),
@@ -189,6 +215,9 @@ impl Queues {
             ready: VecDeque::new(),
             waiting: false,
             hinted: false,
+            rate,
+            resume_at: None,
+            hold_until: None,
         };
         let d = match self.free.pop() {
             Some(d) => {
@@ -212,14 +241,84 @@ impl Queues {
         self.dom(d).pending.push_back(node);
     }
 
+    /// The domain's controller, created from its queue's settings on first
+    /// use; `None` when the queue is static.
+    pub(crate) fn rate_mut(&mut self, d: DomainId, now: Instant) -> Option<&mut RateController> {
+        let q = self.domain(d).queue;
+        let s = &self.queues[q].settings;
+        if !s.adaptive {
+            return None;
+        }
+        let settings = &s.rate;
+        let dom = self.domains[d].as_mut().expect("live domain");
+        Some(
+            dom.rate
+                .get_or_insert_with(|| RateController::new(settings, now)),
+        )
+    }
+
+    /// Connections domain `d` may have now: the queue's per-domain maximum,
+    /// capped by the controller's limit when adaptive.
+    pub(crate) fn conn_limit(&self, d: DomainId) -> usize {
+        let dom = self.domain(d);
+        let max = self.queues[dom.queue].settings.max_connections_per_domain;
+        match &dom.rate {
+            Some(c) => max.min(c.connection_limit() as usize),
+            None => max,
+        }
+    }
+
+    /// A connection of `d` was refused or failed at `now`: while others are
+    /// open, open no more for one adjust interval (they carry the work; new
+    /// ones would be refused in a loop, as fast as the others finish
+    /// transactions).
+    pub(crate) fn hold_growth(&mut self, d: DomainId, now: Instant) {
+        let q = self.domain(d).queue;
+        let pause = self.queues[q].settings.rate.adjust_interval;
+        self.dom(d).hold_until = Some(now + pause);
+    }
+
+    /// Whether domain `d` has recipients waiting for a connection.
+    pub(crate) fn has_pending(&self, d: DomainId) -> bool {
+        !self.domain(d).pending.is_empty()
+    }
+
+    /// Whether `d` names a live domain (a resume timer may outlive it).
+    pub(crate) fn is_live(&self, d: DomainId) -> bool {
+        self.domains.get(d).is_some_and(|x| x.is_some())
+    }
+
+    /// A resume time came: dispatch the domain again.
+    pub(crate) fn resume(&mut self, d: DomainId, now: Instant, acts: &mut Vec<Action>) {
+        if !self.is_live(d) {
+            return;
+        }
+        if self.dom(d).resume_at.is_some_and(|t| t <= now) {
+            self.dom(d).resume_at = None;
+        }
+        self.dispatch(d, now, acts);
+    }
+
     /// Decides how the domain's pending work gets connections.
-    pub(crate) fn dispatch(&mut self, d: DomainId, acts: &mut Vec<Action>) {
+    pub(crate) fn dispatch(&mut self, d: DomainId, now: Instant, acts: &mut Vec<Action>) {
         let q = self.domain(d).queue;
         let s = self.queues[q].settings.clone();
         let batch = s.max_recipients_per_transaction.max(1);
-        let dom = self.dom(d);
-        if dom.pending.is_empty() {
+        if self.domain(d).pending.is_empty() {
             return;
+        }
+        if let Some(until) = self.rate_mut(d, now).and_then(|c| c.suspended_until(now)) {
+            let dom = self.dom(d);
+            if dom.resume_at.is_none_or(|t| t < until) {
+                dom.resume_at = Some(until);
+                acts.push(Action::ResumeAt(d, until));
+            }
+            return;
+        }
+        let mut limit = self.conn_limit(d);
+        let dom = self.dom(d);
+        if dom.conns > 0 && dom.hold_until.is_some_and(|t| now < t) {
+            limit = limit.min(dom.conns);
         }
         let mut need = dom.pending.len();
         let mut woken = Vec::new();
@@ -244,7 +343,7 @@ impl Queues {
             .initial_connections
             .max(pending.div_ceil(per_conn))
             .max(1)
-            .min(s.max_connections_per_domain);
+            .min(limit);
         let mut to_open = wanted.saturating_sub(conns);
         if conns == 0 {
             to_open = to_open.max(1);
@@ -393,12 +492,18 @@ impl Queues {
     /// if it still has work, else to the waiting domain the policy picks.
     /// `reopen` false: the connection failed while others of the domain
     /// are open; they carry its work, and no replacement is opened.
-    pub(crate) fn conn_closed(&mut self, d: DomainId, reopen: bool, acts: &mut Vec<Action>) {
+    pub(crate) fn conn_closed(
+        &mut self,
+        d: DomainId,
+        reopen: bool,
+        now: Instant,
+        acts: &mut Vec<Action>,
+    ) {
         let q = self.domain(d).queue;
         self.queues[q].open -= 1;
         self.dom(d).conns -= 1;
         if reopen && !self.domain(d).pending.is_empty() {
-            self.dispatch(d, acts);
+            self.dispatch(d, now, acts);
         }
         while self.queues[q].open < self.queues[q].settings.max_connections {
             let Some(next) = self.pick_waiting(q) else {
@@ -409,7 +514,7 @@ impl Queues {
             }
             self.waiting.remove(&next);
             self.dom(next).waiting = false;
-            self.dispatch(next, acts);
+            self.dispatch(next, now, acts);
         }
         self.maybe_remove(d);
     }
@@ -478,14 +583,50 @@ impl Queues {
         out
     }
 
+    /// Forgets controllers of domains gone for longer than an hour.
+    pub(crate) fn prune_learned(&mut self, now: Instant) {
+        self.learned.retain(|_, (_, since)| {
+            let since = *since.get_or_insert(now);
+            now.saturating_duration_since(since) < LEARNED_FOR
+        });
+    }
+
+    /// The `n` adaptive domains with the most recipients queued (pending,
+    /// retrying or in flight), each with its connections and controller
+    /// snapshot, for the periodic summary.
+    pub(crate) fn top_rates(&self, n: usize, now: Instant) -> Vec<crate::metrics::DomainRate> {
+        let mut v: Vec<&Domain> = self
+            .domains
+            .iter()
+            .flatten()
+            .filter(|d| d.rate.is_some())
+            .collect();
+        let load = |d: &Domain| d.pending.len() + d.retrying + d.in_flight;
+        v.sort_by_key(|d| std::cmp::Reverse(load(d)));
+        v.truncate(n);
+        v.into_iter()
+            .filter_map(|d| {
+                Some(crate::metrics::DomainRate {
+                    domain: d.name.to_string(),
+                    queued: load(d),
+                    connections: d.conns,
+                    rate: d.rate.as_ref()?.snapshot(now),
+                })
+            })
+            .collect()
+    }
+
     /// Removes domain `d` when it is empty and idle.
     pub(crate) fn maybe_remove(&mut self, d: DomainId) {
         let Some(dom) = self.domains[d].as_ref() else {
             return;
         };
         if dom.pending.is_empty() && dom.retrying == 0 && dom.in_flight == 0 && dom.conns == 0 {
-            let dom = self.domains[d].take().expect("checked");
+            let mut dom = self.domains[d].take().expect("checked");
             self.by_name.remove(&dom.key);
+            if let Some(c) = dom.rate.take() {
+                self.learned.insert(dom.key.clone(), (c, None));
+            }
             self.waiting.remove(&d);
             drop(dom);
             self.free.push(d);
@@ -512,8 +653,11 @@ mod tests {
         ))
     }
 
+    /// A static configuration (no rate controller) changed by `f`: these
+    /// tests are about the queues' own rules.
     fn config(f: impl FnOnce(&mut Config)) -> Config {
         let mut c = Config::default();
+        c.general_queue.adaptive = false;
         f(&mut c);
         c
     }
@@ -544,7 +688,7 @@ mod tests {
             },
         );
         let mut acts = Vec::new();
-        q.dispatch(d, &mut acts);
+        q.dispatch(d, Instant::now(), &mut acts);
         assert_eq!(acts, vec![Action::Open(d)]);
         assert_eq!(q.take_batch(d).len(), 2);
         assert_eq!(
@@ -560,7 +704,7 @@ mod tests {
         }
         assert_eq!(q.queued(), 0);
         let mut acts = Vec::new();
-        q.conn_closed(d, true, &mut acts);
+        q.conn_closed(d, true, Instant::now(), &mut acts);
         assert!(acts.is_empty());
         assert!(!q.has_work("a.example"));
         assert_eq!(
@@ -572,7 +716,7 @@ mod tests {
 
     #[test]
     fn idle_connections_are_woken_before_new_ones_open() {
-        let mut q = Queues::new(&Config::default());
+        let mut q = Queues::new(&config(|_| {}));
         let d = q.domain_id("a.example", None);
         let mut acts = Vec::new();
         q.push(
@@ -583,7 +727,7 @@ mod tests {
                 attempts: 0,
             },
         );
-        q.dispatch(d, &mut acts);
+        q.dispatch(d, Instant::now(), &mut acts);
         let _ = q.take_batch(d);
         q.finished(d);
         q.conn_idle(d, 7, Instant::now());
@@ -596,7 +740,7 @@ mod tests {
                 attempts: 0,
             },
         );
-        q.dispatch(d, &mut acts);
+        q.dispatch(d, Instant::now(), &mut acts);
         assert_eq!(acts, vec![Action::Wake(7)]);
     }
 
@@ -617,7 +761,7 @@ mod tests {
                     attempts: 0,
                 },
             );
-            q.dispatch(d, &mut acts);
+            q.dispatch(d, Instant::now(), &mut acts);
         }
         assert_eq!(
             acts.iter().filter(|a| matches!(a, Action::Open(_))).count(),
@@ -644,7 +788,7 @@ mod tests {
                     attempts: 0,
                 },
             );
-            q.dispatch(d, &mut acts);
+            q.dispatch(d, Instant::now(), &mut acts);
             let _ = q.take_batch(d);
             q.finished(d);
             q.conn_idle(d, conn, t0 + Duration::from_secs(t));
@@ -658,14 +802,14 @@ mod tests {
                 attempts: 0,
             },
         );
-        q.dispatch(c, &mut acts);
+        q.dispatch(c, Instant::now(), &mut acts);
         assert_eq!(
             acts,
             vec![Action::Evict(1)],
             "a's connection was idle longest"
         );
         acts.clear();
-        q.conn_closed(a, true, &mut acts);
+        q.conn_closed(a, true, Instant::now(), &mut acts);
         assert_eq!(acts, vec![Action::Open(c)]);
     }
 
@@ -683,20 +827,20 @@ mod tests {
                     attempts: 0,
                 },
             );
-            q.dispatch(d, &mut acts);
+            q.dispatch(d, Instant::now(), &mut acts);
         }
         assert_eq!(acts.len(), 2, "two connections opening");
         acts.clear();
-        q.conn_closed(d, false, &mut acts);
+        q.conn_closed(d, false, Instant::now(), &mut acts);
         assert!(acts.is_empty(), "the sibling carries the work");
-        q.conn_closed(d, true, &mut acts);
+        q.conn_closed(d, true, Instant::now(), &mut acts);
         assert!(!acts.is_empty(), "the last one is replaced");
         assert!(acts.iter().all(|a| *a == Action::Open(d)));
     }
 
     #[test]
     fn deferred_recipients_wait_outside_the_domain_queue_until_due() {
-        let mut q = Queues::new(&Config::default());
+        let mut q = Queues::new(&config(|_| {}));
         let d = q.domain_id("a.example", None);
         let now = Instant::now();
         q.push(
@@ -741,7 +885,7 @@ mod tests {
                 attempts: 0,
             },
         );
-        q.dispatch(a, &mut acts);
+        q.dispatch(a, Instant::now(), &mut acts);
         let small = q.domain_id("small.example", None);
         let big = q.domain_id("big.example", None);
         q.push(
@@ -752,7 +896,7 @@ mod tests {
                 attempts: 0,
             },
         );
-        q.dispatch(small, &mut acts);
+        q.dispatch(small, Instant::now(), &mut acts);
         for _ in 0..5 {
             q.push(
                 big,
@@ -762,7 +906,7 @@ mod tests {
                     attempts: 0,
                 },
             );
-            q.dispatch(big, &mut acts);
+            q.dispatch(big, Instant::now(), &mut acts);
         }
         assert_eq!(
             &q.next_in_line(2)[..],
@@ -771,13 +915,13 @@ mod tests {
         let _ = q.take_batch(a);
         q.finished(a);
         acts.clear();
-        q.conn_closed(a, true, &mut acts);
+        q.conn_closed(a, true, Instant::now(), &mut acts);
         assert_eq!(acts, vec![Action::Open(big)], "largest first");
     }
 
     #[test]
     fn a_domain_with_a_large_share_of_the_general_queue_earns_one_hint() {
-        let mut q = Queues::new(&Config::default());
+        let mut q = Queues::new(&config(|_| {}));
         let big = q.domain_id("big.example", None);
         let other = q.domain_id("other.example", None);
         for _ in 0..8 {
@@ -802,5 +946,112 @@ mod tests {
         assert_eq!(h.len(), 1);
         assert_eq!(&*h[0].0, "big.example");
         assert!(q.hints(0.5, 5).is_empty(), "once per domain");
+    }
+
+    fn node() -> Node {
+        Node {
+            msg: msg(1),
+            rcpt: 0,
+            attempts: 0,
+        }
+    }
+
+    fn opens(acts: &[Action]) -> usize {
+        acts.iter().filter(|a| matches!(a, Action::Open(_))).count()
+    }
+
+    #[test]
+    fn the_controller_caps_the_connections_of_an_adaptive_domain() {
+        let mut q = Queues::new(&config(|c| {
+            c.general_queue.adaptive = true;
+            c.general_queue.queued_per_connection = 1;
+            c.general_queue.max_connections_per_domain = 8;
+            c.general_queue.rate.initial_connections = 3;
+        }));
+        let d = q.domain_id("a.example", None);
+        let mut acts = Vec::new();
+        for _ in 0..20 {
+            q.push(d, node());
+        }
+        q.dispatch(d, Instant::now(), &mut acts);
+        assert_eq!(opens(&acts), 3, "min(8 per domain, controller's 3)");
+        assert_eq!(q.conn_limit(d), 3);
+    }
+
+    #[test]
+    fn a_suspended_domain_opens_nothing_and_asks_to_resume_once() {
+        let mut q = Queues::new(&config(|c| c.general_queue.adaptive = true));
+        let d = q.domain_id("a.example", None);
+        let t0 = Instant::now();
+        q.push(d, node());
+        let until = t0 + Duration::from_secs(60);
+        q.rate_mut(d, t0)
+            .unwrap()
+            .apply(t0, &crate::rate::Action::Suspend(Duration::from_secs(60)));
+        let mut acts = Vec::new();
+        q.dispatch(d, t0, &mut acts);
+        q.push(d, node());
+        q.dispatch(d, t0 + Duration::from_secs(1), &mut acts);
+        assert_eq!(acts, vec![Action::ResumeAt(d, until)]);
+        acts.clear();
+        q.resume(d, until, &mut acts);
+        assert_eq!(acts, vec![Action::Open(d)], "the suspension is over");
+    }
+
+    #[test]
+    fn a_static_queue_has_no_controller() {
+        let mut q = Queues::new(&config(|c| c.general_queue.max_connections_per_domain = 20));
+        let d = q.domain_id("a.example", None);
+        assert!(q.rate_mut(d, Instant::now()).is_none());
+        assert_eq!(q.conn_limit(d), 20);
+    }
+
+    #[test]
+    fn what_a_domain_learned_survives_its_queue_for_a_while() {
+        let mut q = Queues::new(&config(|c| c.general_queue.adaptive = true));
+        let t0 = Instant::now();
+        let d = q.domain_id("a.example", None);
+        q.rate_mut(d, t0)
+            .unwrap()
+            .on_reply(t0, 421, None, "slow down");
+        q.maybe_remove(d);
+        assert!(!q.is_live(d));
+        let d = q.domain_id("a.example", None);
+        assert_eq!(q.rate_mut(d, t0).unwrap().snapshot(t0).throttles, 1);
+        q.maybe_remove(d);
+        q.prune_learned(t0);
+        q.prune_learned(t0 + LEARNED_FOR);
+        let d = q.domain_id("a.example", None);
+        assert_eq!(
+            q.rate_mut(d, t0).unwrap().snapshot(t0).throttles,
+            0,
+            "forgotten after an hour"
+        );
+    }
+
+    #[test]
+    fn after_a_refused_connection_no_more_open_for_an_interval() {
+        let mut q = Queues::new(&config(|c| {
+            c.general_queue.adaptive = true;
+            c.general_queue.queued_per_connection = 1;
+            c.general_queue.rate.initial_connections = 4;
+        }));
+        let d = q.domain_id("a.example", None);
+        let t0 = Instant::now();
+        let mut acts = Vec::new();
+        for _ in 0..2 {
+            q.push(d, node());
+        }
+        q.dispatch(d, t0, &mut acts);
+        assert_eq!(opens(&acts), 2);
+        q.hold_growth(d, t0);
+        for _ in 0..10 {
+            q.push(d, node());
+        }
+        acts.clear();
+        q.dispatch(d, t0 + Duration::from_millis(10), &mut acts);
+        assert_eq!(opens(&acts), 0, "held: the two open carry the work");
+        q.dispatch(d, t0 + Duration::from_secs(1), &mut acts);
+        assert_eq!(opens(&acts), 2, "up to the limit of 4 again");
     }
 }

@@ -23,8 +23,12 @@ use volley_dns::MxResolver;
 use crate::config::{Config, ListenerConfig};
 use crate::dlog::DeliveryLog;
 use crate::message::{Budget, Message, Node};
-use crate::metrics::{Counters, Latencies, bump};
+use crate::metrics::{Counters, Latencies, RateBoard, bump};
 use crate::queues::{Action, ConnId, DomainId, Queues};
+use crate::rate::RuleSet;
+
+/// How many of a shard's busiest domains it publishes for the summary.
+const TOP_RATES: usize = 10;
 
 /// Recipients of one message handed to their owner shard.
 pub(crate) struct Handoff {
@@ -40,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) budget: Arc<Budget>,
     pub(crate) inboxes: Vec<mpsc::UnboundedSender<Handoff>>,
     pub(crate) latencies: Vec<Arc<Latencies>>,
+    /// Each shard's busiest adaptive domains, published every half second.
+    pub(crate) rates: Vec<Arc<RateBoard>>,
     pub(crate) dlog: DeliveryLog,
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) ingest_total: AtomicUsize,
@@ -81,6 +87,8 @@ pub(crate) struct Shard {
     pub(crate) queues: RefCell<Queues>,
     pub(crate) resolver: MxResolver,
     pub(crate) latencies: Arc<Latencies>,
+    /// Operator rules, compiled once at start (checked by the config loader).
+    pub(crate) rules: RuleSet,
     conns: RefCell<HashMap<ConnId, Rc<ConnCtl>>>,
     next_conn: Cell<ConnId>,
     next_msg: Cell<u64>,
@@ -97,6 +105,7 @@ impl Shard {
     fn new(index: usize, shared: Arc<Shared>) -> Result<Rc<Shard>, String> {
         let config = shared.config.load_full();
         let resolver = MxResolver::new(config.resolver.clone()).map_err(|e| e.to_string())?;
+        let rules = RuleSet::new(&config.rules).map_err(|e| e.to_string())?;
         let mut queues = Queues::new(&config);
         let mut fallback_of = Vec::new();
         let mut made: HashMap<SocketAddr, usize> = HashMap::new();
@@ -114,6 +123,7 @@ impl Shard {
         Ok(Rc::new(Shard {
             index,
             latencies: shared.latencies[index].clone(),
+            rules,
             shared,
             queues: RefCell::new(queues),
             resolver,
@@ -194,8 +204,9 @@ impl Shard {
                     touched.push(d);
                 }
             }
+            let now = Instant::now();
             for d in touched {
-                q.dispatch(d, &mut acts);
+                q.dispatch(d, now, &mut acts);
             }
         }
         self.act(acts);
@@ -223,6 +234,22 @@ impl Shard {
                     let (id, ctl) = self.register_conn();
                     self.spawn_task(crate::delivery::run(self.clone(), d, id, ctl));
                 }
+                // Not a tracked task: a suspension may outlast the shutdown
+                // grace, and the runtime drops the timer when it ends.
+                Action::ResumeAt(d, at) => {
+                    let this = self.clone();
+                    tokio_uring::spawn(async move {
+                        tokio::time::sleep_until(at.into()).await;
+                        if this.draining.get() {
+                            return;
+                        }
+                        let mut acts = Vec::new();
+                        this.queues
+                            .borrow_mut()
+                            .resume(d, Instant::now(), &mut acts);
+                        this.act(acts);
+                    });
+                }
             }
         }
     }
@@ -242,7 +269,9 @@ impl Shard {
     pub(crate) fn conn_ended(self: &Rc<Self>, d: DomainId, id: ConnId, reopen: bool) {
         self.conns.borrow_mut().remove(&id);
         let mut acts = Vec::new();
-        self.queues.borrow_mut().conn_closed(d, reopen, &mut acts);
+        self.queues
+            .borrow_mut()
+            .conn_closed(d, reopen, Instant::now(), &mut acts);
         self.act(acts);
     }
 
@@ -304,8 +333,9 @@ impl Shard {
             let mut acts = Vec::new();
             {
                 let mut q = self.queues.borrow_mut();
-                for d in q.release_due(Instant::now()) {
-                    q.dispatch(d, &mut acts);
+                let now = Instant::now();
+                for d in q.release_due(now) {
+                    q.dispatch(d, now, &mut acts);
                 }
             }
             self.act(acts);
@@ -323,8 +353,11 @@ impl Shard {
                 return;
             }
             let config = self.shared.config.load();
+            let now = Instant::now();
             let (next, hints) = {
                 let mut q = self.queues.borrow_mut();
+                q.prune_learned(now);
+                self.shared.rates[self.index].publish(q.top_rates(TOP_RATES, now));
                 (
                     q.next_in_line(config.scheduler.prefetch),
                     q.hints(

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use journal::JournalSettings;
+use crate::rate::{RateSettings, RuleConfig, RuleSet};
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -56,6 +57,9 @@ pub struct Config {
     /// Limits on delivered messages (needs `journal.dir`: the count is
     /// kept there).
     pub quota: crate::journal::QuotaLimits,
+    /// Operator rules matched against every 4yz/5yz reply of a destination
+    /// (`[[rules]]`): a pattern that suspends the destination or caps it.
+    pub rules: Vec<RuleConfig>,
 }
 
 impl Default for Config {
@@ -76,6 +80,7 @@ impl Default for Config {
             queues: Vec::new(),
             journal: JournalSettings::default(),
             quota: crate::journal::QuotaLimits::default(),
+            rules: Vec::new(),
         }
     }
 }
@@ -311,6 +316,14 @@ pub struct QueueSettings {
     /// How long an MX host that refused or timed out is skipped.
     #[serde(with = "units::duration")]
     pub host_down_for: Duration,
+    /// Learn each domain's pace (connections and message rate) from its
+    /// latency and replies, within `rate`'s bounds. Off: the static mode
+    /// of classic MTAs, `max_connections_per_domain` connections and no
+    /// rate limit.
+    pub adaptive: bool,
+    /// Bounds and gains of the per-domain rate controller (`[*.rate]`);
+    /// the connection limit is also capped by `max_connections_per_domain`.
+    pub rate: RateSettings,
 }
 
 impl Default for QueueSettings {
@@ -339,6 +352,8 @@ impl Default for QueueSettings {
             max_age: Duration::from_secs(5 * 86400),
             fallback_relay: None,
             host_down_for: Duration::from_secs(60),
+            adaptive: true,
+            rate: RateSettings::default(),
         }
     }
 }
@@ -475,12 +490,18 @@ impl Config {
                     format!("queue {name:?}: retry_schedule needs at least one delay"),
                 );
             }
+            if let Err(e) = s.rate.validate() {
+                err("rate", format!("queue {name:?}: {e}"));
+            }
             if s.max_attempts == 0 {
                 err(
                     "max_attempts",
                     format!("queue {name:?}: max_attempts must be at least 1"),
                 );
             }
+        }
+        if let Err(e) = RuleSet::new(&self.rules) {
+            err("rules", e.to_string());
         }
         if let Err(e) = self.resolver.validate() {
             err("resolver", e.to_string());

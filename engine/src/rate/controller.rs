@@ -19,6 +19,11 @@ const CONNECTION_HEADROOM: f64 = 1.25;
 /// destination is idle or short of work: the limit is not the bottleneck,
 /// so a good latency says nothing about room above it.
 const BUSY_SHARE: f64 = 0.8;
+/// A new ceiling is never set below this share of the allowed rate (see
+/// `accepting_rate`); repeated signals still cut further, one at a time.
+const MIN_REFERENCE_SHARE: f64 = 1.0 / 3.0;
+/// Busy intervals in a row with latency above tolerance before easing off.
+const SLOW_INTERVALS_TO_EASE: u32 = 2;
 /// When the approach toward the plateau is this close, it snaps to it.
 const SNAP: f64 = 0.01;
 /// Longest span any deadline is set ahead, so that absurd configured
@@ -102,6 +107,8 @@ pub struct RateController {
     throttles: u64,
     successes: u64,
     connect_failures: u64,
+    /// Busy intervals in a row with latency above tolerance.
+    slow_intervals: u32,
 }
 
 impl RateController {
@@ -142,6 +149,7 @@ impl RateController {
             throttles: 0,
             successes: 0,
             connect_failures: 0,
+            slow_intervals: 0,
             s,
         };
         c.set_rate(rate);
@@ -398,14 +406,31 @@ impl RateController {
         if self.cut_guard_until.is_some_and(|g| now < g) {
             return;
         }
-        let delivered = self.delivered.per_second(now).max(self.s.min_rate);
-        let reference = self.rate.min(delivered);
+        let mut reference = self.accepting_rate(now);
+        if let (Phase::Steady, Some(c)) = (self.phase, self.ceiling) {
+            // Throttled again under a learned ceiling: the ceiling was read
+            // too high (a receiver's burst allowance inflates what it seems
+            // to accept), so it comes down too.
+            reference = reference.min(c * self.s.decrease_factor);
+        }
         self.ceiling = Some(reference);
         self.set_rate(reference * self.s.decrease_factor);
         self.phase = Phase::Steady;
         self.plateau_since = None;
         self.start_backoff(now);
         self.refresh_connection_limit();
+    }
+
+    /// The rate the destination was accepting just now, as a reference for
+    /// a new ceiling: what it accepted over the last second, but at least
+    /// [`MIN_REFERENCE_SHARE`] of the allowed rate. Right after an idle
+    /// spell (no work, or every recipient deferred at once) the last
+    /// second's deliveries say little of the capacity, and one signal must
+    /// not cut the rate to the floor.
+    fn accepting_rate(&mut self, now: Instant) -> f64 {
+        let delivered = self.delivered.per_second(now).max(self.s.min_rate);
+        self.rate
+            .min(delivered.max(self.rate * MIN_REFERENCE_SHARE))
     }
 
     /// Suspends new sends for the backoff, doubling it when the last cut
@@ -493,9 +518,19 @@ impl RateController {
             self.period_refused || self.period_sent as f64 >= BUSY_SHARE * self.rate * elapsed;
         let gradient = self.gradient();
         if gradient < 1.0 {
-            self.ease_off(now, gradient);
+            // Latency that rose while we did not use our allowance is not
+            // ours to cure (the remote, or our own host, is busy): hold.
+            // One slow interval may be a hiccup (our own host busy, a
+            // connection being set up): hold, and ease off on the second.
+            if busy {
+                self.slow_intervals += 1;
+                if self.slow_intervals >= SLOW_INTERVALS_TO_EASE {
+                    self.ease_off(now, gradient);
+                }
+            }
             return;
         }
+        self.slow_intervals = 0;
         if !busy {
             return;
         }
@@ -520,8 +555,7 @@ impl RateController {
         let ceiling = match (self.phase, self.ceiling) {
             (Phase::Steady, Some(c)) => c,
             _ => {
-                let delivered = self.delivered.per_second(now).max(self.s.min_rate);
-                let c = self.rate.min(delivered);
+                let c = self.accepting_rate(now);
                 self.ceiling = Some(c);
                 c
             }

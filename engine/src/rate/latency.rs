@@ -69,18 +69,25 @@ impl LatencyTracker {
             .and_then(|r| Duration::try_from_secs_f64(r).ok())
     }
 
-    /// `floor * tolerance / recent`, clamped to `[0.5, 1]`: 1 while latency
-    /// stays within tolerance of its floor, lower in proportion beyond it.
-    /// `None` before the first sample.
+    /// `allowed / recent`, clamped to `[0.5, 1]`, where `allowed` is
+    /// `floor * tolerance` but at least [`SLACK`] above the floor: 1 while
+    /// latency stays within tolerance of its floor, lower in proportion
+    /// beyond it. `None` before the first sample.
     pub(crate) fn gradient(&self, tolerance: f64) -> Option<f64> {
         let floor = self.floor()?.as_secs_f64();
         let recent = self.recent?;
         if recent <= 0.0 {
             return Some(1.0);
         }
-        Some((floor * tolerance / recent).clamp(0.5, 1.0))
+        let allowed = (floor * tolerance).max(floor + SLACK.as_secs_f64());
+        Some((allowed / recent).clamp(0.5, 1.0))
     }
 }
+
+/// Latency within this of the floor is always "near the floor": with a
+/// floor of a few milliseconds, scheduling on either host moves the
+/// average by as much, and that says nothing about the remote's load.
+const SLACK: Duration = Duration::from_millis(10);
 
 #[cfg(test)]
 mod tests {

@@ -45,7 +45,10 @@ pub struct RateSettings {
     /// `probe_after` passes quietly.
     pub plateau: f64,
     /// Latency up to `floor * latency_tolerance` counts as "near the floor";
-    /// above it the rate is eased off in proportion.
+    /// above it the rate is eased off in proportion. The floor is a
+    /// minimum and the recent value an average, so with jitter the two
+    /// differ even on an idle receiver: 1.5 held receivers whose latency
+    /// jitters as much as it lasts to 40-60% of what they take.
     pub latency_tolerance: f64,
     /// Weight of each new sample in the recent-latency moving average (0..1].
     pub latency_smoothing: f64,
@@ -61,7 +64,9 @@ pub struct RateSettings {
     #[serde(with = "volley_units::serde::duration")]
     pub backoff_max: Duration,
     /// Time without throttling after which the backoff starts again from
-    /// `backoff_initial` and a cut connection cap grows again.
+    /// `backoff_initial` and a cut connection cap grows again. Short: a
+    /// throttle that comes seconds after resuming says the plateau is a
+    /// little high (the cut handles that), not that the remote wants silence.
     #[serde(with = "volley_units::serde::duration")]
     pub quiet_period: Duration,
     /// Time at the plateau without throttling before the controller forgets
@@ -91,12 +96,12 @@ impl Default for RateSettings {
             increase_ratio: 0.1,
             decrease_factor: 0.85,
             plateau: 0.97,
-            latency_tolerance: 1.5,
+            latency_tolerance: 2.0,
             latency_smoothing: 0.2,
             latency_floor_window: Duration::from_secs(60),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
-            quiet_period: Duration::from_secs(10),
+            quiet_period: Duration::from_secs(2),
             probe_after: Duration::from_secs(30),
             burst: Duration::from_millis(100),
             connect_failures_to_backoff: 3,

@@ -108,6 +108,7 @@ fn latency_within_tolerance_keeps_growing_and_above_it_eases_off_in_proportion()
     let s = RateSettings {
         initial_rate: 50.0,
         max_rate: 50.0,
+        latency_tolerance: 1.5,
         ..RateSettings::default()
     };
     let mut d = Drive::new(s);
@@ -117,8 +118,9 @@ fn latency_within_tolerance_keeps_growing_and_above_it_eases_off_in_proportion()
     d.busy(secs(3), ms(140));
     assert_eq!(d.ctl.rate(), 50.0);
     assert_eq!(d.state(), RateState::SlowStart);
-    // 200 ms: gradient 100 * 1.5 / 200 = 0.75 once the average has moved.
-    d.busy(ms(1005), ms(200));
+    // 200 ms: gradient 100 * 1.5 / 200 = 0.75 once the average has moved;
+    // the first slow interval is held as a possible hiccup, the second eases.
+    d.busy(ms(2005), ms(200));
     let r = d.ctl.rate();
     assert!(close(r, 37.5, 0.02), "{r}");
     assert_eq!(d.state(), RateState::Steady);
@@ -132,13 +134,15 @@ fn easing_stops_at_half_the_ceiling_and_takes_the_new_latency_as_floor() {
     let mut d = Drive::new(RateSettings {
         initial_rate: 40.0,
         max_rate: 40.0,
+        latency_tolerance: 1.5,
         ..RateSettings::default()
     });
     d.busy(secs(3), ms(100));
     // The remote's baseline moves to 400 ms and stays there: the first
     // adjustment halves the rate (the gradient's bound), the next finds it
-    // still slow at half the ceiling and takes 400 ms as the new floor.
-    d.busy(ms(1000), ms(400));
+    // still slow at half the ceiling and takes 400 ms as the new floor
+    // (each after a first slow interval held as a possible hiccup).
+    d.busy(ms(2000), ms(400));
     let r = d.ctl.rate();
     assert!(close(r, 20.0, 0.05), "{r}");
     d.busy(ms(1000), ms(400));
@@ -461,4 +465,48 @@ fn odd_settings_and_inputs_never_panic() {
     d.ctl.apply(d.now, &Action::Suspend(Duration::MAX));
     let _ = d.ctl.snapshot(d.now).to_string();
     assert!(d.ctl.try_acquire(d.now).is_err());
+}
+
+#[test]
+fn latency_that_rises_while_demand_is_low_does_not_cut_the_rate() {
+    let mut d = Drive::new(RateSettings::default());
+    d.busy(secs(3), ms(20));
+    let rate = d.ctl.rate();
+    // A trickle far under the allowance, answered slowly: not our doing.
+    d.trickle(secs(10), ms(200));
+    assert!(d.ctl.rate() >= rate, "{} < {rate}", d.ctl.rate());
+    assert_eq!(d.ctl.snapshot(d.now).ceiling, None);
+}
+
+#[test]
+fn a_throttle_after_an_idle_spell_cuts_to_a_third_at_most() {
+    let mut d = Drive::new(RateSettings::default());
+    d.busy(secs(4), ms(20));
+    let rate = d.ctl.rate();
+    // Nothing delivered for two seconds, then a throttling reply.
+    d.now += secs(2);
+    d.throttle();
+    // (Without the floor the last second's zero deliveries would set the
+    // ceiling to min_rate.)
+    let ceiling = d.ctl.snapshot(d.now).ceiling.unwrap();
+    assert!(ceiling >= rate / 3.0, "{ceiling} vs {rate}");
+}
+
+#[test]
+fn a_throttle_under_a_learned_ceiling_lowers_the_ceiling() {
+    let s = RateSettings::default();
+    let mut d = Drive::new(s.clone());
+    d.busy(secs(5), ms(20));
+    d.throttle();
+    let first = d.ctl.snapshot(d.now).ceiling.unwrap();
+    // Back at the plateau, the receiver (whose burst allowance made it look
+    // faster than it is) throttles again.
+    d.busy(secs(6), ms(20));
+    assert_eq!(d.state(), RateState::Steady);
+    d.throttle();
+    let second = d.ctl.snapshot(d.now).ceiling.unwrap();
+    assert!(
+        second <= first * s.decrease_factor * 1.001,
+        "{second} vs {first}"
+    );
 }

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Figures of the rate benchmark from `volley bench run` reports.
+
+    rate-figures.py summary SCENARIO.toml REPORT.json...
+    rate-figures.py settle REPORT.json DOMAIN AT_S CAPACITY
+
+A domain's hidden capacity is what its sink can take at best: its rate limit,
+or, when lower, its connection limit over the latency at full load
+(latency + jitter/2 + latency_growth + data_delay): Little's law.
+"""
+import json
+import sys
+import tomllib
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def secs(text):
+    text = str(text)
+    for unit, f in (("ms", 1e-3), ("us", 1e-6), ("s", 1.0), ("m", 60.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * f
+    return float(text or 0)
+
+
+def capacity(c):
+    rate = float(c.get("max_rate", 0)) or float("inf")
+    conns = int(c.get("max_connections", 0))
+    latency = (secs(c.get("latency", "0ms")) + secs(c.get("jitter", "0ms")) / 2
+               + secs(c.get("latency_growth", "0ms")) + secs(c.get("data_delay", "0ms")))
+    by_conns = conns / latency if conns and latency > 0 else float("inf")
+    return min(rate, by_conns)
+
+
+def capacities(scenario_path):
+    with open(scenario_path, "rb") as f:
+        s = tomllib.load(f)
+    caps = {}
+    for d in s.get("domain", []):
+        caps[d["name"]] = capacity(d.get("capacity", {}))
+    for g in s.get("group", []):
+        for i in range(g["count"]):
+            caps[f"{g['prefix']}{i}.{g.get('suffix', 'test')}"] = capacity(g.get("capacity", {}))
+    return caps
+
+
+def throttled(c):
+    return c.get("refused_connections", 0) + c.get("rate_limited", 0)
+
+
+def best_5s(series):
+    if not series:
+        return 0.0
+    return max(sum(series[i:i + 5]) / min(5, len(series) - i) for i in range(len(series)))
+
+
+def summary(scenario_path, paths):
+    caps = capacities(scenario_path)
+    for p in paths:
+        r = load(p)
+        t = r["totals"]
+        acc = t["accepted"]
+        # The shortest possible drain: the slowest domain at its capacity.
+        bound = max((d["counts"]["accepted"] / caps.get(d["name"], float("inf"))
+                     for d in r["domains"]), default=0.0)
+        first = next((i for i, v in enumerate(r["delivered_per_second"]) if v), 0)
+        last = len(r["delivered_per_second"])
+        print(f"== {r['scenario']} / {r['label']}: {acc} delivered in {last - first} s "
+              f"({r['delivered_rate']:.0f}/s mean); shortest drain at capacity {bound:.1f} s; "
+              f"throttling replies {throttled(t)} = {throttled(t) / max(acc, 1) * 100:.2f}% of deliveries "
+              f"(421 {t['refused_connections']}, 451 {t['rate_limited']})")
+        print(f"   {'domain':<16} {'capacity/s':>10} {'best 5 s/s':>10} {'share':>6} {'throttles':>9}")
+        for d in r["domains"][:6]:
+            cap = caps.get(d["name"], float("inf"))
+            b = best_5s(d["accepted_per_second"])
+            print(f"   {d['name']:<16} {cap:>10.0f} {b:>10.0f} {b / cap * 100:>5.0f}% "
+                  f"{throttled(d['counts']):>9}")
+
+
+def settle(path, domain, at, cap):
+    r = load(path)
+    d = next(x for x in r["domains"] if x["name"] == domain)
+    acc, thr = list(d["accepted_per_second"]), list(d["throttled_per_second"])
+    n = max(len(acc), len(thr))
+    acc += [0] * (n - len(acc))
+    thr += [0] * (n - len(thr))
+    print("accepted/throttled per second: "
+          + " ".join(f"{i}:{acc[i]}/{thr[i]}" for i in range(n)))
+    # Settled: from this second on, for 5 s, no throttling reply and the
+    # accepted count at most the new capacity (+5%).
+    for s in range(at, n - 5):
+        if all(thr[i] == 0 and acc[i] <= cap * 1.05 for i in range(s, s + 5)):
+            print(f"settled under {cap:.0f}/s {s - at} s after the change at {at} s")
+            return
+    print("did not settle within the run")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "summary":
+        summary(sys.argv[2], sys.argv[3:])
+    elif sys.argv[1] == "settle":
+        settle(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
+    else:
+        sys.exit(__doc__)
