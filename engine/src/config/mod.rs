@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use journal::JournalSettings;
 use crate::rate::{RateSettings, RuleConfig, RuleSet};
+pub use journal::JournalSettings;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
