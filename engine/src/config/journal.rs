@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::units;
 use crate::journal::JournalConfig;
 
 /// Durable mode's settings; the defaults are the journal's own
@@ -21,28 +20,28 @@ pub struct JournalSettings {
     pub dir: Option<PathBuf>,
     /// A body-log segment is closed at this size; a closed segment is
     /// deleted once all its messages are finished.
-    #[serde(with = "units::size")]
+    #[serde(with = "volley_units::serde::size")]
     pub segment_size: u64,
     /// Group commit by time: a fast-mode 250 waits at most this long
     /// before its fsync starts (sooner when the writer has nothing else
     /// queued).
-    #[serde(with = "units::duration")]
+    #[serde(with = "volley_units::serde::duration")]
     pub commit_interval: Duration,
     /// Group commit of "finished" records: a recipient's final outcome
     /// waits at most this long before the fsync that records it starts.
     /// This bounds the window in which a crash resends a recipient that
     /// was delivered.
-    #[serde(with = "units::duration")]
+    #[serde(with = "volley_units::serde::duration")]
     pub finish_commit_interval: Duration,
     /// Group commit by size: a commit starts once this many bytes wait.
-    #[serde(with = "units::size")]
+    #[serde(with = "volley_units::serde::size")]
     pub commit_size: u64,
     /// A checkpoint is written once the recovery journal grew this much.
-    #[serde(with = "units::size")]
+    #[serde(with = "volley_units::serde::size")]
     pub checkpoint_journal_size: u64,
     /// A checkpoint is written once this many body bytes were appended
     /// (it bounds how much of the body log recovery scans).
-    #[serde(with = "units::size")]
+    #[serde(with = "volley_units::serde::size")]
     pub checkpoint_body_size: u64,
 }
 

@@ -5,7 +5,6 @@
 //! what it changes and an empty file (or none) is a working single-host setup.
 
 mod journal;
-mod units;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -33,10 +32,10 @@ pub struct Config {
     /// unset: no delivery log.
     pub delivery_log: Option<PathBuf>,
     /// How often `volley serve` prints its one-line summary.
-    #[serde(with = "units::duration")]
+    #[serde(with = "volley_units::serde::duration")]
     pub summary_interval: Duration,
     /// Bytes of messages Volley may hold; near it, ingest answers 452 4.3.1.
-    #[serde(with = "units::size")]
+    #[serde(with = "volley_units::serde::size")]
     pub memory_budget: u64,
     /// The ports Composers connect to.
     #[serde(rename = "listener")]
@@ -142,13 +141,13 @@ pub struct IngestConfig {
     /// Ingest connections from one client address; beyond: 421 4.7.0.
     pub max_connections_per_ip: usize,
     /// A session with no complete command for this long is closed (421).
-    #[serde(with = "units::duration")]
+    #[serde(with = "volley_units::serde::duration")]
     pub idle_timeout: Duration,
     /// Time allowed for a command line or a data block to arrive once started.
-    #[serde(with = "units::duration")]
+    #[serde(with = "volley_units::serde::duration")]
     pub command_timeout: Duration,
     /// Largest message accepted (552 5.3.4 beyond).
-    #[serde(with = "units::size")]
+    #[serde(with = "volley_units::serde::size")]
     pub max_message_size: u64,
     /// Recipients per message (452 4.5.3 beyond).
     pub max_recipients: usize,
@@ -277,44 +276,44 @@ pub struct QueueSettings {
     /// MX hosts tried per domain (`q_mxlimit`).
     pub mx_limit: usize,
     /// TCP connect (`q_maxconntime`).
-    #[serde(with = "units::duration")]
+    #[serde(with = "volley_units::serde::duration")]
     pub connect_timeout: Duration,
     /// Waiting for the 220 greeting (RFC 5321 4.5.3.2: 5 minutes).
-    #[serde(with = "units::duration")]
+    #[serde(with = "volley_units::serde::duration")]
     pub greeting_timeout: Duration,
     /// Waiting for the reply to EHLO, MAIL, RCPT, DATA (RFC: 5 minutes).
-    #[serde(with = "units::duration")]
+    #[serde(with = "volley_units::serde::duration")]
     pub command_timeout: Duration,
     /// Sending the body and waiting for the final reply (`q_mtadatatimeout`;
     /// RFC: 10 minutes for the final reply).
-    #[serde(with = "units::duration")]
+    #[serde(with = "volley_units::serde::duration")]
     pub data_timeout: Duration,
     /// Longest life of one connection (`q_maxtranstime`).
-    #[serde(with = "units::duration")]
+    #[serde(with = "volley_units::serde::duration")]
     pub session_timeout: Duration,
     /// Longest time for one transaction from MAIL to the final reply
     /// (`q_maxdelivertime`).
-    #[serde(with = "units::duration")]
+    #[serde(with = "volley_units::serde::duration")]
     pub delivery_timeout: Duration,
     /// An idle connection says QUIT after this long.
-    #[serde(with = "units::duration")]
+    #[serde(with = "volley_units::serde::duration")]
     pub idle_timeout: Duration,
     /// Largest message this queue sends (`q_maxsize`); larger ones bounce.
-    #[serde(with = "units::size")]
+    #[serde(with = "volley_units::serde::size")]
     pub max_message_size: u64,
     /// Waits before each retry; the last one repeats.
-    #[serde(with = "units::durations")]
+    #[serde(with = "volley_units::serde::durations")]
     pub retry_schedule: Vec<Duration>,
     /// Attempts before a recipient expires (the patent's 10).
     pub max_attempts: u32,
     /// Age after which a deferred recipient expires.
-    #[serde(with = "units::duration")]
+    #[serde(with = "volley_units::serde::duration")]
     pub max_age: Duration,
     /// A host that takes what this queue gives up on (the patent's retry
     /// queue / fallback MTA), as "ip:port".
     pub fallback_relay: Option<SocketAddr>,
     /// How long an MX host that refused or timed out is skipped.
-    #[serde(with = "units::duration")]
+    #[serde(with = "volley_units::serde::duration")]
     pub host_down_for: Duration,
     /// Learn each domain's pace (connections and message rate) from its
     /// latency and replies, within `rate`'s bounds. Off: the static mode
