@@ -338,12 +338,7 @@ impl BodyLog {
     fn write_chunk(&mut self, chunk: &Pending, created: &mut bool) -> Result<(), JournalError> {
         let path = segment_path(&self.dir, chunk.seg);
         if self.file.as_ref().map(|(id, _)| *id) != Some(chunk.seg) {
-            let f = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(|e| JournalError::io("open", &path, e))?;
+            let f = open_or_create(&path)?;
             *created |= chunk.base == 0;
             self.file = Some((chunk.seg, f));
         }
@@ -367,11 +362,7 @@ impl BodyLog {
         let mut clean = true;
         for chunk in failed {
             let path = segment_path(&self.dir, chunk.seg);
-            let cut = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .and_then(|f| f.set_len(chunk.base).and_then(|()| f.sync_all()));
-            match cut {
+            match truncate_durably(&path, chunk.base) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(_) => clean = false,
@@ -387,6 +378,25 @@ impl BodyLog {
             self.active_len = 0;
         }
     }
+}
+
+/// Opens `path` for writing, creating it if needed, keeping what it holds.
+pub(crate) fn open_or_create(path: &Path) -> Result<File, JournalError> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| JournalError::io("open", path, e))
+}
+
+/// Cuts `path` to `len` bytes and makes the cut durable. The raw
+/// `io::Error` is returned so a caller can tell a missing file apart.
+pub(crate) fn truncate_durably(path: &Path, len: u64) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(len).and_then(|()| f.sync_all()))
 }
 
 /// Makes a file's creation, rename or removal durable.

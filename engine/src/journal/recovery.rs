@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -417,11 +417,7 @@ fn prefetch(path: &Path) {
 /// Cuts a file after its last good record, so the damage is not
 /// found again and the file ends clean.
 fn cut(path: &Path, len: u64) -> Result<(), JournalError> {
-    OpenOptions::new()
-        .write(true)
-        .open(path)
-        .and_then(|f| f.set_len(len).and_then(|()| f.sync_all()))
-        .map_err(|e| JournalError::io("truncate", path, e))
+    body_log::truncate_durably(path, len).map_err(|e| JournalError::io("truncate", path, e))
 }
 
 fn unfinished(rec: body_log::BodyRecord, finished: &Bits) -> RecoveredMessage {

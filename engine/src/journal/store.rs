@@ -7,7 +7,7 @@
 //! time passed in for the group-commit deadline.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -378,12 +378,7 @@ fn encode_checkpoint(
 /// Takes the shard directory's lock, so two processes never share it.
 fn lock(dir: &Path) -> Result<File, JournalError> {
     let path = dir.join("lock");
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| JournalError::io("open", &path, e))?;
+    let f = body_log::open_or_create(&path)?;
     // SAFETY: flock on a descriptor we own; no memory is involved.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
