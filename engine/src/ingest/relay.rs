@@ -19,8 +19,9 @@ pub(crate) struct Accepted {
 /// none is configured it is refused with 550 5.7.1 and a text that says which
 /// setting is missing.
 pub(crate) fn rcpt_policy(ingest: &IngestConfig, path: &ForwardPath) -> Result<Accepted, Reply> {
-    let mailbox = match path {
-        ForwardPath::Mailbox(m) => m,
+    // The configured postmaster is relayed whatever `relay_domains` says.
+    let (mailbox, relay_checked) = match path {
+        ForwardPath::Mailbox(m) => (m, true),
         ForwardPath::Postmaster => {
             let m = ingest.postmaster.as_ref().ok_or_else(|| {
                 Reply::new(
@@ -29,16 +30,11 @@ pub(crate) fn rcpt_policy(ingest: &IngestConfig, path: &ForwardPath) -> Result<A
                     "no postmaster address is configured on this relay (ingest.postmaster)",
                 )
             })?;
-            // Checked when the configuration was read.
-            let key = m.domain.routing_key().map_err(bad_domain)?;
-            return Ok(Accepted {
-                rcpt: m.to_string(),
-                key,
-            });
+            (m, false)
         }
     };
     let key = mailbox.domain.routing_key().map_err(bad_domain)?;
-    if !ingest.may_relay_to(&key) {
+    if relay_checked && !ingest.may_relay_to(&key) {
         return Err(Reply::new(
             550,
             EnhancedCode::new(5, 7, 1),
