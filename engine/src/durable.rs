@@ -414,12 +414,7 @@ pub(crate) fn requeue(
                 counted: AtomicBool::new(false),
             }));
             let msg = Arc::new(msg);
-            let mut per_shard: Vec<Vec<(u32, Box<str>)>> = Vec::new();
-            per_shard.resize_with(shared.inboxes.len(), Vec::new);
-            for (i, key) in keys.into_iter().enumerate() {
-                per_shard[shared.owner(&key)].push((i as u32, key));
-            }
-            for (shard, rcpts) in per_shard.into_iter().enumerate() {
+            for (shard, rcpts) in shared.split_by_owner(keys).into_iter().enumerate() {
                 if rcpts.is_empty() {
                     continue;
                 }

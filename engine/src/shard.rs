@@ -57,10 +57,21 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// The shard that owns domain `key`.
-    pub(crate) fn owner(&self, key: &str) -> usize {
+    fn owner(&self, key: &str) -> usize {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut h);
         (h.finish() % self.inboxes.len() as u64) as usize
+    }
+
+    /// A message's recipients (index, routing key) grouped by owner shard:
+    /// entry `n` holds what shard `n` owns, in recipient order.
+    pub(crate) fn split_by_owner(&self, keys: Vec<Box<str>>) -> Vec<Vec<(u32, Box<str>)>> {
+        let mut per_shard: Vec<Vec<(u32, Box<str>)>> = Vec::new();
+        per_shard.resize_with(self.inboxes.len(), Vec::new);
+        for (i, key) in keys.into_iter().enumerate() {
+            per_shard[self.owner(&key)].push((i as u32, key));
+        }
+        per_shard
     }
 
     /// The next local address to deliver from, if any are configured.
@@ -155,13 +166,7 @@ impl Shard {
             .counters
             .recipients_received
             .fetch_add(n, Ordering::Relaxed);
-        let mut per_shard: Vec<Vec<(u32, Box<str>)>> = Vec::new();
-        per_shard.resize_with(self.shared.inboxes.len(), Vec::new);
-        for (i, key) in keys.into_iter().enumerate() {
-            let owner = self.shared.owner(&key);
-            per_shard[owner].push((i as u32, key));
-        }
-        for (shard, rcpts) in per_shard.into_iter().enumerate() {
+        for (shard, rcpts) in self.shared.split_by_owner(keys).into_iter().enumerate() {
             if rcpts.is_empty() {
                 continue;
             }
