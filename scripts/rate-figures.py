@@ -6,7 +6,10 @@
 
 A domain's hidden capacity is what its sink can take at best: its rate limit,
 or, when lower, its connection limit over the latency at full load
-(latency + jitter/2 + latency_growth + data_delay): Little's law.
+(latency + jitter/2 + latency_growth + data_delay): Little's law. It changes
+at the scenario's [[change]] times. The shortest drain is the time the
+slowest domain needs for what it accepted at that capacity; the run's share
+of capacity is that over the actual drain (first to last delivery).
 """
 import json
 import sys
@@ -36,15 +39,35 @@ def capacity(c):
 
 
 def capacities(scenario_path):
+    """Each domain's hidden capacity over time: [(from_s, per_second), ...],
+    the scenario's [[change]] entries applied in order."""
     with open(scenario_path, "rb") as f:
         s = tomllib.load(f)
-    caps = {}
+    base = {}
     for d in s.get("domain", []):
-        caps[d["name"]] = capacity(d.get("capacity", {}))
+        base[d["name"]] = dict(d.get("capacity", {}))
     for g in s.get("group", []):
         for i in range(g["count"]):
-            caps[f"{g['prefix']}{i}.{g.get('suffix', 'test')}"] = capacity(g.get("capacity", {}))
+            base[f"{g['prefix']}{i}.{g.get('suffix', 'test')}"] = dict(g.get("capacity", {}))
+    caps = {name: [(0.0, capacity(c))] for name, c in base.items()}
+    for ch in sorted(s.get("change", []), key=lambda c: secs(c["at"])):
+        name = ch["domain"]
+        base[name].update(ch.get("set", {}))
+        caps[name].append((secs(ch["at"]), capacity(base[name])))
     return caps
+
+
+def drain_time(steps, messages):
+    """The shortest time to take `messages` at a capacity that changes in steps."""
+    left = float(messages)
+    for i, (start, rate) in enumerate(steps):
+        end = steps[i + 1][0] if i + 1 < len(steps) else float("inf")
+        if rate == float("inf"):
+            return start
+        if rate > 0 and left <= rate * (end - start):
+            return start + left / rate
+        left -= rate * (end - start) if end != float("inf") else 0
+    return float("inf")
 
 
 def throttled(c):
@@ -64,17 +87,18 @@ def summary(scenario_path, paths):
         t = r["totals"]
         acc = t["accepted"]
         # The shortest possible drain: the slowest domain at its capacity.
-        bound = max((d["counts"]["accepted"] / caps.get(d["name"], float("inf"))
+        bound = max((drain_time(caps.get(d["name"], [(0.0, float("inf"))]), d["counts"]["accepted"])
                      for d in r["domains"]), default=0.0)
         first = next((i for i, v in enumerate(r["delivered_per_second"]) if v), 0)
         last = len(r["delivered_per_second"])
         print(f"== {r['scenario']} / {r['label']}: {acc} delivered in {last - first} s "
-              f"({r['delivered_rate']:.0f}/s mean); shortest drain at capacity {bound:.1f} s; "
+              f"({r['delivered_rate']:.0f}/s mean); shortest drain at capacity {bound:.1f} s "
+              f"= {bound / max(last - first, 1) * 100:.0f}% of capacity; "
               f"throttling replies {throttled(t)} = {throttled(t) / max(acc, 1) * 100:.2f}% of deliveries "
               f"(421 {t['refused_connections']}, 451 {t['rate_limited']})")
         print(f"   {'domain':<16} {'capacity/s':>10} {'best 5 s/s':>10} {'share':>6} {'throttles':>9}")
         for d in r["domains"][:6]:
-            cap = caps.get(d["name"], float("inf"))
+            cap = caps.get(d["name"], [(0.0, float("inf"))])[0][1]
             b = best_5s(d["accepted_per_second"])
             print(f"   {d['name']:<16} {cap:>10.0f} {b:>10.0f} {b / cap * 100:>5.0f}% "
                   f"{throttled(d['counts']):>9}")
