@@ -380,9 +380,10 @@ fn a_full_disk_answers_452_and_loses_no_acknowledged_message() {
             "a refused message was delivered: {id}"
         );
     }
+    let log = v.stderr.lock().clone();
     assert!(
-        v.stderr.lock().iter().any(|l| l.contains("452 4.3.1")),
-        "the log says why"
+        log.iter().any(|l| l.contains("452 4.3.1")),
+        "the log says why: {log:?}"
     );
     v.stop();
     let _ = std::fs::remove_dir_all(&journal);
