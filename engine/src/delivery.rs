@@ -217,7 +217,10 @@ async fn open(
                     shard: shard.clone(),
                 };
                 match session.next_event(s, session_deadline).await {
-                    ClientEvent::Ready { .. } => return Ok(session),
+                    ClientEvent::Ready { .. } => {
+                        pace::connected(shard, d);
+                        return Ok(session);
+                    }
                     ClientEvent::Failed { error, .. } => {
                         throttled = pace::session_failed(shard, d, &error);
                         last_error = format!("{} [{}]: {error}", t.host, t.addr);

@@ -114,6 +114,17 @@ pub(crate) fn pause(shard: &Shard, d: DomainId) {
     }
 }
 
+/// A connection of `d` greeted: the controller learns how many the
+/// destination has accepted at once.
+pub(crate) fn connected(shard: &Shard, d: DomainId) {
+    let now = Instant::now();
+    let mut qs = shard.queues.borrow_mut();
+    let open = qs.conns_of(d) as u32;
+    if let Some(c) = qs.rate_mut(d, now) {
+        c.on_connected(open);
+    }
+}
+
 /// A connection could not be opened, or was dropped before its work ended.
 pub(crate) fn connect_failed(shard: &Shard, d: DomainId) {
     let now = Instant::now();

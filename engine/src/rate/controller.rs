@@ -22,8 +22,19 @@ const BUSY_SHARE: f64 = 0.8;
 /// A new ceiling is never set below this share of the allowed rate (see
 /// `accepting_rate`); repeated signals still cut further, one at a time.
 const MIN_REFERENCE_SHARE: f64 = 1.0 / 3.0;
-/// Busy intervals in a row with latency above tolerance before easing off.
-const SLOW_INTERVALS_TO_EASE: u32 = 2;
+/// With latency above tolerance, a rise of the allowed rate is "absorbed"
+/// when deliveries rose by at least this share of it (lag for the replies
+/// still in flight allowed for): the latency is the price of throughput,
+/// not a queue. Below it, the destination is at its knee.
+const ABSORBED: f64 = 0.4;
+/// Latency below this share of the last interval's is still falling: the
+/// queue at the remote is draining.
+const DRAINING: f64 = 0.95;
+/// Intervals in a row that look like the knee before the controller acts.
+const KNEE_INTERVALS: u32 = 2;
+/// With latency above tolerance at a steady pace, deliveries below this
+/// share of the sends say a queue is building at the destination.
+const KEEP_UP: f64 = 0.9;
 /// When the approach toward the plateau is this close, it snaps to it.
 const SNAP: f64 = 0.01;
 /// Longest span any deadline is set ahead, so that absurd configured
@@ -47,6 +58,23 @@ pub enum LatencyKind {
     /// the connection count (Little's law).
     Transaction,
 }
+
+/// A run of throttling replies close together, for the second and later
+/// cuts: what the destination accepted over it, while we were sending.
+#[derive(Debug, Clone)]
+struct Episode {
+    start: Instant,
+    /// The controller's `successes` when it began.
+    successes: u64,
+    /// How much of it was spent suspended (backoffs).
+    suspended: Duration,
+    /// Rate cuts made in it so far.
+    cuts: u32,
+}
+
+/// Less time than this spent sending in an episode says too little to
+/// estimate the acceptance from (seconds).
+const MIN_EPISODE_SENDING: f64 = 0.25;
 
 /// The phase the controller is in when it is not suspended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,8 +135,29 @@ pub struct RateController {
     throttles: u64,
     successes: u64,
     connect_failures: u64,
-    /// Busy intervals in a row with latency above tolerance.
-    slow_intervals: u32,
+    /// Messages accepted in the interval being accumulated.
+    period_delivered: u64,
+    /// The last interval's (sent, delivered) rates: the base the next one
+    /// is compared with.
+    prev_period: Option<(f64, f64)>,
+    /// Intervals in a row that looked like the knee.
+    knee_intervals: u32,
+    /// Since a knee, while the queue there drains: the last interval's
+    /// recent latency.
+    draining: Option<Duration>,
+    /// The throttle episode under way. A throttle that comes while one is
+    /// recent belongs to it.
+    episode: Option<Episode>,
+    /// Growth per interval while probing; doubles each interval the probe
+    /// goes unanswered, so a capacity that came back is found in seconds.
+    probe_step: f64,
+    /// The connections Little's law asks for now (before caps).
+    conn_need: f64,
+    /// The plateau a probe started from: accepted for `probe_after`.
+    probe_base: f64,
+    /// The most connections seen open and greeted at once (and not
+    /// refused since).
+    conn_proven: u32,
 }
 
 impl RateController {
@@ -149,7 +198,15 @@ impl RateController {
             throttles: 0,
             successes: 0,
             connect_failures: 0,
-            slow_intervals: 0,
+            period_delivered: 0,
+            prev_period: None,
+            knee_intervals: 0,
+            draining: None,
+            episode: None,
+            probe_step: s.increase_ratio,
+            conn_need: 0.0,
+            probe_base: 0.0,
+            conn_proven: 0,
             s,
         };
         c.set_rate(rate);
@@ -220,6 +277,7 @@ impl RateController {
         match kind {
             ReplyKind::Success => {
                 self.successes += 1;
+                self.period_delivered += 1;
                 self.delivered.record(now);
             }
             ReplyKind::RateThrottle => {
@@ -228,7 +286,7 @@ impl RateController {
             }
             ReplyKind::ConnectionThrottle => {
                 self.throttles += 1;
-                self.cut_connections(now);
+                self.cut_connections(now, true);
             }
             ReplyKind::Intermediate | ReplyKind::Deferral | ReplyKind::Failure => {}
         }
@@ -260,7 +318,7 @@ impl RateController {
         self.maybe_adjust(now);
         self.connect_failures += 1;
         self.consecutive_connect_failures += 1;
-        self.cut_connections(now);
+        self.cut_connections(now, false);
         if self.consecutive_connect_failures >= self.s.connect_failures_to_backoff.max(1) {
             self.consecutive_connect_failures = 0;
             self.start_backoff(now);
@@ -345,7 +403,11 @@ impl RateController {
 
     /// The lower of the two kinds' gradients: the more congested signal wins.
     fn gradient(&self) -> f64 {
-        let t = self.s.latency_tolerance;
+        self.gradient_at(self.s.latency_tolerance)
+    }
+
+    /// [`gradient`](Self::gradient) against tolerance `t`.
+    fn gradient_at(&self, t: f64) -> f64 {
         [
             self.command_latency.gradient(t),
             self.transaction_latency.gradient(t),
@@ -380,9 +442,16 @@ impl RateController {
             Some(l) => (self.rate * l.as_secs_f64() * CONNECTION_HEADROOM).ceil() + 1.0,
             None => f64::from(self.s.initial_connections),
         };
+        self.conn_need = need;
         let rule = self.rule_conn_cap.map_or(u32::MAX, |(c, _)| c);
         let max = self.s.max_connections.min(rule);
-        let cap = (self.conn_cap.floor() as u32).min(max);
+        // One past those proven at a time: a burst of opens past a
+        // remote's connection limit would collect one refusal each.
+        let proven = self
+            .conn_proven
+            .saturating_add(1)
+            .max(self.s.initial_connections);
+        let cap = (self.conn_cap.floor() as u32).min(max).min(proven);
         let min = self.s.min_connections.min(max);
         let need = need.clamp(0.0, f64::from(u32::MAX)) as u32;
         self.conn_limit = need.clamp(min, cap.max(min));
@@ -402,8 +471,19 @@ impl RateController {
 
     /// A throttling reply: cut the rate to a fraction of what the destination
     /// was accepting, remember that as the ceiling, and back off.
+    ///
+    /// The first throttle of an episode reads the acceptance of the last
+    /// second. A receiver's burst allowance (a token bucket) inflates that
+    /// reading, so each further throttle of the same episode reads the
+    /// acceptance over the whole episode instead, backoffs included: low
+    /// rather than high, which the climb to the plateau then corrects
+    /// without another throttle.
     fn cut_rate(&mut self, now: Instant) {
         if self.cut_guard_until.is_some_and(|g| now < g) {
+            return;
+        }
+        if self.phase == Phase::Probing && !self.throttled_recently(now) {
+            self.probe_refused(now);
             return;
         }
         let mut reference = self.accepting_rate(now);
@@ -413,12 +493,67 @@ impl RateController {
             // to accept), so it comes down too.
             reference = reference.min(c * self.s.decrease_factor);
         }
+        match &self.episode {
+            Some(e) if self.throttled_recently(now) => {
+                let sending = now
+                    .saturating_duration_since(e.start)
+                    .saturating_sub(e.suspended)
+                    .as_secs_f64();
+                if sending >= MIN_EPISODE_SENDING {
+                    let sustained = (self.successes - e.successes) as f64 / sending;
+                    reference = reference.min(sustained.max(self.rate * MIN_REFERENCE_SHARE));
+                }
+            }
+            _ => {
+                self.episode = Some(Episode {
+                    start: now,
+                    successes: self.successes,
+                    suspended: Duration::ZERO,
+                    cuts: 0,
+                })
+            }
+        }
+        if let Some(e) = &mut self.episode {
+            e.cuts += 1;
+        }
         self.ceiling = Some(reference);
         self.set_rate(reference * self.s.decrease_factor);
         self.phase = Phase::Steady;
         self.plateau_since = None;
         self.start_backoff(now);
         self.refresh_connection_limit();
+    }
+
+    /// A probe above a rate the destination took for `probe_after` without
+    /// complaint was refused: that answers the probe. The ceiling is what
+    /// it accepted, the rate goes back under it (not below where the probe
+    /// began), and sending goes on without a suspension; a second
+    /// throttle soon after is an episode of its own, cut and backed off.
+    fn probe_refused(&mut self, now: Instant) {
+        let ceiling = self
+            .accepting_rate(now)
+            .max(self.probe_base / self.s.plateau);
+        self.ceiling = Some(ceiling);
+        self.set_rate(
+            (ceiling * self.s.decrease_factor)
+                .max(self.probe_base)
+                .min(ceiling * self.s.plateau),
+        );
+        self.phase = Phase::Steady;
+        self.plateau_since = Some(now);
+        self.last_cut = Some(now);
+        self.backoff = self.s.backoff_initial;
+        self.cut_guard_until = Some(after(now, self.reply_horizon()));
+        self.episode = None;
+        self.refresh_connection_limit();
+    }
+
+    /// Whether the last cut is recent: within its backoff and a quiet
+    /// period after it. A throttle then belongs to the same episode, and
+    /// doubles the backoff.
+    fn throttled_recently(&self, now: Instant) -> bool {
+        self.last_cut
+            .is_some_and(|t| now.saturating_duration_since(t) < self.backoff + self.s.quiet_period)
     }
 
     /// The rate the destination was accepting just now, as a reference for
@@ -436,34 +571,69 @@ impl RateController {
     /// Suspends new sends for the backoff, doubling it when the last cut
     /// was recent (the previous backoff plus a quiet period).
     fn start_backoff(&mut self, now: Instant) {
-        let recent = self
-            .last_cut
-            .is_some_and(|t| now.saturating_duration_since(t) < self.backoff + self.s.quiet_period);
-        self.backoff = if recent {
-            self.backoff.saturating_mul(2).min(self.s.backoff_max)
-        } else {
+        // The second cut of an episode is measured over the episode and
+        // usually lands under the capacity: it keeps the first backoff.
+        // From the third on, the remote means it: the backoff doubles.
+        let measured = self.episode.as_ref().is_some_and(|e| e.cuts <= 2);
+        self.backoff = if !self.throttled_recently(now) {
             self.s.backoff_initial
+        } else if measured {
+            self.backoff
+        } else {
+            self.backoff.saturating_mul(2).min(self.s.backoff_max)
         };
         let until = after(now, self.backoff);
         self.backoff_until = Some(until);
+        if let Some(e) = &mut self.episode {
+            e.suspended += self.backoff;
+        }
         self.last_cut = Some(now);
         self.cut_guard_until = Some(until.max(after(now, self.reply_horizon())));
         // The interval that held the suspension says nothing about demand.
         self.period_start = until;
+        self.reset_period();
+    }
+
+    /// Starts accumulating a new interval.
+    fn reset_period(&mut self) {
         self.period_sent = 0;
+        self.period_delivered = 0;
         self.period_refused = false;
     }
 
     /// Connection throttling or failure: cut the connection cap.
-    fn cut_connections(&mut self, now: Instant) {
+    fn cut_connections(&mut self, now: Instant, refused: bool) {
         if self.conn_guard_until.is_some_and(|g| now < g) {
             return;
         }
         let base = self.conn_cap.min(f64::from(self.conn_limit));
-        self.conn_cap = (base * self.s.decrease_factor).max(f64::from(self.s.min_connections));
+        let recent = self
+            .last_conn_cut
+            .is_some_and(|t| now.saturating_duration_since(t) < self.s.quiet_period);
+        // Connections grow one at a time past those proven, so a first
+        // "too many connections" names the limit: the one being opened was
+        // one too many. Anything else (failures, refusals that go on) is
+        // read as load, and cut as such.
+        let cap = if refused && !recent {
+            base - 1.0
+        } else {
+            base * self.s.decrease_factor
+        };
+        self.conn_cap = cap.max(f64::from(self.s.min_connections));
+        self.conn_proven = self.conn_proven.min(self.conn_cap.floor() as u32);
         self.last_conn_cut = Some(now);
         self.conn_guard_until = Some(after(now, self.reply_horizon()));
         self.refresh_connection_limit();
+    }
+
+    /// A connection of the destination greeted while `open` were open
+    /// (this one included): that many are proven to be accepted, and the
+    /// limit may go one past them.
+    pub fn on_connected(&mut self, open: u32) {
+        if open > self.conn_proven {
+            self.conn_proven = open;
+            self.refresh_connection_limit();
+        }
     }
 
     /// Runs the periodic adjustment once an interval has passed.
@@ -478,8 +648,7 @@ impl RateController {
         self.grow_connection_cap(now);
         self.refresh_connection_limit();
         self.period_start = now;
-        self.period_sent = 0;
-        self.period_refused = false;
+        self.reset_period();
     }
 
     fn expire_rules(&mut self, now: Instant) {
@@ -494,49 +663,80 @@ impl RateController {
         }
     }
 
-    /// One quiet interval after a connection cut, the cap grows by one per
-    /// interval until it no longer binds.
+    /// A connection cap learned from throttling is the destination's
+    /// policy, not a passing state: it holds for `probe_after` without a
+    /// connection cut, then grows by one per interval, and only while it
+    /// binds (Little's law asks for more), so a destination is not probed
+    /// for connections it would not use.
     fn grow_connection_cap(&mut self, now: Instant) {
         let max = f64::from(self.s.max_connections);
-        if self.conn_cap >= max {
+        if self.conn_cap >= max || self.conn_need <= self.conn_cap.floor() {
             return;
         }
         let quiet = self
             .last_conn_cut
-            .is_none_or(|t| now.saturating_duration_since(t) >= self.s.quiet_period);
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.s.probe_after);
         if quiet {
             self.conn_cap = (self.conn_cap + 1.0).min(max);
         }
     }
 
-    /// The heart: latency gradient first, then growth by phase.
+    /// The heart: the latency gate first, then growth by phase.
+    ///
+    /// Latency above tolerance is a question, not a verdict: some receivers
+    /// answer slower the more connections they carry and still take all the
+    /// mail, others queue it. What tells them apart is what more sending
+    /// bought: if the sends rose and deliveries rose with them, the latency
+    /// is the price of throughput and growth goes on; if deliveries did not
+    /// follow (or, at a steady pace, fall behind the sends), the destination
+    /// is at its knee and a queue is building there.
     fn adjust(&mut self, now: Instant) {
         let elapsed = now
             .saturating_duration_since(self.period_start)
             .as_secs_f64();
         let busy =
             self.period_refused || self.period_sent as f64 >= BUSY_SHARE * self.rate * elapsed;
-        let gradient = self.gradient();
-        if gradient < 1.0 {
-            // Latency that rose while we did not use our allowance is not
-            // ours to cure (the remote, or our own host, is busy): hold.
-            // One slow interval may be a hiccup (our own host busy, a
-            // connection being set up): hold, and ease off on the second.
-            if busy {
-                self.slow_intervals += 1;
-                if self.slow_intervals >= SLOW_INTERVALS_TO_EASE {
-                    self.ease_off(now, gradient);
-                }
+        let delivered = self.period_delivered as f64 / elapsed;
+        let sent = self.period_sent as f64 / elapsed;
+        let before = self.prev_period.replace((sent, delivered));
+        let slow = self.gradient() < 1.0;
+        // One knee-like interval may be our own host being busy (its latency
+        // and its deliveries both suffer): the controller acts on the second
+        // in a row. A slow interval whose sends the pace did not bind (the
+        // connections are all waiting on the remote) confirms the first.
+        let knee = slow
+            && (self.at_knee(before, sent, delivered, elapsed)
+                || (self.knee_intervals > 0 && !busy));
+        self.knee_intervals = if knee { self.knee_intervals + 1 } else { 0 };
+        if knee {
+            // A probe is deliberate: the knee it finds is acted on at once.
+            if self.knee_intervals >= KNEE_INTERVALS || self.phase == Phase::Probing {
+                self.knee_intervals = 0;
+                self.settle_at_knee(delivered.max(before.map_or(0.0, |(_, d)| d)));
             }
             return;
         }
-        self.slow_intervals = 0;
+        if self.still_draining() {
+            return;
+        }
         if !busy {
+            // Latency that rose while we did not use our allowance, and that
+            // is no knee, is not ours to cure (the remote, or our own host,
+            // is busy): hold.
             return;
         }
         let next = match self.phase {
             Phase::SlowStart => self.rate * self.s.slow_start_factor,
-            Phase::Probing => self.rate * (1.0 + self.s.increase_ratio),
+            Phase::Probing => {
+                let next = self.rate * (1.0 + self.probe_step);
+                // The step grows only while latency stays within half the
+                // tolerance: a queue that starts to build is not raced.
+                let half = 1.0 + (self.s.latency_tolerance - 1.0) / 2.0;
+                if self.gradient_at(half) >= 1.0 {
+                    self.probe_step = (self.probe_step * 2.0).min(self.s.slow_start_factor - 1.0);
+                }
+                next
+            }
             Phase::Steady => match self.ceiling {
                 None => self.rate * (1.0 + self.s.increase_ratio),
                 Some(ceiling) => self.approach(now, ceiling),
@@ -545,29 +745,64 @@ impl RateController {
         self.set_rate(next);
     }
 
-    /// Latency is above tolerance: ease off in proportion to how far.
-    ///
-    /// Outside a steady plateau, what the destination accepts now becomes
-    /// its ceiling. Easing stops at half the ceiling: latency that halving
-    /// our load did not cure is not ours, so it becomes the new floor (the
-    /// remote's baseline moved) instead of driving the rate to its minimum.
-    fn ease_off(&mut self, now: Instant, gradient: f64) {
-        let ceiling = match (self.phase, self.ceiling) {
-            (Phase::Steady, Some(c)) => c,
-            _ => {
-                let c = self.accepting_rate(now);
-                self.ceiling = Some(c);
-                c
-            }
+    /// After a knee the rate holds while the queue built at the remote
+    /// drains: while latency is above tolerance and still falling. Latency
+    /// that stops falling above tolerance is the remote's own (it answers
+    /// slower under any load): the climb to the plateau goes on.
+    fn still_draining(&mut self) -> bool {
+        let Some(last) = self.draining else {
+            return false;
         };
-        let lowest = ceiling * 0.5;
-        if self.rate <= lowest * (1.0 + SNAP) {
-            // Already halved and still slow: the remote's baseline moved.
-            self.command_latency.rebase();
-            self.transaction_latency.rebase();
-        } else {
-            self.set_rate((self.rate * gradient).max(lowest));
+        let recent = self.primary_latency().recent();
+        match recent {
+            Some(r) if self.gradient() < 1.0 && r < last.mul_f64(DRAINING) => {
+                self.draining = Some(r);
+                true
+            }
+            _ => {
+                self.draining = None;
+                false
+            }
         }
+    }
+
+    /// With latency above tolerance: whether the destination stopped
+    /// turning more sending into more deliveries. `before` is the last
+    /// interval's (sent, delivered) rates. What counts is what was sent,
+    /// not what was allowed: a rise of the allowance that connections kept
+    /// from being sent says nothing either way.
+    fn at_knee(&self, before: Option<(f64, f64)>, sent: f64, delivered: f64, elapsed: f64) -> bool {
+        match before {
+            // A small rise (the approach to a plateau) is lost in the noise
+            // of one interval's count: judge it by the steady-pace test.
+            Some((sent_before, delivered_before))
+                if sent >= sent_before * (1.0 + self.s.increase_ratio / 2.0) =>
+            {
+                // Replies to what was sent in the last round trip of the
+                // interval are still out: that share of the rise cannot
+                // show. The floor is the round trip: the recent latency
+                // holds the very queue this looks for.
+                let latency = self
+                    .transaction_latency
+                    .floor()
+                    .map_or(0.0, |l| l.as_secs_f64());
+                let visible = (1.0 - latency / elapsed).max(0.0);
+                let expected = (sent - sent_before) * visible;
+                expected > 0.0 && delivered - delivered_before < ABSORBED * expected
+            }
+            _ => delivered < KEEP_UP * sent,
+        }
+    }
+
+    /// The destination's knee is at `delivered`: that is its ceiling. The
+    /// rate drops below it, the further the higher latency climbed (down to
+    /// half), so that the queue built there drains; then it climbs back to
+    /// the plateau.
+    fn settle_at_knee(&mut self, delivered: f64) {
+        let ceiling = delivered.max(self.s.min_rate);
+        self.ceiling = Some(ceiling);
+        self.set_rate(ceiling * self.s.decrease_factor * self.gradient());
+        self.draining = self.primary_latency().recent();
         self.phase = Phase::Steady;
         self.plateau_since = None;
     }
@@ -585,6 +820,8 @@ impl RateController {
             self.phase = Phase::Probing;
             self.ceiling = None;
             self.plateau_since = None;
+            self.probe_step = self.s.increase_ratio;
+            self.probe_base = target;
             return target * (1.0 + self.s.increase_ratio);
         }
         target

@@ -46,15 +46,6 @@ impl LatencyTracker {
         });
     }
 
-    /// Accepts the recent latency as the new floor (the remote's baseline
-    /// moved), forgetting older minima.
-    pub(crate) fn rebase(&mut self) {
-        if let Some(r) = self.recent() {
-            self.cur_min = Some(r);
-            self.prev_min = None;
-        }
-    }
-
     /// The lowest latency seen over the last window.
     pub(crate) fn floor(&self) -> Option<Duration> {
         match (self.cur_min, self.prev_min) {

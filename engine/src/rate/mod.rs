@@ -38,22 +38,40 @@
 //! (with headroom) and capped by what connection throttling taught. The rate
 //! is what receivers meter; connections are the means to carry it.
 //!
-//! - Slow start: while latency stays near its floor and the rate is what
-//!   limits sending, the rate doubles each interval.
+//! - Slow start: while the rate is what limits sending and no throttling
+//!   reply comes, the rate doubles each interval.
 //! - Latency: the floor is a windowed minimum, the recent value a moving
-//!   average. Above `floor * latency_tolerance` the rate is multiplied by
-//!   `floor * tolerance / recent` (at least 0.5), a Vegas-like gradient.
+//!   average. Latency above `floor * latency_tolerance` is a question, not
+//!   a verdict: some receivers answer slower the more connections they
+//!   carry and still take all the mail; others queue it. What tells them
+//!   apart is what more sending bought. If the sends of the last interval
+//!   rose and deliveries rose with them (allowing for the replies still in
+//!   flight), latency is the price of throughput and growth goes on. If
+//!   deliveries did not follow, or at a steady pace fall behind the sends,
+//!   the destination is at its *knee*: the delivered rate becomes the
+//!   ceiling and the rate drops under it, the further the higher latency
+//!   climbed (down to half), until the queue built there drains.
 //! - A throttling reply (421, 4.7.x, "rate limit", "try again later", ...)
 //!   sets the *ceiling* to the rate the destination was accepting over the
 //!   last second, cuts the rate to `decrease_factor` of it, and suspends
-//!   sending for a backoff that doubles while throttling keeps coming.
-//!   Replies to work sent before the cut do not cut again.
+//!   sending for `backoff_initial`. Further throttles of the same episode
+//!   read the acceptance over the whole episode while sending (a receiver's
+//!   token bucket refills during a backoff and inflates the last second),
+//!   and from the third cut on the backoff doubles. Replies to work sent
+//!   before a cut do not cut again.
 //! - After the backoff the rate climbs back halfway per interval to a
 //!   plateau (`plateau` x ceiling) and sits there; after `probe_after`
-//!   without throttling it forgets the ceiling and probes upward by
-//!   `increase_ratio` per interval, so grown capacity is found again.
-//! - "Too many connections" replies and failed connections cut the
-//!   connection cap; it grows back by one per interval after a quiet period.
+//!   without throttling it forgets the ceiling and probes upward, by
+//!   `increase_ratio` at first and twice the step each interval while
+//!   latency stays flat, so capacity that came back is found in seconds. A
+//!   throttle answers a probe: the rate goes back under what was accepted,
+//!   without a suspension.
+//! - Connections grow one past those proven (seen open and greeted at
+//!   once), so a burst of opens does not collect one refusal each. A first
+//!   "too many connections" names the remote's limit: the cap becomes one
+//!   fewer. Refusals that go on, and failed connections, cut the cap by
+//!   `decrease_factor`. A learned cap holds for `probe_after` and then grows
+//!   by one per interval, and only while Little's law asks for more.
 //! - Everything stays within [`RateSettings`]; operator [`RuleSet`] actions
 //!   suspend a destination or cap it for a while.
 //!
@@ -61,6 +79,7 @@
 //!
 //! ```text
 //! before opening a connection:  open < ctl.connection_limit()
+//! when one has greeted:         ctl.on_connected(open)
 //! before each transaction:      ctl.try_acquire(now)  // Err(at): wake at `at`
 //! after each final / 4yz reply: if let Some(a) = rules.match_reply(code, enh, text) {
 //!                                   ctl.apply(now, &a) }

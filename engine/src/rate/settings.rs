@@ -30,11 +30,12 @@ pub struct RateSettings {
     /// How often the controller re-evaluates its rate from what it saw.
     #[serde(with = "volley_units::serde::duration")]
     pub adjust_interval: Duration,
-    /// Slow start multiplies the rate by this per interval while latency stays
-    /// near its floor, until the first throttling reply or latency rise.
+    /// Slow start multiplies the rate by this per interval until the first
+    /// throttling reply or knee; it also bounds a probe's step.
     pub slow_start_factor: f64,
-    /// Fraction by which the rate grows per interval when probing above a
-    /// learned ceiling (0.1 = +10% per interval).
+    /// Fraction by which the rate grows in the first interval of a probe
+    /// above a learned ceiling (0.1 = +10%); the step doubles each interval
+    /// while latency stays flat.
     pub increase_ratio: f64,
     /// A throttling reply cuts the rate to this fraction of the rate the
     /// destination was accepting (and connection throttling cuts the
@@ -44,11 +45,12 @@ pub struct RateSettings {
     /// (the rate at which throttling began) and stays there until
     /// `probe_after` passes quietly.
     pub plateau: f64,
-    /// Latency up to `floor * latency_tolerance` counts as "near the floor";
-    /// above it the rate is eased off in proportion. The floor is a
-    /// minimum and the recent value an average, so with jitter the two
-    /// differ even on an idle receiver: 1.5 held receivers whose latency
-    /// jitters as much as it lasts to 40-60% of what they take.
+    /// Latency up to `floor * latency_tolerance` counts as "near the floor".
+    /// Above it the controller asks whether more sending still bought more
+    /// deliveries; where it did not, the destination is at its knee and
+    /// the rate drops under it (see the module documentation). The floor
+    /// is a minimum and the recent value an average, so with jitter the
+    /// two differ even on an idle receiver.
     pub latency_tolerance: f64,
     /// Weight of each new sample in the recent-latency moving average (0..1].
     pub latency_smoothing: f64,
@@ -56,21 +58,26 @@ pub struct RateSettings {
     /// it follows a remote whose baseline changes.
     #[serde(with = "volley_units::serde::duration")]
     pub latency_floor_window: Duration,
-    /// First suspension after a throttling reply.
+    /// Suspension after a throttling reply (and after the second of an
+    /// episode). Short: the cut is the answer, the pause lets the remote's
+    /// bucket refill a little; a long one only refills it more, so the
+    /// next reading of its capacity is inflated.
     #[serde(with = "volley_units::serde::duration")]
     pub backoff_initial: Duration,
-    /// Longest suspension; each throttling reply that comes back soon after
-    /// the previous one doubles the suspension up to this.
+    /// Longest suspension; from the third throttling reply of an episode
+    /// (each soon after the previous one) the suspension doubles up to this.
     #[serde(with = "volley_units::serde::duration")]
     pub backoff_max: Duration,
-    /// Time without throttling after which the backoff starts again from
-    /// `backoff_initial` and a cut connection cap grows again. Short: a
-    /// throttle that comes seconds after resuming says the plateau is a
-    /// little high (the cut handles that), not that the remote wants silence.
+    /// Time without throttling after which a new throttle starts a new
+    /// episode (backoff from `backoff_initial`). Short: a throttle that
+    /// comes seconds after resuming says the plateau is a little high (the
+    /// cut handles that), not that the remote wants silence.
     #[serde(with = "volley_units::serde::duration")]
     pub quiet_period: Duration,
     /// Time at the plateau without throttling before the controller forgets
-    /// the ceiling and probes above it (capacity may have grown).
+    /// the ceiling and probes above it (capacity may have grown); also how
+    /// long a connection cap learned from refusals holds before it grows.
+    /// Each probe of a throttling remote costs about one throttling reply.
     #[serde(with = "volley_units::serde::duration")]
     pub probe_after: Duration,
     /// How far ahead of the steady pace a burst may run (GCRA tolerance):
@@ -90,7 +97,7 @@ impl Default for RateSettings {
             initial_connections: 2,
             min_rate: 0.2,
             max_rate: 10_000.0,
-            initial_rate: 10.0,
+            initial_rate: 50.0,
             adjust_interval: Duration::from_secs(1),
             slow_start_factor: 2.0,
             increase_ratio: 0.1,
@@ -99,10 +106,10 @@ impl Default for RateSettings {
             latency_tolerance: 2.0,
             latency_smoothing: 0.2,
             latency_floor_window: Duration::from_secs(60),
-            backoff_initial: Duration::from_secs(1),
+            backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_secs(300),
             quiet_period: Duration::from_secs(2),
-            probe_after: Duration::from_secs(30),
+            probe_after: Duration::from_secs(10),
             burst: Duration::from_millis(100),
             connect_failures_to_backoff: 3,
         }

@@ -39,6 +39,8 @@ impl Drive {
         let end = self.now + d;
         while self.now < end {
             self.now += STEP;
+            // The pool opens what the limit allows, and each one greets.
+            self.ctl.on_connected(self.ctl.connection_limit());
             while self.ctl.try_acquire(self.now).is_ok() {
                 self.sent += 1;
                 self.ctl.on_reply(self.now, 250, None, "OK");
@@ -104,7 +106,7 @@ fn no_growth_while_demand_is_below_the_limit() {
 }
 
 #[test]
-fn latency_within_tolerance_keeps_growing_and_above_it_eases_off_in_proportion() {
+fn latency_within_tolerance_keeps_growing() {
     let s = RateSettings {
         initial_rate: 50.0,
         max_rate: 50.0,
@@ -118,40 +120,85 @@ fn latency_within_tolerance_keeps_growing_and_above_it_eases_off_in_proportion()
     d.busy(secs(3), ms(140));
     assert_eq!(d.ctl.rate(), 50.0);
     assert_eq!(d.state(), RateState::SlowStart);
-    // 200 ms: gradient 100 * 1.5 / 200 = 0.75 once the average has moved;
-    // the first slow interval is held as a possible hiccup, the second eases.
-    d.busy(ms(2005), ms(200));
-    let r = d.ctl.rate();
-    assert!(close(r, 37.5, 0.02), "{r}");
-    assert_eq!(d.state(), RateState::Steady);
-    let snap = d.ctl.snapshot(d.now);
-    assert_eq!(snap.latency_floor, Some(ms(100)));
-    assert!(snap.ceiling.is_some_and(|c| close(c, 50.0, 0.05)), "{snap}");
 }
 
 #[test]
-fn easing_stops_at_half_the_ceiling_and_takes_the_new_latency_as_floor() {
+fn latency_that_buys_deliveries_is_paid_and_growth_goes_on() {
+    // Every message sent is accepted, however slowly: a receiver that
+    // answers slower under load but takes all of it.
     let mut d = Drive::new(RateSettings {
-        initial_rate: 40.0,
-        max_rate: 40.0,
-        latency_tolerance: 1.5,
+        initial_rate: 20.0,
+        max_rate: 1000.0,
         ..RateSettings::default()
     });
-    d.busy(secs(3), ms(100));
-    // The remote's baseline moves to 400 ms and stays there: the first
-    // adjustment halves the rate (the gradient's bound), the next finds it
-    // still slow at half the ceiling and takes 400 ms as the new floor
-    // (each after a first slow interval held as a possible hiccup).
-    d.busy(ms(2000), ms(400));
-    let r = d.ctl.rate();
-    assert!(close(r, 20.0, 0.05), "{r}");
-    d.busy(ms(1000), ms(400));
-    assert_eq!(d.ctl.rate(), r);
+    d.busy(secs(2), ms(20));
+    let mut latency = 20;
+    for _ in 0..4 {
+        latency *= 2;
+        d.busy(secs(1), ms(latency));
+    }
+    assert_eq!(d.state(), RateState::SlowStart);
+    assert!(d.ctl.rate() >= 640.0, "{}", d.ctl.rate());
+    assert_eq!(d.ctl.snapshot(d.now).ceiling, None);
+}
+
+/// Drives a receiver that completes at most `capacity` messages per
+/// second whatever is sent (a queue builds at the remote): sends follow
+/// the pace, acceptances (and their latency, which grows with the queue)
+/// follow the capacity.
+fn queueing(d: &mut Drive, dur: Duration, capacity: f64, base: Duration, queue: &mut f64) {
+    let end = d.now + dur;
+    let mut credit = 0.0;
+    while d.now < end {
+        d.now += STEP;
+        while d.ctl.try_acquire(d.now).is_ok() {
+            *queue += 1.0;
+        }
+        credit += capacity * STEP.as_secs_f64();
+        while credit >= 1.0 && *queue >= 1.0 {
+            credit -= 1.0;
+            *queue -= 1.0;
+            let wait = Duration::from_secs_f64(*queue / capacity);
+            d.ctl.on_reply(d.now, 250, None, "OK");
+            d.ctl
+                .on_latency(d.now, LatencyKind::Transaction, base + wait);
+        }
+        credit = credit.min(1.0);
+    }
+}
+
+#[test]
+fn a_rise_that_buys_no_deliveries_is_the_knee_and_the_rate_drops_under_it() {
+    let mut d = Drive::new(RateSettings {
+        initial_rate: 25.0,
+        max_rate: 1000.0,
+        ..RateSettings::default()
+    });
+    let mut queue = 0.0;
+    // 25, 50, 100 per second: all below the 150/s capacity.
+    queueing(&mut d, secs(3), 150.0, ms(100), &mut queue);
+    assert_eq!(d.state(), RateState::SlowStart);
+    // 200 then 400 per second: deliveries rise to 150 and stay there while
+    // the queue (and latency) grows: the rise that bought nothing is the
+    // knee; on its second interval the rate drops under it.
+    queueing(&mut d, ms(2100), 150.0, ms(100), &mut queue);
+    assert_eq!(d.state(), RateState::SlowStart);
+    queueing(&mut d, secs(1), 150.0, ms(100), &mut queue);
     let snap = d.ctl.snapshot(d.now);
-    assert!(snap.latency_floor.is_some_and(|f| f >= ms(390)), "{snap}");
-    // With the floor rebased the rate climbs back toward the plateau.
-    d.busy(secs(5), ms(400));
-    assert!(d.ctl.rate() > 35.0, "{}", d.ctl.rate());
+    assert_eq!(snap.state, RateState::Steady);
+    let ceiling = snap.ceiling.unwrap();
+    assert!(close(ceiling, 150.0, 0.1), "{snap}");
+    assert!(d.ctl.rate() < 150.0, "{snap}");
+    // The rate stays low while latency shows the queue, so it drains and
+    // latency comes back to its floor; then the rate climbs to the plateau.
+    queueing(&mut d, secs(7), 150.0, ms(100), &mut queue);
+    assert!(queue < 5.0, "{queue}");
+    queueing(&mut d, secs(6), 150.0, ms(100), &mut queue);
+    assert!(
+        d.ctl.rate() > 140.0 && d.ctl.rate() < 150.0,
+        "{}",
+        d.ctl.rate()
+    );
 }
 
 #[test]
@@ -175,16 +222,19 @@ fn throttle_cuts_suspends_and_backoff_grows_then_resets_after_quiet() {
     assert_eq!(d.ctl.rate(), r);
     assert_eq!(d.ctl.snapshot(d.now).throttles, 2);
 
-    // Throttled again after each suspension: 2 s, 4 s, 8 s.
+    // Throttled again after each suspension: the second cut of the episode
+    // keeps the first backoff (it is measured over the episode, and
+    // usually enough); from the third on the backoff doubles.
     let mut backoffs = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let until = d.ctl.suspended_until(d.now).unwrap();
         d.now = until;
         d.busy(ms(200), ms(100));
         d.throttle();
         backoffs.push(d.ctl.suspended_until(d.now).unwrap() - d.now);
     }
-    assert_eq!(backoffs, [secs(2), secs(4), secs(8)]);
+    let b = s.backoff_initial;
+    assert_eq!(backoffs, [b, b * 2, b * 4, b * 8]);
 
     // A quiet period after the last backoff: the next one starts over.
     d.now += secs(8) + s.quiet_period;
@@ -227,19 +277,30 @@ fn after_a_cut_it_climbs_to_the_plateau_then_probes_above_the_ceiling() {
     d.throttle();
     let ceiling = d.ctl.snapshot(d.now).ceiling.unwrap();
     assert!(close(ceiling, 200.0, 0.05), "{ceiling}");
-    // Back to the plateau within a few intervals, and it holds there.
-    d.busy(secs(8), ms(100));
+    // Back to the plateau within a few intervals, and it holds there until
+    // probe_after has passed there quietly.
+    d.busy(secs(6), ms(100));
     let plateau = ceiling * s.plateau;
     assert!(close(d.ctl.rate(), plateau, 0.011), "{}", d.ctl.rate());
     assert_eq!(d.state(), RateState::Steady);
-    d.busy(secs(20), ms(100));
+    d.busy(s.probe_after - secs(4), ms(100));
     assert!(close(d.ctl.rate(), plateau, 0.011));
-    // Quiet for probe_after: it forgets the ceiling and grows past it.
-    d.busy(s.probe_after, ms(100));
+    // Then it forgets the ceiling and grows past it, each step twice the
+    // last while latency stays flat.
+    d.busy(secs(4), ms(100));
     assert_eq!(d.state(), RateState::Probing);
-    d.busy(secs(3), ms(100));
-    assert!(d.ctl.rate() > ceiling * 1.2, "{}", d.ctl.rate());
+    d.busy(secs(4), ms(100));
+    assert!(d.ctl.rate() > ceiling * 1.5, "{}", d.ctl.rate());
     assert_eq!(d.ctl.snapshot(d.now).ceiling, None);
+    // A throttle answers the probe: back under what was accepted, not
+    // below where the probe began, and no suspension.
+    let probing = d.ctl.rate();
+    assert_eq!(d.throttle(), ReplyKind::RateThrottle);
+    let r = d.ctl.rate();
+    assert!(r >= plateau * 0.999 && r < probing, "{r} vs {probing}");
+    assert!(d.ctl.snapshot(d.now).ceiling.is_some_and(|c| c < probing));
+    assert_eq!(d.ctl.suspended_until(d.now), None);
+    assert_eq!(d.state(), RateState::Steady);
 }
 
 #[test]
@@ -282,17 +343,65 @@ fn connection_throttling_cuts_connections_not_rate_and_recovers_after_quiet() {
         .ctl
         .on_reply(d.now, 421, None, "Too many connections from your IP");
     assert_eq!(kind, ReplyKind::ConnectionThrottle);
+    // The first refusal names the limit: one fewer than were being opened.
     let cut = d.ctl.connection_limit();
-    assert_eq!(cut, (f64::from(conns) * s.decrease_factor).floor() as u32);
+    assert_eq!(cut, conns - 1);
     assert_eq!(d.ctl.rate(), rate);
     assert_eq!(d.ctl.try_acquire(d.now + secs(1)), Ok(()));
-    // Held through the quiet period, then one more per interval.
-    d.busy(s.quiet_period - secs(1), ms(100));
+    // The learned cap is the remote's policy: held for probe_after, then
+    // one more per interval while Little's law asks for more.
+    d.busy(s.probe_after - secs(1), ms(100));
     assert_eq!(d.ctl.connection_limit(), cut);
     d.busy(secs(3), ms(100));
     assert!(d.ctl.connection_limit() > cut);
     d.busy(secs(20), ms(100));
     assert_eq!(d.ctl.connection_limit(), conns);
+}
+
+#[test]
+fn refusals_that_go_on_cut_connections_multiplicatively() {
+    let s = RateSettings {
+        initial_rate: 200.0,
+        max_rate: 200.0,
+        ..RateSettings::default()
+    };
+    let mut d = Drive::new(s.clone());
+    d.busy(secs(2), ms(100));
+    let conns = d.ctl.connection_limit();
+    d.ctl.on_reply(d.now, 421, None, "Too many connections");
+    assert_eq!(d.ctl.connection_limit(), conns - 1);
+    // Refused again once replies to the first cut are in: load, not a
+    // limit named by one refusal.
+    d.busy(ms(500), ms(100));
+    d.ctl.on_reply(d.now, 421, None, "Too many connections");
+    let expected = (f64::from(conns - 1) * s.decrease_factor).floor() as u32;
+    assert_eq!(d.ctl.connection_limit(), expected);
+}
+
+#[test]
+fn a_connection_cap_that_does_not_bind_does_not_grow() {
+    let s = RateSettings {
+        initial_rate: 100.0,
+        max_rate: 100.0,
+        ..RateSettings::default()
+    };
+    let mut d = Drive::new(s.clone());
+    d.busy(secs(2), ms(100));
+    let conns = d.ctl.connection_limit();
+    d.ctl
+        .on_reply(d.now, 421, None, "Too many connections from your IP");
+    let cut = d.ctl.connection_limit();
+    assert!(cut < conns);
+    // The remote got faster: Little's law now asks for fewer connections
+    // than the cut cap, so the cap is never probed upward.
+    d.busy(s.probe_after * 3, ms(10));
+    assert!(
+        d.ctl.connection_limit() <= cut,
+        "{}",
+        d.ctl.connection_limit()
+    );
+    d.busy(secs(1), ms(100));
+    assert_eq!(d.ctl.connection_limit(), cut);
 }
 
 #[test]
@@ -402,7 +511,7 @@ fn snapshot_shows_in_the_summary_and_serializes_for_the_log() {
     let fresh = d.ctl.snapshot(d.now);
     assert_eq!(
         fresh.to_string(),
-        "slow_start conns=2 rate=10.0/s floor=- recent=- throttles=0"
+        "slow_start conns=2 rate=50.0/s floor=- recent=- throttles=0"
     );
     d.busy(secs(2), ms(150));
     d.throttle();
@@ -413,11 +522,11 @@ fn snapshot_shows_in_the_summary_and_serializes_for_the_log() {
         line.contains(" floor=150.0ms recent=150.0ms throttles=1"),
         "{line}"
     );
-    assert!(line.ends_with(" suspended=1000.0ms"), "{line}");
+    assert!(line.ends_with(" suspended=250.0ms"), "{line}");
     let json = serde_json::to_value(&snap).unwrap();
     assert_eq!(json["state"], "backoff");
     assert_eq!(json["latency_floor_ms"], 150.0);
-    assert_eq!(json["suspended_ms"], 1000.0);
+    assert_eq!(json["suspended_ms"], 250.0);
     assert_eq!(json["throttles"], 1);
     assert!(json["rate"].as_f64().unwrap() > 0.0);
 }
@@ -448,7 +557,7 @@ fn odd_settings_and_inputs_never_panic() {
         ..RateSettings::default()
     });
     d.busy(secs(2), ms(100));
-    assert_eq!(d.ctl.rate(), 40.0);
+    assert_eq!(d.ctl.rate(), 200.0);
 
     // Valid but absurd durations and samples saturate.
     let mut d = Drive::new(RateSettings {
