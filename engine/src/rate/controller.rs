@@ -475,9 +475,9 @@ impl RateController {
     /// The first throttle of an episode reads the acceptance of the last
     /// second. A receiver's burst allowance (a token bucket) inflates that
     /// reading, so each further throttle of the same episode reads the
-    /// acceptance over the whole episode instead, backoffs included: low
-    /// rather than high, which the climb to the plateau then corrects
-    /// without another throttle.
+    /// acceptance over the episode's sending time (backoffs left out) when
+    /// that is lower. A throttle that answers a probe is handled apart
+    /// ([`probe_refused`](Self::probe_refused)).
     fn cut_rate(&mut self, now: Instant) {
         if self.cut_guard_until.is_some_and(|g| now < g) {
             return;
@@ -568,8 +568,8 @@ impl RateController {
             .min(delivered.max(self.rate * MIN_REFERENCE_SHARE))
     }
 
-    /// Suspends new sends for the backoff, doubling it when the last cut
-    /// was recent (the previous backoff plus a quiet period).
+    /// Suspends new sends for the backoff: `backoff_initial` for a new
+    /// episode and its second cut, doubling from the third.
     fn start_backoff(&mut self, now: Instant) {
         // The second cut of an episode is measured over the episode and
         // usually lands under the capacity: it keeps the first backoff.
