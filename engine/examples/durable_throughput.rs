@@ -10,6 +10,11 @@
 //!         [MESSAGES] [SESSIONS] [BODY_BYTES] [JOURNAL_DIR]
 //!
 //! JOURNAL_DIR must be on a real disk (not tmpfs), else fsync is free.
+//!
+//! The bench queue is static (`adaptive = false`): the sinks take all they
+//! are given, and the rate controller's slow start (10 msg/s per domain,
+//! doubling each second, over 50 domains) would otherwise pace both modes
+//! alike, so the run would measure the controller's ramp, not the journal.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -224,6 +229,8 @@ fn main() {
     };
     base.queues[0].limits.max_connections_per_domain = 4;
     base.queues[0].limits.initial_connections = 1;
+    // No pacing: see the module doc.
+    base.queues[0].limits.adaptive = false;
     let mut durable = base.clone();
     durable.journal.dir = Some(dir.clone());
 
