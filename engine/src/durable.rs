@@ -7,7 +7,8 @@
 //! - The message carries its writer, sequence number and (after a restart)
 //!   the original index of each recipient ([`Journaled`]); a final outcome
 //!   sends `finish(seq, index)` to that writer, from whichever shard
-//!   delivered it (the writer handle is a channel).
+//!   delivered it (the fact goes into the writer's inbox, which the writer
+//!   takes whole at its next commit of facts).
 //! - On start, each shard directory is recovered and only its unfinished
 //!   recipients are queued again ([`requeue`]).
 //! - The sending quota: a persisted count of delivered messages, flushed in
