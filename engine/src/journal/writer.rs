@@ -211,8 +211,8 @@ impl Writer {
             let mut quiet = false;
             if self.open {
                 let paused = self.wait(&rx);
-                let taken = self.drain(&rx);
-                quiet = paused && taken == 0;
+                let appends = self.drain(&rx);
+                quiet = paused && appends == 0;
             }
             let now = Instant::now();
             let appends_due = self.oldest_append.is_some_and(|t| {
@@ -240,20 +240,19 @@ impl Writer {
     }
 
     /// Waits until a command comes or a commit may be due; true when it
-    /// slept out a gathering pause (appends were waiting).
+    /// slept out a whole gathering pause (appends were waiting).
     fn wait(&mut self, rx: &mpsc::Receiver<Command>) -> bool {
         let now = Instant::now();
         let fact_at = self.oldest_fact.map(|t| t + self.fact_wait);
         if let Some(oldest) = self.oldest_append {
-            let mut at = (now + self.gather).min(oldest + self.append_wait);
-            if let Some(f) = fact_at {
-                at = at.min(f);
-            }
+            let append_at = (now + self.gather).min(oldest + self.append_wait);
+            let at = fact_at.map_or(append_at, |f| f.min(append_at));
             let pause = at.saturating_duration_since(now);
             if !pause.is_zero() {
                 thread::sleep(pause);
             }
-            return true;
+            // Cut short for the facts: not a whole pause.
+            return at == append_at;
         }
         let got = match fact_at {
             // Only facts wait: an append must still wake the thread.
@@ -279,19 +278,19 @@ impl Writer {
         false
     }
 
-    /// Takes every command already queued; returns how many.
+    /// Takes every command already queued; returns how many were appends.
     fn drain(&mut self, rx: &mpsc::Receiver<Command>) -> usize {
-        let mut taken = 0;
+        let mut appends = 0;
         loop {
             match rx.try_recv() {
                 Ok(c) => {
-                    taken += 1;
+                    appends += usize::from(matches!(c, Command::Append(_)));
                     self.take(c);
                 }
-                Err(TryRecvError::Empty) => return taken,
+                Err(TryRecvError::Empty) => return appends,
                 Err(TryRecvError::Disconnected) => {
                     self.open = false;
-                    return taken;
+                    return appends;
                 }
             }
         }
