@@ -7,7 +7,8 @@
 //! - The message carries its writer, sequence number and (after a restart)
 //!   the original index of each recipient ([`Journaled`]); a final outcome
 //!   sends `finish(seq, index)` to that writer, from whichever shard
-//!   delivered it (the writer handle is a channel).
+//!   delivered it (the fact goes into the writer's inbox, which the writer
+//!   takes whole at its next commit of facts).
 //! - On start, each shard directory is recovered and only its unfinished
 //!   recipients are queued again ([`requeue`]).
 //! - The sending quota: a persisted count of delivered messages, flushed in
@@ -44,13 +45,6 @@ pub type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// can lose at most this much of the count (it under-counts, never over).
 const QUOTA_FLUSH: Duration = Duration::from_millis(100);
 
-/// Finish records sent to a writer in one batch, at most.
-const FINISH_BATCH: usize = 64;
-
-/// The longest a finish record waits in its batch before it goes to the
-/// writer: it adds to the resend window after a crash.
-const FINISH_BATCH_WAIT: Duration = Duration::from_millis(1);
-
 /// Journal message ids have this bit set, so they never collide with the
 /// in-memory ids of safe-mode messages; they stay the same across restarts.
 const JOURNAL_ID: u64 = 1 << 47;
@@ -58,9 +52,6 @@ const JOURNAL_ID: u64 = 1 << 47;
 /// Durable mode's engine-wide state: the writers and the quota.
 pub(crate) struct Durable {
     writers: Vec<JournalWriter>,
-    /// Finish records waiting to go to each writer, sent in batches (one
-    /// wake-up of the writer thread per batch, not per recipient).
-    finished: Vec<Mutex<Vec<(u64, u32)>>>,
     quota: Quota,
 }
 
@@ -105,7 +96,6 @@ pub(crate) fn open(
     let reserved: u64 = recovered.iter().map(|r| r.messages.len() as u64).sum();
     Ok(Opened {
         durable: Arc::new(Durable {
-            finished: writers.iter().map(|_| Mutex::new(Vec::new())).collect(),
             writers,
             quota: Quota {
                 state: Mutex::new(state),
@@ -174,27 +164,6 @@ impl Durable {
         })
     }
 
-    /// Queues a finish record for `writer`; a full batch goes at once, the
-    /// rest within [`FINISH_BATCH_WAIT`].
-    fn finish(&self, writer: usize, seq: u64, index: u32) {
-        let full = {
-            let mut b = self.finished[writer].lock();
-            b.push((seq, index));
-            (b.len() >= FINISH_BATCH).then(|| std::mem::take(&mut *b))
-        };
-        if let Some(batch) = full {
-            self.writers[writer].finish_many(batch);
-        }
-    }
-
-    /// Sends every queued finish record to its writer.
-    pub(crate) fn send_finished(&self) {
-        for (w, b) in self.writers.iter().zip(&self.finished) {
-            let batch = std::mem::take(&mut *b.lock());
-            w.finish_many(batch);
-        }
-    }
-
     /// Adds the delivered messages counted since the last flush to the
     /// persisted count.
     pub(crate) fn flush_quota(&self) {
@@ -245,7 +214,7 @@ impl Journaled {
             Some(map) => map.get(rcpt as usize).copied().unwrap_or(rcpt),
             None => rcpt,
         };
-        self.durable.finish(self.writer as usize, self.seq, index);
+        self.durable.writers[self.writer as usize].finish(self.seq, index);
         if delivered && !self.counted.swap(true, Ordering::Relaxed) {
             let q = &self.durable.quota;
             q.pending.fetch_add(1, Ordering::Relaxed);
@@ -318,9 +287,8 @@ impl Quota {
     }
 }
 
-/// The thread that sends batched finish records every
-/// [`FINISH_BATCH_WAIT`] and stores the delivered count every
-/// [`QUOTA_FLUSH`]; on drop it sends and stores what is left and ends.
+/// The thread that stores the delivered count every [`QUOTA_FLUSH`]; on
+/// drop it stores what is left and ends.
 pub(crate) struct QuotaFlusher {
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -332,17 +300,11 @@ impl QuotaFlusher {
         let thread = std::thread::Builder::new()
             .name("volley-durable".into())
             .spawn(move || {
-                let mut last_quota = std::time::Instant::now();
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    rx.recv_timeout(FINISH_BATCH_WAIT)
+                    rx.recv_timeout(QUOTA_FLUSH)
                 {
-                    durable.send_finished();
-                    if last_quota.elapsed() >= QUOTA_FLUSH {
-                        durable.flush_quota();
-                        last_quota = std::time::Instant::now();
-                    }
+                    durable.flush_quota();
                 }
-                durable.send_finished();
                 durable.flush_quota();
             })?;
         Ok(QuotaFlusher {

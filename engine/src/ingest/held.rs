@@ -16,7 +16,13 @@ use crate::message::Message;
 
 /// A message written to the journal, not yet known to be on disk.
 pub(super) struct Pending {
-    /// Output position (bytes since the session began) of its first reply.
+    /// Output position (bytes since the session began) of its
+    /// transaction's first reply (to MAIL FROM). The replies from there on
+    /// wait with its 250: the Composer, having sent the whole message,
+    /// needs them all, and one write instead of two spares both sides a
+    /// wake-up per message.
+    pub(super) start: u64,
+    /// Output position of its own reply (the 250 held back).
     pub(super) before: u64,
     /// Set once the message went to the journal writer ([`Held::send`]).
     pub(super) ticket: Option<AppendTicket>,
@@ -41,10 +47,10 @@ impl Held {
     }
 
     /// How many of the `unsent` output bytes may go out now: all of them,
-    /// or those before the oldest held message's reply.
+    /// or those before the oldest held message's transaction.
     pub(super) fn sendable(&self, unsent: usize) -> usize {
         match self.queue.front() {
-            Some(p) => self.up_to(p.before, unsent),
+            Some(p) => self.up_to(p.start, unsent),
             None => unsent,
         }
     }
@@ -113,14 +119,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn output_stops_before_the_oldest_held_reply() {
+    fn output_stops_before_the_oldest_held_transaction() {
         let mut h = Held::default();
         assert_eq!(h.sendable(10), 10);
         h.sent(10);
-        let before = h.mark(4); // 4 bytes queued before its 250
+        let start = h.mark(4); // 4 bytes of an earlier reply, then MAIL's
+        let before = h.mark(4 + 8); // 8 bytes of MAIL and RCPT replies
         let (_tx, ticket) = tokio::sync::oneshot::channel();
         h.push(
             Pending {
+                start,
                 before,
                 ticket: Some(ticket),
                 msg: Message::new(
@@ -138,5 +146,7 @@ mod tests {
         assert_eq!(h.sendable(4 + 8 + 20), 4);
         h.sent(4);
         assert_eq!(h.sendable(8 + 20), 0);
+        // A refusal still goes out after the replies before the message's own.
+        assert_eq!(h.up_to(before, 8 + 20), 8);
     }
 }

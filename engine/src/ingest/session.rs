@@ -23,6 +23,8 @@ const MAX_UNREAD: usize = 1 << 20;
 /// The envelope and body of the transaction in progress.
 #[derive(Default)]
 struct Txn {
+    /// Output position of the transaction's first reply (to MAIL FROM).
+    start: u64,
     sender: String,
     rcpts: Vec<String>,
     keys: Vec<Box<str>>,
@@ -193,6 +195,7 @@ impl Session {
                     Verdict::Reject(reply)
                 } else {
                     self.txn = Txn {
+                        start: self.held.mark(self.server.output().len()),
                         sender: reverse_path.map(|m| m.to_string()).unwrap_or_default(),
                         ..Txn::default()
                     };
@@ -323,6 +326,7 @@ impl Session {
                 let before = self.held.mark(self.server.output().len());
                 if shard.shared.durable.is_some() {
                     let p = Pending {
+                        start: txn.start,
                         before,
                         ticket: None,
                         msg,

@@ -12,6 +12,12 @@
 //! rcpts     u32 count, then per recipient u16 length + bytes
 //! body      the rest of the payload
 //! ```
+//!
+//! A record with sequence number 0 is padding (no envelope, a body of
+//! zeros): a large commit is padded to the end of its last page, so the
+//! next commit starts on a fresh page instead of dirtying the last one
+//! again. Every fsync cleans the page it wrote last; without padding, the
+//! next commit would write that page a second time. Readers skip padding.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -25,6 +31,18 @@ use super::frame::{self, Decoded, FRAME_OVERHEAD, MAX_PAYLOAD, Reader};
 
 /// Magic and version of a body-log record.
 pub(crate) const BODY_MAGIC: [u8; 4] = *b"VBL1";
+
+/// The page size the page cache writes back in.
+const PAGE: u64 = 4096;
+
+/// A commit is padded to its page end only when it wrote at least this
+/// much: a smaller one would save less than a page by it and waste up to
+/// a page of disk.
+const PAD_FROM: usize = PAGE as usize;
+
+/// The smallest padding record: frame, sequence number, empty sender and
+/// recipient count.
+const PAD_MIN: u64 = (FRAME_OVERHEAD + 8 + 2 + 4) as u64;
 
 /// Where a record lies: segment id and byte offset in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -113,6 +131,20 @@ pub(crate) fn encode(
     frame::end(out, start);
     debug_assert_eq!(out.len() - start, len);
     Ok(len)
+}
+
+/// Appends a padding record of exactly `len` bytes (at least [`PAD_MIN`]).
+fn encode_padding(out: &mut Vec<u8>, len: usize) {
+    let start = frame::begin(out, BODY_MAGIC);
+    // Sequence number 0, empty sender, no recipients, a body of zeros.
+    out.resize(start + len - 4, 0);
+    frame::end(out, start);
+    debug_assert_eq!(out.len() - start, len);
+}
+
+/// Whether a payload is padding (see the module doc).
+pub(crate) fn is_padding(payload: &[u8]) -> bool {
+    peek(payload).is_some_and(|(seq, _)| seq == 0)
 }
 
 /// The sequence number and recipient count of a payload, without copying.
@@ -315,6 +347,7 @@ impl BodyLog {
         if self.pending.is_empty() {
             return Ok(self.durable_upto);
         }
+        self.pad();
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
         let mut created = false;
@@ -333,6 +366,23 @@ impl BodyLog {
         }
         self.durable_upto = self.last_seq;
         Ok(self.durable_upto)
+    }
+
+    /// Pads a large commit to the end of its last page, where the padding
+    /// fits the record format and the segment.
+    fn pad(&mut self) {
+        let Some(last) = self.pending.last_mut() else {
+            return;
+        };
+        if last.seg != self.active || last.bytes.len() < PAD_FROM {
+            return;
+        }
+        let room = (PAGE - self.active_len % PAGE) % PAGE;
+        if room < PAD_MIN || self.active_len + room > self.segment_bytes {
+            return;
+        }
+        encode_padding(&mut last.bytes, room as usize);
+        self.active_len += room;
     }
 
     fn write_chunk(&mut self, chunk: &Pending, created: &mut bool) -> Result<(), JournalError> {
@@ -451,6 +501,35 @@ mod tests {
         assert_eq!(rec.sender, "a@x.example");
         assert_eq!(rec.recipients, vec!["b@y.example", "c@z.example"]);
         assert_eq!(&rec.body[..], b"hello");
+    }
+
+    #[test]
+    fn a_large_commit_ends_on_a_page_boundary_and_padding_reads_as_padding() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = BodyLog::new(dir.path(), 1 << 20, 1, 0);
+        let body = vec![b'x'; 3000];
+        let (_, first) = log.append("s@a", &["r@b"], &body).unwrap();
+        log.append("s@a", &["r@b"], &body).unwrap();
+        assert_eq!(log.commit().unwrap(), 2);
+        assert_eq!(log.end().off % PAGE, 0, "padded to the page end");
+        let (_, third) = log.append("s@a", &["r@b"], b"small").unwrap();
+        assert_eq!(third.off, 2 * PAGE);
+        log.commit().unwrap();
+        // A commit under a page is not padded.
+        assert_ne!(log.end().off % PAGE, 0);
+        let data = fs::read(segment_path(dir.path(), first.seg)).unwrap();
+        let mut seqs = Vec::new();
+        let mut pads = 0;
+        let scan = frame::scan(&data, BODY_MAGIC, |_, payload| {
+            if is_padding(payload) {
+                pads += 1;
+            } else {
+                seqs.push(parse(payload).unwrap().seq);
+            }
+            true
+        });
+        assert!(scan.skipped.is_empty());
+        assert_eq!((seqs, pads), (vec![1, 2, 3], 1));
     }
 
     #[test]

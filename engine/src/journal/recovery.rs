@@ -221,10 +221,15 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
         let path = body_log::segment_path(dir, seg);
         read_into(&path, &mut data)?;
         let from = (start as usize).min(data.len());
+        let mut padding = 0;
         let scan = frame::scan(&data[from..], BODY_MAGIC, |off, payload| {
             let Some((seq, count)) = body_log::peek(payload) else {
                 return false;
             };
+            if body_log::is_padding(payload) {
+                padding += 1;
+                return true;
+            }
             if seq < next_seq {
                 return true; // covered by the checkpoint
             }
@@ -249,7 +254,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
             last_seq = last_seq.max(seq);
             true
         });
-        report.body_records += scan.frames;
+        report.body_records += scan.frames - padding;
         let end = data.len() as u64 - start;
         record_damage(&path, start, end, &scan, &mut report);
         if scan.skipped.last().is_some_and(|s| s.offset + s.len == end) {

@@ -233,6 +233,46 @@ fn a_body_record_cut_in_the_middle_is_cut_off_and_reported() {
 }
 
 #[test]
+fn padded_commits_recover_whole_and_a_torn_padding_record_is_cut_off() {
+    // Three commits of about 6 KB each: each is padded to its page end.
+    let padded = || {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = open(dir.path(), JournalConfig::default());
+        for _ in 0..3 {
+            fill(&mut j, Instant::now(), 20, 1);
+        }
+        drop(j);
+        let path = segment_path(dir.path(), list_segments(dir.path()).unwrap()[0]);
+        let len = fs::metadata(&path).unwrap().len();
+        assert_eq!(len % 4096, 0, "the last commit ends on a page boundary");
+        (dir, path, len)
+    };
+
+    let (dir, _, _) = padded();
+    let (_, r) = open(dir.path(), JournalConfig::default());
+    assert!(r.report.is_clean(), "{}", r.report);
+    assert_eq!(r.report.body_records, 60, "padding is not counted");
+    assert_eq!(r.messages.len(), 60);
+
+    // A crash in the middle of writing the last padding record.
+    let (dir, path, len) = padded();
+    let (_, last) = file_with(dir.path(), b"BODY-0059");
+    let cut = len - 100;
+    assert!(cut > last as u64 + 300, "the cut falls in the padding");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let (_, r) = open(dir.path(), JournalConfig::default());
+    assert_eq!(r.messages.len(), 60, "{}", r.report);
+    assert_eq!(r.report.damage.len(), 1, "{}", r.report);
+    assert_eq!(r.report.damage[0].kind, DamageKind::Truncated);
+    assert!(r.report.damage[0].truncated);
+}
+
+#[test]
 fn a_flipped_byte_in_the_body_log_costs_only_its_record() {
     let dir = tempfile::tempdir().unwrap();
     let now = Instant::now();

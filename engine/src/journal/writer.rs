@@ -4,11 +4,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::config::JournalConfig;
@@ -24,28 +25,29 @@ pub type AppendResult = Result<u64, Arc<JournalError>>;
 pub type AppendTicket = oneshot::Receiver<AppendResult>;
 
 enum Command {
-    Append {
-        sender: String,
-        recipients: Vec<String>,
-        body: Bytes,
-        reply: oneshot::Sender<AppendResult>,
-    },
-    Finish {
-        seq: u64,
-        index: u32,
-    },
-    FinishMany(Vec<(u64, u32)>),
-    AppendMany(Vec<(NewMessage, oneshot::Sender<AppendResult>)>),
+    /// Messages to append, each with the sender of its ticket.
+    Append(Vec<(NewMessage, oneshot::Sender<AppendResult>)>),
+    /// The fact inbox was empty and is not any more: its commit is due one
+    /// `finish_commit_interval` from now.
+    FactsWaiting,
 }
 
 /// A message to append: envelope sender, recipients, body.
 pub type NewMessage = (String, Vec<String>, Bytes);
+
+/// "Recipient `index` of message `seq` finished" facts not yet taken by
+/// the writer thread.
+type FactInbox = Arc<Mutex<Vec<(u64, u32)>>>;
 
 /// A running journal writer thread for one shard. Dropping it commits what
 /// is pending and stops the thread.
 #[derive(Debug)]
 pub struct JournalWriter {
     tx: Option<mpsc::Sender<Command>>,
+    /// Facts wait here, not in the channel: the thread takes them all at
+    /// once when their commit is due, so a stream of finished recipients
+    /// wakes it about twice per commit instead of once per batch.
+    facts: FactInbox,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -55,17 +57,20 @@ impl JournalWriter {
     pub fn spawn(dir: &Path, config: JournalConfig) -> Result<(Self, Recovery), JournalError> {
         let (journal, recovery) = ShardJournal::open(dir, config)?;
         let (tx, rx) = mpsc::channel();
+        let facts = FactInbox::default();
         let name = format!(
             "journal-{}",
             dir.file_name().map_or("".into(), |n| n.to_string_lossy())
         );
+        let inbox = facts.clone();
         let thread = thread::Builder::new()
             .name(name)
-            .spawn(move || run(journal, rx))
+            .spawn(move || Writer::new(journal, inbox).run(rx))
             .map_err(|e| JournalError::io("spawn writer thread", dir, e))?;
         Ok((
             JournalWriter {
                 tx: Some(tx),
+                facts,
                 thread: Some(thread),
             },
             recovery,
@@ -75,21 +80,12 @@ impl JournalWriter {
     /// Hands a message to the writer; the ticket resolves once it is on
     /// disk (acknowledge it then) or rejected.
     pub fn append(&self, sender: String, recipients: Vec<String>, body: Bytes) -> AppendTicket {
-        let (reply, ticket) = oneshot::channel();
-        let cmd = Command::Append {
-            sender,
-            recipients,
-            body,
-            reply,
-        };
-        if let Err(mpsc::SendError(Command::Append { reply, .. })) = self.send(cmd) {
-            let _ = reply.send(Err(Arc::new(gone())));
-        }
-        ticket
+        let mut tickets = self.append_many(vec![(sender, recipients, body)]);
+        tickets.pop().expect("one ticket per message")
     }
 
     /// [`JournalWriter::append`] for several messages at once (one wake-up
-    /// of the writer thread); one ticket each, in order.
+    /// of the writer thread at most); one ticket each, in order.
     pub fn append_many(&self, messages: Vec<NewMessage>) -> Vec<AppendTicket> {
         let mut tickets = Vec::with_capacity(messages.len());
         let batch = messages
@@ -100,9 +96,7 @@ impl JournalWriter {
                 (m, reply)
             })
             .collect();
-        if let Err(mpsc::SendError(Command::AppendMany(batch))) =
-            self.send(Command::AppendMany(batch))
-        {
+        if let Err(mpsc::SendError(Command::Append(batch))) = self.send(Command::Append(batch)) {
             for (_, reply) in batch {
                 let _ = reply.send(Err(Arc::new(gone())));
             }
@@ -111,17 +105,32 @@ impl JournalWriter {
     }
 
     /// Records that recipient `index` of message `seq` is finished. The
-    /// fact is made durable with the next group commit.
+    /// fact is made durable with the next group commit of facts.
     pub fn finish(&self, seq: u64, index: u32) {
-        // A writer that is gone has nothing left to record into.
-        let _ = self.send(Command::Finish { seq, index });
+        let first = {
+            let mut inbox = self.facts.lock();
+            inbox.push((seq, index));
+            inbox.len() == 1
+        };
+        if first {
+            // A writer that is gone has nothing left to record into.
+            let _ = self.send(Command::FactsWaiting);
+        }
     }
 
-    /// [`JournalWriter::finish`] for many recipients at once: one wake-up
-    /// of the writer thread instead of one each.
+    /// [`JournalWriter::finish`] for many recipients at once.
     pub fn finish_many(&self, facts: Vec<(u64, u32)>) {
-        if !facts.is_empty() {
-            let _ = self.send(Command::FinishMany(facts));
+        if facts.is_empty() {
+            return;
+        }
+        let first = {
+            let mut inbox = self.facts.lock();
+            let first = inbox.is_empty();
+            inbox.extend(facts);
+            first
+        };
+        if first {
+            let _ = self.send(Command::FactsWaiting);
         }
     }
 
@@ -150,164 +159,202 @@ fn gone() -> JournalError {
     )
 }
 
-/// How long the queue must stay empty before appends are committed early.
-const GATHER: std::time::Duration = std::time::Duration::from_micros(200);
+/// The pause before an append is committed: if nothing else came during
+/// it, the commit starts; if more came, the writer pauses again, up to
+/// `commit_interval` after the oldest.
+const GATHER: Duration = Duration::from_micros(200);
 
-/// The writer loop: take commands; commit the appended messages once none
-/// is queued while one waits (or the oldest has waited `commit_interval`,
-/// or enough bytes wait), and answer their tickets; commit the "finished"
-/// facts once the oldest has waited `finish_commit_interval`.
+/// The writer thread's state.
 ///
-/// Committing appends as soon as the queue is empty gives natural group
-/// commit: under load, appends pile up while an fsync runs and the next
-/// commit takes them all; when idle, a lone append is not held back. Facts
-/// hold no Composer back, so they wait longer and share fewer fsyncs.
-fn run(mut j: ShardJournal, rx: mpsc::Receiver<Command>) {
-    let append_wait = j.config().commit_interval;
-    let fact_wait = j.config().finish_commit_interval;
-    let mut waiting: Vec<(u64, oneshot::Sender<AppendResult>)> = Vec::new();
-    let mut oldest_append: Option<Instant> = None;
-    let mut oldest_fact: Option<Instant> = None;
-    let mut open = true;
-    while open || !waiting.is_empty() || oldest_fact.is_some() {
-        let mut idle = false;
-        let deadline = [
-            oldest_append.map(|t| t + append_wait),
-            oldest_fact.map(|t| t + fact_wait),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let cmd = if !open {
-            None
-        } else if !waiting.is_empty() {
-            // A short pause before an idle commit lets the appends of
-            // other sessions that are on their way join it.
-            let pause = deadline.map_or(GATHER, |d| {
-                d.saturating_duration_since(Instant::now()).min(GATHER)
-            });
-            match rx.recv_timeout(pause) {
-                Ok(c) => Some(c),
-                Err(RecvTimeoutError::Timeout) => {
-                    idle = true;
-                    None
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    open = false;
-                    None
-                }
+/// Appends are committed once a [`GATHER`] pause passes with nothing new,
+/// once the oldest has waited `commit_interval`, or once enough bytes wait,
+/// and their tickets are then answered; facts once the oldest has waited
+/// `finish_commit_interval`. Under load, appends pile up while an fsync
+/// runs and the next commit takes them all (group commit); when idle, a
+/// lone append is held back one pause.
+///
+/// The thread sleeps out a pause instead of waiting on the channel, and
+/// drains the channel whole on each wake-up: appends arriving meanwhile
+/// cost it no wake-up each, so a commit costs at most
+/// `commit_interval / GATHER` wake-ups however many sessions send to it.
+/// Wake-ups, more than writing, are what a durable run spends its extra
+/// CPU on.
+struct Writer {
+    j: ShardJournal,
+    inbox: FactInbox,
+    gather: Duration,
+    append_wait: Duration,
+    fact_wait: Duration,
+    waiting: Vec<(u64, oneshot::Sender<AppendResult>)>,
+    oldest_append: Option<Instant>,
+    oldest_fact: Option<Instant>,
+    open: bool,
+}
+
+impl Writer {
+    fn new(j: ShardJournal, inbox: FactInbox) -> Self {
+        Writer {
+            gather: GATHER.min(j.config().commit_interval),
+            append_wait: j.config().commit_interval,
+            fact_wait: j.config().finish_commit_interval,
+            j,
+            inbox,
+            waiting: Vec::new(),
+            oldest_append: None,
+            oldest_fact: None,
+            open: true,
+        }
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        while self.open || !self.waiting.is_empty() || self.oldest_fact.is_some() {
+            let mut quiet = false;
+            if self.open {
+                let paused = self.wait(&rx);
+                let appends = self.drain(&rx);
+                quiet = paused && appends == 0;
             }
-        } else if let Some(at) = deadline {
-            match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+            let now = Instant::now();
+            let appends_due = self.oldest_append.is_some_and(|t| {
+                !self.open
+                    || quiet
+                    || now >= t + self.append_wait
+                    || self.j.pending_bytes() >= self.j.config().commit_bytes
+            });
+            if appends_due {
+                self.commit_appends(now);
+            }
+            let facts_due = self
+                .oldest_fact
+                .is_some_and(|t| !self.open || now >= t + self.fact_wait);
+            if facts_due {
+                self.commit_facts(now);
+            }
+            if (appends_due || facts_due)
+                && self.j.checkpoint_due()
+                && let Err(e) = self.j.checkpoint()
+            {
+                tracing::warn!(error = %e, "journal: checkpoint failed; retrying later");
+            }
+        }
+    }
+
+    /// Waits until a command comes or a commit may be due; true when it
+    /// slept out a whole gathering pause (appends were waiting).
+    fn wait(&mut self, rx: &mpsc::Receiver<Command>) -> bool {
+        let now = Instant::now();
+        let fact_at = self.oldest_fact.map(|t| t + self.fact_wait);
+        if let Some(oldest) = self.oldest_append {
+            let append_at = (now + self.gather).min(oldest + self.append_wait);
+            let at = fact_at.map_or(append_at, |f| f.min(append_at));
+            let pause = at.saturating_duration_since(now);
+            if !pause.is_zero() {
+                thread::sleep(pause);
+            }
+            // Cut short for the facts: not a whole pause.
+            return at == append_at;
+        }
+        let got = match fact_at {
+            // Only facts wait: an append must still wake the thread.
+            Some(at) => match rx.recv_timeout(at.saturating_duration_since(now)) {
                 Ok(c) => Some(c),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
-                    open = false;
+                    self.open = false;
                     None
                 }
-            }
-        } else {
-            match rx.recv() {
+            },
+            None => match rx.recv() {
                 Ok(c) => Some(c),
                 Err(_) => {
-                    open = false;
+                    self.open = false;
                     None
                 }
-            }
+            },
         };
+        if let Some(c) = got {
+            self.take(c);
+        }
+        false
+    }
+
+    /// Takes every command already queued; returns how many were appends.
+    fn drain(&mut self, rx: &mpsc::Receiver<Command>) -> usize {
+        let mut appends = 0;
+        loop {
+            match rx.try_recv() {
+                Ok(c) => {
+                    appends += usize::from(matches!(c, Command::Append(_)));
+                    self.take(c);
+                }
+                Err(TryRecvError::Empty) => return appends,
+                Err(TryRecvError::Disconnected) => {
+                    self.open = false;
+                    return appends;
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, cmd: Command) {
         let now = Instant::now();
         match cmd {
-            Some(Command::Append {
-                sender,
-                recipients,
-                body,
-                reply,
-            }) => append(&mut j, now, (sender, recipients, body), reply, &mut waiting),
-            Some(Command::AppendMany(batch)) => {
-                for (m, reply) in batch {
-                    append(&mut j, now, m, reply, &mut waiting);
-                }
-            }
-            Some(Command::Finish { seq, index }) => {
-                finish(&mut j, now, seq, index, &mut oldest_fact);
-            }
-            Some(Command::FinishMany(facts)) => {
-                for (seq, index) in facts {
-                    finish(&mut j, now, seq, index, &mut oldest_fact);
-                }
-            }
-            None => {}
-        }
-        if !waiting.is_empty() {
-            oldest_append.get_or_insert(now);
-        }
-        let appends_due = !waiting.is_empty()
-            && (idle
-                || !open
-                || oldest_append.is_some_and(|t| now >= t + append_wait)
-                || j.pending_bytes() >= j.config().commit_bytes);
-        if appends_due {
-            oldest_append = None;
-            match j.commit_bodies(now) {
-                Ok(upto) => {
-                    for (seq, reply) in waiting.drain(..) {
-                        debug_assert!(seq <= upto);
-                        let _ = reply.send(Ok(seq));
+            Command::Append(batch) => {
+                for ((sender, recipients, body), reply) in batch {
+                    match self.j.append(now, &sender, &recipients, &body) {
+                        Ok(seq) => self.waiting.push((seq, reply)),
+                        Err(e) => {
+                            let _ = reply.send(Err(Arc::new(e)));
+                        }
                     }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "journal: commit failed; pending messages rejected");
-                    let e = Arc::new(e);
-                    for (_, reply) in waiting.drain(..) {
-                        let _ = reply.send(Err(e.clone()));
-                    }
+                if !self.waiting.is_empty() {
+                    self.oldest_append.get_or_insert(now);
+                }
+            }
+            Command::FactsWaiting => {
+                self.oldest_fact.get_or_insert(now);
+            }
+        }
+    }
+
+    fn commit_appends(&mut self, now: Instant) {
+        self.oldest_append = None;
+        match self.j.commit_bodies(now) {
+            Ok(upto) => {
+                for (seq, reply) in self.waiting.drain(..) {
+                    debug_assert!(seq <= upto);
+                    let _ = reply.send(Ok(seq));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "journal: commit failed; pending messages rejected");
+                let e = Arc::new(e);
+                for (_, reply) in self.waiting.drain(..) {
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }
-        let facts_due = oldest_fact.is_some_and(|t| !open || now >= t + fact_wait);
-        if facts_due {
-            match j.commit_progress(now) {
-                Ok(()) => oldest_fact = None,
-                Err(e) if !open => {
-                    tracing::warn!(error = %e, "journal: last finished recipients not recorded");
-                    oldest_fact = None;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "journal: finished recipients not recorded yet; retrying");
-                    oldest_fact = Some(now);
-                }
+    }
+
+    fn commit_facts(&mut self, now: Instant) {
+        let facts = std::mem::take(&mut *self.inbox.lock());
+        for (seq, index) in facts {
+            if let Err(e) = self.j.finish(now, seq, index) {
+                tracing::warn!(error = %e, "journal: finish ignored");
             }
         }
-        if (appends_due || facts_due)
-            && j.checkpoint_due()
-            && let Err(e) = j.checkpoint()
-        {
-            tracing::warn!(error = %e, "journal: checkpoint failed; retrying later");
+        match self.j.commit_progress(now) {
+            Ok(()) => self.oldest_fact = None,
+            Err(e) if !self.open => {
+                tracing::warn!(error = %e, "journal: last finished recipients not recorded");
+                self.oldest_fact = None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "journal: finished recipients not recorded yet; retrying");
+                self.oldest_fact = Some(now);
+            }
         }
-    }
-}
-
-fn append(
-    j: &mut ShardJournal,
-    now: Instant,
-    (sender, recipients, body): NewMessage,
-    reply: oneshot::Sender<AppendResult>,
-    waiting: &mut Vec<(u64, oneshot::Sender<AppendResult>)>,
-) {
-    match j.append(now, &sender, &recipients, &body) {
-        Ok(seq) => waiting.push((seq, reply)),
-        Err(e) => {
-            let _ = reply.send(Err(Arc::new(e)));
-        }
-    }
-}
-
-fn finish(j: &mut ShardJournal, now: Instant, seq: u64, index: u32, oldest: &mut Option<Instant>) {
-    match j.finish(now, seq, index) {
-        Ok(()) => {
-            oldest.get_or_insert(now);
-        }
-        Err(e) => tracing::warn!(error = %e, "journal: finish ignored"),
     }
 }
 
