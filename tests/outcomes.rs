@@ -282,3 +282,62 @@ fn specific_queues_use_fixed_mx_hosts_and_unreachable_ones_expire() {
     assert_eq!(y[2]["status"], "expired");
     assert_eq!(y[2]["category"], "connection");
 }
+
+#[test]
+fn a_throttled_recipient_goes_again_at_the_pace_not_after_a_retry_delay() {
+    // "fast@" is refused with a rate limit twice, then accepted; "stuck@"
+    // is refused every time. Retries are an hour apart, so only the
+    // requeue on a throttle (no attempt counted) can deliver "fast@" soon.
+    let stuck_tries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tries = stuck_tries.clone();
+    let world = World::generated(1, 1, move |_| {
+        let tries = tries.clone();
+        Script {
+            rcpt: Some(Box::new(move |addr: &str, seen: usize| {
+                let limited = Reply::new(
+                    451,
+                    EnhancedCode::new(4, 7, 1),
+                    "Rate limit exceeded, try again later",
+                );
+                if addr.starts_with("stuck@") {
+                    tries.fetch_add(1, Ordering::SeqCst);
+                    Some(limited)
+                } else if addr.starts_with("fast@") && seen < 2 {
+                    Some(limited)
+                } else {
+                    None
+                }
+            })),
+            ..Script::default()
+        }
+    });
+    let mut config = world.config();
+    config.general_queue.retry_schedule = vec![Duration::from_secs(3600)];
+    let engine = Engine::start(config).unwrap();
+    composer::send(
+        engine.listen_addrs()[0],
+        false,
+        vec![
+            tx(&["fast@d0.test"], "Subject: f\r\n\r\nF\r\n"),
+            tx(&["stuck@d0.test"], "Subject: s\r\n\r\nS\r\n"),
+        ],
+    )
+    .unwrap();
+    wait_stats(&engine, "fast delivered, stuck deferred", |s| {
+        s.delivered == 1 && s.deferred == 1
+    });
+    let report = engine.shutdown();
+    assert_eq!(report.queued, 1, "stuck@ waits for its retry");
+    // Five throttles sent it back to the queue; the sixth counts as an
+    // attempt and defers it to the retry schedule like any 4yz.
+    assert_eq!(stuck_tries.load(Ordering::SeqCst), 6);
+    let log = log_lines(&world.log);
+    assert_eq!(statuses(&log, "fast@d0.test"), ["delivered"]);
+    assert_eq!(statuses(&log, "stuck@d0.test"), ["deferred"]);
+    let deferred = log.iter().find(|l| l["status"] == "deferred").unwrap();
+    assert_eq!(
+        (deferred["code"].as_u64(), deferred["attempt"].as_u64()),
+        (Some(451), Some(1))
+    );
+    assert!(deferred["rate"]["throttles"].as_u64().unwrap() >= 8);
+}

@@ -22,6 +22,7 @@ use volley_smtp::{
 
 use crate::config::QueueSettings;
 use crate::dlog::Category;
+use crate::message::Node;
 use crate::outcome::{Outcome, settle};
 use crate::pace;
 use crate::queues::{ConnId, DomainId};
@@ -382,8 +383,13 @@ async fn work(
         match session.next_event(s, deadline).await {
             ClientEvent::TransactionDone(outcome) => {
                 let latency = started.elapsed();
-                pace::transaction(shard, d, &outcome, latency);
-                for (node, r) in batch.into_iter().zip(outcome.recipients) {
+                let throttled = pace::transaction(shard, d, &outcome, latency);
+                for ((node, r), throttled) in
+                    batch.into_iter().zip(outcome.recipients).zip(throttled)
+                {
+                    let Some(node) = requeue_throttled(shard, d, node, throttled) else {
+                        continue;
+                    };
                     settle(
                         shard,
                         d,
@@ -402,14 +408,16 @@ async fn work(
                 // A reply (421 mid-session) or a timeout is a pace signal;
                 // a session the remote cut after the body is a fault of
                 // that session (the retry covers it), not a sign of load.
-                if !matches!(error, ClientError::ConnectionClosed { .. }) {
-                    let _ = pace::session_failed(shard, d, &error);
-                }
+                let throttled = !matches!(error, ClientError::ConnectionClosed { .. })
+                    && pace::session_failed(shard, d, &error);
                 if matches!(error, ClientError::TimedOut { .. }) {
                     shard.mark_host_down(session.target.addr, s.host_down_for);
                 }
                 let reply = failure_reply(&error, &session.target);
                 for node in batch {
+                    let Some(node) = requeue_throttled(shard, d, node, throttled) else {
+                        continue;
+                    };
                     settle(
                         shard,
                         d,
@@ -445,6 +453,32 @@ async fn work(
 }
 
 /// The reply logged for recipients whose transaction failed with the session.
+/// How many times in a row a throttling reply may send a recipient back to
+/// its queue before it is deferred to its retry schedule like any 4yz.
+const MAX_THROTTLE_REQUEUES: u8 = 5;
+
+/// A recipient the remote refused with a throttling reply goes back to the
+/// front of its domain's queue without counting an attempt: the controller
+/// has cut the pace (and suspended the domain), so it goes again when the
+/// pace allows, instead of waiting out a retry delay meant for failures.
+/// Bounded by [`MAX_THROTTLE_REQUEUES`], so a remote that throttles one
+/// recipient forever still sees it move down the retry schedule. Returns
+/// the node when it is to be settled as usual.
+fn requeue_throttled(
+    shard: &Rc<Shard>,
+    d: DomainId,
+    mut node: Node,
+    throttled: bool,
+) -> Option<Node> {
+    if !throttled || node.throttled >= MAX_THROTTLE_REQUEUES {
+        node.throttled = 0;
+        return Some(node);
+    }
+    node.throttled += 1;
+    shard.queues.borrow_mut().requeue(d, node);
+    None
+}
+
 fn failure_reply(error: &ClientError, t: &Target) -> Reply {
     let text = format!("{} [{}]: {error}", t.host, t.addr);
     match error {

@@ -124,6 +124,9 @@ pub(crate) struct Node {
     pub(crate) msg: Arc<Message>,
     pub(crate) rcpt: u32,
     pub(crate) attempts: u16,
+    /// Times a throttling reply sent it back to its queue without counting
+    /// an attempt (see `delivery::MAX_THROTTLE_REQUEUES`).
+    pub(crate) throttled: u8,
 }
 
 impl Node {

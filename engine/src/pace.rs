@@ -56,18 +56,21 @@ pub(crate) fn reply(shard: &Shard, d: DomainId, reply: &Reply) -> Option<ReplyKi
 ///
 /// Each refused recipient's reply is fed (a 451 4.7.1 to RCPT is how
 /// receivers meter); an accepted message counts once, with its latency.
+/// Returns, per recipient, whether the controller read its reply as
+/// throttling (all false for a static queue).
 pub(crate) fn transaction(
     shard: &Shard,
     d: DomainId,
     outcome: &TransactionOutcome,
     took: Duration,
-) {
+) -> Vec<bool> {
     let mut accepted = None;
-    for r in &outcome.recipients {
+    let mut throttled = vec![false; outcome.recipients.len()];
+    for (r, t) in outcome.recipients.iter().zip(&mut throttled) {
         if r.status == DeliveryStatus::Delivered {
             accepted.get_or_insert(&r.reply);
         } else {
-            let _ = reply(shard, d, &r.reply);
+            *t = reply(shard, d, &r.reply).is_some_and(ReplyKind::is_throttle);
         }
     }
     if let Some(ok) = accepted {
@@ -77,6 +80,7 @@ pub(crate) fn transaction(
             c.on_latency(now, LatencyKind::Transaction, took);
         }
     }
+    throttled
 }
 
 /// A session ended in error: a reply it carries (421 at greeting or

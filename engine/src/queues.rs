@@ -676,6 +676,7 @@ mod tests {
                     msg: m.clone(),
                     rcpt: i,
                     attempts: 0,
+                    throttled: 0,
                 },
             );
         }
@@ -685,6 +686,7 @@ mod tests {
                 msg: msg(1),
                 rcpt: 0,
                 attempts: 0,
+                throttled: 0,
             },
         );
         let mut acts = Vec::new();
@@ -725,6 +727,7 @@ mod tests {
                 msg: msg(1),
                 rcpt: 0,
                 attempts: 0,
+                throttled: 0,
             },
         );
         q.dispatch(d, Instant::now(), &mut acts);
@@ -738,6 +741,7 @@ mod tests {
                 msg: msg(1),
                 rcpt: 0,
                 attempts: 0,
+                throttled: 0,
             },
         );
         q.dispatch(d, Instant::now(), &mut acts);
@@ -759,6 +763,7 @@ mod tests {
                     msg: msg(1),
                     rcpt: 0,
                     attempts: 0,
+                    throttled: 0,
                 },
             );
             q.dispatch(d, Instant::now(), &mut acts);
@@ -786,6 +791,7 @@ mod tests {
                     msg: msg(1),
                     rcpt: 0,
                     attempts: 0,
+                    throttled: 0,
                 },
             );
             q.dispatch(d, Instant::now(), &mut acts);
@@ -800,6 +806,7 @@ mod tests {
                 msg: msg(1),
                 rcpt: 0,
                 attempts: 0,
+                throttled: 0,
             },
         );
         q.dispatch(c, Instant::now(), &mut acts);
@@ -825,6 +832,7 @@ mod tests {
                     msg: msg(1),
                     rcpt: 0,
                     attempts: 0,
+                    throttled: 0,
                 },
             );
             q.dispatch(d, Instant::now(), &mut acts);
@@ -849,6 +857,7 @@ mod tests {
                 msg: msg(1),
                 rcpt: 0,
                 attempts: 0,
+                throttled: 0,
             },
         );
         q.push(
@@ -857,6 +866,7 @@ mod tests {
                 msg: msg(1),
                 rcpt: 0,
                 attempts: 0,
+                throttled: 0,
             },
         );
         let first = q.take_batch(d).pop().unwrap();
@@ -883,6 +893,7 @@ mod tests {
                 msg: msg(1),
                 rcpt: 0,
                 attempts: 0,
+                throttled: 0,
             },
         );
         q.dispatch(a, Instant::now(), &mut acts);
@@ -894,6 +905,7 @@ mod tests {
                 msg: msg(1),
                 rcpt: 0,
                 attempts: 0,
+                throttled: 0,
             },
         );
         q.dispatch(small, Instant::now(), &mut acts);
@@ -904,6 +916,7 @@ mod tests {
                     msg: msg(1),
                     rcpt: 0,
                     attempts: 0,
+                    throttled: 0,
                 },
             );
             q.dispatch(big, Instant::now(), &mut acts);
@@ -931,6 +944,7 @@ mod tests {
                     msg: msg(1),
                     rcpt: 0,
                     attempts: 0,
+                    throttled: 0,
                 },
             );
         }
@@ -940,6 +954,7 @@ mod tests {
                 msg: msg(1),
                 rcpt: 0,
                 attempts: 0,
+                throttled: 0,
             },
         );
         let h = q.hints(0.5, 5);
@@ -953,6 +968,7 @@ mod tests {
             msg: msg(1),
             rcpt: 0,
             attempts: 0,
+            throttled: 0,
         }
     }
 

@@ -203,6 +203,7 @@ impl Shard {
                         msg: h.msg.clone(),
                         rcpt: *rcpt,
                         attempts: 0,
+                        throttled: 0,
                     },
                 );
                 if !touched.contains(&d) {

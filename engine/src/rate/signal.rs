@@ -17,8 +17,9 @@ pub enum ReplyKind {
     /// A 4yz that asks for fewer connections: "too many connections",
     /// "too many concurrent sessions".
     ConnectionThrottle,
-    /// Any other 4yz (greylisting, mailbox full, too many recipients, local
-    /// errors): a retry matter for that recipient, not a pace signal.
+    /// Any other 4yz (greylisting, mailbox full, too many recipients, an
+    /// X.1 or X.2 status, local errors): a retry matter for that
+    /// recipient, not a pace signal.
     Deferral,
     /// 5yz: a permanent failure; not a pace signal.
     Failure,
@@ -78,7 +79,10 @@ pub fn classify_reply(code: u16, enhanced: Option<EnhancedCode>, text: &str) -> 
         _ => return ReplyKind::Failure,
     }
     let has = |words: &[&str]| words.iter().any(|w| contains_ignore_case(text, w));
-    if has(NOT_PACE) {
+    // X.1 (address) and X.2 (mailbox) statuses are about the recipient,
+    // whatever the text says ("4.2.1 mailbox busy, try again later").
+    let about_recipient = enhanced.is_some_and(|e| e.subject == 1 || e.subject == 2);
+    if has(NOT_PACE) || (about_recipient && !has(CONNECTION)) {
         ReplyKind::Deferral
     } else if has(CONNECTION) {
         ReplyKind::ConnectionThrottle
@@ -126,6 +130,8 @@ mod tests {
             (451, e(4, 7, 1), "Sender rate limit exceeded", RateThrottle),
             (450, None, "Too many messages, slow down", RateThrottle),
             (451, None, "Please try again later", RateThrottle),
+            (451, e(4, 2, 1), "Mailbox busy, try again later", Deferral),
+            (452, e(4, 2, 2), "Mailbox full, try again later", Deferral),
             (
                 421,
                 e(4, 7, 0),
