@@ -108,7 +108,7 @@ impl Default for RateSettings {
             latency_floor_window: Duration::from_secs(60),
             backoff_initial: Duration::from_millis(250),
             backoff_max: Duration::from_secs(300),
-            quiet_period: Duration::from_secs(2),
+            quiet_period: Duration::from_secs(1),
             probe_after: Duration::from_secs(10),
             burst: Duration::from_millis(100),
             connect_failures_to_backoff: 3,
