@@ -42,3 +42,7 @@ for s in $SCENARIOS; do
 done
 scripts/rate-figures.py summary scripts/rate-halving.toml "$OUT/halving-adaptive/report.json"
 scripts/rate-figures.py settle "$OUT/halving-adaptive/report.json" big.test 20 150
+for r in realistic-adaptive realistic-static hostile-adaptive halving-adaptive; do
+    scripts/rate-figures.py svg "$OUT/$r/report.html" "$OUT/$r/chart" > /dev/null || true
+done
+echo "charts: $OUT/*/chart-N.svg"

@@ -3,6 +3,7 @@
 
     rate-figures.py summary SCENARIO.toml REPORT.json...
     rate-figures.py settle REPORT.json DOMAIN AT_S CAPACITY
+    rate-figures.py svg REPORT.html OUT_PREFIX
 
 A domain's hidden capacity is what its sink can take at best: its rate limit,
 or, when lower, its connection limit over the latency at full load
@@ -122,9 +123,33 @@ def settle(path, domain, at, cap):
     print("did not settle within the run")
 
 
+def svg(html_path, prefix):
+    """Writes the report's charts as standalone SVG files (OUT_PREFIX-N.svg,
+    with the legend's caption as a title), so the README can show them."""
+    import re
+    html = open(html_path).read()
+    style = ".ax{font:11px system-ui,sans-serif;fill:#555}"
+    figures = re.findall(r"<figure>(.*?)</figure>", html, re.S)
+    n = 0
+    for fig in figures:
+        chart = re.search(r"<svg(.*?)>(.*?)</svg>", fig, re.S)
+        if not chart:
+            continue
+        caption = re.search(r"<figcaption>(.*?)</figcaption>", fig, re.S)
+        title = re.sub(r"<.*?>", "", caption.group(1)) if caption else ""
+        n += 1
+        with open(f"{prefix}-{n}.svg", "w") as f:
+            f.write(f'<svg xmlns="http://www.w3.org/2000/svg"{chart.group(1)}>'
+                    f"<title>{title}</title><style>{style}</style>"
+                    f'<rect width="100%" height="100%" fill="white"/>{chart.group(2)}</svg>\n')
+        print(f"{prefix}-{n}.svg: {title}")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "summary":
         summary(sys.argv[2], sys.argv[3:])
+    elif sys.argv[1] == "svg":
+        svg(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "settle":
         settle(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
     else:
