@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use volley_smtp::EnhancedCode;
 
+use super::connections::ConnectionLimit;
 use super::counter::RateCounter;
 use super::gcra::Gcra;
 use super::latency::LatencyTracker;
@@ -12,9 +13,6 @@ use super::settings::RateSettings;
 use super::signal::{ReplyKind, classify_reply};
 use super::snapshot::{RateSnapshot, RateState};
 
-/// Connections are sized for this much more than Little's law asks
-/// (rate x latency), so the rate limit, not the pool, is what binds.
-const CONNECTION_HEADROOM: f64 = 1.25;
 /// Below this share of the allowed rate actually used in an interval, the
 /// destination is idle or short of work: the limit is not the bottleneck,
 /// so a good latency says nothing about room above it.
@@ -104,11 +102,7 @@ pub struct RateController {
     ceiling: Option<f64>,
     /// Since when the rate has sat at the plateau under the ceiling.
     plateau_since: Option<Instant>,
-    /// Connection cap learned from connection throttling (fractional so
-    /// that repeated cuts of a small cap still bite).
-    conn_cap: f64,
-    /// The connection limit handed out, recomputed on every change.
-    conn_limit: u32,
+    connections: ConnectionLimit,
     pacer: Gcra,
     command_latency: LatencyTracker,
     transaction_latency: LatencyTracker,
@@ -125,8 +119,6 @@ pub struct RateController {
     /// Throttling replies before this come from sends made before the last
     /// cut: counted, but they do not cut again.
     cut_guard_until: Option<Instant>,
-    last_conn_cut: Option<Instant>,
-    conn_guard_until: Option<Instant>,
     consecutive_connect_failures: u32,
     /// Operator rules in force.
     rule_suspend_until: Option<Instant>,
@@ -151,13 +143,8 @@ pub struct RateController {
     /// Growth per interval while probing; doubles each interval the probe
     /// goes unanswered, so a capacity that came back is found in seconds.
     probe_step: f64,
-    /// The connections Little's law asks for now (before caps).
-    conn_need: f64,
     /// The plateau a probe started from: accepted for `probe_after`.
     probe_base: f64,
-    /// The most connections seen open and greeted at once (and not
-    /// refused since).
-    conn_proven: u32,
 }
 
 impl RateController {
@@ -176,8 +163,7 @@ impl RateController {
             interval: Duration::ZERO,
             ceiling: None,
             plateau_since: None,
-            conn_cap: f64::from(s.max_connections),
-            conn_limit: s.initial_connections,
+            connections: ConnectionLimit::new(&s),
             pacer: Gcra::default(),
             command_latency: LatencyTracker::default(),
             transaction_latency: LatencyTracker::default(),
@@ -189,8 +175,6 @@ impl RateController {
             backoff: s.backoff_initial,
             last_cut: None,
             cut_guard_until: None,
-            last_conn_cut: None,
-            conn_guard_until: None,
             consecutive_connect_failures: 0,
             rule_suspend_until: None,
             rule_conn_cap: None,
@@ -204,9 +188,7 @@ impl RateController {
             draining: None,
             episode: None,
             probe_step: s.increase_ratio,
-            conn_need: 0.0,
             probe_base: 0.0,
-            conn_proven: 0,
             s,
         };
         c.set_rate(rate);
@@ -218,7 +200,7 @@ impl RateController {
     /// clamped into the new bounds.
     pub fn set_settings(&mut self, settings: &RateSettings) {
         self.s = sanitized(settings);
-        self.conn_cap = self.conn_cap.min(f64::from(self.s.max_connections));
+        self.connections.reconfigure(&self.s);
         self.set_rate(self.rate);
         self.refresh_connection_limit();
     }
@@ -226,7 +208,7 @@ impl RateController {
     /// How many connections the destination may have open now. Ask before
     /// opening one; at the limit, the work waits for a busy connection.
     pub fn connection_limit(&self) -> u32 {
-        self.conn_limit
+        self.connections.limit()
     }
 
     /// The allowed message rate, messages per second.
@@ -380,7 +362,7 @@ impl RateController {
         let primary = self.primary_latency();
         RateSnapshot {
             state,
-            connection_limit: self.conn_limit,
+            connection_limit: self.connections.limit(),
             rate: self.rate,
             ceiling: self.ceiling,
             latency_floor: primary.floor(),
@@ -435,26 +417,14 @@ impl RateController {
         self.interval = Duration::try_from_secs_f64(1.0 / self.rate).unwrap_or(MAX_SPAN);
     }
 
-    /// Little's law: rate x latency connections are busy at once; add
-    /// headroom and one spare, then bound by the learned cap and settings.
+    /// Recomputes the connection limit from the rate and latency now.
     fn refresh_connection_limit(&mut self) {
-        let need = match self.transaction_latency.recent() {
-            Some(l) => (self.rate * l.as_secs_f64() * CONNECTION_HEADROOM).ceil() + 1.0,
-            None => f64::from(self.s.initial_connections),
-        };
-        self.conn_need = need;
-        let rule = self.rule_conn_cap.map_or(u32::MAX, |(c, _)| c);
-        let max = self.s.max_connections.min(rule);
-        // One past those proven at a time: a burst of opens past a
-        // remote's connection limit would collect one refusal each.
-        let proven = self
-            .conn_proven
-            .saturating_add(1)
-            .max(self.s.initial_connections);
-        let cap = (self.conn_cap.floor() as u32).min(max).min(proven);
-        let min = self.s.min_connections.min(max);
-        let need = need.clamp(0.0, f64::from(u32::MAX)) as u32;
-        self.conn_limit = need.clamp(min, cap.max(min));
+        self.connections.refresh(
+            &self.s,
+            self.rate,
+            self.transaction_latency.recent(),
+            self.rule_conn_cap.map(|(c, _)| c),
+        );
     }
 
     /// How long replies to work already sent may still arrive.
@@ -601,28 +571,10 @@ impl RateController {
         self.period_refused = false;
     }
 
-    /// Connection throttling or failure: cut the connection cap.
+    /// Connection throttling (`refused`) or failure: cut the connection cap.
     fn cut_connections(&mut self, now: Instant, refused: bool) {
-        if self.conn_guard_until.is_some_and(|g| now < g) {
-            return;
-        }
-        let base = self.conn_cap.min(f64::from(self.conn_limit));
-        let recent = self
-            .last_conn_cut
-            .is_some_and(|t| now.saturating_duration_since(t) < self.s.quiet_period);
-        // Connections grow one at a time past those proven, so a first
-        // "too many connections" names the limit: the one being opened was
-        // one too many. Anything else (failures, refusals that go on) is
-        // read as load, and cut as such.
-        let cap = if refused && !recent {
-            base - 1.0
-        } else {
-            base * self.s.decrease_factor
-        };
-        self.conn_cap = cap.max(f64::from(self.s.min_connections));
-        self.conn_proven = self.conn_proven.min(self.conn_cap.floor() as u32);
-        self.last_conn_cut = Some(now);
-        self.conn_guard_until = Some(after(now, self.reply_horizon()));
+        let horizon = self.reply_horizon();
+        self.connections.cut(now, &self.s, refused, horizon);
         self.refresh_connection_limit();
     }
 
@@ -630,8 +582,7 @@ impl RateController {
     /// (this one included): that many are proven to be accepted, and the
     /// limit may go one past them.
     pub fn on_connected(&mut self, open: u32) {
-        if open > self.conn_proven {
-            self.conn_proven = open;
+        if self.connections.connected(open) {
             self.refresh_connection_limit();
         }
     }
@@ -645,7 +596,7 @@ impl RateController {
         if self.suspended_until(now).is_none() {
             self.adjust(now);
         }
-        self.grow_connection_cap(now);
+        self.connections.grow(now, &self.s);
         self.refresh_connection_limit();
         self.period_start = now;
         self.reset_period();
@@ -660,24 +611,6 @@ impl RateController {
         }
         if self.rule_rate_cap.is_some_and(|(_, u)| u <= now) {
             self.rule_rate_cap = None;
-        }
-    }
-
-    /// A connection cap learned from throttling is the destination's
-    /// policy, not a passing state: it holds for `probe_after` without a
-    /// connection cut, then grows by one per interval, and only while it
-    /// binds (Little's law asks for more), so a destination is not probed
-    /// for connections it would not use.
-    fn grow_connection_cap(&mut self, now: Instant) {
-        let max = f64::from(self.s.max_connections);
-        if self.conn_cap >= max || self.conn_need <= self.conn_cap.floor() {
-            return;
-        }
-        let quiet = self
-            .last_conn_cut
-            .is_none_or(|t| now.saturating_duration_since(t) >= self.s.probe_after);
-        if quiet {
-            self.conn_cap = (self.conn_cap + 1.0).min(max);
         }
     }
 

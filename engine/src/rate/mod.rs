@@ -89,6 +89,7 @@
 //! periodic summary / log:       ctl.snapshot(now)
 //! ```
 
+mod connections;
 mod controller;
 mod counter;
 mod gcra;
