@@ -48,9 +48,11 @@
 //!   rose and deliveries rose with them (allowing for the replies still in
 //!   flight), latency is the price of throughput and growth goes on. If
 //!   deliveries did not follow, or at a steady pace fall behind the sends,
-//!   the destination is at its *knee*: the delivered rate becomes the
-//!   ceiling and the rate drops under it, the further the higher latency
-//!   climbed (down to half), until the queue built there drains.
+//!   for two intervals in a row (one, in a probe: a short spell of our own
+//!   host being busy looks the same), the destination is at its *knee*:
+//!   the delivered rate becomes the ceiling and the rate drops under it,
+//!   the further the higher latency climbed (down to half), and holds
+//!   while latency falls, until the queue built there drains.
 //! - A throttling reply (421, 4.7.x, "rate limit", "try again later", ...)
 //!   sets the *ceiling* to the rate the destination was accepting over the
 //!   last second, cuts the rate to `decrease_factor` of it, and suspends
@@ -66,7 +68,7 @@
 //!   latency stays flat, so capacity that came back is found in seconds. A
 //!   throttle answers a probe: the rate goes back under what was accepted,
 //!   without a suspension.
-//! - Connections grow one past those proven (seen open and greeted at
+//! - Connections (`connections.rs`) grow one past those proven (seen open and greeted at
 //!   once), so a burst of opens does not collect one refusal each. A first
 //!   "too many connections" names the remote's limit: the cap becomes one
 //!   fewer. Refusals that go on, and failed connections, cut the cap by
