@@ -130,6 +130,16 @@ pub(crate) struct Node {
 }
 
 impl Node {
+    /// Recipient `rcpt` of `msg`, queued for its first attempt.
+    pub(crate) fn new(msg: Arc<Message>, rcpt: u32) -> Node {
+        Node {
+            msg,
+            rcpt,
+            attempts: 0,
+            throttled: 0,
+        }
+    }
+
     pub(crate) fn recipient(&self) -> &str {
         self.msg.recipient(self.rcpt)
     }

@@ -670,25 +670,9 @@ mod tests {
         let d = q.domain_id("a.example", None);
         let m = msg(3);
         for i in 0..3 {
-            q.push(
-                d,
-                Node {
-                    msg: m.clone(),
-                    rcpt: i,
-                    attempts: 0,
-                    throttled: 0,
-                },
-            );
+            q.push(d, Node::new(m.clone(), i));
         }
-        q.push(
-            d,
-            Node {
-                msg: msg(1),
-                rcpt: 0,
-                attempts: 0,
-                throttled: 0,
-            },
-        );
+        q.push(d, node());
         let mut acts = Vec::new();
         q.dispatch(d, Instant::now(), &mut acts);
         assert_eq!(acts, vec![Action::Open(d)]);
@@ -721,29 +705,13 @@ mod tests {
         let mut q = Queues::new(&config(|_| {}));
         let d = q.domain_id("a.example", None);
         let mut acts = Vec::new();
-        q.push(
-            d,
-            Node {
-                msg: msg(1),
-                rcpt: 0,
-                attempts: 0,
-                throttled: 0,
-            },
-        );
+        q.push(d, node());
         q.dispatch(d, Instant::now(), &mut acts);
         let _ = q.take_batch(d);
         q.finished(d);
         q.conn_idle(d, 7, Instant::now());
         acts.clear();
-        q.push(
-            d,
-            Node {
-                msg: msg(1),
-                rcpt: 0,
-                attempts: 0,
-                throttled: 0,
-            },
-        );
+        q.push(d, node());
         q.dispatch(d, Instant::now(), &mut acts);
         assert_eq!(acts, vec![Action::Wake(7)]);
     }
@@ -757,15 +725,7 @@ mod tests {
         let d = q.domain_id("a.example", None);
         let mut acts = Vec::new();
         for _ in 0..100 {
-            q.push(
-                d,
-                Node {
-                    msg: msg(1),
-                    rcpt: 0,
-                    attempts: 0,
-                    throttled: 0,
-                },
-            );
+            q.push(d, node());
             q.dispatch(d, Instant::now(), &mut acts);
         }
         assert_eq!(
@@ -785,30 +745,14 @@ mod tests {
             q.domain_id("c.example", None),
         );
         for (d, conn, t) in [(a, 1, 1), (b, 2, 2)] {
-            q.push(
-                d,
-                Node {
-                    msg: msg(1),
-                    rcpt: 0,
-                    attempts: 0,
-                    throttled: 0,
-                },
-            );
+            q.push(d, node());
             q.dispatch(d, Instant::now(), &mut acts);
             let _ = q.take_batch(d);
             q.finished(d);
             q.conn_idle(d, conn, t0 + Duration::from_secs(t));
         }
         acts.clear();
-        q.push(
-            c,
-            Node {
-                msg: msg(1),
-                rcpt: 0,
-                attempts: 0,
-                throttled: 0,
-            },
-        );
+        q.push(c, node());
         q.dispatch(c, Instant::now(), &mut acts);
         assert_eq!(
             acts,
@@ -826,15 +770,7 @@ mod tests {
         let d = q.domain_id("a.example", None);
         let mut acts = Vec::new();
         for _ in 0..2 {
-            q.push(
-                d,
-                Node {
-                    msg: msg(1),
-                    rcpt: 0,
-                    attempts: 0,
-                    throttled: 0,
-                },
-            );
+            q.push(d, node());
             q.dispatch(d, Instant::now(), &mut acts);
         }
         assert_eq!(acts.len(), 2, "two connections opening");
@@ -851,24 +787,8 @@ mod tests {
         let mut q = Queues::new(&config(|_| {}));
         let d = q.domain_id("a.example", None);
         let now = Instant::now();
-        q.push(
-            d,
-            Node {
-                msg: msg(1),
-                rcpt: 0,
-                attempts: 0,
-                throttled: 0,
-            },
-        );
-        q.push(
-            d,
-            Node {
-                msg: msg(1),
-                rcpt: 0,
-                attempts: 0,
-                throttled: 0,
-            },
-        );
+        q.push(d, node());
+        q.push(d, node());
         let first = q.take_batch(d).pop().unwrap();
         q.defer(d, first, now + Duration::from_secs(60));
         assert_eq!(
@@ -887,38 +807,14 @@ mod tests {
         let mut q = Queues::new(&config(|c| c.general_queue.max_connections = 1));
         let mut acts = Vec::new();
         let a = q.domain_id("a.example", None);
-        q.push(
-            a,
-            Node {
-                msg: msg(1),
-                rcpt: 0,
-                attempts: 0,
-                throttled: 0,
-            },
-        );
+        q.push(a, node());
         q.dispatch(a, Instant::now(), &mut acts);
         let small = q.domain_id("small.example", None);
         let big = q.domain_id("big.example", None);
-        q.push(
-            small,
-            Node {
-                msg: msg(1),
-                rcpt: 0,
-                attempts: 0,
-                throttled: 0,
-            },
-        );
+        q.push(small, node());
         q.dispatch(small, Instant::now(), &mut acts);
         for _ in 0..5 {
-            q.push(
-                big,
-                Node {
-                    msg: msg(1),
-                    rcpt: 0,
-                    attempts: 0,
-                    throttled: 0,
-                },
-            );
+            q.push(big, node());
             q.dispatch(big, Instant::now(), &mut acts);
         }
         assert_eq!(
@@ -938,25 +834,9 @@ mod tests {
         let big = q.domain_id("big.example", None);
         let other = q.domain_id("other.example", None);
         for _ in 0..8 {
-            q.push(
-                big,
-                Node {
-                    msg: msg(1),
-                    rcpt: 0,
-                    attempts: 0,
-                    throttled: 0,
-                },
-            );
+            q.push(big, node());
         }
-        q.push(
-            other,
-            Node {
-                msg: msg(1),
-                rcpt: 0,
-                attempts: 0,
-                throttled: 0,
-            },
-        );
+        q.push(other, node());
         let h = q.hints(0.5, 5);
         assert_eq!(h.len(), 1);
         assert_eq!(&*h[0].0, "big.example");
@@ -964,12 +844,7 @@ mod tests {
     }
 
     fn node() -> Node {
-        Node {
-            msg: msg(1),
-            rcpt: 0,
-            attempts: 0,
-            throttled: 0,
-        }
+        Node::new(msg(1), 0)
     }
 
     fn opens(acts: &[Action]) -> usize {

@@ -197,15 +197,7 @@ impl Shard {
                     _ => q.domain_id(key, None),
                 };
                 last = Some((d, key));
-                q.push(
-                    d,
-                    Node {
-                        msg: h.msg.clone(),
-                        rcpt: *rcpt,
-                        attempts: 0,
-                        throttled: 0,
-                    },
-                );
+                q.push(d, Node::new(h.msg.clone(), *rcpt));
                 if !touched.contains(&d) {
                     touched.push(d);
                 }
