@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::body_log::{list_segments, segment_path};
+use super::body_log::{list_segments, segment_path, truncate_durably};
 use super::progress::{journal_path, list_generations};
 use super::*;
 
@@ -205,12 +205,7 @@ fn a_body_record_cut_in_the_middle_is_cut_off_and_reported() {
     let (path, at) = file_with(dir.path(), b"BODY-0004");
     let full = fs::metadata(&path).unwrap().len();
     let cut = at as u64 + 20;
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(cut)
-        .unwrap();
+    truncate_durably(&path, cut).unwrap();
 
     let (_, r) = open(dir.path(), JournalConfig::default());
     assert_eq!(
@@ -259,12 +254,7 @@ fn padded_commits_recover_whole_and_a_torn_padding_record_is_cut_off() {
     let (_, last) = file_with(dir.path(), b"BODY-0059");
     let cut = len - 100;
     assert!(cut > last as u64 + 300, "the cut falls in the padding");
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(cut)
-        .unwrap();
+    truncate_durably(&path, cut).unwrap();
     let (_, r) = open(dir.path(), JournalConfig::default());
     assert_eq!(r.messages.len(), 60, "{}", r.report);
     assert_eq!(r.report.damage.len(), 1, "{}", r.report);
@@ -317,12 +307,7 @@ fn a_journal_frame_cut_in_the_middle_costs_only_its_facts() {
     drop(j);
     let path = current_journal(dir.path());
     let len = fs::metadata(&path).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(len - 5)
-        .unwrap();
+    truncate_durably(&path, len - 5).unwrap();
 
     let (_, r) = open(dir.path(), small());
     assert_eq!(
