@@ -384,10 +384,9 @@ async fn work(
             ClientEvent::TransactionDone(outcome) => {
                 let latency = started.elapsed();
                 let throttled = pace::transaction(shard, d, &outcome, latency);
-                for ((node, r), throttled) in
-                    batch.into_iter().zip(outcome.recipients).zip(throttled)
-                {
-                    let Some(node) = requeue_throttled(shard, d, node, throttled) else {
+                for (i, (node, r)) in batch.into_iter().zip(outcome.recipients).enumerate() {
+                    let refused = throttled.get(i).copied().unwrap_or(false);
+                    let Some(node) = requeue_throttled(shard, d, node, refused) else {
                         continue;
                     };
                     settle(

@@ -57,7 +57,8 @@ pub(crate) fn reply(shard: &Shard, d: DomainId, reply: &Reply) -> Option<ReplyKi
 /// Each refused recipient's reply is fed (a 451 4.7.1 to RCPT is how
 /// receivers meter); an accepted message counts once, with its latency.
 /// Returns, per recipient, whether the controller read its reply as
-/// throttling (all false for a static queue).
+/// throttling: empty (no allocation on the common path) when none was, as
+/// always for a static queue.
 pub(crate) fn transaction(
     shard: &Shard,
     d: DomainId,
@@ -65,12 +66,13 @@ pub(crate) fn transaction(
     took: Duration,
 ) -> Vec<bool> {
     let mut accepted = None;
-    let mut throttled = vec![false; outcome.recipients.len()];
-    for (r, t) in outcome.recipients.iter().zip(&mut throttled) {
+    let mut throttled = Vec::new();
+    for (i, r) in outcome.recipients.iter().enumerate() {
         if r.status == DeliveryStatus::Delivered {
             accepted.get_or_insert(&r.reply);
-        } else {
-            *t = reply(shard, d, &r.reply).is_some_and(ReplyKind::is_throttle);
+        } else if reply(shard, d, &r.reply).is_some_and(ReplyKind::is_throttle) {
+            throttled.resize(outcome.recipients.len(), false);
+            throttled[i] = true;
         }
     }
     if let Some(ok) = accepted {
