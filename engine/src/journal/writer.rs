@@ -118,22 +118,6 @@ impl JournalWriter {
         }
     }
 
-    /// [`JournalWriter::finish`] for many recipients at once.
-    pub fn finish_many(&self, facts: Vec<(u64, u32)>) {
-        if facts.is_empty() {
-            return;
-        }
-        let first = {
-            let mut inbox = self.facts.lock();
-            let first = inbox.is_empty();
-            inbox.extend(facts);
-            first
-        };
-        if first {
-            let _ = self.send(Command::FactsWaiting);
-        }
-    }
-
     fn send(&self, cmd: Command) -> Result<(), mpsc::SendError<Command>> {
         match &self.tx {
             Some(tx) => tx.send(cmd),
