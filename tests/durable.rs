@@ -382,13 +382,11 @@ fn a_full_disk_answers_452_and_loses_no_acknowledged_message() {
     }
     // The child's stderr is read by a thread of ours: give it a moment on
     // a loaded machine.
-    let said = |v: &Volley| v.stderr.lock().iter().any(|l| l.contains("452 4.3.1"));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !said(&v) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let log = v.stderr.lock().clone();
-    assert!(said(&v), "the log says why: {log:?}");
+    wait_until(
+        "the log to say why (a line with 452 4.3.1)",
+        Duration::from_secs(5),
+        || v.stderr.lock().iter().any(|l| l.contains("452 4.3.1")),
+    );
     v.stop();
     let _ = std::fs::remove_dir_all(&journal);
 }
