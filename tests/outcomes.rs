@@ -341,3 +341,35 @@ fn a_throttled_recipient_goes_again_at_the_pace_not_after_a_retry_delay() {
     );
     assert!(deferred["rate"]["throttles"].as_u64().unwrap() >= 8);
 }
+
+#[test]
+fn a_delivery_task_that_panics_gives_back_its_slot_and_its_recipients() {
+    let world = World::generated(1, 1, |_| Script::default());
+    let mut config = world.config();
+    // One connection for the domain: a slot that was not given back would
+    // leave the rest of its mail stuck.
+    config.general_queue.max_connections_per_domain = 1;
+    config.general_queue.initial_connections = 1;
+    volley_engine::test_hooks::panic_once_holding_a_batch("d0.test");
+    let engine = Engine::start(config).unwrap();
+    composer::send(
+        engine.listen_addrs()[0],
+        false,
+        vec![
+            tx(&["a@d0.test", "b@d0.test"], "Subject: a\r\n\r\nA\r\n"),
+            tx(&["c@d0.test"], "Subject: c\r\n\r\nC\r\n"),
+        ],
+    )
+    .unwrap();
+    wait_stats(&engine, "all three delivered after the panic", |s| {
+        s.delivered == 3
+    });
+    let report = engine.shutdown();
+    assert_eq!(report.queued, 0);
+    assert_eq!(report.stats.deferred, 0, "the held batch went back untried");
+    assert_eq!(world.received_count(), 2, "each message once");
+    let log = log_lines(&world.log);
+    for rcpt in ["a@d0.test", "b@d0.test", "c@d0.test"] {
+        assert_eq!(statuses(&log, rcpt), ["delivered"], "{rcpt}");
+    }
+}

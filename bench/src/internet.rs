@@ -18,7 +18,7 @@ use crate::error::{BenchError, ScenarioError};
 use crate::ledger::{Accounting, Delivery, SentRecord, reconcile};
 use crate::message::unix_micros;
 use crate::scenario::{Scenario, SimDomain, is_expected_bounce};
-use crate::sink;
+use crate::sink::{self, Shared};
 
 /// How to run the simulated internet.
 #[derive(Debug, Clone)]
@@ -34,23 +34,6 @@ impl Default for InternetOptions {
         Self {
             sink_port: 0,
             sink_threads: 1,
-        }
-    }
-}
-
-/// State the sink threads share: one capacity model per domain and the
-/// record of accepted messages.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) domains: Vec<SimDomain>,
-    pub(crate) models: Vec<Mutex<DomainModel>>,
-    pub(crate) deliveries: Mutex<Vec<Delivery>>,
-}
-
-impl Shared {
-    pub(crate) fn record(&self, delivery: Delivery) {
-        if let Ok(mut d) = self.deliveries.lock() {
-            d.push(delivery);
         }
     }
 }

@@ -26,6 +26,7 @@ mod message;
 mod procstat;
 mod report;
 mod scenario;
+mod sim_domain;
 mod sink;
 
 pub use crate::capacity::{

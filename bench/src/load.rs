@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ScenarioError;
-use crate::scenario::{SimDomain, zipf_weights};
+use crate::sim_domain::{SimDomain, zipf_weights};
 use volley_units::serde::option_duration as serde_opt;
 
 /// Which protocol the Composer speaks to the server under test.

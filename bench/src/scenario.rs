@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::capacity::{Capacity, is_unknown_mailbox};
 use crate::error::ScenarioError;
 use crate::load::LoadSpec;
+pub use crate::sim_domain::SimDomain;
+use crate::sim_domain::zipf_weights;
 use volley_units::serde::{duration as serde_text, option_duration as serde_opt};
 
 const BUILTINS: [(&str, &str); 3] = [
@@ -123,22 +125,6 @@ pub struct ChangeEntry {
     pub domain: String,
     /// Capacity fields to overwrite, e.g. `{ max_rate = 50 }`.
     pub set: toml::Table,
-}
-
-/// One domain of the simulated internet, resolved: its hosts have addresses
-/// and its capacity schedule is complete.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SimDomain {
-    /// The mail domain.
-    pub name: String,
-    /// Share of the recipients.
-    pub weight: f64,
-    /// MX hosts: name and loopback address.
-    pub hosts: Vec<(String, Ipv4Addr)>,
-    /// Capacity at the start.
-    pub capacity: Capacity,
-    /// Later capacities: (offset from the start, full capacity from then on).
-    pub changes: Vec<(Duration, Capacity)>,
 }
 
 impl Scenario {
@@ -289,13 +275,6 @@ fn overlay(base: &Capacity, set: &toml::Table) -> Result<Capacity, String> {
     toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| e.to_string())
-}
-
-/// Weights 1/i^s for i = 1..=n, normalized to sum 1.
-pub(crate) fn zipf_weights(n: usize, s: f64) -> Vec<f64> {
-    let raw: Vec<f64> = (1..=n).map(|i| 1.0 / (i as f64).powf(s)).collect();
-    let sum: f64 = raw.iter().sum();
-    raw.into_iter().map(|w| w / sum).collect()
 }
 
 /// Hands out 127.0.0.2, 127.0.0.3, ... skipping addresses ending in .0 or .255.

@@ -11,9 +11,26 @@ use tokio::net::{TcpListener, TcpStream};
 use volley_smtp::{Extensions, Server, ServerConfig, ServerEvent, UnexpectedVerdict, Verdict};
 
 use crate::capacity::{ConnectVerdict, DataVerdict, DomainModel, RcptVerdict};
-use crate::internet::Shared;
 use crate::ledger::Delivery;
 use crate::message::{Inspector, unix_micros};
+use crate::scenario::SimDomain;
+
+/// State the sink threads share: one capacity model per domain and the
+/// record of accepted messages.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) domains: Vec<SimDomain>,
+    pub(crate) models: Vec<Mutex<DomainModel>>,
+    pub(crate) deliveries: Mutex<Vec<Delivery>>,
+}
+
+impl Shared {
+    pub(crate) fn record(&self, delivery: Delivery) {
+        if let Ok(mut d) = self.deliveries.lock() {
+            d.push(delivery);
+        }
+    }
+}
 
 /// Idle time after which a sink closes a silent connection.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -16,25 +16,17 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use volley_smtp::{
-    Client, ClientConfig, ClientError, ClientEvent, EnhancedCode, Reply, SendError, Stage,
-    Transaction,
+    Client, ClientConfig, ClientError, ClientEvent, EnhancedCode, RecipientOutcome, Reply,
+    SendError, Stage, Transaction,
 };
 
 use crate::config::QueueSettings;
+use crate::context::{ConnCtl, ShardCtx};
+use crate::core::{ConnId, DomainId, Route, Settled};
 use crate::dlog::Category;
 use crate::message::Node;
-use crate::outcome::{Outcome, settle};
-use crate::pace;
-use crate::queues::{ConnId, DomainId};
-use crate::shard::{ConnCtl, Shard};
+use crate::outcome::{Target, report};
 use crate::transport::{Conn, TransportError};
-
-/// An MX host address to try, with the host's name for the log.
-#[derive(Clone)]
-pub(crate) struct Target {
-    pub(crate) host: Rc<str>,
-    pub(crate) addr: SocketAddr,
-}
 
 /// An open SMTP session over one connection.
 struct Session {
@@ -42,13 +34,13 @@ struct Session {
     client: Client,
     buf: BytesMut,
     target: Target,
-    shard: Rc<Shard>,
+    ctx: Rc<ShardCtx>,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         self.conn.shutdown();
-        self.shard.shared.counters.connection_closed();
+        self.ctx.shared.counters.connection_closed();
     }
 }
 
@@ -103,14 +95,14 @@ impl Session {
 
 /// Resolves the domain to the addresses to try, in order.
 async fn targets(
-    shard: &Rc<Shard>,
-    name: &str,
-    fixed: &[SocketAddr],
-    s: &QueueSettings,
+    ctx: &ShardCtx,
+    route: &Route,
     port: u16,
 ) -> Result<Vec<Target>, volley_dns::ResolveError> {
-    if !fixed.is_empty() {
-        return Ok(fixed
+    let s = &route.settings;
+    if !route.fixed.is_empty() {
+        return Ok(route
+            .fixed
             .iter()
             .take(s.mx_limit.max(1))
             .map(|a| Target {
@@ -119,9 +111,9 @@ async fn targets(
             })
             .collect());
     }
-    let route = shard.resolver.resolve(name).await?;
+    let mx = ctx.resolver.resolve(&route.name).await?;
     let mut out = Vec::new();
-    for h in route.hosts.iter().take(s.mx_limit.max(1)) {
+    for h in mx.hosts.iter().take(s.mx_limit.max(1)) {
         let host: Rc<str> = h.name.as_str().into();
         for ip in &h.addrs {
             out.push(Target {
@@ -133,53 +125,133 @@ async fn targets(
     Ok(out)
 }
 
-/// Runs one connection of domain `d` until it has nothing more to do.
-pub(crate) async fn run(shard: Rc<Shard>, d: DomainId, id: ConnId, ctl: Rc<ConnCtl>) {
-    let (name, settings, fixed) = {
-        let qs = shard.queues.borrow();
-        let dom = qs.domain(d);
-        let queue = qs.queue(dom.queue);
-        (
-            dom.name.clone(),
-            queue.settings.clone(),
-            queue.fixed_mx.clone(),
-        )
-    };
-    let reopen = match open(&shard, d, &name, &settings, &fixed).await {
-        Ok(mut session) => {
-            work(&shard, d, id, &ctl, &mut session, &settings).await;
-            if !session.client.is_over() {
-                session.client.quit();
-                let deadline = Instant::now() + settings.command_timeout;
-                let _ = session.next_event(&settings, deadline).await;
-            }
-            true
-        }
-        Err(OpenFailed { reopen }) => reopen,
-    };
-    shard.conn_ended(d, id, reopen);
+/// A delivery connection's hold on its domain: the connection slot the
+/// queues counted for it, and the recipients it took and has not settled.
+/// However the task ends (return, error, panic, cancellation), dropping
+/// the slot gives both back: the recipients go to the head of the queue
+/// untried and the slot is freed (reopened when the domain has work and
+/// `reopen` says so).
+struct Slot {
+    ctx: Rc<ShardCtx>,
+    d: DomainId,
+    id: ConnId,
+    held: Vec<Node>,
+    reopen: bool,
 }
 
-/// No session could be opened. `reopen` is false when other connections of
-/// the domain are open and carry its work: opening a replacement at once
-/// would only fail again.
-struct OpenFailed {
-    reopen: bool,
+impl Slot {
+    /// Settles every held recipient: the `i`th with `replies.reply(i)`.
+    /// Recipients a throttling reply refused go back to the queue instead
+    /// (a few times), and the rest are reported.
+    fn settle_held(
+        &mut self,
+        replies: Replies<'_>,
+        category: Option<Category>,
+        target: Option<&Target>,
+        tx_latency: Option<Duration>,
+    ) {
+        let held = std::mem::take(&mut self.held);
+        let d = self.d;
+        let now = Instant::now();
+        let settled: Vec<(Settled, usize)> = self.ctx.with_core(|c| {
+            let mut out = Vec::with_capacity(held.len());
+            for (i, node) in held.into_iter().enumerate() {
+                if let Some(node) = c.requeue_throttled(d, node, replies.throttled(i)) {
+                    out.push((c.settle(d, node, replies.reply(i), category, now), i));
+                }
+            }
+            out
+        });
+        for (s, i) in settled {
+            report(&self.ctx, s, replies.reply(i), target, tx_latency);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        let (d, id, reopen) = (self.d, self.id, self.reopen);
+        self.ctx.forget_conn(id);
+        self.ctx.with_core(|c| {
+            c.conn_busy(id);
+            for node in held.into_iter().rev() {
+                c.requeue(d, node);
+            }
+            c.conn_ended(d, reopen, Instant::now());
+        });
+    }
+}
+
+/// The replies that settle a batch: one for all, or one per recipient
+/// with the controller's reading of each.
+#[derive(Clone, Copy)]
+enum Replies<'a> {
+    All {
+        reply: &'a Reply,
+        throttled: bool,
+    },
+    Each {
+        outcomes: &'a [RecipientOutcome],
+        throttled: &'a crate::core::Throttled,
+    },
+}
+
+impl<'a> Replies<'a> {
+    fn all(reply: &'a Reply) -> Replies<'a> {
+        Replies::All {
+            reply,
+            throttled: false,
+        }
+    }
+
+    fn reply(&self, i: usize) -> &'a Reply {
+        match self {
+            Replies::All { reply, .. } => reply,
+            Replies::Each { outcomes, .. } => &outcomes[i].reply,
+        }
+    }
+
+    fn throttled(&self, i: usize) -> bool {
+        match self {
+            Replies::All { throttled, .. } => *throttled,
+            Replies::Each { throttled, .. } => throttled.get(i),
+        }
+    }
+}
+
+/// Runs one connection of domain `d` until it has nothing more to do.
+pub(crate) async fn run(ctx: Rc<ShardCtx>, d: DomainId, id: ConnId, conn: Rc<ConnCtl>) {
+    let mut slot = Slot {
+        ctx: ctx.clone(),
+        d,
+        id,
+        held: Vec::new(),
+        reopen: true,
+    };
+    let route = ctx.read_core(|c| c.route(d));
+    if let Some(mut session) = open(&mut slot, &route).await {
+        work(&mut slot, &conn, &mut session, &route).await;
+        if !session.client.is_over() {
+            session.client.quit();
+            let s = &route.settings;
+            let deadline = Instant::now() + s.command_timeout;
+            let _ = session.next_event(s, deadline).await;
+        }
+    }
 }
 
 /// Finds a route and an MX host that greets. When there is none, the
 /// domain's pending recipients are settled (bounced for a permanent DNS
 /// answer, deferred otherwise), unless other connections of the domain are
-/// open and some MX host is still worth trying: those carry the work.
-async fn open(
-    shard: &Rc<Shard>,
-    d: DomainId,
-    name: &str,
-    s: &Arc<QueueSettings>,
-    fixed: &[SocketAddr],
-) -> Result<Session, OpenFailed> {
-    let config = shard.shared.config.load_full();
-    let targets = match targets(shard, name, fixed, s, config.delivery_port).await {
+/// open and some MX host is still worth trying: those carry the work, and
+/// the slot is not reopened.
+async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
+    let ctx = slot.ctx.clone();
+    let d = slot.d;
+    let s = &route.settings;
+    let config = ctx.shared.config.load_full();
+    let targets = match targets(&ctx, route, config.delivery_port).await {
         Ok(t) => t,
         Err(e) => {
             let permanent = e.is_permanent();
@@ -190,23 +262,24 @@ async fn open(
                 EnhancedCode::new(4, 4, 3)
             });
             let reply = Reply::new(code, enhanced, e.to_string());
-            fail_pending(shard, d, &reply, Category::Dns);
-            return Err(OpenFailed { reopen: true });
+            fail_pending(slot, false, &reply, Category::Dns);
+            return None;
         }
     };
+    let name = &route.name;
     let mut last_error = format!("all MX hosts of {name} are marked down after recent failures");
     let mut tried = false;
     let session_deadline = Instant::now() + s.session_timeout;
     for t in targets {
-        if shard.is_host_down(t.addr, Instant::now()) {
+        if ctx.with_core(|c| c.is_host_down(t.addr, Instant::now())) {
             continue;
         }
         tried = true;
-        let source = shard.shared.source_ip(&config);
+        let source = ctx.shared.source_ip(&config);
         let mut throttled = false;
         match Conn::connect(t.addr, source, s.connect_timeout).await {
             Ok(conn) => {
-                shard.shared.counters.connection_opened();
+                ctx.shared.counters.connection_opened();
                 let mut session = Session {
                     conn,
                     client: Client::new(ClientConfig {
@@ -215,48 +288,39 @@ async fn open(
                     }),
                     buf: BytesMut::with_capacity(4096),
                     target: t.clone(),
-                    shard: shard.clone(),
+                    ctx: ctx.clone(),
                 };
                 match session.next_event(s, session_deadline).await {
                     ClientEvent::Ready { .. } => {
-                        pace::connected(shard, d);
-                        return Ok(session);
+                        ctx.with_core(|c| c.connected(d, Instant::now()));
+                        return Some(session);
                     }
                     ClientEvent::Failed { error, .. } => {
-                        throttled = pace::session_failed(shard, d, &error);
+                        throttled = ctx.with_core(|c| c.session_failed(d, &error, Instant::now()));
                         last_error = format!("{} [{}]: {error}", t.host, t.addr);
                     }
                     _ => {
-                        pace::connect_failed(shard, d);
+                        ctx.with_core(|c| c.connect_failed(d, Instant::now()));
                         last_error = format!("{} [{}]: no greeting", t.host, t.addr);
                     }
                 }
             }
             Err(e) => {
-                pace::connect_failed(shard, d);
+                ctx.with_core(|c| c.connect_failed(d, Instant::now()));
                 last_error = format!("{} [{}]: {e}", t.host, t.addr);
             }
         }
         if throttled {
             // "Too many connections" (or slow down) at the greeting: the
-            // limit is the domain's, so no other MX host is tried and none
-            // is marked down; the controller has cut the connections. The
-            // work stays queued: with no other connection open the domain
-            // pauses (the queues come back to it), instead of every pending
-            // recipient being deferred to the retry schedule.
-            if shard.queues.borrow().conns_of(d) <= 1 {
-                pace::pause(shard, d);
-            }
-            return Err(OpenFailed { reopen: true });
+            // work stays queued and the core decides when to come back.
+            ctx.with_core(|c| c.open_throttled(d, Instant::now()));
+            return None;
         }
-        shard.mark_host_down(t.addr, s.host_down_for);
-    }
-    if tried && shard.queues.borrow().conns_of(d) > 1 {
-        return Err(OpenFailed { reopen: false });
+        ctx.with_core(|c| c.mark_host_down(d, t.addr, Instant::now()));
     }
     let reply = Reply::new(451, EnhancedCode::new(4, 4, 1), last_error);
-    fail_pending(shard, d, &reply, Category::Connection);
-    Err(OpenFailed { reopen: true })
+    fail_pending(slot, tried, &reply, Category::Connection);
+    None
 }
 
 fn parse_enhanced(text: &str) -> Option<EnhancedCode> {
@@ -267,28 +331,30 @@ fn parse_enhanced(text: &str) -> Option<EnhancedCode> {
     Some(EnhancedCode::new(class, subject, detail))
 }
 
-/// Settles every pending recipient of `d` with `reply`.
-fn fail_pending(shard: &Rc<Shard>, d: DomainId, reply: &Reply, category: Category) {
-    let nodes = shard.queues.borrow_mut().take_all(d);
-    for node in nodes {
-        settle(shard, d, node, Outcome::local(reply.clone(), category));
+/// No session could be opened: the core settles the domain's pending
+/// recipients with `reply`, or leaves them to the domain's other
+/// connections (then the slot is not reopened).
+fn fail_pending(slot: &mut Slot, tried_a_host: bool, reply: &Reply, category: Category) {
+    let d = slot.d;
+    let (reopen, settled) = slot
+        .ctx
+        .with_core(|c| c.open_failed(d, tried_a_host, reply, category, Instant::now()));
+    slot.reopen = reopen;
+    for s in settled {
+        report(&slot.ctx, s, reply, None, None);
     }
 }
 
 /// Takes batches and delivers them until there is a reason to stop.
-async fn work(
-    shard: &Rc<Shard>,
-    d: DomainId,
-    id: ConnId,
-    ctl: &Rc<ConnCtl>,
-    session: &mut Session,
-    s: &Arc<QueueSettings>,
-) {
+async fn work(slot: &mut Slot, conn: &ConnCtl, session: &mut Session, route: &Route) {
+    let ctx = slot.ctx.clone();
+    let (d, id) = (slot.d, slot.id);
+    let s: &Arc<QueueSettings> = &route.settings;
     let session_deadline = Instant::now() + s.session_timeout;
     let mut sent = 0usize;
     loop {
-        if ctl.evicted.get()
-            || shard.draining.get()
+        if conn.evicted.get()
+            || ctx.is_draining()
             || sent >= s.max_messages_per_connection
             || Instant::now() >= session_deadline
         {
@@ -298,31 +364,42 @@ async fn work(
         // open, and paces transactions: wait for the next slot here, or
         // close when it is further off than an idle connection may wait
         // (the queues come back to the domain then).
-        if pace::over_limit(shard, d) {
-            return;
-        }
-        let has_work = shard.queues.borrow().has_pending(d);
-        if has_work && let Err(at) = pace::acquire(shard, d) {
-            let wait = at.saturating_duration_since(Instant::now());
-            if wait > s.idle_timeout {
-                return;
+        let pace = ctx.with_core(|c| {
+            if c.over_limit(d) {
+                Err(None)
+            } else if c.has_pending(d) {
+                c.acquire(d, Instant::now()).map_err(Some)
+            } else {
+                Ok(())
             }
-            let _ = tokio::time::timeout(wait, ctl.notify.notified()).await;
-            continue;
+        });
+        match pace {
+            Ok(()) => {}
+            Err(None) => return,
+            Err(Some(at)) => {
+                let wait = at.saturating_duration_since(Instant::now());
+                if wait > s.idle_timeout {
+                    return;
+                }
+                let _ = tokio::time::timeout(wait, conn.notify.notified()).await;
+                continue;
+            }
         }
-        let batch = shard.queues.borrow_mut().take_batch(d);
-        if batch.is_empty() {
-            shard.queues.borrow_mut().conn_idle(d, id, Instant::now());
-            let woke = tokio::time::timeout(s.idle_timeout, ctl.notify.notified())
+        slot.held = ctx.with_core(|c| c.take_batch(d));
+        if slot.held.is_empty() {
+            ctx.with_core(|c| c.conn_idle(d, id, Instant::now()));
+            let woke = tokio::time::timeout(s.idle_timeout, conn.notify.notified())
                 .await
                 .is_ok();
-            shard.queues.borrow_mut().conn_busy(id);
+            ctx.with_core(|c| c.conn_busy(id));
             if !woke {
                 return;
             }
             continue;
         }
-        let msg = batch[0].msg.clone();
+        #[cfg(feature = "test-hooks")]
+        crate::test_hooks::on_batch_taken(&route.name);
+        let msg = slot.held[0].msg.clone();
         let remote_max = session.client.capabilities().and_then(|c| c.max_size);
         let size = msg.body.len() as u64;
         if size > s.max_message_size || remote_max.is_some_and(|m| m > 0 && size > m) {
@@ -331,19 +408,16 @@ async fn work(
                 EnhancedCode::new(5, 3, 4),
                 format!("message of {size} bytes exceeds the size limit for this destination"),
             );
-            for node in batch {
-                settle(
-                    shard,
-                    d,
-                    node,
-                    Outcome::local(reply.clone(), Category::Other),
-                );
-            }
+            slot.settle_held(Replies::all(&reply), Some(Category::Other), None, None);
             continue;
         }
         let tx = Transaction {
             reverse_path: msg.sender().to_string(),
-            recipients: batch.iter().map(|n| n.recipient().to_string()).collect(),
+            recipients: slot
+                .held
+                .iter()
+                .map(|n| n.recipient().to_string())
+                .collect(),
             body: msg.body.clone(),
         };
         let started = Instant::now();
@@ -355,129 +429,74 @@ async fn work(
                     EnhancedCode::new(5, 1, 3),
                     format!("address {address:?} cannot be sent in SMTP"),
                 );
-                let all = address == msg.sender();
-                for node in batch {
-                    if all || node.recipient() == address {
-                        settle(
-                            shard,
-                            d,
-                            node,
-                            Outcome::local(reply.clone(), Category::BadMailbox),
-                        );
-                    } else {
-                        shard.queues.borrow_mut().requeue(d, node);
-                    }
+                if address != msg.sender() {
+                    // Only that recipient is refused; the others go back.
+                    let (bad, good): (Vec<Node>, Vec<Node>) = std::mem::take(&mut slot.held)
+                        .into_iter()
+                        .partition(|n| n.recipient() == address);
+                    ctx.with_core(|c| {
+                        for node in good.into_iter().rev() {
+                            c.requeue(d, node);
+                        }
+                    });
+                    slot.held = bad;
                 }
+                slot.settle_held(Replies::all(&reply), Some(Category::BadMailbox), None, None);
                 continue;
             }
-            Err(SendError::SessionOver(_)) => {
-                let mut q = shard.queues.borrow_mut();
-                for node in batch.into_iter().rev() {
-                    q.requeue(d, node);
-                }
-                return;
-            }
+            // The held recipients go back untried as the slot is dropped.
+            Err(SendError::SessionOver(_)) => return,
         }
         sent += 1;
         let deadline = session_deadline.min(started + s.delivery_timeout);
+        let target = session.target.clone();
         match session.next_event(s, deadline).await {
             ClientEvent::TransactionDone(outcome) => {
                 let latency = started.elapsed();
-                let throttled = pace::transaction(shard, d, &outcome, latency);
-                for (i, (node, r)) in batch.into_iter().zip(outcome.recipients).enumerate() {
-                    let refused = throttled.get(i).copied().unwrap_or(false);
-                    let Some(node) = requeue_throttled(shard, d, node, refused) else {
-                        continue;
-                    };
-                    settle(
-                        shard,
-                        d,
-                        node,
-                        Outcome {
-                            reply: r.reply,
-                            category: None,
-                            target: Some(&session.target),
-                            tx_latency: Some(latency),
-                        },
-                    );
-                }
-                pace::grow(shard, d);
+                let throttled =
+                    ctx.with_core(|c| c.transaction_done(d, &outcome, latency, Instant::now()));
+                let replies = Replies::Each {
+                    outcomes: &outcome.recipients,
+                    throttled: &throttled,
+                };
+                slot.settle_held(replies, None, Some(&target), Some(latency));
+                ctx.with_core(|c| c.grow(d, Instant::now()));
             }
             ClientEvent::Failed { error, .. } => {
                 // A reply (421 mid-session) or a timeout is a pace signal;
                 // a session the remote cut after the body is a fault of
                 // that session (the retry covers it), not a sign of load.
-                let throttled = !matches!(error, ClientError::ConnectionClosed { .. })
-                    && pace::session_failed(shard, d, &error);
-                if matches!(error, ClientError::TimedOut { .. }) {
-                    shard.mark_host_down(session.target.addr, s.host_down_for);
-                }
-                let reply = failure_reply(&error, &session.target);
-                for node in batch {
-                    let Some(node) = requeue_throttled(shard, d, node, throttled) else {
-                        continue;
-                    };
-                    settle(
-                        shard,
-                        d,
-                        node,
-                        Outcome {
-                            reply: reply.clone(),
-                            category: Some(Category::Connection),
-                            target: Some(&session.target),
-                            tx_latency: None,
-                        },
-                    );
-                }
+                let throttled = ctx.with_core(|c| {
+                    let now = Instant::now();
+                    if matches!(error, ClientError::TimedOut { .. }) {
+                        c.mark_host_down(d, target.addr, now);
+                    }
+                    !matches!(error, ClientError::ConnectionClosed { .. })
+                        && c.session_failed(d, &error, now)
+                });
+                let reply = failure_reply(&error, &target);
+                let replies = Replies::All {
+                    reply: &reply,
+                    throttled,
+                };
+                slot.settle_held(replies, Some(Category::Connection), Some(&target), None);
                 return;
             }
             ClientEvent::Ready { .. } | ClientEvent::Closed => {
                 let reply = Reply::new(
                     451,
                     EnhancedCode::new(4, 4, 2),
-                    format!("{} closed the session unexpectedly", session.target.host),
+                    format!("{} closed the session unexpectedly", target.host),
                 );
-                for node in batch {
-                    settle(
-                        shard,
-                        d,
-                        node,
-                        Outcome::local(reply.clone(), Category::Connection),
-                    );
-                }
+                slot.settle_held(Replies::all(&reply), Some(Category::Connection), None, None);
                 return;
             }
         }
     }
 }
 
-/// The reply logged for recipients whose transaction failed with the session.
-/// How many times in a row a throttling reply may send a recipient back to
-/// its queue before it is deferred to its retry schedule like any 4yz.
-const MAX_THROTTLE_REQUEUES: u8 = 5;
-
-/// A recipient the remote refused with a throttling reply goes back to the
-/// front of its domain's queue without counting an attempt: the controller
-/// has cut the pace (and suspended the domain), so it goes again when the
-/// pace allows, instead of waiting out a retry delay meant for failures.
-/// Bounded by [`MAX_THROTTLE_REQUEUES`], so a remote that throttles one
-/// recipient forever still sees it move down the retry schedule. Returns
-/// the node when it is to be settled as usual.
-fn requeue_throttled(
-    shard: &Rc<Shard>,
-    d: DomainId,
-    mut node: Node,
-    throttled: bool,
-) -> Option<Node> {
-    if !throttled || node.throttled >= MAX_THROTTLE_REQUEUES {
-        node.throttled = 0;
-        return Some(node);
-    }
-    node.throttled += 1;
-    shard.queues.borrow_mut().requeue(d, node);
-    None
-}
-
+/// The reply logged for recipients whose transaction failed with the
+/// session.
 fn failure_reply(error: &ClientError, t: &Target) -> Reply {
     let text = format!("{} [{}]: {error}", t.host, t.addr);
     match error {
@@ -486,7 +505,6 @@ fn failure_reply(error: &ClientError, t: &Target) -> Reply {
             enhanced: reply.enhanced,
             lines: vec![text],
         },
-        ClientError::TimedOut { .. } => Reply::new(451, EnhancedCode::new(4, 4, 2), text),
         _ => Reply::new(451, EnhancedCode::new(4, 4, 2), text),
     }
 }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 use volley_smtp::{EnhancedCode, Mailbox, Reply};
@@ -32,8 +32,8 @@ use crate::journal::{
     AppendTicket, JournalError, JournalWriter, NewMessage, QuotaExceeded, QuotaLimits, SendQuota,
     shard_dir,
 };
-use crate::message::Message;
-use crate::shard::{Handoff, Shared};
+use crate::message::{Budget, FinishRecord, Message};
+use crate::routing::Router;
 
 /// The wall clock the quota's days are counted by. [`Engine::start`]
 /// uses the system clock; tests pass their own to move the date.
@@ -142,13 +142,7 @@ impl Durable {
     /// takes its journal id and its place, for the finish records.
     pub(crate) fn accepted(self: &Arc<Self>, shard: usize, msg: &mut Message, seq: u64) {
         msg.id = journal_id(shard, seq);
-        msg.journal = Some(Box::new(Journaled {
-            durable: self.clone(),
-            writer: shard as u32,
-            seq,
-            indexes: None,
-            counted: AtomicBool::new(false),
-        }));
+        msg.journal = Some(Journaled::boxed(self, shard, seq, None));
     }
 
     /// Whether the quota allows another message; if not, the reply for
@@ -206,10 +200,29 @@ pub(crate) struct Journaled {
 }
 
 impl Journaled {
+    /// Message `seq` of writer `writer`'s journal; `indexes` maps a
+    /// recovered message's recipients to those of its record.
+    fn boxed(
+        durable: &Arc<Durable>,
+        writer: usize,
+        seq: u64,
+        indexes: Option<Box<[u32]>>,
+    ) -> Box<dyn FinishRecord> {
+        Box::new(Journaled {
+            durable: durable.clone(),
+            writer: writer as u32,
+            seq,
+            indexes,
+            counted: AtomicBool::new(false),
+        })
+    }
+}
+
+impl FinishRecord for Journaled {
     /// Recipient `rcpt` of the message reached a final outcome: record it
     /// in the writer's journal (from any shard), and count a first delivery
     /// against the quota.
-    pub(crate) fn finish(&self, rcpt: u32, delivered: bool) {
+    fn finish(&self, rcpt: u32, delivered: bool) {
         let index = match &self.indexes {
             Some(map) => map.get(rcpt as usize).copied().unwrap_or(rcpt),
             None => rcpt,
@@ -326,7 +339,8 @@ impl Drop for QuotaFlusher {
 /// Queues the recovered messages' unfinished recipients on their owner
 /// shards; returns how many recipients were queued.
 pub(crate) fn requeue(
-    shared: &Arc<Shared>,
+    router: &Router,
+    budget: &Arc<Budget>,
     durable: &Arc<Durable>,
     recovered: Vec<crate::journal::Recovery>,
 ) -> u64 {
@@ -362,30 +376,22 @@ pub(crate) fn requeue(
             let identity = indexes.iter().zip(0u32..).all(|(a, b)| *a == b);
             let mut msg = Message::new(
                 journal_id(writer, m.seq),
+                Instant::now(),
                 &m.sender,
                 &addrs,
                 m.body,
                 None,
-                shared.budget.clone(),
+                budget.clone(),
             );
-            msg.journal = Some(Box::new(Journaled {
-                durable: durable.clone(),
-                writer: writer as u32,
-                seq: m.seq,
-                indexes: (!identity).then(|| indexes.into_boxed_slice()),
-                counted: AtomicBool::new(false),
-            }));
+            let indexes = (!identity).then(|| indexes.into_boxed_slice());
+            msg.journal = Some(Journaled::boxed(durable, writer, m.seq, indexes));
             let msg = Arc::new(msg);
-            for (shard, rcpts) in shared.split_by_owner(keys).into_iter().enumerate() {
-                if rcpts.is_empty() {
-                    continue;
-                }
-                queued += rcpts.len() as u64;
-                let _ = shared.inboxes[shard].send(Handoff {
-                    msg: msg.clone(),
-                    rcpts,
-                });
-            }
+            queued += keys.len() as u64;
+            // Every shard runs already, so no group is kept here; a group
+            // whose shard is gone (stopping) is not delivered this run and
+            // stays in the journal for the next.
+            let kept = router.hand_off(&msg, (0u32..).zip(keys), None);
+            queued -= kept.iter().map(|h| h.rcpts.len() as u64).sum::<u64>();
         }
     }
     queued

@@ -10,12 +10,14 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, ConfigError};
+use crate::context::Shared;
 use crate::dlog::{DeliveryLog, LogWriter};
 use crate::durable::{self, QuotaFlusher, WallClock};
 use crate::journal::RecoveryReport;
 use crate::message::Budget;
 use crate::metrics::{DomainRate, Latencies, RateBoard, Stats};
-use crate::shard::{self, Shared};
+use crate::routing::Router;
+use crate::shard::{self, ShardError};
 use crate::transport::bind_reuseport;
 
 /// Why the engine could not start.
@@ -53,12 +55,22 @@ pub enum EngineError {
         source: crate::journal::JournalError,
     },
     /// A shard did not start (e.g. its resolver found no nameserver).
-    #[error("shard {index} did not start: {reason}")]
+    #[error("shard {index} did not start")]
     Shard {
         /// The shard's number.
         index: usize,
         /// Why.
-        reason: String,
+        #[source]
+        source: ShardError,
+    },
+    /// A thread of the engine could not be started.
+    #[error("cannot start the thread {name}")]
+    Thread {
+        /// The thread's name.
+        name: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -180,7 +192,7 @@ impl Engine {
             config: ArcSwap::from_pointee(config),
             counters: Default::default(),
             budget: Arc::new(Budget::default()),
-            inboxes,
+            router: Router::new(inboxes),
             latencies: (0..n).map(|_| Arc::new(Latencies::default())).collect(),
             rates: (0..n).map(|_| Arc::new(RateBoard::default())).collect(),
             dlog,
@@ -201,13 +213,11 @@ impl Engine {
             };
             let shared = shared.clone();
             let ready = ready_tx.clone();
+            let name = format!("volley-shard-{index}");
             let t = std::thread::Builder::new()
-                .name(format!("volley-shard-{index}"))
+                .name(name.clone())
                 .spawn(move || shard::run(index, core, shared, listeners, inbox, ready))
-                .map_err(|e| EngineError::Shard {
-                    index,
-                    reason: e.to_string(),
-                })?;
+                .map_err(|source| EngineError::Thread { name, source })?;
             threads.push(t);
         }
         drop(ready_tx);
@@ -224,30 +234,31 @@ impl Engine {
         for index in 0..n {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
-                Ok(Err(reason)) => {
+                Ok(Err(source)) => {
                     engine.stop_and_join();
-                    return Err(EngineError::Shard { index, reason });
+                    return Err(EngineError::Shard { index, source });
                 }
                 Err(_) => {
                     engine.stop_and_join();
                     return Err(EngineError::Shard {
                         index,
-                        reason: "the shard thread ended".into(),
+                        source: ShardError::Ended,
                     });
                 }
             }
         }
         if let Some(o) = opened {
             engine.recovery = o.recovered.iter().map(|r| r.report.clone()).collect();
-            let queued = durable::requeue(&engine.shared, &o.durable, o.recovered);
+            let shared = &engine.shared;
+            let queued = durable::requeue(&shared.router, &shared.budget, &o.durable, o.recovered);
             if queued > 0 {
                 tracing::info!("journal: {queued} unfinished recipients queued again");
             }
             engine.quota_flusher =
                 Some(
-                    QuotaFlusher::spawn(o.durable).map_err(|e| EngineError::Shard {
-                        index: 0,
-                        reason: format!("cannot start the quota thread: {e}"),
+                    QuotaFlusher::spawn(o.durable).map_err(|source| EngineError::Thread {
+                        name: "volley-durable".into(),
+                        source,
                     })?,
                 );
         }

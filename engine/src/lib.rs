@@ -8,10 +8,25 @@
 //! A message's recipients go to their owner shards by reference; the body is
 //! never copied after ingest.
 //!
-//! Inside a shard the path runs one way: `ingest` -> `shard` (routing) ->
-//! `queues` (decisions, no I/O) -> `delivery` (SMTP client over `transport`)
-//! -> `outcome` (log, counters, retries). `transport` is the only module that
-//! touches sockets.
+//! Inside a shard every decision is the sans-IO `core`'s (queue map,
+//! pace, outcome policy, host marks, retry and resume timers; time passed
+//! in, actions out). Drivers on top only move bytes and carry out what it
+//! decided, and each module uses only the ones listed after it:
+//!
+//! - `engine`: starts the shards, binds listeners, reloads, stops.
+//! - `shard`: the shard thread's driver: accept loops, inbox, one timer on
+//!   the core's next deadline, spawning the connections the core asks for.
+//! - `ingest`: Composer sessions (admission, relay policy, held replies).
+//! - `delivery`: one outbound SMTP connection; a guard gives its slot and
+//!   unsettled recipients back however the task ends.
+//! - `outcome`: logs and reports what the core settled.
+//! - `context`: what the drivers share: engine-wide state and the shard's
+//!   handle on its core.
+//! - `durable`: the journal's glue (append, finish, recovery requeue).
+//! - `routing`: which shard owns a domain, and the hand-off to it.
+//! - `core` -> `queues`: decisions, no I/O.
+//! - `message`, `dlog`, `metrics`, `rate`, `journal`, `config`,
+//!   `transport` (the only module that touches sockets): leaves.
 //!
 //! ```no_run
 //! use volley_engine::{Config, Engine};
@@ -27,6 +42,8 @@
 //! ```
 
 mod config;
+mod context;
+mod core;
 mod delivery;
 mod dlog;
 mod durable;
@@ -36,10 +53,12 @@ pub mod journal;
 mod message;
 mod metrics;
 mod outcome;
-mod pace;
 mod queues;
 pub mod rate;
+mod routing;
 mod shard;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 mod transport;
 
 pub use config::{
@@ -49,3 +68,4 @@ pub use config::{
 pub use durable::WallClock;
 pub use engine::{Engine, EngineError, LatencySummary, ShutdownReport, StopHandle};
 pub use metrics::{DomainRate, Stats};
+pub use shard::ShardError;

@@ -1,7 +1,7 @@
 //! Messages held in memory and the small per-recipient nodes that queue them.
 //!
 //! A message with several recipients becomes one [`Node`] per recipient, all
-//! pointing at one [`Message`] (the patents' "clones"): the body and the
+//! pointing at one [`Message`]: the body and the
 //! address text exist once, shared by reference across shards, and are freed
 //! when the last node finishes.
 
@@ -15,6 +15,13 @@ use volley_smtp::Reply;
 /// Where a safe-mode ingest session waits for its recipients' outcomes:
 /// (recipient index, the reply to give the Composer).
 pub(crate) type SafeReplies = tokio::sync::mpsc::UnboundedSender<(u32, Reply)>;
+
+/// What a journaled message tells its journal: a recipient reached a
+/// final outcome (delivered, bounced, expired), so a restart skips it.
+/// Called from whichever shard delivered the recipient.
+pub(crate) trait FinishRecord: Send + Sync {
+    fn finish(&self, rcpt: u32, delivered: bool);
+}
 
 /// Bytes of messages held, against the configured budget.
 #[derive(Debug, Default)]
@@ -44,7 +51,8 @@ pub(crate) struct Message {
     /// Durable mode: its place in the journal (fast mode only). Boxed: inline
     /// it made every message's allocation 32 bytes larger, journal or not
     /// (the queue_memory example went from 243 to 275 bytes per recipient).
-    pub(crate) journal: Option<Box<crate::durable::Journaled>>,
+    /// A trait object, so that the message knows nothing of the journal.
+    pub(crate) journal: Option<Box<dyn FinishRecord>>,
     budget: Arc<Budget>,
     cost: u64,
 }
@@ -53,9 +61,11 @@ pub(crate) struct Message {
 const NODE_COST: u64 = 64;
 
 impl Message {
-    /// Builds a message and charges its size to `budget` until it is dropped.
+    /// Builds a message accepted at `received` and charges its size to
+    /// `budget` until it is dropped.
     pub(crate) fn new(
         id: u64,
+        received: Instant,
         sender: &str,
         recipients: &[String],
         body: Bytes,
@@ -77,7 +87,7 @@ impl Message {
             id,
             addrs: addrs.into_boxed_str(),
             body,
-            received: Instant::now(),
+            received,
             safe: safe.map(Box::new),
             journal: None,
             budget,
@@ -125,7 +135,7 @@ pub(crate) struct Node {
     pub(crate) rcpt: u32,
     pub(crate) attempts: u16,
     /// Times a throttling reply sent it back to its queue without counting
-    /// an attempt (see `delivery::MAX_THROTTLE_REQUEUES`).
+    /// an attempt (at most `core::MAX_THROTTLE_REQUEUES` times in a row).
     pub(crate) throttled: u8,
 }
 
@@ -154,6 +164,7 @@ mod tests {
         let budget = Arc::new(Budget::default());
         let m = Message::new(
             7,
+            Instant::now(),
             "a@x.example",
             &["b@y.example".into(), "c@z.example".into()],
             Bytes::from_static(b"Subject: t\r\n\r\nhi\r\n"),

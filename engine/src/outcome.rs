@@ -1,175 +1,89 @@
-//! What happens to a recipient after an attempt: delivered, deferred to the
-//! retry timers, bounced, expired (or handed to the fallback relay); one
-//! delivery log line, the counters, and the safe-mode reply.
+//! What the drivers do with an attempt the core has settled: one delivery
+//! log line, the counters, the latency histogram, the safe-mode reply and
+//! the journal's finish record.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use volley_smtp::{EnhancedCode, Reply, ReplyClass};
+use volley_smtp::{EnhancedCode, Reply};
 
-use crate::delivery::Target;
-use crate::dlog::{Category, Record, Status, unix_now};
-use crate::message::Node;
+use crate::context::ShardCtx;
+use crate::core::{Settled, Verdict};
+use crate::dlog::{Record, Status, unix_now};
 use crate::metrics::bump;
-use crate::queues::DomainId;
-use crate::shard::Shard;
 
-/// The result of one attempt for one recipient.
-pub(crate) struct Outcome<'a> {
-    /// The deciding reply: the remote one, or one Volley made up for a local
-    /// failure (DNS, connection, size).
-    pub(crate) reply: Reply,
-    /// Set for local failures; remote replies are classified from the reply.
-    pub(crate) category: Option<Category>,
-    /// The MX host tried, if any.
-    pub(crate) target: Option<&'a Target>,
-    /// How long the remote transaction took (for the latency histograms).
-    pub(crate) tx_latency: Option<Duration>,
+/// An MX host address to try, with the host's name for the log.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub(crate) host: Rc<str>,
+    pub(crate) addr: SocketAddr,
 }
 
-impl Outcome<'_> {
-    pub(crate) fn local(reply: Reply, category: Category) -> Outcome<'static> {
-        Outcome {
-            reply,
-            category: Some(category),
-            target: None,
-            tx_latency: None,
-        }
-    }
-}
-
-/// Applies an outcome to a recipient taken from domain `d`'s queue.
-pub(crate) fn settle(shard: &Rc<Shard>, d: DomainId, mut node: Node, out: Outcome<'_>) {
-    let now = Instant::now();
-    let attempt = u32::from(node.attempts) + 1;
-    let (q, name, rate) = {
-        let qs = shard.queues.borrow();
-        let dom = qs.domain(d);
-        (
-            dom.queue,
-            dom.name.clone(),
-            dom.rate.as_ref().map(|c| c.snapshot(now)),
-        )
-    };
-    let settings = shard.queues.borrow().queue(q).settings.clone();
-    let counters = &shard.shared.counters;
-    let safe = node.msg.safe.is_some();
-    let age = now.duration_since(node.msg.received);
-    let mut status = match out.reply.class() {
-        ReplyClass::Positive => Status::Delivered,
-        ReplyClass::Transient => Status::Deferred,
-        ReplyClass::Intermediate | ReplyClass::Permanent => Status::Bounced,
-    };
-    let mut text = out.reply.text();
-    let mut fallback = None;
-    if status == Status::Deferred
-        && !safe
-        && (attempt >= settings.max_attempts || age >= settings.max_age)
-    {
-        match shard.fallback_of(q) {
-            Some(fq) => {
-                fallback = Some(fq);
-                text = format!(
-                    "{text} (given up after {attempt} attempts: handed to the fallback relay)"
-                );
-            }
-            None => status = Status::Expired,
-        }
-    }
-    let category = match status {
-        Status::Delivered => None,
-        _ => Some(
-            out.category
-                .unwrap_or_else(|| Category::of_reply(&out.reply)),
-        ),
-    };
-    let message_id = format!("{:016x}", node.msg.id);
-    shard.shared.dlog.write(&Record {
+/// Reports one settled attempt. `reply` is the one the core settled with;
+/// `target` the MX host tried, if any; `tx_latency` how long the remote
+/// transaction took.
+pub(crate) fn report(
+    ctx: &ShardCtx,
+    s: Settled,
+    reply: &Reply,
+    target: Option<&Target>,
+    tx_latency: Option<Duration>,
+) {
+    let counters = &ctx.shared.counters;
+    let msg = &s.msg;
+    ctx.shared.dlog.write(&Record {
         time: unix_now(),
-        message_id,
-        sender: node.msg.sender(),
-        recipient: node.recipient(),
-        domain: &name,
-        mx: out.target.map(|t| &*t.host),
-        ip: out.target.map(|t| t.addr.ip().to_string()),
-        attempt,
-        status,
-        code: Some(out.reply.code),
-        enhanced: out.reply.enhanced.map(|e| e.to_string()),
-        text,
-        latency_ms: age.as_millis() as u64,
-        category,
-        rate,
+        message_id: format!("{:016x}", msg.id),
+        sender: msg.sender(),
+        recipient: msg.recipient(s.rcpt),
+        domain: &s.domain,
+        mx: target.map(|t| &*t.host),
+        ip: target.map(|t| t.addr.ip().to_string()),
+        attempt: s.attempt,
+        status: s.status,
+        code: Some(reply.code),
+        enhanced: reply.enhanced.map(|e| e.to_string()),
+        text: s.text,
+        latency_ms: s.age.as_millis() as u64,
+        category: s.category,
+        rate: s.rate,
     });
-    if safe {
-        node.msg.reply(node.rcpt, safe_reply(&out, status));
+    if msg.safe.is_some() {
+        msg.reply(s.rcpt, safe_reply(reply, s.status, target));
     }
-    match status {
+    match s.status {
         Status::Delivered => {
-            node.msg.finished(node.rcpt, true);
             bump(&counters.delivered);
-            if let Some(l) = out.tx_latency {
-                shard.latencies.record(&name, l.as_micros() as u64);
-            }
-            finish(shard, d);
-        }
-        Status::Bounced => {
-            node.msg.finished(node.rcpt, false);
-            bump(&counters.bounced);
-            finish(shard, d);
-        }
-        Status::Expired => {
-            node.msg.finished(node.rcpt, false);
-            bump(&counters.expired);
-            finish(shard, d);
-        }
-        Status::Deferred if safe => {
-            // Safe mode: the Composer got the 4xx and keeps responsibility.
-            bump(&counters.deferred);
-            finish(shard, d);
-        }
-        Status::Deferred => {
-            bump(&counters.deferred);
-            if let Some(fq) = fallback {
-                let mut acts = Vec::new();
-                {
-                    let mut qs = shard.queues.borrow_mut();
-                    qs.moved_out(d);
-                    let fd = qs.domain_id(&name, Some(fq));
-                    node.attempts = 0;
-                    qs.push(fd, node);
-                    qs.dispatch(fd, now, &mut acts);
-                    qs.maybe_remove(d);
-                }
-                shard.act(acts);
-            } else {
-                node.attempts = node.attempts.saturating_add(1);
-                let due = now + settings.retry_delay(attempt);
-                shard.queues.borrow_mut().defer(d, node, due);
-                shard.retry_scheduled();
+            if let Some(l) = tx_latency {
+                ctx.latencies.record(&s.domain, l.as_micros() as u64);
             }
         }
+        Status::Bounced => bump(&counters.bounced),
+        Status::Expired => bump(&counters.expired),
+        Status::Deferred => bump(&counters.deferred),
     }
-}
-
-fn finish(shard: &Rc<Shard>, d: DomainId) {
-    shard.shared.counters.queued_sub(1);
-    let mut qs = shard.queues.borrow_mut();
-    qs.finished(d);
-    qs.maybe_remove(d);
+    match s.verdict {
+        Verdict::Final => {
+            msg.finished(s.rcpt, s.status == Status::Delivered);
+            counters.queued_sub(1);
+        }
+        Verdict::ReturnedToComposer => counters.queued_sub(1),
+        Verdict::Retry { .. } | Verdict::Fallback => {}
+    }
 }
 
 /// The reply a safe-mode Composer gets for a recipient.
-fn safe_reply(out: &Outcome<'_>, status: Status) -> Reply {
-    let host = out.target.map(|t| t.host.to_string()).unwrap_or_default();
+fn safe_reply(reply: &Reply, status: Status, target: Option<&Target>) -> Reply {
+    let host = target.map(|t| t.host.to_string()).unwrap_or_default();
     match status {
         Status::Delivered => Reply::new(
             250,
             EnhancedCode::new(2, 0, 0),
-            format!("delivered to {host}: {}", out.reply.text()),
+            format!("delivered to {host}: {}", reply.text()),
         ),
         _ => {
-            let enhanced = out.reply.enhanced.unwrap_or(if out.reply.is_transient() {
+            let enhanced = reply.enhanced.unwrap_or(if reply.is_transient() {
                 EnhancedCode::new(4, 0, 0)
             } else {
                 EnhancedCode::new(5, 0, 0)
@@ -179,11 +93,7 @@ fn safe_reply(out: &Outcome<'_>, status: Status) -> Reply {
             } else {
                 format!("{host} said: ")
             };
-            Reply::new(
-                out.reply.code,
-                enhanced,
-                format!("{prefix}{}", out.reply.text()),
-            )
+            Reply::new(reply.code, enhanced, format!("{prefix}{}", reply.text()))
         }
     }
 }

@@ -645,6 +645,7 @@ mod tests {
         let r: Vec<String> = (0..rcpts).map(|i| format!("u{i}@a.example")).collect();
         Arc::new(Message::new(
             1,
+            Instant::now(),
             "s@x.example",
             &r,
             Bytes::from_static(b"x\r\n"),

@@ -133,6 +133,7 @@ mod tests {
                 ticket: Some(ticket),
                 msg: Message::new(
                     1,
+                    std::time::Instant::now(),
                     "a@b",
                     &["c@d".to_string()],
                     bytes::Bytes::new(),

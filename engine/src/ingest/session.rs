@@ -9,12 +9,12 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::mpsc;
 use volley_smtp::{EnhancedCode, Reply, Server, ServerConfig, ServerEvent, Verdict};
 
-use super::Admission;
+use super::admission::Admission;
 use super::held::{Held, Pending};
 use super::relay::{Accepted, rcpt_policy};
 use crate::config::{AckMode, Config, ListenerConfig, Protocol};
+use crate::context::ShardCtx;
 use crate::message::Message;
-use crate::shard::Shard;
 use crate::transport::{Conn, TransportError};
 
 /// Received bytes the server has not taken yet, at most.
@@ -40,7 +40,7 @@ enum Input {
 }
 
 struct Session {
-    shard: Rc<Shard>,
+    shard: Rc<ShardCtx>,
     conn: Conn,
     server: Server,
     lc: ListenerConfig,
@@ -51,7 +51,7 @@ struct Session {
     held: Held,
 }
 
-pub(crate) async fn run(shard: Rc<Shard>, conn: Conn, lc: ListenerConfig, admission: Admission) {
+pub(crate) async fn run(shard: Rc<ShardCtx>, conn: Conn, lc: ListenerConfig, admission: Admission) {
     let config = shard.shared.config.load_full();
     let server = Server::new(ServerConfig {
         hostname: config.hostname.clone(),
@@ -316,6 +316,7 @@ impl Session {
             AckMode::Fast => {
                 let msg = Message::new(
                     id,
+                    Instant::now(),
                     &txn.sender,
                     &txn.rcpts,
                     body.clone(),
@@ -346,6 +347,7 @@ impl Session {
                 let (tx, mut rx) = mpsc::unbounded_channel();
                 let msg = Message::new(
                     id,
+                    Instant::now(),
                     &txn.sender,
                     &txn.rcpts,
                     body,

@@ -1,0 +1,259 @@
+//! What a shard's drivers (ingest sessions, delivery connections, the
+//! shard's own task) share: the engine-wide [`Shared`] state, and the
+//! shard's [`ShardCtx`], through which they reach the shard's [`Core`].
+//!
+//! A driver calls the core with [`ShardCtx::with_core`]; the actions the
+//! core decided are carried out as the call returns: idle connections are
+//! woken or evicted at once, new connections are left to the shard's task
+//! (which spawns them), and that task is woken only when the core's next
+//! deadline moved earlier than the one its timer waits for.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc, watch};
+use volley_dns::MxResolver;
+
+use crate::config::Config;
+use crate::core::{Action, ConnId, Core, DomainId};
+use crate::dlog::DeliveryLog;
+use crate::durable::Durable;
+use crate::message::{Budget, Message};
+use crate::metrics::{Counters, Latencies, RateBoard, bump};
+use crate::routing::{Handoff, Router};
+
+/// State shared by every shard: rarely written, or atomic.
+pub(crate) struct Shared {
+    pub(crate) config: ArcSwap<Config>,
+    pub(crate) counters: Counters,
+    pub(crate) budget: Arc<Budget>,
+    pub(crate) router: Router,
+    pub(crate) latencies: Vec<Arc<Latencies>>,
+    /// Each shard's busiest adaptive domains, published every half second.
+    pub(crate) rates: Vec<Arc<RateBoard>>,
+    pub(crate) dlog: DeliveryLog,
+    pub(crate) stop: watch::Receiver<bool>,
+    pub(crate) ingest_total: AtomicUsize,
+    pub(crate) ingest_per_ip: Mutex<HashMap<IpAddr, usize>>,
+    pub(crate) next_source: AtomicU64,
+    /// Durable mode's journal writers and quota; `None`: memory only.
+    pub(crate) durable: Option<Arc<Durable>>,
+}
+
+impl Shared {
+    /// The next local address to deliver from, if any are configured.
+    pub(crate) fn source_ip(&self, config: &Config) -> Option<IpAddr> {
+        if config.source_ips.is_empty() {
+            None
+        } else {
+            let i = self.next_source.fetch_add(1, Ordering::Relaxed) as usize;
+            Some(config.source_ips[i % config.source_ips.len()])
+        }
+    }
+}
+
+/// What a delivery connection listens to: work, or a request to quit.
+pub(crate) struct ConnCtl {
+    pub(crate) notify: Notify,
+    pub(crate) evicted: Cell<bool>,
+}
+
+/// A token every task of the shard holds: the shard's wait for its tasks
+/// ends when the last token is dropped, however the tasks ended.
+pub(crate) type TaskToken = mpsc::Sender<()>;
+
+/// One shard as its drivers see it (one thread: `Rc`, `RefCell`).
+pub(crate) struct ShardCtx {
+    pub(crate) index: usize,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) resolver: MxResolver,
+    pub(crate) latencies: Arc<Latencies>,
+    core: RefCell<Core>,
+    conns: RefCell<HashMap<ConnId, Rc<ConnCtl>>>,
+    next_conn: Cell<ConnId>,
+    next_msg: Cell<u64>,
+    /// Connections the core asked for, for the shard's task to open.
+    opens: RefCell<Vec<DomainId>>,
+    /// Wakes the shard's task: connections to open, or an earlier deadline.
+    wake_task: Notify,
+    /// The deadline the shard task's timer waits for.
+    armed: Cell<Option<Instant>>,
+    draining: Cell<bool>,
+    /// Cloned into every task; `None` once the shard waits for them.
+    token: RefCell<Option<TaskToken>>,
+}
+
+impl ShardCtx {
+    pub(crate) fn new(
+        index: usize,
+        shared: Arc<Shared>,
+        core: Core,
+        resolver: MxResolver,
+        token: TaskToken,
+    ) -> ShardCtx {
+        ShardCtx {
+            index,
+            latencies: shared.latencies[index].clone(),
+            shared,
+            resolver,
+            core: RefCell::new(core),
+            conns: RefCell::new(HashMap::new()),
+            next_conn: Cell::new(1),
+            next_msg: Cell::new(1),
+            opens: RefCell::new(Vec::new()),
+            wake_task: Notify::new(),
+            armed: Cell::new(None),
+            draining: Cell::new(false),
+            token: RefCell::new(Some(token)),
+        }
+    }
+
+    /// Calls the core, then carries out the actions it decided.
+    pub(crate) fn with_core<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
+        let (r, actions, deadline) = {
+            let mut core = self.core.borrow_mut();
+            let r = f(&mut core);
+            (r, core.take_actions(), core.poll_timeout())
+        };
+        self.carry_out(actions);
+        if let Some(t) = deadline
+            && self.armed.get().is_none_or(|armed| t < armed)
+        {
+            self.wake_task.notify_one();
+        }
+        r
+    }
+
+    /// Reads the core (no decision, so no actions).
+    pub(crate) fn read_core<R>(&self, f: impl FnOnce(&Core) -> R) -> R {
+        f(&self.core.borrow())
+    }
+
+    fn carry_out(&self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Wake(c) => {
+                    if let Some(ctl) = self.conns.borrow().get(&c) {
+                        ctl.notify.notify_one();
+                    }
+                }
+                Action::Evict(c) => {
+                    if let Some(ctl) = self.conns.borrow().get(&c) {
+                        ctl.evicted.set(true);
+                        ctl.notify.notify_one();
+                    }
+                }
+                // No new connections while stopping; the work stays queued
+                // and is reported.
+                Action::Open(_) if self.draining.get() => {}
+                Action::Open(d) => {
+                    self.opens.borrow_mut().push(d);
+                    self.wake_task.notify_one();
+                }
+            }
+        }
+    }
+
+    /// The connections to open that the core asked for since the last call.
+    pub(crate) fn take_opens(&self) -> Vec<DomainId> {
+        std::mem::take(&mut self.opens.borrow_mut())
+    }
+
+    /// Waits until there are connections to open, the core's deadline may
+    /// have moved earlier, or `deadline` (the core's next one) came.
+    pub(crate) async fn wait_for_work(&self, deadline: Option<Instant>) {
+        self.armed.set(deadline);
+        match deadline {
+            Some(t) => {
+                let _ = tokio::time::timeout_at(t.into(), self.wake_task.notified()).await;
+            }
+            None => self.wake_task.notified().await,
+        }
+        // `armed` keeps the deadline until the next wait: the timeout
+        // handling that follows moves the deadline later, which needs no
+        // wake-up (one here would make the task spin without yielding).
+    }
+
+    /// Registers a new delivery connection.
+    pub(crate) fn register_conn(&self) -> (ConnId, Rc<ConnCtl>) {
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        let ctl = Rc::new(ConnCtl {
+            notify: Notify::new(),
+            evicted: Cell::new(false),
+        });
+        self.conns.borrow_mut().insert(id, ctl.clone());
+        (id, ctl)
+    }
+
+    /// A delivery connection ended.
+    pub(crate) fn forget_conn(&self, id: ConnId) {
+        self.conns.borrow_mut().remove(&id);
+    }
+
+    /// Tells every connection to look up: the shard is stopping.
+    pub(crate) fn start_draining(&self) {
+        self.draining.set(true);
+        let conns: Vec<Rc<ConnCtl>> = self.conns.borrow().values().cloned().collect();
+        for c in conns {
+            c.notify.notify_one();
+        }
+        self.wake_task.notify_one();
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Spawns a task the shard waits for when it stops.
+    pub(crate) fn spawn_task(&self, fut: impl Future<Output = ()> + 'static) {
+        let token = self.token.borrow().clone();
+        tokio_uring::spawn(async move {
+            let _token = token;
+            fut.await;
+        });
+    }
+
+    /// Gives up the shard's own token: from now on the task channel closes
+    /// when the last task ends.
+    pub(crate) fn drop_token(&self) {
+        self.token.borrow_mut().take();
+    }
+
+    /// A message id unique in this run: shard number, then a sequence.
+    pub(crate) fn next_message_id(&self) -> u64 {
+        let n = self.next_msg.get();
+        self.next_msg.set(n + 1);
+        ((self.index as u64) << 48) | n
+    }
+
+    /// Hands a message's recipients to their owner shards: the local ones
+    /// go straight into this shard's queues, the others over the channels.
+    pub(crate) fn route_message(&self, msg: Arc<Message>, keys: Vec<Box<str>>) {
+        bump(&self.shared.counters.received);
+        self.shared
+            .counters
+            .recipients_received
+            .fetch_add(keys.len() as u64, Ordering::Relaxed);
+        let kept = self
+            .shared
+            .router
+            .hand_off(&msg, (0u32..).zip(keys), Some(self.index));
+        for h in kept {
+            self.accept_handoff(h);
+        }
+    }
+
+    /// Queues recipients this shard owns.
+    pub(crate) fn accept_handoff(&self, h: Handoff) {
+        self.shared.counters.queued_add(h.rcpts.len() as u64);
+        self.with_core(|c| c.accept(&h.msg, &h.rcpts, Instant::now()));
+    }
+}

@@ -1,0 +1,315 @@
+//! A shard's core: every per-shard decision, with no I/O, no tasks and no
+//! clock of its own.
+//!
+//! The core holds the shard's queue map, the pace of each domain, the host
+//! marks (an MX address that failed is left alone for a while), fallback
+//! routing and the retry and resume timers. Every call takes the time as
+//! `now`. What the drivers must do in answer comes out as [`Action`]s
+//! (open a connection, wake one, evict one) and, for a recipient's attempt,
+//! as a [`Settled`] record (what to log, whom to tell, what the journal
+//! learns). [`Core::poll_timeout`] says when the core next wants
+//! [`Core::handle_timeout`]: the shard runs one timer on it.
+//!
+//! The drivers on top (ingest sessions, delivery connections, the shard's
+//! own task) only move bytes and carry out these answers, so every policy
+//! here is tested on a simulated clock.
+
+mod pace;
+mod settle;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use volley_smtp::Reply;
+
+use crate::config::{Config, QueueSettings};
+use crate::message::{Message, Node};
+use crate::metrics::DomainRate;
+use crate::queues::{self, Queues};
+use crate::rate::{RuleError, RuleSet};
+
+pub(crate) use crate::queues::{ConnId, DomainId};
+pub(crate) use pace::Throttled;
+pub(crate) use settle::{Settled, Verdict};
+
+/// How many times in a row a throttling reply may send a recipient back to
+/// its queue before it is deferred to its retry schedule like any 4yz.
+pub(crate) const MAX_THROTTLE_REQUEUES: u8 = 5;
+
+/// What the shard's drivers must do after a call into the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Hand work to this idle connection.
+    Wake(ConnId),
+    /// Open a new connection for this domain (its slot is already counted).
+    Open(DomainId),
+    /// Ask this idle connection to quit: another domain needs its slot.
+    Evict(ConnId),
+}
+
+/// Where a connection of a domain goes, read once when it opens.
+pub(crate) struct Route {
+    pub(crate) name: Rc<str>,
+    pub(crate) settings: Arc<QueueSettings>,
+    /// Fixed MX addresses (no DNS), when the queue has them.
+    pub(crate) fixed: Rc<[SocketAddr]>,
+}
+
+/// What the shard's periodic housekeeping learns from the core.
+pub(crate) struct Housekeeping {
+    /// Domains next in line for a connection, for the resolver to prefetch.
+    pub(crate) next_in_line: Vec<Rc<str>>,
+    /// Domains of the general queue worth a specific queue:
+    /// (domain, its recipients, all the general queue's).
+    pub(crate) hints: Vec<(Rc<str>, usize, usize)>,
+    /// The busiest adaptive domains, for the summary.
+    pub(crate) top_rates: Vec<DomainRate>,
+}
+
+/// One shard's decisions.
+pub(crate) struct Core {
+    index: usize,
+    queues: Queues,
+    /// Operator rules matched against replies before the controller reads
+    /// them.
+    rules: RuleSet,
+    /// MX addresses that failed, with when they may be tried again.
+    host_down: HashMap<SocketAddr, Instant>,
+    /// Index of the fallback queue of each queue, when configured.
+    fallback_of: Vec<Option<usize>>,
+    /// Suspended domains and when their controller lets them go again.
+    resumes: BTreeSet<(Instant, DomainId)>,
+    /// What the drivers have yet to carry out, oldest first.
+    actions: Vec<Action>,
+    /// Scratch space for what the queue map decided.
+    decided: Vec<queues::Action>,
+}
+
+impl Core {
+    /// Shard `index`'s core for `config` (whose rules the config loader
+    /// has already checked).
+    pub(crate) fn new(index: usize, config: &Config) -> Result<Core, RuleError> {
+        let rules = RuleSet::new(&config.rules)?;
+        let mut queues = Queues::new(config);
+        let mut fallback_of = Vec::new();
+        let mut made: HashMap<SocketAddr, usize> = HashMap::new();
+        for q in 0..queues.queue_count() {
+            let settings = queues.queue(q).settings.clone();
+            fallback_of.push(settings.fallback_relay.map(|relay| {
+                *made
+                    .entry(relay)
+                    .or_insert_with(|| queues.add_fallback_queue(relay, &settings))
+            }));
+        }
+        fallback_of.resize(queues.queue_count(), None);
+        Ok(Core {
+            index,
+            queues,
+            rules,
+            host_down: HashMap::new(),
+            fallback_of,
+            resumes: BTreeSet::new(),
+            actions: Vec::new(),
+            decided: Vec::new(),
+        })
+    }
+
+    /// Queues recipients of `msg` that this shard owns: (recipient index,
+    /// routing key of its domain).
+    pub(crate) fn accept(&mut self, msg: &Arc<Message>, rcpts: &[(u32, Box<str>)], now: Instant) {
+        let mut last: Option<(DomainId, &str)> = None;
+        let mut touched = Vec::new();
+        for (rcpt, key) in rcpts {
+            let d = match last {
+                Some((d, k)) if k == &**key => d,
+                _ => self.queues.domain_id(key, None),
+            };
+            last = Some((d, key));
+            self.queues.push(d, Node::new(msg.clone(), *rcpt));
+            if !touched.contains(&d) {
+                touched.push(d);
+            }
+        }
+        for d in touched {
+            self.dispatch(d, now);
+        }
+    }
+
+    /// The actions decided since the last call, oldest first.
+    pub(crate) fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// When the core next wants [`Core::handle_timeout`]: the earliest
+    /// retry due or suspension end.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let retry = self.queues.next_due();
+        let resume = self.resumes.first().map(|(t, _)| *t);
+        match (retry, resume) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Moves the retries due at `now` back into their queues and lets
+    /// suspended domains whose time has come open connections again.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, d)) = self.resumes.first() {
+            if at > now {
+                break;
+            }
+            self.resumes.pop_first();
+            let mut decided = std::mem::take(&mut self.decided);
+            self.queues.resume(d, now, &mut decided);
+            self.absorb(decided);
+        }
+        for d in self.queues.release_due(now) {
+            self.dispatch(d, now);
+        }
+    }
+
+    /// Recipients queued in this shard (waiting, retrying or in flight).
+    pub(crate) fn queued(&self) -> usize {
+        self.queues.queued()
+    }
+
+    /// Where connections of `d` go.
+    pub(crate) fn route(&self, d: DomainId) -> Route {
+        let dom = self.queues.domain(d);
+        let queue = self.queues.queue(dom.queue);
+        Route {
+            name: dom.name.clone(),
+            settings: queue.settings.clone(),
+            fixed: queue.fixed_mx.clone(),
+        }
+    }
+
+    /// Whether MX address `addr` failed recently and is still left alone.
+    pub(crate) fn is_host_down(&mut self, addr: SocketAddr, now: Instant) -> bool {
+        match self.host_down.get(&addr) {
+            Some(until) if *until > now => true,
+            Some(_) => {
+                self.host_down.remove(&addr);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// MX address `addr` failed at `now`: leave it alone for the queue's
+    /// `host_down_for`.
+    pub(crate) fn mark_host_down(&mut self, d: DomainId, addr: SocketAddr, now: Instant) {
+        let q = self.queues.domain(d).queue;
+        let for_ = self.queues.queue(q).settings.host_down_for;
+        self.host_down.insert(addr, now + for_);
+    }
+
+    /// Whether domain `d` has recipients waiting for a connection.
+    pub(crate) fn has_pending(&self, d: DomainId) -> bool {
+        self.queues.has_pending(d)
+    }
+
+    /// The next batch for a connection of `d`: recipients of one message,
+    /// up to the queue's recipients per transaction (empty: nothing to do).
+    pub(crate) fn take_batch(&mut self, d: DomainId) -> Vec<Node> {
+        self.queues.take_batch(d)
+    }
+
+    /// Connection `c` of `d` waits for work.
+    pub(crate) fn conn_idle(&mut self, d: DomainId, c: ConnId, now: Instant) {
+        self.queues.conn_idle(d, c, now);
+    }
+
+    /// Connection `c` stopped waiting (woken, or by its idle timeout).
+    pub(crate) fn conn_busy(&mut self, c: ConnId) {
+        self.queues.conn_busy(c);
+    }
+
+    /// A recipient taken for a connection goes back to the head of its
+    /// queue untouched (the connection ended before trying it).
+    pub(crate) fn requeue(&mut self, d: DomainId, node: Node) {
+        self.queues.requeue(d, node);
+    }
+
+    /// A connection of `d` ended. `reopen` false: it failed while others
+    /// of the domain are open, which carry its work.
+    pub(crate) fn conn_ended(&mut self, d: DomainId, reopen: bool, now: Instant) {
+        let mut decided = std::mem::take(&mut self.decided);
+        self.queues.conn_closed(d, reopen, now, &mut decided);
+        self.absorb(decided);
+    }
+
+    /// No MX host of `d` greeted. Returns whether the slot should be
+    /// opened again; when not, other connections of the domain carry its
+    /// work. Otherwise every pending recipient of `d` is settled with
+    /// `reply` (deferred for a transient one).
+    pub(crate) fn open_failed(
+        &mut self,
+        d: DomainId,
+        tried_a_host: bool,
+        reply: &Reply,
+        category: crate::dlog::Category,
+        now: Instant,
+    ) -> (bool, Vec<Settled>) {
+        if tried_a_host && self.queues.conns_of(d) > 1 {
+            return (false, Vec::new());
+        }
+        let nodes = self.queues.take_all(d);
+        let settled = nodes
+            .into_iter()
+            .map(|n| self.settle(d, n, reply, Some(category), now))
+            .collect();
+        (true, settled)
+    }
+
+    /// What the periodic housekeeping needs, after forgetting what was
+    /// learned of domains gone for long.
+    pub(crate) fn housekeeping(
+        &mut self,
+        prefetch: usize,
+        hint_share: f64,
+        hint_min_queued: usize,
+        top: usize,
+        now: Instant,
+    ) -> Housekeeping {
+        self.queues.prune_learned(now);
+        Housekeeping {
+            next_in_line: self.queues.next_in_line(prefetch),
+            hints: self.queues.hints(hint_share, hint_min_queued),
+            top_rates: self.queues.top_rates(top, now),
+        }
+    }
+
+    /// Whether domain `name` still has recipients here (DNS refresh asks).
+    pub(crate) fn has_work(&self, name: &str) -> bool {
+        self.queues.has_work(name)
+    }
+
+    /// Lets the queue map decide how `d`'s pending work gets connections.
+    fn dispatch(&mut self, d: DomainId, now: Instant) {
+        let mut decided = std::mem::take(&mut self.decided);
+        self.queues.dispatch(d, now, &mut decided);
+        self.absorb(decided);
+    }
+
+    /// Takes what the queue map decided: connection work for the drivers,
+    /// suspensions for the timer.
+    fn absorb(&mut self, mut decided: Vec<queues::Action>) {
+        for a in decided.drain(..) {
+            match a {
+                queues::Action::Open(d) => self.actions.push(Action::Open(d)),
+                queues::Action::Wake(c) => self.actions.push(Action::Wake(c)),
+                queues::Action::Evict(c) => self.actions.push(Action::Evict(c)),
+                queues::Action::ResumeAt(d, at) => {
+                    self.resumes.insert((at, d));
+                }
+            }
+        }
+        self.decided = decided;
+    }
+}
