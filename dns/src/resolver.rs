@@ -528,9 +528,12 @@ fn domain_literal(domain: &str) -> Option<IpAddr> {
 /// borrowed when already so (the cache-hit path allocates nothing).
 fn normalize(domain: &str) -> Cow<'_, str> {
     let trimmed = domain.trim().trim_end_matches('.');
-    if !trimmed.is_ascii() {
-        // On failure keep the text: `validate` rejects it with a reason.
-        return Cow::Owned(idna::domain_to_ascii(trimmed).unwrap_or_else(|_| trimmed.to_string()));
+    if !trimmed.is_ascii() || volley_units::domain::has_ace_label(trimmed) {
+        // The workspace's one rule; on failure keep the text: `validate`
+        // rejects it with a reason.
+        return Cow::Owned(
+            volley_units::domain::routing_key(trimmed).unwrap_or_else(|_| trimmed.to_string()),
+        );
     }
     if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(trimmed.to_ascii_lowercase())

@@ -122,7 +122,10 @@ impl Queues {
         for q in &config.queues {
             let idx = queues.len();
             for d in &q.domains {
-                specific.insert(d.trim_end_matches('.').to_ascii_lowercase(), idx);
+                // The config loader refuses names that have no key.
+                if let Ok(key) = volley_units::domain::routing_key(d.trim()) {
+                    specific.insert(key, idx);
+                }
             }
             queues.push(Queue {
                 settings: Arc::new(q.limits.clone()),
@@ -919,6 +922,21 @@ mod tests {
             0,
             "forgotten after an hour"
         );
+    }
+
+    #[test]
+    fn a_specific_queue_written_in_unicode_takes_its_a_label_recipients() {
+        let mut c = config(|_| {});
+        c.queues.push(crate::config::SpecificQueue {
+            name: "books".into(),
+            domains: vec!["Bücher.Example.".into()],
+            ..Default::default()
+        });
+        let mut q = Queues::new(&c);
+        let d = q.domain_id("xn--bcher-kva.example", None);
+        assert_eq!(q.domain(d).queue, 1, "the specific queue");
+        let other = q.domain_id("other.example", None);
+        assert_eq!(q.domain(other).queue, GENERAL);
     }
 
     #[test]

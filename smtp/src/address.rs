@@ -9,6 +9,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use volley_units::domain::DomainError;
+
 /// Why an address did not parse. Every variant is a permanent syntax error:
 /// the server answers 501 5.1.3 (or 553 5.1.3) with the text of the variant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,61 +99,24 @@ impl fmt::Display for Domain {
     }
 }
 
-/// The normalized routing key of a host name: lower case, IDNA A-labels.
-///
-/// ASCII names (the common case) take a fast path that only checks LDH syntax
-/// and lower-cases; names with U-labels or `xn--` labels go through IDNA (UTS
-/// 46, strict) so that `BÜCHER.example`, `bücher.example` and
-/// `xn--bcher-kva.example` share one key, and so one queue.
+/// The normalized routing key of a host name: lower case, no trailing
+/// dot, IDNA A-labels (the workspace's one rule, in `volley-units`).
 pub fn routing_key(domain: &str) -> Result<String, AddressError> {
-    let domain = domain.strip_suffix('.').unwrap_or(domain);
-    if domain.len() > 255 {
-        return Err(AddressError::DomainTooLong);
-    }
-    if domain.is_ascii() && !has_ace_label(domain) {
-        check_ldh(domain)?;
-        return Ok(domain.to_ascii_lowercase());
-    }
-    let ace = idna::domain_to_ascii_strict(domain).map_err(|_| AddressError::InvalidDomain)?;
-    if ace.is_empty() || ace.len() > 255 {
-        return Err(AddressError::InvalidDomain);
-    }
-    Ok(ace)
-}
-
-fn has_ace_label(domain: &str) -> bool {
-    domain.split('.').any(|l| {
-        l.as_bytes()
-            .get(..4)
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"xn--"))
+    volley_units::domain::routing_key(domain).map_err(|e| match e {
+        DomainError::TooLong => AddressError::DomainTooLong,
+        DomainError::Invalid => AddressError::InvalidDomain,
     })
 }
 
-/// RFC 5321 `Domain`: dot-separated sub-domains of letters, digits and
-/// hyphens, each starting and ending with a letter or digit.
 fn check_ldh(domain: &str) -> Result<(), AddressError> {
-    if domain.is_empty() {
-        return Err(AddressError::InvalidDomain);
-    }
-    for label in domain.split('.') {
-        let b = label.as_bytes();
-        let ok = !b.is_empty()
-            && b.len() <= 63
-            && b[0].is_ascii_alphanumeric()
-            && b[b.len() - 1].is_ascii_alphanumeric()
-            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-');
-        if !ok {
-            return Err(AddressError::InvalidDomain);
-        }
-    }
-    Ok(())
+    volley_units::domain::check_ldh(domain).map_err(|_| AddressError::InvalidDomain)
 }
 
 fn check_domain_name(s: &str) -> Result<(), AddressError> {
     if s.len() > 255 {
         return Err(AddressError::DomainTooLong);
     }
-    if s.is_ascii() && !has_ace_label(s) {
+    if s.is_ascii() && !volley_units::domain::has_ace_label(s) {
         check_ldh(s)
     } else {
         // A U-label domain (SMTPUTF8) must map to a valid A-label form.

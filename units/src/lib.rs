@@ -7,9 +7,13 @@
 //! bare number of seconds that older configuration files use; sizes are a
 //! number of bytes with an optional SI or IEC unit ("50MiB", "2GB", "1000").
 //!
+//! [`domain::routing_key`] is the one rule for a mail domain's key (case,
+//! trailing dot, IDNA), shared the same way.
+//!
 //! The serde adapters in [`serde`] accept the text forms and plain numbers
 //! (seconds, bytes), so TOML and JSON files can write either.
 
+pub mod domain;
 mod duration;
 mod error;
 pub mod serde;

@@ -203,15 +203,16 @@ impl IngestConfig {
     /// lower case, A-labels).
     pub fn may_relay_to(&self, domain: &str) -> bool {
         self.relay_domains.iter().any(|pat| {
-            let pat = pat.trim().to_ascii_lowercase();
+            let pat = pat.trim();
+            let key = |name: &str| volley_units::domain::routing_key(name).ok();
             if pat == "*" {
                 true
-            } else if let Some(suffix) = pat.strip_prefix("*.") {
+            } else if let Some(suffix) = pat.strip_prefix("*.").and_then(key) {
                 domain.len() > suffix.len()
-                    && domain.ends_with(suffix)
+                    && domain.ends_with(&suffix)
                     && domain.as_bytes()[domain.len() - suffix.len() - 1] == b'.'
             } else {
-                pat.trim_end_matches('.') == domain
+                key(pat).is_some_and(|k| k == domain)
             }
         })
     }
@@ -552,6 +553,21 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relay_domains_match_routing_keys_whatever_their_spelling() {
+        let c = IngestConfig {
+            relay_domains: vec!["Bücher.Example.".into(), "*.Straße.example".into()],
+            ..Default::default()
+        };
+        assert!(c.may_relay_to("xn--bcher-kva.example"));
+        assert!(c.may_relay_to("mail.xn--strae-oqa.example"));
+        assert!(
+            !c.may_relay_to("xn--strae-oqa.example"),
+            "a suffix needs a label"
+        );
+        assert!(!c.may_relay_to("other.example"));
+    }
 
     #[test]
     fn an_empty_file_is_the_default() {
