@@ -3,6 +3,7 @@
 mod bench;
 mod durable;
 mod ingest;
+mod interop;
 mod outcomes;
 mod rate;
 mod relay;
