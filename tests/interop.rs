@@ -87,3 +87,39 @@ fn swaks_pipelines_against_volley() {
     });
     engine.shutdown();
 }
+
+#[test]
+fn the_250_after_data_names_the_message_id_of_the_delivery_log() {
+    let world = World::generated(1, 1, |_| Script::default());
+    let mut config = world.config();
+    let log = crate::support::temp_path("queued-as.jsonl");
+    config.delivery_log = Some(log.clone());
+    let engine = Engine::start(config).unwrap();
+    let port = engine.listen_addrs()[0].port();
+    let out = python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10)
+s.ehlo("composer.test")
+s.mail("n@composer.test")
+s.rcpt("u@d0.test")
+code, text = s.data(b"Message-ID: <m1@composer.test>\r\nSubject: t\r\n\r\nhi\r\n")
+s.quit()
+print(code, text.decode())
+"#,
+        port,
+    );
+    let (code, text) = out.trim().split_once(' ').unwrap();
+    assert_eq!(code, "250", "{out}");
+    let id = text
+        .strip_prefix("2.0.0 OK queued as ")
+        .unwrap_or_else(|| panic!("no queue id in {text:?}"));
+    assert_eq!(id.len(), 16, "{id}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    wait_until("logged", Duration::from_secs(10), || {
+        crate::support::log_lines(&log)
+            .iter()
+            .any(|l| l["message_id"] == id && l["status"] == "delivered")
+    });
+    engine.shutdown();
+}

@@ -24,6 +24,11 @@ use data::{DataScan, Scan};
 pub enum Verdict {
     /// Accept: the server sends its own 250 reply.
     Accept,
+    /// Accept with this 250 text after the enhanced code, e.g. `OK queued
+    /// as 0001000000000007`, so a Composer can match the message to the
+    /// relay's logs. Meant for the end of a message; for MAIL and RCPT it
+    /// is the same as [`Verdict::Accept`].
+    AcceptWith(String),
     /// Refuse with this reply, transient (e.g. `452 4.3.1`) or permanent
     /// (e.g. `550 5.7.1`). The code should be 4yz or 5yz.
     Reject(Reply),
@@ -285,7 +290,7 @@ impl Server {
     pub fn mail_verdict(&mut self, verdict: Verdict) -> Result<(), UnexpectedVerdict> {
         self.expect(Pending::Mail, "mail")?;
         match verdict {
-            Verdict::Accept => {
+            Verdict::Accept | Verdict::AcceptWith(_) => {
                 self.txn.active = true;
                 self.reply(250, EnhancedCode::new(2, 1, 0), "OK");
             }
@@ -302,7 +307,7 @@ impl Server {
     pub fn rcpt_verdict(&mut self, verdict: Verdict) -> Result<(), UnexpectedVerdict> {
         self.expect(Pending::Rcpt, "rcpt")?;
         match verdict {
-            Verdict::Accept => {
+            Verdict::Accept | Verdict::AcceptWith(_) => {
                 self.txn.rcpts += 1;
                 self.reply(250, EnhancedCode::new(2, 1, 5), "OK");
             }
@@ -323,6 +328,7 @@ impl Server {
         };
         match verdict {
             Verdict::Accept => self.reply(250, E_OK, "OK"),
+            Verdict::AcceptWith(text) => self.reply(250, E_OK, &text),
             Verdict::Reject(r) => self.reply_full(&r),
         }
         if remaining > 1 {
