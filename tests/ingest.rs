@@ -47,9 +47,17 @@ fn untrusted_clients_and_relay_attempts_are_refused() {
     let mut stranger = connect_from([127, 0, 0, 7], addr);
     let greeting = read_reply(&mut stranger);
     assert!(greeting.starts_with("554 5.7.1 "), "{greeting}");
+    // RFC 5321 3.1: after a 554 greeting the server waits for QUIT and
+    // answers anything else with 503.
+    let r = command(&mut stranger, "EHLO stranger.test\r\n");
+    assert!(r.starts_with("503 5.5.1 "), "{r}");
+    let r = command(&mut stranger, "MAIL FROM:<s@stranger.test>\r\n");
+    assert!(r.starts_with("503 5.5.1 "), "{r}");
+    let r = command(&mut stranger, "QUIT\r\n");
+    assert!(r.starts_with("221 "), "{r}");
     let mut rest = Vec::new();
     let _ = stranger.read_to_end(&mut rest);
-    assert!(rest.is_empty(), "closed after the refusal");
+    assert!(rest.is_empty(), "closed after QUIT");
 
     let mut client = connect_from([127, 0, 0, 1], addr);
     assert!(read_reply(&mut client).starts_with("220 "));

@@ -3,6 +3,7 @@
 mod bench;
 mod durable;
 mod ingest;
+mod interop;
 mod layering;
 mod outcomes;
 mod rate;

@@ -45,7 +45,7 @@ pub(crate) async fn accept_loop(shard: Rc<ShardCtx>, listener: Rc<Listener>, lc:
             }
             Err(why) => {
                 let hostname = shard.shared.config.load().hostname.clone();
-                let line = match why {
+                let line = match &why {
                     Refusal::Untrusted => format!(
                         "554 5.7.1 {hostname} does not relay for {ip}: not a trusted network\r\n"
                     ),
@@ -56,7 +56,14 @@ pub(crate) async fn accept_loop(shard: Rc<ShardCtx>, listener: Rc<Listener>, lc:
                         "421 4.7.0 {hostname} too many connections from {ip}, try again later\r\n"
                     ),
                 };
-                tokio_uring::spawn(refuse(conn, line));
+                match why {
+                    Refusal::Untrusted => {
+                        tokio_uring::spawn(refuse_until_quit(conn, line, hostname));
+                    }
+                    Refusal::TooMany | Refusal::TooManyFromIp => {
+                        tokio_uring::spawn(refuse(conn, line));
+                    }
+                }
             }
         }
     }
@@ -67,5 +74,52 @@ async fn refuse(mut conn: Conn, line: String) {
     let _ = conn
         .write_all(vec![Bytes::from(line)], Duration::from_secs(5))
         .await;
+    conn.shutdown();
+}
+
+/// How long a session refused with a 554 greeting waits for QUIT.
+const REFUSED_QUIT_WAIT: Duration = Duration::from_secs(10);
+
+/// The longest command line read after a 554 greeting; longer ones are
+/// answered once their end arrives, their bytes dropped.
+const REFUSED_LINE_MAX: usize = 1024;
+
+/// A 554 greeting, then, as RFC 5321 3.1 asks, a wait for QUIT (answered
+/// 221) with every other command answered `503 5.5.1`, for
+/// [`REFUSED_QUIT_WAIT`] at most in all; then the connection closes.
+async fn refuse_until_quit(mut conn: Conn, line: String, hostname: String) {
+    let t = Duration::from_secs(5);
+    if conn.write_all(vec![Bytes::from(line)], t).await.is_err() {
+        conn.shutdown();
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + REFUSED_QUIT_WAIT;
+    let mut buf = bytes::BytesMut::with_capacity(REFUSED_LINE_MAX);
+    'session: loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let (r, b) = conn.read(buf, 512, left).await;
+        buf = b;
+        if r.is_err() {
+            break;
+        }
+        while let Some(lf) = memchr::memchr(b'\n', &buf) {
+            let cmd = buf.split_to(lf + 1);
+            let quit = cmd.len() >= 4 && cmd[..4].eq_ignore_ascii_case(b"QUIT");
+            let reply = if quit {
+                format!("221 2.0.0 {hostname} closing connection\r\n")
+            } else {
+                "503 5.5.1 connection refused: only QUIT is accepted\r\n".to_string()
+            };
+            if conn.write_all(vec![Bytes::from(reply)], t).await.is_err() || quit {
+                break 'session;
+            }
+        }
+        if buf.len() > REFUSED_LINE_MAX {
+            buf.clear();
+        }
+    }
     conn.shutdown();
 }

@@ -338,7 +338,7 @@ impl Session {
                     shard.route_message(Arc::new(msg), txn.keys);
                 }
                 while self.server.pending().is_some() {
-                    if self.server.message_verdict(Verdict::Accept).is_err() {
+                    if self.server.message_verdict(queued_as(id)).is_err() {
                         break;
                     }
                 }
@@ -389,19 +389,27 @@ impl Session {
                     .collect();
                 if self.lc.protocol == Protocol::Lmtp {
                     for r in replies {
-                        let _ = self.server.message_verdict(verdict_of(r));
+                        let _ = self.server.message_verdict(verdict_of(r, id));
                     }
                 } else {
-                    let _ = self.server.message_verdict(verdict_of(summarize(replies)));
+                    let _ = self
+                        .server
+                        .message_verdict(verdict_of(summarize(replies), id));
                 }
             }
         }
     }
 }
 
-fn verdict_of(r: Reply) -> Verdict {
+/// The 250 after the data names Volley's id for the message, the
+/// `message_id` of its delivery log lines, so a Composer can match them.
+fn queued_as(id: u64) -> Verdict {
+    Verdict::AcceptWith(format!("OK queued as {id:016x}"))
+}
+
+fn verdict_of(r: Reply, id: u64) -> Verdict {
     if r.code < 300 {
-        Verdict::Accept
+        queued_as(id)
     } else {
         Verdict::Reject(r)
     }

@@ -53,7 +53,7 @@
 //!   the delivered rate becomes the ceiling and the rate drops under it,
 //!   the further the higher latency climbed (down to half), and holds
 //!   while latency falls, until the queue built there drains.
-//! - A throttling reply (421, 4.7.x, "rate limit", "try again later", ...)
+//! - A throttling reply (421 or 4.7.x; reply text alone is not enough)
 //!   sets the *ceiling* to the rate the destination was accepting over the
 //!   last second, cuts the rate to `decrease_factor` of it, and suspends
 //!   sending for `backoff_initial`. Further throttles of the same episode

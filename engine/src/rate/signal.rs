@@ -11,11 +11,11 @@ pub enum ReplyKind {
     Success,
     /// 3yz: an intermediate reply; says nothing about pace.
     Intermediate,
-    /// A 4yz that asks us to send slower: 421, 4.7.x, or a text such as
-    /// "rate limit", "try again later", "too many messages".
+    /// A 4yz that asks us to send slower: 421 or 4.7.x (a text such as
+    /// "rate limit" alone is not enough; operator rules can add more).
     RateThrottle,
-    /// A 4yz that asks for fewer connections: "too many connections",
-    /// "too many concurrent sessions".
+    /// A 421 or 4.7.x that asks for fewer connections: "too many
+    /// connections", "too many concurrent sessions".
     ConnectionThrottle,
     /// Any other 4yz (greylisting, mailbox full, too many recipients, an
     /// X.1 or X.2 status, local errors): a retry matter for that
@@ -52,23 +52,6 @@ const CONNECTION: &[&str] = &[
     "connection rate",
 ];
 
-const RATE: &[&str] = &[
-    "rate limit",
-    "ratelimit",
-    "rate-limit",
-    "rate exceeded",
-    "too many messages",
-    "too many mails",
-    "too many emails",
-    "too fast",
-    "slow down",
-    "throttl",
-    "try again later",
-    "try later",
-    "temporarily deferred",
-    "unusual rate",
-];
-
 /// Classifies one reply. Allocation-free: the text is scanned in place,
 /// ASCII case-insensitively.
 pub fn classify_reply(code: u16, enhanced: Option<EnhancedCode>, text: &str) -> ReplyKind {
@@ -78,6 +61,15 @@ pub fn classify_reply(code: u16, enhanced: Option<EnhancedCode>, text: &str) -> 
         4 => {}
         _ => return ReplyKind::Failure,
     }
+    // Throttling needs a code that says so: 421 (the server gives up on
+    // the session) or a 4.7.x security/policy status. A plain 4yz is the
+    // recipient's matter whatever its words ("451 4.3.0 try later please"
+    // is a retry for that recipient, not a request to slow down); an
+    // operator rule can still read such a text as throttling.
+    let throttle_code = code == 421 || enhanced.is_some_and(|e| e.subject == 7);
+    if !throttle_code {
+        return ReplyKind::Deferral;
+    }
     let has = |words: &[&str]| words.iter().any(|w| contains_ignore_case(text, w));
     // X.1 (address) and X.2 (mailbox) statuses are about the recipient,
     // whatever the text says ("4.2.1 mailbox busy, try again later").
@@ -86,10 +78,8 @@ pub fn classify_reply(code: u16, enhanced: Option<EnhancedCode>, text: &str) -> 
         ReplyKind::Deferral
     } else if has(CONNECTION) {
         ReplyKind::ConnectionThrottle
-    } else if code == 421 || enhanced.is_some_and(|e| e.subject == 7) || has(RATE) {
-        ReplyKind::RateThrottle
     } else {
-        ReplyKind::Deferral
+        ReplyKind::RateThrottle
     }
 }
 
@@ -128,8 +118,9 @@ mod tests {
                 RateThrottle,
             ),
             (451, e(4, 7, 1), "Sender rate limit exceeded", RateThrottle),
-            (450, None, "Too many messages, slow down", RateThrottle),
-            (451, None, "Please try again later", RateThrottle),
+            (450, None, "Too many messages, slow down", Deferral),
+            (451, None, "Please try again later", Deferral),
+            (421, None, "Too many messages, slow down", RateThrottle),
             (451, e(4, 2, 1), "Mailbox busy, try again later", Deferral),
             (452, e(4, 2, 2), "Mailbox full, try again later", Deferral),
             (
@@ -158,6 +149,29 @@ mod tests {
         for &(code, enh, text, want) in cases {
             assert_eq!(classify_reply(code, enh, text), want, "{code} {text}");
         }
+    }
+
+    #[test]
+    fn words_without_a_throttling_code_are_a_deferral() {
+        // A sink answered one recipient this way and got 18 RCPTs in 10 s
+        // while the summary counted throttles: it is that recipient's retry.
+        for (code, enh) in [(451, e(4, 3, 0)), (450, None), (452, e(4, 4, 5))] {
+            for text in [
+                "try later please",
+                "rate limit exceeded",
+                "too many connections",
+            ] {
+                assert_eq!(
+                    classify_reply(code, enh, text),
+                    ReplyKind::Deferral,
+                    "{code} {enh:?} {text}"
+                );
+            }
+        }
+        assert_eq!(
+            classify_reply(451, e(4, 7, 0), "try later please"),
+            ReplyKind::RateThrottle
+        );
     }
 
     #[test]

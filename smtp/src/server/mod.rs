@@ -24,6 +24,11 @@ use data::{DataScan, Scan};
 pub enum Verdict {
     /// Accept: the server sends its own 250 reply.
     Accept,
+    /// Accept with this 250 text after the enhanced code, e.g. `OK queued
+    /// as 0001000000000007`, so a Composer can match the message to the
+    /// relay's logs. Meant for the end of a message; for MAIL and RCPT it
+    /// is the same as [`Verdict::Accept`].
+    AcceptWith(String),
     /// Refuse with this reply, transient (e.g. `452 4.3.1`) or permanent
     /// (e.g. `550 5.7.1`). The code should be 4yz or 5yz.
     Reject(Reply),
@@ -285,7 +290,7 @@ impl Server {
     pub fn mail_verdict(&mut self, verdict: Verdict) -> Result<(), UnexpectedVerdict> {
         self.expect(Pending::Mail, "mail")?;
         match verdict {
-            Verdict::Accept => {
+            Verdict::Accept | Verdict::AcceptWith(_) => {
                 self.txn.active = true;
                 self.reply(250, EnhancedCode::new(2, 1, 0), "OK");
             }
@@ -302,7 +307,7 @@ impl Server {
     pub fn rcpt_verdict(&mut self, verdict: Verdict) -> Result<(), UnexpectedVerdict> {
         self.expect(Pending::Rcpt, "rcpt")?;
         match verdict {
-            Verdict::Accept => {
+            Verdict::Accept | Verdict::AcceptWith(_) => {
                 self.txn.rcpts += 1;
                 self.reply(250, EnhancedCode::new(2, 1, 5), "OK");
             }
@@ -323,6 +328,7 @@ impl Server {
         };
         match verdict {
             Verdict::Accept => self.reply(250, E_OK, "OK"),
+            Verdict::AcceptWith(text) => self.reply(250, E_OK, &text),
             Verdict::Reject(r) => self.reply_full(&r),
         }
         if remaining > 1 {
@@ -566,20 +572,24 @@ impl Server {
                 let first = format!("{} greets {name}", self.config.hostname);
                 self.hello = Some(Hello::Ehlo);
                 self.client_name = Some(name);
-                if self.ehlo_tail.is_empty() {
-                    self.reply(250, E_OK, &first);
+                // RFC 2034 exempts EHLO replies from enhanced codes, and
+                // clients read the keyword right after `250-`.
+                let sep = if self.ehlo_tail.is_empty() {
+                    b' '
                 } else {
-                    self.reply_cont(250, E_OK, &first);
-                    self.out.extend_from_slice(&self.ehlo_tail);
-                }
+                    b'-'
+                };
+                self.reply_plain(250, sep, &first);
+                self.out.extend_from_slice(&self.ehlo_tail);
                 ev
             }
             Command::Helo(name) => {
                 let ev = self.reset();
                 self.hello = Some(Hello::Helo);
                 self.client_name = Some(name);
+                // RFC 2034: no enhanced code on the reply to HELO either.
                 let text = self.config.hostname.clone();
-                self.reply(250, E_OK, &text);
+                self.reply_plain(250, b' ', &text);
                 ev
             }
             Command::Mail {
@@ -800,8 +810,13 @@ impl Server {
         self.reply_line(code, b' ', e, text);
     }
 
-    fn reply_cont(&mut self, code: u16, e: EnhancedCode, text: &str) {
-        self.reply_line(code, b'-', e, text);
+    /// A reply line without an enhanced code, for the replies RFC 2034
+    /// exempts (greeting, HELO, EHLO/LHLO).
+    fn reply_plain(&mut self, code: u16, sep: u8, text: &str) {
+        push_code(&mut self.out, code);
+        self.out.push(sep);
+        push_text(&mut self.out, text);
+        self.out.extend_from_slice(b"\r\n");
     }
 
     fn reply_line(&mut self, code: u16, sep: u8, e: EnhancedCode, text: &str) {
@@ -884,8 +899,9 @@ fn abort_reply(why: AbortReason, config: &ServerConfig) -> (u16, EnhancedCode, S
     }
 }
 
-/// The EHLO/LHLO reply lines after the first: `250-2.0.0 EXT\r\n`, the last
-/// with `250 `.
+/// The EHLO/LHLO reply lines after the first: `250-EXT\r\n`, the last with
+/// `250 `. No enhanced code: RFC 2034 exempts EHLO replies, and RFC 5321's
+/// grammar puts the keyword right after the separator, where clients look.
 fn ehlo_tail(config: &ServerConfig) -> Vec<u8> {
     let x = &config.extensions;
     let mut lines: Vec<String> = Vec::new();
@@ -918,9 +934,6 @@ fn ehlo_tail(config: &ServerConfig) -> Vec<u8> {
     for (i, l) in lines.iter().enumerate() {
         out.extend_from_slice(b"250");
         out.push(if i + 1 == n { b' ' } else { b'-' });
-        if x.enhanced_status_codes {
-            out.extend_from_slice(b"2.0.0 ");
-        }
         out.extend_from_slice(l.as_bytes());
         out.extend_from_slice(b"\r\n");
     }

@@ -1,0 +1,125 @@
+//! Interoperability with SMTP clients nobody on the project wrote: Python's
+//! smtplib (installed on every machine the suite runs on) and swaks.
+
+use std::process::Command;
+use std::time::Duration;
+
+use volley_engine::Engine;
+
+use crate::support::sink::Script;
+use crate::support::{World, wait_until};
+
+/// Runs a Python program with the listener's port as `argv[1]`; returns
+/// its stdout, failing the test with its stderr when it fails.
+fn python(program: &str, port: u16) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(program)
+        .arg(port.to_string())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn smtplib_sees_every_extension_and_sends_smtputf8() {
+    let world = World::generated(1, 1, |_| Script::default());
+    let engine = Engine::start(world.config()).unwrap();
+    let port = engine.listen_addrs()[0].port();
+    let out = python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10)
+s.ehlo("composer.test")
+f = s.esmtp_features
+for k in ["pipelining", "8bitmime", "smtputf8", "chunking", "size", "enhancedstatuscodes"]:
+    assert k in f, (k, f)
+msg = "From: j\u00f6rg@composer.test\r\nSubject: gr\u00fc\u00dfe\r\n\r\nhallo\r\n".encode()
+refused = s.sendmail("j\u00f6rg@composer.test", ["u\u00e9@d0.test"], msg,
+                     mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+assert refused == {}, refused
+s.quit()
+print("ok", sorted(f))
+"#,
+        port,
+    );
+    assert!(out.starts_with("ok"), "{out}");
+    wait_until("delivered", Duration::from_secs(10), || {
+        world.received_count() == 1
+    });
+    let got = world.received();
+    assert_eq!(got[0].recipients, ["u\u{e9}@d0.test"]);
+    assert_eq!(got[0].sender, "j\u{f6}rg@composer.test");
+    engine.shutdown();
+}
+
+#[test]
+fn swaks_pipelines_against_volley() {
+    if Command::new("swaks").arg("--version").output().is_err() {
+        panic!("swaks is not installed: .ci/run installs it (apt-get install swaks)");
+    }
+    let world = World::generated(1, 1, |_| Script::default());
+    let engine = Engine::start(world.config()).unwrap();
+    let addr = engine.listen_addrs()[0];
+    let out = Command::new("swaks")
+        .args(["--server", &addr.ip().to_string()])
+        .args(["--port", &addr.port().to_string()])
+        .args(["--from", "n@composer.test", "--to", "u@d0.test"])
+        .args(["--helo", "composer.test", "--pipeline"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    // Pipelined: the three commands go out before their replies come back
+    // (without PIPELINING in the EHLO reply swaks sends one at a time).
+    assert!(
+        text.contains(" -> MAIL FROM:<n@composer.test>\n -> RCPT TO:<u@d0.test>\n -> DATA\n"),
+        "{text}"
+    );
+    assert!(text.contains("<-  250 2.0.0 OK"), "{text}");
+    wait_until("delivered", Duration::from_secs(10), || {
+        world.received_count() == 1
+    });
+    engine.shutdown();
+}
+
+#[test]
+fn the_250_after_data_names_the_message_id_of_the_delivery_log() {
+    let world = World::generated(1, 1, |_| Script::default());
+    let mut config = world.config();
+    let log = crate::support::temp_path("queued-as.jsonl");
+    config.delivery_log = Some(log.clone());
+    let engine = Engine::start(config).unwrap();
+    let port = engine.listen_addrs()[0].port();
+    let out = python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10)
+s.ehlo("composer.test")
+s.mail("n@composer.test")
+s.rcpt("u@d0.test")
+code, text = s.data(b"Message-ID: <m1@composer.test>\r\nSubject: t\r\n\r\nhi\r\n")
+s.quit()
+print(code, text.decode())
+"#,
+        port,
+    );
+    let (code, text) = out.trim().split_once(' ').unwrap();
+    assert_eq!(code, "250", "{out}");
+    let id = text
+        .strip_prefix("2.0.0 OK queued as ")
+        .unwrap_or_else(|| panic!("no queue id in {text:?}"));
+    assert_eq!(id.len(), 16, "{id}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    wait_until("logged", Duration::from_secs(10), || {
+        crate::support::log_lines(&log)
+            .iter()
+            .any(|l| l["message_id"] == id && l["status"] == "delivered")
+    });
+    engine.shutdown();
+}
