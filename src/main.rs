@@ -48,9 +48,13 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+/// Exit status of `volley resolve` when some domain has no route: an
+/// answer, told apart from a failure to run (status 1).
+const EXIT_NO_ROUTE: u8 = 2;
+
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::CheckConfig { file } => check_config::run(&file),
         Command::Bench { command } => bench_cmd::run(command),
@@ -58,6 +62,32 @@ fn main() -> anyhow::Result<()> {
             domains,
             nameservers,
             timeout,
-        } => resolve::run(&domains, &nameservers, timeout),
+        } => match resolve::run(&domains, &nameservers, timeout) {
+            Ok(0) => Ok(()),
+            Ok(_) => return std::process::ExitCode::from(EXIT_NO_ROUTE),
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            std::process::ExitCode::FAILURE
+        }
     }
+}
+
+/// Prints an error and its causes, each once: wrapped errors often repeat
+/// their source's text in their own, and a Debug print would add a
+/// backtrace whenever RUST_BACKTRACE is set.
+fn report(e: &anyhow::Error) {
+    let mut seen: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if seen.iter().any(|s| s.contains(&text)) {
+            continue;
+        }
+        seen.push(text);
+    }
+    eprintln!("volley: error: {}", seen.join(": "));
 }

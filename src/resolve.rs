@@ -7,12 +7,13 @@ use volley_dns::{MxResolver, ResolverConfig};
 
 /// Resolves `domains` concurrently and prints, in the order given, each
 /// route (MX hosts in the order Volley would try them, addresses, TTL) or the
-/// outcome and why. Fails when any domain has no route.
+/// outcome and why. A domain without a route is an answer, not an error:
+/// returns how many domains had none (the caller exits with status 2).
 pub(crate) fn run(
     domains: &[String],
     nameservers: &[SocketAddr],
     timeout: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<usize> {
     let config = ResolverConfig {
         nameservers: nameservers.to_vec(),
         timeout,
@@ -48,7 +49,10 @@ pub(crate) fn run(
         anyhow::Ok(failures)
     })?;
     if failures > 0 {
-        anyhow::bail!("{failures} of {} domains have no route", domains.len());
+        eprintln!(
+            "volley: {failures} of {} domains have no route",
+            domains.len()
+        );
     }
-    Ok(())
+    Ok(failures)
 }
