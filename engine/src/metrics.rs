@@ -27,11 +27,11 @@ pub struct Stats {
     pub expired: u64,
     /// Recipients held now (waiting, retrying or in flight).
     pub queued: u64,
-    /// Most recipients held at once (the patent's q_peakmsgs).
+    /// Most recipients held at once.
     pub peak_queued: u64,
     /// Delivery connections open now.
     pub connections_open: u64,
-    /// Most delivery connections open at once (the patent's q_peakmtas).
+    /// Most delivery connections open at once.
     pub peak_connections: u64,
     /// Ingest sessions open now.
     pub ingest_sessions: u64,

@@ -54,7 +54,7 @@ pub(crate) struct Queue {
     open: usize,
     /// Recipients queued in this queue.
     queued: usize,
-    /// The patent's q_peakmtas.
+    /// Most connections of this queue open at once.
     pub(crate) peak_open: usize,
 }
 

@@ -4,7 +4,8 @@
 //! [`Conn`] and [`Listener`], so the socket layer can be swapped without
 //! touching protocol or queue code.
 //!
-//! Two facts shape this module (FACTS.md):
+//! Two facts of tokio-uring, checked on this project's machines, shape
+//! this module:
 //! - tokio-uring's `read` is `IORING_OP_READ`, which on an `O_NONBLOCK` file
 //!   returns `EAGAIN` instead of waiting, so every socket handed to tokio-uring
 //!   is put back in blocking mode first (io_uring does the waiting).

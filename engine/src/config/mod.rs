@@ -98,7 +98,7 @@ pub enum Protocol {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AckMode {
-    /// 250 once the message is held in memory (the patents' "unsafe" mode).
+    /// 250 once the message is held in memory (fast mode: a crash loses what is in memory).
     Fast,
     /// The reply waits for the remote outcome: the first attempt's result is
     /// relayed and Volley keeps nothing (a 4xx goes back to the Composer).
@@ -254,7 +254,7 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// Settings of one queue, in the spirit of the patent's `struct queue_handle`.
+/// Settings of one queue: its connection limits, timeouts and retries.
 /// Connection counts are per shard.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -305,13 +305,13 @@ pub struct QueueSettings {
     /// Waits before each retry; the last one repeats.
     #[serde(with = "volley_units::serde::durations")]
     pub retry_schedule: Vec<Duration>,
-    /// Attempts before a recipient expires (the patent's 10).
+    /// Attempts before a recipient expires (10 by default).
     pub max_attempts: u32,
     /// Age after which a deferred recipient expires.
     #[serde(with = "volley_units::serde::duration")]
     pub max_age: Duration,
-    /// A host that takes what this queue gives up on (the patent's retry
-    /// queue / fallback MTA), as "ip:port".
+    /// A host that takes what this queue gives up on (a fallback relay),
+    /// as "ip:port".
     pub fallback_relay: Option<SocketAddr>,
     /// How long an MX host that refused or timed out is skipped.
     #[serde(with = "volley_units::serde::duration")]

@@ -1,6 +1,6 @@
 //! The sending quota: a persisted count of delivered messages, checked
-//! against optional limits in total and per day (the patents' "licensed
-//! number").
+//! against optional limits in total and per day (the number of messages
+//! the operator is allowed to send).
 //!
 //! The state is one small checksummed file rewritten atomically (temporary
 //! file, fsync, rename, fsync of the directory), so a crash leaves either

@@ -1,6 +1,6 @@
 //! Adaptive rate control: each destination's pace learned from its latency
-//! and its replies (issue 6; the patent text's claims 14, 15 and 33: adjust
-//! the sending speed to a domain from how fast that domain processes mail).
+//! and its replies: the sending speed to a domain follows how fast that
+//! domain processes mail.
 //!
 //! Sans-IO: time comes in as `now: Instant`, nothing here sleeps, locks or
 //! touches a socket, so the tests drive it on a simulated clock.
