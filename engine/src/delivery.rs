@@ -22,7 +22,7 @@ use volley_smtp::{
 
 use crate::config::QueueSettings;
 use crate::context::{ConnCtl, ShardCtx};
-use crate::core::{ConnId, DomainId, Route, Settled};
+use crate::core::{ConnId, DomainId, Route};
 use crate::dlog::Category;
 use crate::message::Node;
 use crate::outcome::{Target, report};
@@ -153,18 +153,18 @@ impl Slot {
         let held = std::mem::take(&mut self.held);
         let d = self.d;
         let now = Instant::now();
-        let settled: Vec<(Settled, usize)> = self.ctx.with_core(|c| {
-            let mut out = Vec::with_capacity(held.len());
+        let ctx = &self.ctx;
+        // Reporting touches the log, counters and channels, never the
+        // core, so it runs as each recipient is settled: no list of
+        // settled recipients per transaction.
+        ctx.with_core(|c| {
             for (i, node) in held.into_iter().enumerate() {
                 if let Some(node) = c.requeue_throttled(d, node, replies.throttled(i)) {
-                    out.push((c.settle(d, node, replies.reply(i), category, now), i));
+                    let settled = c.settle(d, node, replies.reply(i), category, now);
+                    report(ctx, settled, replies.reply(i), target, tx_latency);
                 }
             }
-            out
         });
-        for (s, i) in settled {
-            report(&self.ctx, s, replies.reply(i), target, tx_latency);
-        }
     }
 }
 

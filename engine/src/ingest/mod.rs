@@ -45,22 +45,23 @@ pub(crate) async fn accept_loop(shard: Rc<ShardCtx>, listener: Rc<Listener>, lc:
             }
             Err(why) => {
                 let hostname = shard.shared.config.load().hostname.clone();
-                let line = match &why {
-                    Refusal::Untrusted => format!(
-                        "554 5.7.1 {hostname} does not relay for {ip}: not a trusted network\r\n"
-                    ),
-                    Refusal::TooMany => {
-                        format!("421 4.7.0 {hostname} too many connections, try again later\r\n")
-                    }
-                    Refusal::TooManyFromIp => format!(
-                        "421 4.7.0 {hostname} too many connections from {ip}, try again later\r\n"
-                    ),
-                };
                 match why {
                     Refusal::Untrusted => {
+                        let line = format!(
+                            "554 5.7.1 {hostname} does not relay for {ip}: not a trusted network\r\n"
+                        );
                         tokio_uring::spawn(refuse_until_quit(conn, line, hostname));
                     }
-                    Refusal::TooMany | Refusal::TooManyFromIp => {
+                    Refusal::TooMany => {
+                        let line = format!(
+                            "421 4.7.0 {hostname} too many connections, try again later\r\n"
+                        );
+                        tokio_uring::spawn(refuse(conn, line));
+                    }
+                    Refusal::TooManyFromIp => {
+                        let line = format!(
+                            "421 4.7.0 {hostname} too many connections from {ip}, try again later\r\n"
+                        );
                         tokio_uring::spawn(refuse(conn, line));
                     }
                 }
