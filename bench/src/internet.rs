@@ -6,7 +6,6 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use socket2::{Domain, Socket, Type};
@@ -17,8 +16,9 @@ use crate::counters::DomainCounters;
 use crate::error::{BenchError, ScenarioError};
 use crate::ledger::{Accounting, Delivery, SentRecord, reconcile};
 use crate::message::unix_micros;
+use crate::mx::MxSink;
 use crate::scenario::{Scenario, SimDomain, is_expected_bounce};
-use crate::sink::{self, Shared};
+use crate::sink::{DomainSink, Shared};
 
 /// How to run the simulated internet.
 #[derive(Debug, Clone)]
@@ -43,8 +43,8 @@ pub struct SimulatedInternet {
     dns: TestDnsServer,
     port: u16,
     shared: Arc<Shared>,
-    stop: Option<tokio::sync::watch::Sender<bool>>,
-    threads: Vec<JoinHandle<()>>,
+    /// The sink threads; they stop when this is dropped.
+    _sinks: MxSink,
     start_micros: u64,
     name: String,
 }
@@ -90,32 +90,23 @@ impl SimulatedInternet {
             models,
             deliveries: Mutex::new(Vec::new()),
         });
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let threads_n = options.sink_threads.max(1);
-        let mut per_thread: Vec<Vec<(usize, std::net::TcpListener)>> =
-            (0..threads_n).map(|_| Vec::new()).collect();
-        for (i, l) in listeners.into_iter().enumerate() {
-            per_thread[i % threads_n].push(l);
-        }
-        let mut threads = Vec::new();
-        for (t, listeners) in per_thread.into_iter().enumerate() {
-            if listeners.is_empty() {
-                continue;
-            }
-            let shared = shared.clone();
-            let stopped = stopped.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("volley-sink-{t}"))
-                .spawn(move || sink::run_thread(listeners, shared, stopped))
-                .map_err(|e| BenchError::io("starting a sink thread", e))?;
-            threads.push(thread);
-        }
+        let listeners = listeners
+            .into_iter()
+            .map(|(domain, l)| {
+                let sink = DomainSink {
+                    shared: shared.clone(),
+                    domain,
+                };
+                (l, Arc::new(sink))
+            })
+            .collect();
+        let sinks = MxSink::start(listeners, options.sink_threads)
+            .map_err(|e| BenchError::io("starting a sink thread", e))?;
         Ok(Self {
             dns,
             port,
             shared,
-            stop: Some(stop),
-            threads,
+            _sinks: sinks,
             start_micros,
             name: scenario.name.clone(),
         })
@@ -238,17 +229,6 @@ impl SimulatedInternet {
                 ))
             })
             .collect()
-    }
-}
-
-impl Drop for SimulatedInternet {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(true);
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
     }
 }
 

@@ -23,6 +23,7 @@ mod internet;
 mod ledger;
 mod load;
 mod message;
+mod mx;
 mod procstat;
 mod report;
 mod scenario;
@@ -45,6 +46,7 @@ pub use crate::load::{DEFAULT_TEMPLATE, DomainMix, LoadSpec, Planned, Planner, P
 pub use crate::message::{
     Composed, ID_HEADER, Inspected, Inspector, SENT_HEADER, compose, unix_micros,
 };
+pub use crate::mx::{DataEnd, Flow, MxService, MxSession, MxSink};
 pub use crate::procstat::process_usage;
 pub use crate::report::{
     ComposerSummary, DomainReport, EngineUsage, LatencySummary, Report, ReportInput, compare,

@@ -24,70 +24,50 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use volley_bench::{DataEnd, MxService, MxSession, MxSink};
 use volley_engine::{Config, Engine, ListenerConfig, SpecificQueue};
-use volley_smtp::{
-    Client, ClientConfig, ClientEvent, Server, ServerConfig, ServerEvent, Transaction, Verdict,
-};
+use volley_smtp::{Client, ClientConfig, ClientEvent, Reply, ServerConfig, Transaction};
 
-/// Counts what it accepts; one thread per connection.
-fn sink(ip: Ipv4Addr, port: u16, count: Arc<AtomicU64>) -> std::io::Result<u16> {
-    let listener = TcpListener::bind((ip, port))?;
-    let port = listener.local_addr()?.port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let count = count.clone();
-            std::thread::spawn(move || {
-                let _ = stream.set_nodelay(true);
-                let mut server = Server::new(ServerConfig {
-                    hostname: "sink.bench".into(),
-                    ..ServerConfig::default()
-                });
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut pending = Vec::new();
-                loop {
-                    while let Some(ev) = server.poll_event() {
-                        match ev {
-                            ServerEvent::Mail { .. } => drop(server.mail_verdict(Verdict::Accept)),
-                            ServerEvent::Rcpt { .. } => drop(server.rcpt_verdict(Verdict::Accept)),
-                            ServerEvent::MessageComplete => {
-                                count.fetch_add(1, Ordering::Relaxed);
-                                while server.pending().is_some() {
-                                    if server.message_verdict(Verdict::Accept).is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                    let out = server.output();
-                    if !out.is_empty() {
-                        let n = out.len();
-                        if stream.write_all(out).is_err() {
-                            return;
-                        }
-                        server.consume_output(n);
-                    }
-                    if server.is_closed() {
-                        return;
-                    }
-                    if !pending.is_empty() {
-                        let n = server.receive(&pending);
-                        pending.drain(..n);
-                        if n > 0 {
-                            continue;
-                        }
-                    }
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => pending.extend_from_slice(&buf[..n]),
-                    }
-                }
-            });
+/// Counts what it accepts.
+struct Counting(Arc<AtomicU64>);
+
+impl MxService for Counting {
+    type Session = Counted;
+
+    fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            hostname: "sink.bench".into(),
+            ..ServerConfig::default()
         }
-    });
-    Ok(port)
+    }
+
+    fn connect(&self, _peer: SocketAddr) -> Result<Counted, Reply> {
+        Ok(Counted(self.0.clone()))
+    }
+}
+
+struct Counted(Arc<AtomicU64>);
+
+impl MxSession for Counted {
+    fn message_complete(&mut self, _recipients: &[String]) -> DataEnd {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        DataEnd::Accept {
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Sinks on `ips`, all on one free port, one thread each.
+fn sinks(ips: &[Ipv4Addr], count: &Arc<AtomicU64>) -> (u16, MxSink) {
+    let first = TcpListener::bind((ips[0], 0)).expect("sink");
+    let port = first.local_addr().expect("bound").port();
+    let mut listeners = vec![(first, Arc::new(Counting(count.clone())))];
+    for ip in &ips[1..] {
+        let l = TcpListener::bind((*ip, port)).expect("sink on the same port");
+        listeners.push((l, Arc::new(Counting(count.clone()))));
+    }
+    let n = listeners.len();
+    (port, MxSink::start(listeners, n).expect("sink threads"))
 }
 
 /// Sends `txs` over one session and waits for every reply; returns how
@@ -217,10 +197,7 @@ fn main() {
 
     let count = Arc::new(AtomicU64::new(0));
     let ips: Vec<Ipv4Addr> = (2..6).map(|k| Ipv4Addr::new(127, 0, 0, k)).collect();
-    let port = sink(ips[0], 0, count.clone()).expect("sink");
-    for ip in &ips[1..] {
-        sink(*ip, port, count.clone()).expect("sink on the same port");
-    }
+    let (port, _sinks) = sinks(&ips, &count);
     let mut line = String::from("Subject: durable bench\r\n\r\n");
     while line.len() + 80 < body_bytes {
         line.push_str(&"x".repeat(76));

@@ -71,9 +71,7 @@ fn run(txs: Vec<Transaction>, lmtp: bool, chunking: bool) -> (Vec<TransactionOut
                 }
                 ServerEvent::BodyChunk(b) => body.extend_from_slice(&b),
                 ServerEvent::MessageComplete => {
-                    while server.pending().is_some() {
-                        server.message_verdict(Verdict::Accept).unwrap();
-                    }
+                    server.accept_message().unwrap();
                     got.bodies.push(std::mem::take(&mut body));
                     got.recipients.push(std::mem::take(&mut rcpts));
                 }

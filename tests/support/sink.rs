@@ -1,24 +1,25 @@
-//! A small MX sink for the engine's end-to-end tests, on volley-smtp's
-//! `Server` over std sockets (one thread per connection): it stores what it
-//! accepts (bodies and the peer address) and follows a per-address script
-//! for refusals and faults. The bench's sinks model capacities by chance and
-//! keep digests; these tests need deterministic scripts ("451 to this
-//! address once", "cut the next body once") and whole bodies.
+//! A small MX sink for the engine's end-to-end tests, on the bench's one MX
+//! session driver: it stores what it accepts (bodies and the peer address)
+//! and follows a per-address script for refusals and faults. The bench's
+//! sinks model capacities by chance and keep digests; these tests need
+//! deterministic scripts ("451 to this address once", "cut the next body
+//! once") and whole bodies.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use volley_smtp::{Reply, Server, ServerConfig, ServerEvent, Verdict};
+use volley_bench::{DataEnd, Flow, MxService, MxSession, MxSink};
+use volley_smtp::{Reply, ServerConfig, Verdict};
 
 /// One message as the sink accepted it.
 #[derive(Debug, Clone)]
 pub struct Received {
     /// The address the message came from (Volley's source address).
-    pub peer: std::net::IpAddr,
+    pub peer: IpAddr,
     pub sender: String,
     pub recipients: Vec<String>,
     pub body: Vec<u8>,
@@ -42,7 +43,7 @@ pub struct Sink {
     pub addr: SocketAddr,
     pub received: Arc<Mutex<Vec<Received>>>,
     pub connections: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
+    _serving: MxSink,
 }
 
 impl Sink {
@@ -50,28 +51,19 @@ impl Sink {
     pub fn start(ip: Ipv4Addr, port: u16, script: Script) -> std::io::Result<Sink> {
         let listener = TcpListener::bind((ip, port))?;
         let addr = listener.local_addr()?;
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let connections = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let script = Arc::new(script);
-        let seen = Arc::new(Mutex::new(std::collections::HashMap::<String, usize>::new()));
-        let (r, c, s) = (received.clone(), connections.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if s.load(Ordering::Relaxed) {
-                    return;
-                }
-                let Ok(stream) = stream else { continue };
-                c.fetch_add(1, Ordering::Relaxed);
-                let (r, script, seen) = (r.clone(), script.clone(), seen.clone());
-                std::thread::spawn(move || session(stream, r, script, seen));
-            }
+        let state = Arc::new(State {
+            script,
+            received: Arc::new(Mutex::new(Vec::new())),
+            connections: Arc::new(AtomicUsize::new(0)),
+            seen: Mutex::new(HashMap::new()),
         });
+        let (received, connections) = (state.received.clone(), state.connections.clone());
+        let service = Arc::new(Scripted(state));
         Ok(Sink {
             addr,
             received,
             connections,
-            stop,
+            _serving: MxSink::start(vec![(listener, service)], 1)?,
         })
     }
 
@@ -80,109 +72,97 @@ impl Sink {
     }
 }
 
-impl Drop for Sink {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(100));
+/// The sink's service: every session shares its state.
+struct Scripted(Arc<State>);
+
+struct State {
+    script: Script,
+    received: Arc<Mutex<Vec<Received>>>,
+    connections: Arc<AtomicUsize>,
+    /// RCPTs seen per address, over every connection.
+    seen: Mutex<HashMap<String, usize>>,
+}
+
+impl MxService for Scripted {
+    type Session = Session;
+
+    fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            hostname: "sink.test".into(),
+            ..ServerConfig::default()
+        }
+    }
+
+    fn connect(&self, peer: SocketAddr) -> Result<Session, Reply> {
+        self.0.connections.fetch_add(1, Ordering::Relaxed);
+        Ok(Session {
+            sink: self.0.clone(),
+            peer: peer.ip(),
+            sender: String::new(),
+            body: Vec::new(),
+        })
     }
 }
 
-fn session(
-    mut stream: TcpStream,
-    received: Arc<Mutex<Vec<Received>>>,
-    script: Arc<Script>,
-    seen: Arc<Mutex<std::collections::HashMap<String, usize>>>,
-) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let Ok(peer) = stream.peer_addr() else { return };
-    let mut server = Server::new(ServerConfig {
-        hostname: "sink.test".into(),
-        ..ServerConfig::default()
-    });
-    let mut sender = String::new();
-    let mut rcpts: Vec<String> = Vec::new();
-    let mut body: Vec<u8> = Vec::new();
-    let mut pending: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        while let Some(ev) = server.poll_event() {
-            match ev {
-                ServerEvent::Mail { reverse_path, .. } => {
-                    sender = reverse_path.map(|m| m.to_string()).unwrap_or_default();
-                    rcpts.clear();
-                    body.clear();
-                    let _ = server.mail_verdict(Verdict::Accept);
-                }
-                ServerEvent::Rcpt { forward_path, .. } => {
-                    let addr = forward_path.to_string();
-                    let n = {
-                        let mut seen = seen.lock();
-                        let n = seen.entry(addr.clone()).or_insert(0);
-                        *n += 1;
-                        *n - 1
-                    };
-                    match script.rcpt.as_ref().and_then(|f| f(&addr, n)) {
-                        Some(reply) => {
-                            let _ = server.rcpt_verdict(Verdict::Reject(reply));
-                        }
-                        None => {
-                            rcpts.push(addr);
-                            let _ = server.rcpt_verdict(Verdict::Accept);
-                        }
-                    }
-                }
-                ServerEvent::BodyChunk(chunk) => {
-                    body.extend_from_slice(&chunk);
-                    if script.cut_mid_data_once.swap(false, Ordering::SeqCst) {
-                        let _ = stream.shutdown(Shutdown::Both);
-                        return;
-                    }
-                }
-                ServerEvent::MessageComplete => {
-                    if let Some(d) = script.data_delay {
-                        std::thread::sleep(d);
-                    }
-                    received.lock().push(Received {
-                        peer: peer.ip(),
-                        sender: sender.clone(),
-                        recipients: std::mem::take(&mut rcpts),
-                        body: std::mem::take(&mut body),
-                    });
-                    while server.pending().is_some() {
-                        if server.message_verdict(Verdict::Accept).is_err() {
-                            break;
-                        }
-                    }
-                }
-                ServerEvent::TransactionAborted(_) => {
-                    rcpts.clear();
-                    body.clear();
-                }
-                ServerEvent::Quit | ServerEvent::Closed(_) => {}
-            }
+struct Session {
+    sink: Arc<State>,
+    peer: IpAddr,
+    sender: String,
+    body: Vec<u8>,
+}
+
+impl MxSession for Session {
+    fn mail(&mut self, reverse_path: Option<&str>) -> Verdict {
+        self.sender = reverse_path.unwrap_or_default().to_string();
+        self.body.clear();
+        Verdict::Accept
+    }
+
+    fn rcpt(&mut self, forward_path: &str) -> Verdict {
+        let n = {
+            let mut seen = self.sink.seen.lock();
+            let n = seen.entry(forward_path.to_string()).or_insert(0);
+            *n += 1;
+            *n - 1
+        };
+        match self
+            .sink
+            .script
+            .rcpt
+            .as_ref()
+            .and_then(|f| f(forward_path, n))
+        {
+            Some(reply) => Verdict::Reject(reply),
+            None => Verdict::Accept,
         }
-        let out = server.output();
-        if !out.is_empty() {
-            let n = out.len();
-            if stream.write_all(out).is_err() {
-                return;
-            }
-            server.consume_output(n);
+    }
+
+    fn body_chunk(&mut self, chunk: &[u8]) -> Flow {
+        self.body.extend_from_slice(chunk);
+        if self
+            .sink
+            .script
+            .cut_mid_data_once
+            .swap(false, Ordering::SeqCst)
+        {
+            return Flow::Cut;
         }
-        if server.is_closed() {
-            return;
+        Flow::Continue
+    }
+
+    fn message_complete(&mut self, recipients: &[String]) -> DataEnd {
+        self.sink.received.lock().push(Received {
+            peer: self.peer,
+            sender: self.sender.clone(),
+            recipients: recipients.to_vec(),
+            body: std::mem::take(&mut self.body),
+        });
+        DataEnd::Accept {
+            delay: self.sink.script.data_delay.unwrap_or_default(),
         }
-        if !pending.is_empty() {
-            let n = server.receive(&pending);
-            pending.drain(..n);
-            if n > 0 {
-                continue;
-            }
-        }
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => pending.extend_from_slice(&buf[..n]),
-        }
+    }
+
+    fn aborted(&mut self) {
+        self.body.clear();
     }
 }

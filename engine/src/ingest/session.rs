@@ -337,11 +337,7 @@ impl Session {
                 } else {
                     shard.route_message(Arc::new(msg), txn.keys);
                 }
-                while self.server.pending().is_some() {
-                    if self.server.message_verdict(queued_as(id)).is_err() {
-                        break;
-                    }
-                }
+                let _ = self.server.message_verdict_all(queued_as(id));
             }
             AckMode::Safe => {
                 let (tx, mut rx) = mpsc::unbounded_channel();

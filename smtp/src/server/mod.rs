@@ -342,6 +342,23 @@ impl Server {
         Ok(())
     }
 
+    /// Answers [`ServerEvent::MessageComplete`] with the same verdict for
+    /// every recipient still waiting: one reply for SMTP, one per accepted
+    /// recipient for LMTP.
+    pub fn message_verdict_all(&mut self, verdict: Verdict) -> Result<(), UnexpectedVerdict> {
+        self.message_verdict(verdict.clone())?;
+        while matches!(self.phase, Phase::Await(Pending::Message { .. })) {
+            self.message_verdict(verdict.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Accepts the complete message for every recipient still waiting
+    /// (`250 2.0.0 OK`), as a sink that keeps everything does.
+    pub fn accept_message(&mut self) -> Result<(), UnexpectedVerdict> {
+        self.message_verdict_all(Verdict::Accept)
+    }
+
     fn expect(&self, want: Pending, got: &'static str) -> Result<(), UnexpectedVerdict> {
         match self.phase {
             Phase::Await(p) if p == want => Ok(()),

@@ -887,9 +887,7 @@ fn fuzz(prefix: &[u8], data: &[u8], cut: usize) {
                     ServerEvent::Mail { .. } => s.mail_verdict(v).unwrap(),
                     ServerEvent::Rcpt { .. } => s.rcpt_verdict(v).unwrap(),
                     ServerEvent::MessageComplete => {
-                        while s.pending().is_some() {
-                            s.message_verdict(v.clone()).unwrap();
-                        }
+                        s.message_verdict_all(v.clone()).unwrap();
                     }
                     _ => {}
                 }
@@ -949,4 +947,32 @@ proptest! {
         let seen = drive(ServerConfig::default(), &[&b[..cut], &b[cut..]]);
         prop_assert_eq!(seen.bodies, vec![body.into_bytes()]);
     }
+}
+
+#[test]
+fn accept_message_answers_every_waiting_lmtp_recipient_once() {
+    let mut s = Server::new(ServerConfig {
+        lmtp: true,
+        ..ServerConfig::default()
+    });
+    let input = b"LHLO x\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<u1@d.e>\r\nRCPT TO:<u2@d.e>\r\nDATA\r\nhi\r\n.\r\n";
+    assert_eq!(s.receive(input), input.len());
+    let mut completes = 0;
+    while let Some(ev) = s.poll_event() {
+        match ev {
+            ServerEvent::Mail { .. } => s.mail_verdict(Verdict::Accept).unwrap(),
+            ServerEvent::Rcpt { .. } => s.rcpt_verdict(Verdict::Accept).unwrap(),
+            ServerEvent::MessageComplete => {
+                completes += 1;
+                s.accept_message().unwrap();
+                assert_eq!(s.pending(), None);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(completes, 1);
+    let out = String::from_utf8_lossy(s.output()).to_string();
+    assert_eq!(out.matches("250 2.0.0 OK").count(), 2, "{out}");
+    // Nothing waits any more: a further verdict is out of turn.
+    assert!(s.accept_message().is_err());
 }
