@@ -113,7 +113,9 @@ impl Conn {
 
     /// Reads into the spare capacity of `buf` (reserving `min_room` first).
     /// Returns the buffer and how many bytes arrived; zero bytes is reported
-    /// as [`TransportError::Closed`].
+    /// as [`TransportError::Closed`]. After a timeout the buffer still holds
+    /// what it held before the call: only the spare room lent to the
+    /// cancelled read is lost, since the kernel may still write into it.
     pub(crate) async fn read(
         &mut self,
         mut buf: BytesMut,
@@ -144,7 +146,7 @@ impl Conn {
                         op: "read",
                         after: timeout,
                     }),
-                    BytesMut::new(),
+                    buf,
                 )
             }
         }
@@ -343,7 +345,7 @@ mod tests {
     }
 
     #[test]
-    fn after_a_read_timeout_a_goodbye_can_be_sent_and_drop_closes() {
+    fn after_a_read_timeout_the_buffer_is_kept_a_goodbye_can_be_sent_and_drop_closes() {
         tokio_uring::start(async {
             let l = Listener::from_std(bind_reuseport(loopback(0)).unwrap());
             let addr = l.local_addr().unwrap();
@@ -351,8 +353,10 @@ mod tests {
                 let mut c = Conn::connect(addr, None, Duration::from_secs(5))
                     .await
                     .unwrap();
-                let (r, _) = c.read(BytesMut::new(), 64, Duration::from_millis(50)).await;
+                let partial = BytesMut::from(&b"250-partial"[..]);
+                let (r, kept) = c.read(partial, 64, Duration::from_millis(50)).await;
                 assert!(matches!(r, Err(TransportError::Timeout { op: "read", .. })));
+                assert_eq!(&kept[..], b"250-partial", "what was read before stays");
                 c.write_all(
                     vec![Bytes::from_static(b"421 bye\r\n")],
                     Duration::from_secs(1),
