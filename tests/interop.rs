@@ -90,10 +90,30 @@ fn swaks_pipelines_against_volley() {
 
 #[test]
 fn the_250_after_data_names_the_message_id_of_the_delivery_log() {
+    the_250_names_the_logged_id(false);
+}
+
+/// In durable mode the message takes its journal id once on disk, after
+/// its 250 was queued: the reply must still name the id the log uses.
+#[test]
+fn the_250_names_the_logged_id_in_durable_mode_too() {
+    the_250_names_the_logged_id(true);
+}
+
+fn the_250_names_the_logged_id(durable: bool) {
     let world = World::generated(1, 1, |_| Script::default());
     let mut config = world.config();
-    let log = crate::support::temp_path("queued-as.jsonl");
+    let log = crate::support::temp_path(if durable {
+        "queued-as-durable.jsonl"
+    } else {
+        "queued-as.jsonl"
+    });
     config.delivery_log = Some(log.clone());
+    let journal = crate::support::temp_path("queued-as-journal");
+    if durable {
+        let _ = std::fs::remove_dir_all(&journal);
+        config.journal.dir = Some(journal.clone());
+    }
     let engine = Engine::start(config).unwrap();
     let port = engine.listen_addrs()[0].port();
     let out = python(
@@ -122,4 +142,5 @@ print(code, text.decode())
             .any(|l| l["message_id"] == id && l["status"] == "delivered")
     });
     engine.shutdown();
+    let _ = std::fs::remove_dir_all(&journal);
 }

@@ -60,6 +60,12 @@ impl Held {
         (mark.saturating_sub(self.sent) as usize).min(unsent)
     }
 
+    /// Where output position `mark` lies in the unsent output, if it has
+    /// not gone out yet.
+    pub(super) fn offset_of(&self, mark: u64) -> Option<usize> {
+        mark.checked_sub(self.sent).map(|o| o as usize)
+    }
+
     /// `n` output bytes went out.
     pub(super) fn sent(&mut self, n: usize) {
         self.sent += n as u64;

@@ -241,6 +241,7 @@ impl Session {
             match result {
                 Ok(seq) => {
                     d.accepted(self.shard.index, &mut p.msg, seq);
+                    self.name_journal_id(&p);
                     self.shard.route_message(Arc::new(p.msg), p.keys);
                 }
                 Err(e) => {
@@ -272,6 +273,26 @@ impl Session {
             }
         }
         self.flush().await
+    }
+
+    /// A held message is on disk and took its journal id: its 250s, still
+    /// unsent, were queued with the id it had before, so the id in their
+    /// text is replaced (same width) and the Composer reads the id of the
+    /// delivery log.
+    fn name_journal_id(&mut self, p: &Pending) {
+        let replies = if self.lc.protocol == Protocol::Lmtp {
+            p.keys.len()
+        } else {
+            1
+        };
+        let Some(at) = self.held.offset_of(p.before) else {
+            return;
+        };
+        let id = format!("{:016x}", p.msg.id);
+        for k in 0..replies {
+            let offset = at + k * QUEUED_AS_LINE + QUEUED_AS_ID_AT;
+            let _ = self.server.overwrite_output(offset, id.as_bytes());
+        }
     }
 
     /// The session ends with messages whose 250 never went out: the
@@ -403,6 +424,12 @@ fn queued_as(id: u64) -> Verdict {
     Verdict::AcceptWith(format!("OK queued as {id:016x}"))
 }
 
+/// Where the id starts in the reply line [`queued_as`] makes
+/// (`250 2.0.0 OK queued as ` then 16 hex digits).
+const QUEUED_AS_ID_AT: usize = "250 2.0.0 OK queued as ".len();
+/// The whole line, CRLF included.
+const QUEUED_AS_LINE: usize = QUEUED_AS_ID_AT + 16 + 2;
+
 fn verdict_of(r: Reply, id: u64) -> Verdict {
     if r.code < 300 {
         queued_as(id)
@@ -425,4 +452,41 @@ fn summarize(replies: Vec<Reply>) -> Reply {
         .into_iter()
         .next()
         .unwrap_or_else(|| Reply::new(250, EnhancedCode::new(2, 0, 0), "delivered"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queued_as_line_has_the_id_where_it_is_overwritten() {
+        let mut server = Server::new(ServerConfig {
+            lmtp: true,
+            ..ServerConfig::default()
+        });
+        let input = b"LHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<u@d.e>\r\nRCPT TO:<v@d.e>\r\nDATA\r\nx\r\n.\r\n";
+        assert_eq!(server.receive(input), input.len());
+        let mut at = 0;
+        while let Some(ev) = server.poll_event() {
+            match ev {
+                ServerEvent::Mail { .. } => server.mail_verdict(Verdict::Accept).unwrap(),
+                ServerEvent::Rcpt { .. } => server.rcpt_verdict(Verdict::Accept).unwrap(),
+                ServerEvent::MessageComplete => {
+                    at = server.output().len();
+                    server.message_verdict_all(queued_as(7)).unwrap();
+                }
+                _ => {}
+            }
+        }
+        for k in 0..2 {
+            let offset = at + k * QUEUED_AS_LINE + QUEUED_AS_ID_AT;
+            assert!(server.overwrite_output(offset, b"00000000000000ab"));
+        }
+        let out = String::from_utf8_lossy(&server.output()[at..]).to_string();
+        assert_eq!(
+            out,
+            "250 2.0.0 OK queued as 00000000000000ab\r\n".repeat(2),
+            "{out}"
+        );
+    }
 }

@@ -231,6 +231,21 @@ impl Server {
         &self.out[self.out_start..]
     }
 
+    /// Overwrites `bytes` of [`Server::output`] from `offset` on, for a
+    /// queued reply whose text held a same-length placeholder for what was
+    /// known only later (a queue id a journal assigns). False, and nothing
+    /// changed, when the range is not all unsent output.
+    pub fn overwrite_output(&mut self, offset: usize, bytes: &[u8]) -> bool {
+        let start = self.out_start + offset;
+        match self.out.get_mut(start..start + bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Marks the first `n` octets of [`Server::output`] as sent.
     pub fn consume_output(&mut self, n: usize) {
         self.out_start = (self.out_start + n).min(self.out.len());

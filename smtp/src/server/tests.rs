@@ -976,3 +976,14 @@ fn accept_message_answers_every_waiting_lmtp_recipient_once() {
     // Nothing waits any more: a further verdict is out of turn.
     assert!(s.accept_message().is_err());
 }
+
+#[test]
+fn unsent_output_can_be_overwritten_in_place_but_not_beyond_it() {
+    let mut s = Server::new(ServerConfig::default());
+    let greeting = s.output().len();
+    assert!(s.overwrite_output(0, b"220"));
+    assert!(!s.overwrite_output(greeting - 1, b"xy"), "past the end");
+    s.consume_output(4);
+    assert!(s.overwrite_output(0, b"LOCAL"));
+    assert!(s.output().starts_with(b"LOCAL"));
+}
