@@ -20,6 +20,9 @@ use crate::transport::{Conn, TransportError};
 /// Received bytes the server has not taken yet, at most.
 const MAX_UNREAD: usize = 1 << 20;
 
+/// Body buffer room a session keeps between messages, at most.
+const MAX_KEPT_BODY_ROOM: usize = 256 * 1024;
+
 /// The envelope and body of the transaction in progress.
 #[derive(Default)]
 struct Txn {
@@ -28,7 +31,6 @@ struct Txn {
     sender: String,
     rcpts: Vec<String>,
     keys: Vec<Box<str>>,
-    body: Vec<u8>,
 }
 
 /// How a wait on the socket ended.
@@ -47,6 +49,12 @@ struct Session {
     config: Arc<Config>,
     buf: BytesMut,
     txn: Txn,
+    /// The body being received. It outlives each transaction: every
+    /// message is copied out of it into an allocation of its exact size,
+    /// so the buffer grows once per session, not once per message, and a
+    /// queued body holds no spare capacity and leaves no split chunks
+    /// behind in the allocator.
+    body: Vec<u8>,
     /// Durable mode: messages whose 250 waits for the journal.
     held: Held,
 }
@@ -68,6 +76,7 @@ pub(crate) async fn run(shard: Rc<ShardCtx>, conn: Conn, lc: ListenerConfig, adm
         config,
         buf: BytesMut::with_capacity(16 * 1024),
         txn: Txn::default(),
+        body: Vec::new(),
         held: Held::default(),
     };
     s.drive().await;
@@ -141,7 +150,7 @@ impl Session {
 
     /// Waits for more input, the idle/command timeout, or the engine stopping.
     async fn read(&mut self) -> Input {
-        let in_txn = !self.txn.rcpts.is_empty() || !self.txn.body.is_empty();
+        let in_txn = !self.txn.rcpts.is_empty() || !self.body.is_empty();
         let t = if in_txn {
             self.config.ingest.command_timeout
         } else {
@@ -194,6 +203,7 @@ impl Session {
                 {
                     Verdict::Reject(reply)
                 } else {
+                    self.clear_body();
                     self.txn = Txn {
                         start: self.held.mark(self.server.output().len()),
                         sender: reverse_path.map(|m| m.to_string()).unwrap_or_default(),
@@ -216,9 +226,12 @@ impl Session {
                 };
                 let _ = self.server.rcpt_verdict(verdict);
             }
-            ServerEvent::BodyChunk(chunk) => self.txn.body.extend_from_slice(&chunk),
+            ServerEvent::BodyChunk(chunk) => self.body.extend_from_slice(&chunk),
             ServerEvent::MessageComplete => self.complete().await,
-            ServerEvent::TransactionAborted(_) => self.txn = Txn::default(),
+            ServerEvent::TransactionAborted(_) => {
+                self.txn = Txn::default();
+                self.clear_body();
+            }
             ServerEvent::Quit | ServerEvent::Closed(_) => {}
         }
     }
@@ -319,6 +332,15 @@ impl Session {
         }
     }
 
+    /// Empties the body buffer, keeping its room unless a large message
+    /// left more than a session should hold while idle.
+    fn clear_body(&mut self) {
+        self.body.clear();
+        if self.body.capacity() > MAX_KEPT_BODY_ROOM {
+            self.body = Vec::new();
+        }
+    }
+
     fn over_budget(&self) -> bool {
         let budget = self.shard.shared.config.load().memory_budget;
         self.shard.shared.budget.held() >= budget / 100 * 95
@@ -327,26 +349,34 @@ impl Session {
     /// The body is complete: make the message, route its recipients, and
     /// answer now (fast) or once the remote outcomes are in (safe).
     async fn complete(&mut self) {
-        let mut txn = std::mem::take(&mut self.txn);
-        txn.body.shrink_to_fit();
-        let body = Bytes::from(txn.body);
+        let txn = std::mem::take(&mut self.txn);
+        let body = Bytes::copy_from_slice(&self.body);
+        self.clear_body();
         let shard = self.shard.clone();
         let id = shard.next_message_id();
         let n = txn.rcpts.len();
         match self.lc.ack {
             AckMode::Fast => {
+                let durable = shard.shared.durable.is_some();
+                // Only the journal needs a second handle on the body: a clone
+                // costs a shared-count allocation per queued message.
+                let (msg_body, journal_body) = if durable {
+                    (body.clone(), body)
+                } else {
+                    (body, Bytes::new())
+                };
                 let msg = Message::new(
                     id,
                     Instant::now(),
                     &txn.sender,
                     &txn.rcpts,
-                    body.clone(),
+                    msg_body,
                     None,
                     shard.shared.budget.clone(),
                 );
                 // Durable mode: the 250 is held until the journal has it.
                 let before = self.held.mark(self.server.output().len());
-                if shard.shared.durable.is_some() {
+                if durable {
                     let p = Pending {
                         start: txn.start,
                         before,
@@ -354,7 +384,7 @@ impl Session {
                         msg,
                         keys: txn.keys,
                     };
-                    self.held.push(p, (txn.sender, txn.rcpts, body));
+                    self.held.push(p, (txn.sender, txn.rcpts, journal_body));
                 } else {
                     shard.route_message(Arc::new(msg), txn.keys);
                 }
