@@ -137,9 +137,11 @@ print(code, text.decode())
     assert_eq!(id.len(), 16, "{id}");
     assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
     wait_until("logged", Duration::from_secs(10), || {
-        crate::support::log_lines(&log)
-            .iter()
-            .any(|l| l["message_id"] == id && l["status"] == "delivered")
+        crate::support::log_lines(&log).iter().any(|l| {
+            l["message_id"] == id
+                && l["status"] == "delivered"
+                && l["message_id_header"] == "<m1@composer.test>"
+        })
     });
     engine.shutdown();
     let _ = std::fs::remove_dir_all(&journal);

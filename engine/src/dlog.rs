@@ -107,6 +107,8 @@ pub(crate) struct Record<'a> {
     /// Seconds since the Unix epoch, with milliseconds.
     pub(crate) time: f64,
     pub(crate) message_id: String,
+    /// The message's own `Message-ID` header, if it has one.
+    pub(crate) message_id_header: Option<&'a str>,
     pub(crate) sender: &'a str,
     pub(crate) recipient: &'a str,
     pub(crate) domain: &'a str,
@@ -255,6 +257,7 @@ mod tests {
         log.write(&Record {
             time: unix_now(),
             message_id: "1".into(),
+            message_id_header: Some("<m@c.example>"),
             sender: "a@b",
             recipient: "c@d",
             domain: "d",

@@ -111,6 +111,14 @@ impl Message {
         self.addrs.split('\n').nth(i as usize + 1).unwrap_or("")
     }
 
+    /// The message's own `Message-ID` header as the Composer wrote it
+    /// (angle brackets included), so log lines can be matched to the
+    /// Composer's records. Only the header section is read; a value folded
+    /// onto the next line is found there.
+    pub(crate) fn header_message_id(&self) -> Option<&str> {
+        header_value(&self.body, b"message-id")
+    }
+
     /// Tells a safe-mode session the outcome for recipient `i`.
     pub(crate) fn reply(&self, i: u32, reply: Reply) {
         if let Some(s) = &self.safe {
@@ -134,6 +142,30 @@ impl Drop for Message {
         let cost = cost(&self.body, &self.addrs);
         self.budget.held.fetch_sub(cost, Ordering::Relaxed);
     }
+}
+
+/// The first value of header `name` (lower case) in the header section of
+/// `body`, trimmed; `None` when absent, empty or not UTF-8.
+fn header_value<'a>(body: &'a [u8], name: &[u8]) -> Option<&'a str> {
+    let end = memchr::memmem::find(body, b"\r\n\r\n").map_or(body.len(), |e| e + 2);
+    let mut lines = body[..end].split(|&b| b == b'\n');
+    while let Some(line) = lines.next() {
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
+        if !line[..colon].eq_ignore_ascii_case(name) {
+            continue;
+        }
+        let mut value = line[colon + 1..].trim_ascii();
+        if value.is_empty() {
+            value = lines
+                .next()
+                .filter(|l| l.first().is_some_and(|&b| b == b' ' || b == b'\t'))?
+                .trim_ascii();
+        }
+        return std::str::from_utf8(value).ok().filter(|v| !v.is_empty());
+    }
+    None
 }
 
 /// One queued recipient: 24 bytes plus its share of the message.
@@ -185,5 +217,23 @@ mod tests {
         drop(m);
         assert_eq!(budget.held(), 0);
         assert!(std::mem::size_of::<Node>() <= 24);
+        // With the Arc's two counts, 120 bytes: the 128-byte size class.
+        assert!(std::mem::size_of::<Message>() <= 104);
+    }
+
+    #[test]
+    fn the_message_id_header_is_found_in_the_header_section_only() {
+        let id = |body: &'static [u8]| header_value(body, b"message-id");
+        assert_eq!(
+            id(b"Subject: s\r\nMESSAGE-ID:  <a.1@c.example> \r\n\r\nbody\r\n"),
+            Some("<a.1@c.example>")
+        );
+        assert_eq!(
+            id(b"Message-Id:\r\n <folded@c.example>\r\n\r\n"),
+            Some("<folded@c.example>")
+        );
+        assert_eq!(id(b"Subject: s\r\n\r\nMessage-ID: <in-body@c>\r\n"), None);
+        assert_eq!(id(b"X-Message-ID: <other@c>\r\n\r\n"), None);
+        assert_eq!(id(b"Message-ID:\r\n\r\n"), None);
     }
 }

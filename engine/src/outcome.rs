@@ -35,6 +35,7 @@ pub(crate) fn report(
     ctx.shared.dlog.write(&Record {
         time: unix_now(),
         message_id: format!("{:016x}", msg.id),
+        message_id_header: msg.header_message_id(),
         sender: msg.sender(),
         recipient: msg.recipient(s.rcpt),
         domain: &s.domain,
