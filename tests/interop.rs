@@ -143,6 +143,27 @@ print(code, text.decode())
                 && l["message_id_header"] == "<m1@composer.test>"
         })
     });
+    // One Received header, first, naming client, Volley, protocol, the
+    // id (known at ingest only in memory mode) and the one recipient.
+    let got = world.received();
+    let trace = &got[0].trace;
+    assert!(
+        trace.starts_with("Received: from composer.test ([127.0.0.1])\r\n\tby "),
+        "{trace}"
+    );
+    let with = if durable {
+        "(Volley) with ESMTP\r\n".to_string()
+    } else {
+        format!("(Volley) with ESMTP id {id}\r\n")
+    };
+    assert!(trace.contains(&with), "{trace}");
+    assert!(trace.contains("\tfor <u@d0.test>;\r\n\t"), "{trace}");
+    assert!(trace.ends_with(" +0000\r\n"), "{trace}");
+    assert!(
+        got[0]
+            .body
+            .starts_with(b"Message-ID: <m1@composer.test>\r\n")
+    );
     engine.shutdown();
     let _ = std::fs::remove_dir_all(&journal);
 }

@@ -34,6 +34,7 @@ fn assert_exactly_once(world: &World, sent: &HashMap<String, Bytes>) {
             .get(&id)
             .unwrap_or_else(|| panic!("unknown message {id}"));
         assert_eq!(&r.body[..], &want[..], "byte for byte: {id}");
+        assert!(r.trace.starts_with("Received: from "), "{:?}", r.trace);
         assert_eq!(r.sender, "news@composer.test");
         assert_eq!(r.recipients.len(), 1);
         assert!(seen.insert(id, ()).is_none(), "delivered twice");

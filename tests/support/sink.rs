@@ -22,7 +22,31 @@ pub struct Received {
     pub peer: IpAddr,
     pub sender: String,
     pub recipients: Vec<String>,
+    /// The `Received:` header at the top of the message (with its folded
+    /// lines), empty when there was none: Volley adds one to every message.
+    pub trace: String,
+    /// The message after that header: what the Composer sent.
     pub body: Vec<u8>,
+}
+
+/// Splits a leading `Received:` header (its first line and the folded
+/// lines after it) from the rest of `message`.
+fn split_trace(mut message: Vec<u8>) -> (String, Vec<u8>) {
+    if !message.starts_with(b"Received:") {
+        return (String::new(), message);
+    }
+    let mut end = 0;
+    loop {
+        match message[end..].iter().position(|&b| b == b'\n') {
+            Some(lf) => end += lf + 1,
+            None => end = message.len(),
+        }
+        if !message.get(end).is_some_and(|&b| b == b'\t' || b == b' ') {
+            break;
+        }
+    }
+    let rest = message.split_off(end);
+    (String::from_utf8_lossy(&message).into_owned(), rest)
 }
 
 type RcptFn = dyn Fn(&str, usize) -> Option<Reply> + Send + Sync;
@@ -151,11 +175,13 @@ impl MxSession for Session {
     }
 
     fn message_complete(&mut self, recipients: &[String]) -> DataEnd {
+        let (trace, body) = split_trace(std::mem::take(&mut self.body));
         self.sink.received.lock().push(Received {
             peer: self.peer,
             sender: self.sender.clone(),
             recipients: recipients.to_vec(),
-            body: std::mem::take(&mut self.body),
+            trace,
+            body,
         });
         DataEnd::Accept {
             delay: self.sink.script.data_delay.unwrap_or_default(),

@@ -7,6 +7,7 @@
 
 mod admission;
 mod held;
+mod received;
 mod relay;
 mod session;
 

@@ -11,6 +11,7 @@ use volley_smtp::{EnhancedCode, Reply, Server, ServerConfig, ServerEvent, Verdic
 
 use super::admission::Admission;
 use super::held::{Held, Pending};
+use super::received::{Arrival, received_header};
 use super::relay::{Accepted, rcpt_policy};
 use crate::config::{AckMode, Config, ListenerConfig, Protocol};
 use crate::context::ShardCtx;
@@ -332,6 +333,39 @@ impl Session {
         }
     }
 
+    /// The message as it is queued: a `Received:` header, then the body
+    /// as it came, in one allocation of the exact size. In durable fast
+    /// mode the header carries no id: the journal assigns the message's id
+    /// only once this very buffer is on disk.
+    fn trace_and_body(&self, txn: &Txn, id: u64) -> Bytes {
+        let durable_fast = self.shard.shared.durable.is_some() && self.lc.ack == AckMode::Fast;
+        let with = if self.lc.protocol == Protocol::Lmtp {
+            "LMTP"
+        } else if self.server.extended() {
+            "ESMTP"
+        } else {
+            "SMTP"
+        };
+        let header = received_header(&Arrival {
+            helo: self.server.client_name(),
+            peer: self.conn.peer().ip(),
+            by: &self.config.hostname,
+            with,
+            id: (!durable_fast).then_some(id),
+            only_recipient: match txn.rcpts.as_slice() {
+                [only] => Some(only),
+                _ => None,
+            },
+            unix_secs: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        });
+        let mut queued = Vec::with_capacity(header.len() + self.body.len());
+        queued.extend_from_slice(header.as_bytes());
+        queued.extend_from_slice(&self.body);
+        Bytes::from(queued)
+    }
+
     /// Empties the body buffer, keeping its room unless a large message
     /// left more than a session should hold while idle.
     fn clear_body(&mut self) {
@@ -350,10 +384,10 @@ impl Session {
     /// answer now (fast) or once the remote outcomes are in (safe).
     async fn complete(&mut self) {
         let txn = std::mem::take(&mut self.txn);
-        let body = Bytes::copy_from_slice(&self.body);
-        self.clear_body();
         let shard = self.shard.clone();
         let id = shard.next_message_id();
+        let body = self.trace_and_body(&txn, id);
+        self.clear_body();
         let n = txn.rcpts.len();
         match self.lc.ack {
             AckMode::Fast => {

@@ -274,6 +274,12 @@ impl Server {
         self.client_name.as_deref()
     }
 
+    /// Whether the client greeted with EHLO or LHLO (so the session is
+    /// ESMTP or LMTP), not HELO: the `with` of a Received header.
+    pub fn extended(&self) -> bool {
+        self.hello == Some(Hello::Ehlo)
+    }
+
     /// The client was idle too long: queues `421 4.4.2` and closes.
     pub fn timeout(&mut self) {
         self.close_with(

@@ -1,0 +1,140 @@
+//! The `Received:` trace header ingest adds to every message (every relay
+//! adds one; receivers score mail without it). Written once per message,
+//! before the body, in the one buffer all its recipients' copies share.
+
+use std::fmt::Write;
+use std::net::IpAddr;
+
+/// What the header says about one message's arrival.
+pub(super) struct Arrival<'a> {
+    /// The name the client gave in EHLO, HELO or LHLO.
+    pub(super) helo: Option<&'a str>,
+    /// The client's address.
+    pub(super) peer: IpAddr,
+    /// Volley's host name.
+    pub(super) by: &'a str,
+    /// `ESMTP`, `SMTP` or `LMTP`.
+    pub(super) with: &'static str,
+    /// Volley's id for the message, when it is final at ingest.
+    pub(super) id: Option<u64>,
+    /// The recipient, named only when the message has exactly one.
+    pub(super) only_recipient: Option<&'a str>,
+    /// Seconds since the Unix epoch.
+    pub(super) unix_secs: u64,
+}
+
+/// The header, folded over three lines, CRLF-terminated.
+pub(super) fn received_header(a: &Arrival<'_>) -> String {
+    let mut h = String::with_capacity(160);
+    let helo = a.helo.map(printable).unwrap_or_else(|| "unknown".into());
+    let peer = match a.peer {
+        IpAddr::V4(v4) => format!("[{v4}]"),
+        IpAddr::V6(v6) => format!("[IPv6:{v6}]"),
+    };
+    let _ = write!(
+        h,
+        "Received: from {helo} ({peer})\r\n\tby {} (Volley) with {}",
+        a.by, a.with
+    );
+    if let Some(id) = a.id {
+        let _ = write!(h, " id {id:016x}");
+    }
+    // A non-ASCII address would make the header 8-bit: left out.
+    if let Some(rcpt) = a.only_recipient.filter(|r| r.is_ascii()) {
+        let _ = write!(h, "\r\n\tfor <{rcpt}>");
+    }
+    let _ = write!(h, ";\r\n\t{}\r\n", rfc5322_date(a.unix_secs));
+    h
+}
+
+/// The client's name as it may appear in a header: printable ASCII only.
+fn printable(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(255)
+        .collect()
+}
+
+/// `Wed, 02 Dec 2026 20:28:25 +0000` for a Unix time, in UTC.
+fn rfc5322_date(unix_secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = unix_secs / 86_400;
+    let secs = unix_secs % 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{}, {d:02} {} {y} {:02}:{:02}:{:02} +0000",
+        DAYS[(days % 7) as usize],
+        MONTHS[(m - 1) as usize],
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Year, month (1-12), day (1-31) of a count of days since 1970-01-01, by
+/// the proleptic Gregorian calendar (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_rfc5322_in_utc() {
+        assert_eq!(rfc5322_date(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            rfc5322_date(1_796_243_305),
+            "Wed, 02 Dec 2026 20:28:25 +0000"
+        );
+        // A leap day.
+        assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
+    }
+
+    #[test]
+    fn the_header_names_client_server_protocol_id_and_the_one_recipient() {
+        let a = Arrival {
+            helo: Some("composer.example\u{7}"),
+            peer: "127.0.0.1".parse().unwrap(),
+            by: "mx.volley.example",
+            with: "ESMTP",
+            id: Some(7),
+            only_recipient: Some("u@d.example"),
+            unix_secs: 0,
+        };
+        assert_eq!(
+            received_header(&a),
+            "Received: from composer.example ([127.0.0.1])\r\n\
+             \tby mx.volley.example (Volley) with ESMTP id 0000000000000007\r\n\
+             \tfor <u@d.example>;\r\n\
+             \tThu, 01 Jan 1970 00:00:00 +0000\r\n"
+        );
+        let b = Arrival {
+            helo: None,
+            peer: "::1".parse().unwrap(),
+            id: None,
+            only_recipient: None,
+            with: "LMTP",
+            ..a
+        };
+        assert_eq!(
+            received_header(&b),
+            "Received: from unknown ([IPv6:::1])\r\n\
+             \tby mx.volley.example (Volley) with LMTP;\r\n\
+             \tThu, 01 Jan 1970 00:00:00 +0000\r\n"
+        );
+    }
+}
