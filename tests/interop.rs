@@ -167,3 +167,72 @@ print(code, text.decode())
     engine.shutdown();
     let _ = std::fs::remove_dir_all(&journal);
 }
+
+/// Safe mode over SMTP, one message to three recipients: one delivered,
+/// one refused for good, one deferred once. A 4xx would make the Composer
+/// send it again and the first recipient would get it twice, so Volley
+/// answers 250 and retries the deferred one itself.
+#[test]
+fn safe_mode_smtp_with_one_delivered_answers_250_and_keeps_the_deferred() {
+    use volley_engine::{AckMode, ListenerConfig, Protocol};
+    use volley_smtp::{EnhancedCode, Reply};
+    let world = World::generated(1, 1, |_| Script {
+        rcpt: Some(Box::new(|addr: &str, seen: usize| {
+            if addr.starts_with("bad@") {
+                Some(Reply::new(550, EnhancedCode::new(5, 1, 1), "no such user"))
+            } else if addr.starts_with("busy@") && seen == 0 {
+                Some(Reply::new(451, EnhancedCode::new(4, 2, 1), "mailbox busy"))
+            } else {
+                None
+            }
+        })),
+        ..Script::default()
+    });
+    let mut config = world.config();
+    config.listeners = vec![ListenerConfig {
+        address: "127.0.0.1:0".parse().unwrap(),
+        protocol: Protocol::Smtp,
+        ack: AckMode::Safe,
+    }];
+    let engine = Engine::start(config).unwrap();
+    let port = engine.listen_addrs()[0].port();
+    let out = python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20)
+s.ehlo("composer.test")
+s.mail("n@composer.test")
+for r in ("ok@d0.test", "bad@d0.test", "busy@d0.test"):
+    s.rcpt(r)
+code, text = s.data(b"Subject: safe\r\n\r\nsafe\r\n")
+s.quit()
+print(code, text.decode())
+"#,
+        port,
+    );
+    assert!(out.starts_with("250 2.0.0 OK queued as "), "{out}");
+    wait_until(
+        "the deferred one delivered",
+        Duration::from_secs(10),
+        || world.received_count() == 2,
+    );
+    let report = engine.shutdown();
+    assert_eq!(report.queued, 0);
+    let mut got: Vec<String> = world
+        .received()
+        .into_iter()
+        .flat_map(|r| r.recipients)
+        .collect();
+    got.sort();
+    assert_eq!(got, ["busy@d0.test", "ok@d0.test"], "each once");
+    let log = crate::support::log_lines(&world.log);
+    let statuses = |rcpt: &str| -> Vec<String> {
+        log.iter()
+            .filter(|l| l["recipient"] == rcpt)
+            .map(|l| l["status"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(statuses("ok@d0.test"), ["delivered"]);
+    assert_eq!(statuses("bad@d0.test"), ["bounced"]);
+    assert_eq!(statuses("busy@d0.test"), ["deferred", "delivered"]);
+}

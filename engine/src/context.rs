@@ -251,6 +251,16 @@ impl ShardCtx {
         }
     }
 
+    /// Queues again recipients of a message ingest accepted before (a
+    /// safe-mode message whose deferred recipients Volley keeps), each
+    /// with its routing key; their attempts count from zero.
+    pub(crate) fn requeue_recipients(&self, msg: &Arc<Message>, rcpts: Vec<(u32, Box<str>)>) {
+        let kept = self.shared.router.hand_off(msg, rcpts, Some(self.index));
+        for h in kept {
+            self.accept_handoff(h);
+        }
+    }
+
     /// Queues recipients this shard owns.
     pub(crate) fn accept_handoff(&self, h: Handoff) {
         self.shared.counters.queued_add(h.rcpts.len() as u64);

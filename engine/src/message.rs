@@ -6,7 +6,7 @@
 //! when the last node finishes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -15,6 +15,14 @@ use volley_smtp::Reply;
 /// Where a safe-mode ingest session waits for its recipients' outcomes:
 /// (recipient index, the reply to give the Composer).
 pub(crate) type SafeReplies = tokio::sync::mpsc::UnboundedSender<(u32, Reply)>;
+
+/// A safe-mode message's link to the session that waits for it.
+pub(crate) struct SafeWait {
+    replies: SafeReplies,
+    /// Set once the Composer was answered 250 while some recipients were
+    /// still deferred: those are Volley's to retry.
+    answered: AtomicBool,
+}
 
 /// What a journaled message tells its journal: a recipient reached a
 /// final outcome (delivered, bounced, expired), so a restart skips it.
@@ -47,7 +55,7 @@ pub(crate) struct Message {
     /// When ingest accepted it, for max age and oldest-first scheduling.
     pub(crate) received: Instant,
     /// Safe mode: who waits for the outcomes.
-    pub(crate) safe: Option<Box<SafeReplies>>,
+    pub(crate) safe: Option<Box<SafeWait>>,
     /// Durable mode: its place in the journal (fast mode only). Boxed:
     /// inline it would make every message's allocation 32 bytes larger,
     /// journal or not. A trait object, so that the message knows nothing of
@@ -95,7 +103,12 @@ impl Message {
             addrs: addrs.into_boxed_str(),
             body,
             received,
-            safe: safe.map(Box::new),
+            safe: safe.map(|replies| {
+                Box::new(SafeWait {
+                    replies,
+                    answered: AtomicBool::new(false),
+                })
+            }),
             journal: None,
             budget,
         }
@@ -122,7 +135,23 @@ impl Message {
     /// Tells a safe-mode session the outcome for recipient `i`.
     pub(crate) fn reply(&self, i: u32, reply: Reply) {
         if let Some(s) = &self.safe {
-            let _ = s.send((i, reply));
+            let _ = s.replies.send((i, reply));
+        }
+    }
+
+    /// Whether a safe-mode Composer still waits for this message's reply
+    /// and so keeps the responsibility for a deferred recipient.
+    pub(crate) fn composer_waits(&self) -> bool {
+        self.safe
+            .as_ref()
+            .is_some_and(|s| !s.answered.load(Ordering::Relaxed))
+    }
+
+    /// The safe-mode Composer got its answer (250) and Volley keeps the
+    /// responsibility for every recipient from now on, as in fast mode.
+    pub(crate) fn composer_answered(&self) {
+        if let Some(s) = &self.safe {
+            s.answered.store(true, Ordering::Relaxed);
         }
     }
 }

@@ -50,7 +50,7 @@ pub(crate) fn report(
         category: s.category,
         rate: s.rate,
     });
-    if msg.safe.is_some() {
+    if msg.composer_waits() {
         msg.reply(s.rcpt, safe_reply(reply, s.status, target));
     }
     match s.status {

@@ -71,7 +71,7 @@ impl Core {
             )
         };
         let settings = self.queues.queue(q).settings.clone();
-        let safe = node.msg.safe.is_some();
+        let safe = node.msg.composer_waits();
         let age = now.saturating_duration_since(node.msg.received);
         let mut status = match reply.class() {
             ReplyClass::Positive => Status::Delivered,

@@ -287,6 +287,27 @@ fn a_safe_mode_recipient_deferred_goes_back_to_its_composer() {
 }
 
 #[test]
+fn once_the_safe_mode_composer_was_answered_a_deferral_is_retried_here() {
+    let t0 = Instant::now();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut core = Core::new(0, &config(|_| {})).expect("core");
+    let msg = message(t0, 1, Some(tx));
+    msg.composer_answered();
+    core.accept(&msg, &keys(1), t0);
+    let [Action::Open(d)] = core.take_actions()[..] else {
+        panic!("expected one Open");
+    };
+    let s = attempt(&mut core, d, &reply(451, 4, 2, 1, "busy"), t0);
+    assert_eq!(s.status, Status::Deferred);
+    assert!(
+        matches!(s.verdict, Verdict::Retry { .. }),
+        "{:?}",
+        s.verdict
+    );
+    assert_eq!(core.queued(), 1, "Volley keeps it");
+}
+
+#[test]
 fn a_suspended_domain_opens_again_when_its_controller_allows() {
     let t0 = Instant::now();
     let c = config(|c| c.general_queue.adaptive = true);

@@ -435,7 +435,15 @@ impl Session {
                     Some(tx),
                     shard.shared.budget.clone(),
                 );
-                shard.route_message(Arc::new(msg), txn.keys);
+                let msg = Arc::new(msg);
+                // SMTP gives one reply for all recipients: keep what it takes
+                // to queue the deferred ones again if Volley must keep them.
+                let keys = if self.lc.protocol == Protocol::Smtp && n > 1 {
+                    txn.keys.clone()
+                } else {
+                    Vec::new()
+                };
+                shard.route_message(msg.clone(), txn.keys);
                 let mut replies: Vec<Option<Reply>> = vec![None; n];
                 let mut got = 0;
                 let mut stop = shard.shared.stop.clone();
@@ -464,6 +472,12 @@ impl Session {
                         "outcome unknown: Volley is stopping",
                     )
                 };
+                // Recipients the core gave back to the Composer; those whose
+                // outcome never came (Volley is stopping) are still queued.
+                let returned: Vec<bool> = replies
+                    .iter()
+                    .map(|r| r.as_ref().is_some_and(|r| r.is_transient()))
+                    .collect();
                 let replies: Vec<Reply> = replies
                     .into_iter()
                     .map(|r| r.unwrap_or_else(unknown))
@@ -472,6 +486,19 @@ impl Session {
                     for r in replies {
                         let _ = self.server.message_verdict(verdict_of(r, id));
                     }
+                } else if replies.iter().any(|r| r.code < 300) {
+                    // One recipient is delivered: a 4xx now would make the
+                    // Composer send it again. Volley answers 250 and keeps
+                    // the deferred ones (the permanent ones stay bounced).
+                    msg.composer_answered();
+                    let deferred: Vec<(u32, Box<str>)> = (0u32..)
+                        .zip(keys)
+                        .zip(returned)
+                        .filter(|(_, returned)| *returned)
+                        .map(|(k, _)| k)
+                        .collect();
+                    shard.requeue_recipients(&msg, deferred);
+                    let _ = self.server.message_verdict(queued_as(id));
                 } else {
                     let _ = self
                         .server
@@ -502,9 +529,9 @@ fn verdict_of(r: Reply, id: u64) -> Verdict {
     }
 }
 
-/// One SMTP reply for a safe-mode message with several recipients: 250 when
-/// all were delivered, else a transient failure if any (the Composer tries
-/// again), else the first permanent one.
+/// One SMTP reply for a safe-mode message none of whose recipients was
+/// delivered: a transient failure if any (the Composer tries again and no
+/// one gets a copy twice), else the first permanent one.
 fn summarize(replies: Vec<Reply>) -> Reply {
     if let Some(r) = replies.iter().find(|r| r.is_transient()) {
         return r.clone();
