@@ -226,13 +226,8 @@ print(code, text.decode())
     got.sort();
     assert_eq!(got, ["busy@d0.test", "ok@d0.test"], "each once");
     let log = crate::support::log_lines(&world.log);
-    let statuses = |rcpt: &str| -> Vec<String> {
-        log.iter()
-            .filter(|l| l["recipient"] == rcpt)
-            .map(|l| l["status"].as_str().unwrap().to_string())
-            .collect()
-    };
-    assert_eq!(statuses("ok@d0.test"), ["delivered"]);
-    assert_eq!(statuses("bad@d0.test"), ["bounced"]);
-    assert_eq!(statuses("busy@d0.test"), ["deferred", "delivered"]);
+    use crate::support::statuses;
+    assert_eq!(statuses(&log, "ok@d0.test"), ["delivered"]);
+    assert_eq!(statuses(&log, "bad@d0.test"), ["bounced"]);
+    assert_eq!(statuses(&log, "busy@d0.test"), ["deferred", "delivered"]);
 }

@@ -11,7 +11,7 @@ use volley_engine::Engine;
 use volley_smtp::{EnhancedCode, Reply, Transaction};
 
 use crate::support::sink::Script;
-use crate::support::{World, composer, log_lines, mx_ip, wait_stats, wait_until};
+use crate::support::{World, composer, log_lines, mx_ip, statuses, wait_stats, wait_until};
 
 fn tx(rcpts: &[&str], body: &str) -> Transaction {
     Transaction {
@@ -19,13 +19,6 @@ fn tx(rcpts: &[&str], body: &str) -> Transaction {
         recipients: rcpts.iter().map(|s| s.to_string()).collect(),
         body: Bytes::from(body.to_string()),
     }
-}
-
-fn statuses(log: &[serde_json::Value], rcpt: &str) -> Vec<String> {
-    log.iter()
-        .filter(|l| l["recipient"] == rcpt)
-        .map(|l| l["status"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[test]

@@ -140,3 +140,11 @@ pub fn log_lines(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect()
 }
+
+/// The statuses logged for `rcpt`, in order.
+pub fn statuses(log: &[serde_json::Value], rcpt: &str) -> Vec<String> {
+    log.iter()
+        .filter(|l| l["recipient"] == rcpt)
+        .map(|l| l["status"].as_str().unwrap().to_string())
+        .collect()
+}
