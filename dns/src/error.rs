@@ -35,10 +35,13 @@ pub enum ResolveError {
         reason: String,
     },
     /// No answer within the configured timeout and attempts.
-    #[error("DNS lookup for {domain} timed out")]
+    #[error("DNS lookup for {domain} timed out: no answer from {nameservers}")]
     Timeout {
         /// The name asked for.
         domain: String,
+        /// The nameservers asked, as `ADDR:PORT, ...`: a timeout is
+        /// usually their fault, and the operator needs to know whose.
+        nameservers: String,
     },
     /// The nameserver answered with an error code such as SERVFAIL or REFUSED.
     #[error("DNS server failure for {domain}: {code}")]
@@ -97,7 +100,13 @@ mod tests {
         let d = || "example.test".to_string();
         assert!(ResolveError::NullMx { domain: d() }.is_permanent());
         assert!(ResolveError::NoSuchDomain { domain: d() }.is_permanent());
-        assert!(ResolveError::Timeout { domain: d() }.is_transient());
+        assert!(
+            ResolveError::Timeout {
+                domain: d(),
+                nameservers: "127.0.0.1:53".into()
+            }
+            .is_transient()
+        );
         let e = ResolveError::ServerFailure {
             domain: d(),
             code: "SERVFAIL".into(),

@@ -87,6 +87,18 @@ impl MxResolver {
         })
     }
 
+    /// Whether any configured nameserver answers (the root's NS records
+    /// are asked; any reply counts). A start-up check: without an answer
+    /// every lookup will time out.
+    pub async fn check_nameservers(&self) -> Result<(), ResolveError> {
+        self.inner.upstream.answers().await
+    }
+
+    /// The nameservers this resolver asks, as `ADDR:PORT, ...`.
+    pub fn nameservers(&self) -> &str {
+        self.inner.upstream.nameservers()
+    }
+
     /// The route to `domain`'s mail servers: from the cache when it holds a
     /// valid answer, otherwise after one lookup shared with every concurrent
     /// caller asking for the same domain.

@@ -34,6 +34,8 @@ pub(crate) struct Upstream {
     resolver: TokioResolver,
     /// Bounds the queries in flight (sockets, and the nameserver's patience).
     permits: Semaphore,
+    /// The nameservers asked, as text for error messages.
+    nameservers: String,
 }
 
 impl Upstream {
@@ -52,6 +54,7 @@ impl Upstream {
                 ResolverOpts::default(),
             )
         };
+        let nameservers = nameserver_text(&hickory_config);
         opts.timeout = config.timeout;
         // hickory counts retries after the first try; ours counts tries.
         opts.attempts = config.attempts.saturating_sub(1);
@@ -72,7 +75,25 @@ impl Upstream {
         Ok(Self {
             resolver,
             permits: Semaphore::new(config.max_concurrent_queries),
+            nameservers,
         })
+    }
+
+    /// The nameservers asked, as `ADDR:PORT, ...`.
+    pub(crate) fn nameservers(&self) -> &str {
+        &self.nameservers
+    }
+
+    /// Whether some nameserver answers at all: asks for the root's NS
+    /// records, and any reply, even a refusal, counts.
+    pub(crate) async fn answers(&self) -> Result<(), ResolveError> {
+        match self.resolver.lookup(Name::root(), RecordType::NS).await {
+            Ok(_) => Ok(()),
+            Err(e) => match map_error::<()>(".", e, &self.nameservers) {
+                Ok(_) | Err(ResolveError::ServerFailure { .. }) => Ok(()),
+                Err(e) => Err(e),
+            },
+        }
     }
 
     /// MX records of `domain` as (preference, exchange) with exchange lower-cased
@@ -136,7 +157,7 @@ impl Upstream {
                     Ok(Records::Found(found, ttl))
                 }
             }
-            Err(e) => map_error(name, e),
+            Err(e) => map_error(name, e, &self.nameservers),
         }
     }
 }
@@ -162,7 +183,24 @@ fn host_text(name: &Name) -> String {
     s
 }
 
-fn map_error<T>(name: &str, e: NetError) -> Result<Records<T>, ResolveError> {
+/// `ADDR:PORT, ...` of every nameserver in `config`.
+fn nameserver_text(config: &HickoryConfig) -> String {
+    let servers: Vec<String> = config
+        .name_servers()
+        .iter()
+        .map(|ns| {
+            let port = ns.connections.first().map_or(53, |c| c.port);
+            SocketAddr::new(ns.ip, port).to_string()
+        })
+        .collect();
+    if servers.is_empty() {
+        "no nameserver".into()
+    } else {
+        servers.join(", ")
+    }
+}
+
+fn map_error<T>(name: &str, e: NetError, nameservers: &str) -> Result<Records<T>, ResolveError> {
     let domain = name.to_string();
     match e {
         NetError::Dns(DnsError::NoRecordsFound(nr)) => {
@@ -176,7 +214,10 @@ fn map_error<T>(name: &str, e: NetError) -> Result<Records<T>, ResolveError> {
             domain,
             code: code.to_string(),
         }),
-        NetError::Timeout => Err(ResolveError::Timeout { domain }),
+        NetError::Timeout => Err(ResolveError::Timeout {
+            domain,
+            nameservers: nameservers.to_string(),
+        }),
         other => Err(ResolveError::Lookup {
             domain,
             message: other.to_string(),

@@ -177,6 +177,8 @@ fn unanswered_query_is_a_transient_timeout() {
         let e = r.resolve("silent.test").await.unwrap_err();
         assert!(e.is_transient(), "{e}");
         assert!(matches!(e, ResolveError::Timeout { .. }), "{e:?}");
+        let named = format!("no answer from {}", server.addr());
+        assert!(e.to_string().contains(&named), "{e}");
         assert!(
             started.elapsed() < Duration::from_secs(3),
             "{:?}",
@@ -206,6 +208,18 @@ fn dead_nameserver_gives_a_transient_error_within_its_timeout() {
             "gave up early: {took:?}"
         );
         assert!(took < Duration::from_secs(2), "{took:?}");
+        let check = r.check_nameservers().await;
+        assert!(check.is_err(), "a nameserver that never answers: {check:?}");
+    });
+}
+
+#[test]
+fn a_nameserver_that_answers_passes_the_start_up_check() {
+    let server = TestDnsServer::start(zone()).unwrap();
+    run(async {
+        let r = resolver(&server);
+        r.check_nameservers().await.unwrap();
+        assert_eq!(r.nameservers(), server.addr().to_string());
     });
 }
 
