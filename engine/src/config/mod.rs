@@ -4,6 +4,8 @@
 //! `#[serde(default)]` calls for every missing field, so a file only names
 //! what it changes and an empty file (or none) is a working single-host setup.
 
+mod check;
+mod document;
 mod journal;
 
 use std::net::{IpAddr, SocketAddr};
@@ -12,7 +14,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::rate::{RateSettings, RuleConfig, RuleSet};
+use crate::rate::{RateSettings, RuleConfig};
+use document::Document;
 pub use journal::JournalSettings;
 
 /// The whole configuration.
@@ -103,6 +106,24 @@ pub enum AckMode {
     /// The reply waits for the remote outcome: the first attempt's result is
     /// relayed and Volley keeps nothing (a 4xx goes back to the Composer).
     Safe,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Smtp => "smtp",
+            Protocol::Lmtp => "lmtp",
+        })
+    }
+}
+
+impl std::fmt::Display for AckMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AckMode::Fast => "fast",
+            AckMode::Safe => "safe",
+        })
+    }
 }
 
 /// One listening port.
@@ -419,110 +440,33 @@ impl Config {
         Config::from_toml(&text)
     }
 
-    /// Parses and checks TOML text.
+    /// Parses and checks TOML text: every problem is returned, each with
+    /// its line where the file sets it.
     pub fn from_toml(text: &str) -> Result<Config, Vec<ConfigError>> {
-        let config: Config = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            vec![ConfigError {
-                line,
-                message: e.message().trim().to_string(),
-            }]
-        })?;
-        let problems = config.problems(text);
-        if problems.is_empty() {
+        let document = Document::parse(text)?;
+        let (config, mut errors) = document.config();
+        errors.extend(check::problems(&config).into_iter().map(|p| ConfigError {
+            line: document.line_of(&p.path),
+            message: p.message,
+        }));
+        if errors.is_empty() {
             Ok(config)
         } else {
-            Err(problems)
+            errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            Err(errors)
         }
     }
 
-    /// Checks what types alone cannot; `text` (the file, or "") locates lines.
-    pub fn problems(&self, text: &str) -> Vec<ConfigError> {
-        let mut out = Vec::new();
-        let mut err = |key: &str, message: String| {
-            out.push(ConfigError {
-                line: line_of(text, key),
-                message,
+    /// Checks what types alone cannot (values that parse but cannot work);
+    /// without the file there are no lines.
+    pub fn problems(&self) -> Vec<ConfigError> {
+        check::problems(self)
+            .into_iter()
+            .map(|p| ConfigError {
+                line: None,
+                message: p.message,
             })
-        };
-        if self.listeners.is_empty() {
-            err("listener", "at least one [[listener]] is needed".into());
-        }
-        let mut queues: Vec<(&str, &QueueSettings)> = vec![("general_queue", &self.general_queue)];
-        for q in &self.queues {
-            queues.push((q.name.as_str(), &q.limits));
-            if q.domains.is_empty() {
-                err("domains", format!("queue {:?} lists no domains", q.name));
-            }
-            if let Err(e) = q.mx_addrs(self.delivery_port) {
-                err("mx", format!("queue {:?}: {e}", q.name));
-            }
-        }
-        for (name, s) in queues {
-            if s.max_connections == 0 || s.max_connections_per_domain == 0 {
-                err(
-                    "max_connections",
-                    format!("queue {name:?}: connection limits must be at least 1"),
-                );
-            }
-            if s.initial_connections > s.max_connections_per_domain {
-                err(
-                    "initial_connections",
-                    format!(
-                        "queue {name:?}: initial_connections ({}) exceeds max_connections_per_domain ({})",
-                        s.initial_connections, s.max_connections_per_domain
-                    ),
-                );
-            }
-            if s.max_recipients_per_transaction == 0 || s.max_messages_per_connection == 0 {
-                err(
-                    "max_recipients_per_transaction",
-                    format!(
-                        "queue {name:?}: per-transaction and per-connection limits must be at least 1"
-                    ),
-                );
-            }
-            if s.retry_schedule.is_empty() {
-                err(
-                    "retry_schedule",
-                    format!("queue {name:?}: retry_schedule needs at least one delay"),
-                );
-            }
-            if let Err(e) = s.rate.validate() {
-                err("rate", format!("queue {name:?}: {e}"));
-            }
-            if s.max_attempts == 0 {
-                err(
-                    "max_attempts",
-                    format!("queue {name:?}: max_attempts must be at least 1"),
-                );
-            }
-        }
-        if let Err(e) = RuleSet::new(&self.rules) {
-            err("rules", e.to_string());
-        }
-        if let Err(e) = self.resolver.validate() {
-            err("resolver", e.to_string());
-        }
-        let quota = self.quota.total.is_some() || self.quota.per_day.is_some();
-        if quota && self.journal.dir.is_none() {
-            err(
-                "quota",
-                "a [quota] needs [journal] dir: the delivered count is kept there".into(),
-            );
-        }
-        if self.journal.segment_size < 4096 {
-            err(
-                "segment_size",
-                "journal segment_size must be at least 4KiB".into(),
-            );
-        }
-        if !(0.0..=1.0).contains(&self.scheduler.hint_share) {
-            err("hint_share", "hint_share must be between 0 and 1".into());
-        }
-        out
+            .collect()
     }
 
     /// The number of shards to run: the setting, or one per core.
@@ -535,19 +479,6 @@ impl Config {
                 .unwrap_or(1)
         }
     }
-}
-
-/// The first line that sets `key` (or opens table `key`), for error reports.
-fn line_of(text: &str, key: &str) -> Option<usize> {
-    text.lines()
-        .position(|l| {
-            let l = l.trim_start();
-            l.strip_prefix(key)
-                .map(|rest| rest.trim_start().starts_with('='))
-                .unwrap_or(false)
-                || l.trim_start_matches('[').starts_with(key)
-        })
-        .map(|i| i + 1)
 }
 
 #[cfg(test)]
@@ -648,6 +579,71 @@ max_connections = 50
         let e = Config::from_toml(text).unwrap_err();
         assert_eq!(e[0].line, Some(2));
         assert!(e[0].to_string().starts_with("line 2: "));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line_and_value() {
+        let text = r#"shards = "two"
+
+[[listener]]
+address = "127.0.0.1:2600"
+[[listener]]
+address = "127.0.0.1:2600"
+
+[ingest]
+trusted_networks = ["127.0.0.1/33"]
+relay_domains = ["*foo", "a..b"]
+max_recipients = 0
+
+[general_queue]
+connect_timeout = "0s"
+idle_timeout = "5 fortnights"
+"#;
+        let errors = Config::from_toml(text).unwrap_err();
+        let found: Vec<(Option<usize>, &str)> = errors
+            .iter()
+            .map(|e| (e.line, e.message.as_str()))
+            .collect();
+        let expect = |line: usize, needle: &str| {
+            assert!(
+                found
+                    .iter()
+                    .any(|(l, m)| *l == Some(line) && m.contains(needle)),
+                "no problem on line {line} with {needle:?} in {found:#?}"
+            )
+        };
+        expect(1, "shards: \"two\"");
+        expect(
+            6,
+            "listener[1].address = \"127.0.0.1:2600\": listener 0 has the same address",
+        );
+        expect(9, "trusted_networks: \"127.0.0.1/33\"");
+        expect(10, "\"*foo\"");
+        expect(10, "\"a..b\"");
+        expect(11, "ingest.max_recipients = 0");
+        expect(14, "general_queue.connect_timeout = \"0s\"");
+        expect(15, "\"5 fortnights\"");
+        assert_eq!(errors.len(), 8, "{found:#?}");
+    }
+
+    #[test]
+    fn every_syntax_error_is_reported() {
+        let errors = Config::from_toml("shards = \nhostname = \"x\n").unwrap_err();
+        assert!(errors.len() >= 2, "{errors:?}");
+        assert_eq!(errors[0].line, Some(1));
+    }
+
+    #[test]
+    fn a_problem_names_the_line_of_its_own_queue() {
+        let text = "[[queue]]\nname = \"a\"\ndomains = [\"a.example\"]\n\n[[queue]]\nname = \"b\"\ndomains = [\"b.example\"]\n[queue.limits]\nmax_connections = 0\n";
+        let errors = Config::from_toml(text).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].line, Some(9));
+        assert!(
+            errors[0]
+                .message
+                .starts_with("queue[1].limits.max_connections = 0")
+        );
     }
 
     #[test]
