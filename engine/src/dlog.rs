@@ -4,7 +4,7 @@
 //! channel, so no shard ever waits on the disk; the writer flushes whenever
 //! the channel runs dry and when the engine stops.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::mpsc;
@@ -135,15 +135,31 @@ pub(crate) fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
+/// What the writer thread is told.
+enum ToWriter {
+    /// One JSON line, newline included.
+    Line(String),
+    /// Flush, close the file and open the path again: after logrotate has
+    /// renamed it, new lines go to a new file, without copytruncate.
+    Reopen,
+    /// Flush and stop after what was sent before.
+    Stop,
+}
+
 /// A handle shards write through; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct DeliveryLog {
-    tx: Option<mpsc::Sender<String>>,
+    tx: Option<mpsc::Sender<ToWriter>>,
 }
 
 /// The writer thread; joins (after a final flush) when every handle is gone.
 pub(crate) struct LogWriter {
     thread: Option<JoinHandle<()>>,
+}
+
+fn open_append(path: &Path) -> std::io::Result<BufWriter<File>> {
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    Ok(BufWriter::with_capacity(1 << 16, file))
 }
 
 impl DeliveryLog {
@@ -154,23 +170,36 @@ impl DeliveryLog {
 
     /// Opens (appends to) `path` and starts the writer thread.
     pub(crate) fn open(path: &Path) -> std::io::Result<(DeliveryLog, LogWriter)> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        let (tx, rx) = mpsc::channel::<String>();
+        let mut out = open_append(path)?;
+        let path = path.to_path_buf();
+        let (tx, rx) = mpsc::channel::<ToWriter>();
         let thread = std::thread::Builder::new()
             .name("volley-dlog".into())
             .spawn(move || {
-                let mut out = BufWriter::with_capacity(1 << 16, file);
-                // An empty string is the stop sign (see `close`).
-                'outer: while let Ok(line) = rx.recv() {
-                    if line.is_empty() {
-                        break;
-                    }
-                    let _ = out.write_all(line.as_bytes());
-                    while let Ok(more) = rx.try_recv() {
-                        if more.is_empty() {
-                            break 'outer;
+                // Write what has arrived, flush when the channel runs dry.
+                while let Ok(first) = rx.recv() {
+                    let mut next = Some(first);
+                    while let Some(message) = next.take() {
+                        match message {
+                            ToWriter::Line(line) => {
+                                let _ = out.write_all(line.as_bytes());
+                            }
+                            ToWriter::Reopen => {
+                                let _ = out.flush();
+                                match open_append(&path) {
+                                    Ok(reopened) => out = reopened,
+                                    Err(e) => tracing::warn!(
+                                        "cannot reopen the delivery log {}: {e}; writing on to the old file",
+                                        path.display()
+                                    ),
+                                }
+                            }
+                            ToWriter::Stop => {
+                                let _ = out.flush();
+                                return;
+                            }
                         }
-                        let _ = out.write_all(more.as_bytes());
+                        next = rx.try_recv().ok();
                     }
                     let _ = out.flush();
                 }
@@ -187,7 +216,15 @@ impl DeliveryLog {
     /// Tells the writer to flush and stop after the lines sent so far.
     pub(crate) fn close(&self) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(String::new());
+            let _ = tx.send(ToWriter::Stop);
+        }
+    }
+
+    /// Tells the writer to open the log's path again after the lines sent
+    /// so far (SIGHUP, for logrotate).
+    pub(crate) fn reopen(&self) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(ToWriter::Reopen);
         }
     }
 
@@ -196,7 +233,7 @@ impl DeliveryLog {
             && let Ok(mut line) = serde_json::to_string(record)
         {
             line.push('\n');
-            let _ = tx.send(line);
+            let _ = tx.send(ToWriter::Line(line));
         }
     }
 }
@@ -217,6 +254,49 @@ mod tests {
 
     fn reply(code: u16, e: (u8, u16, u16), text: &str) -> Reply {
         Reply::new(code, EnhancedCode::new(e.0, e.1, e.2), text)
+    }
+
+    fn record(recipient: &str) -> Record<'_> {
+        Record {
+            time: 1.0,
+            message_id: "1".into(),
+            message_id_header: None,
+            sender: "s@example.com",
+            recipient,
+            domain: "example.com",
+            mx: None,
+            ip: None,
+            attempt: 1,
+            status: Status::Delivered,
+            code: Some(250),
+            enhanced: None,
+            text: "ok".into(),
+            latency_ms: 1,
+            category: None,
+            rate: None,
+        }
+    }
+
+    #[test]
+    fn a_reopen_after_a_rename_writes_on_in_a_new_file() {
+        let dir = std::env::temp_dir().join(format!("volley-dlog-rotate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("delivery.log");
+        let rotated = dir.join("delivery.log.1");
+        let (log, writer) = DeliveryLog::open(&path).unwrap();
+        log.write(&record("before@example.com"));
+        // What logrotate does, then its postrotate SIGHUP.
+        std::fs::rename(&path, &rotated).unwrap();
+        log.reopen();
+        log.write(&record("after@example.com"));
+        log.close();
+        drop(log);
+        writer.join();
+        let old = std::fs::read_to_string(&rotated).unwrap();
+        let new = std::fs::read_to_string(&path).unwrap();
+        assert!(old.contains("before@") && !old.contains("after@"), "{old}");
+        assert!(new.contains("after@") && !new.contains("before@"), "{new}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

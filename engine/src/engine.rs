@@ -16,6 +16,7 @@ use crate::durable::{self, QuotaFlusher, WallClock};
 use crate::journal::RecoveryReport;
 use crate::message::Budget;
 use crate::metrics::{DomainRate, Latencies, RateBoard, Stats};
+use crate::port_holder;
 use crate::routing::Router;
 use crate::shard::{self, ShardError};
 use crate::transport::bind_reuseport;
@@ -34,6 +35,15 @@ pub enum EngineError {
         /// The error.
         #[source]
         source: std::io::Error,
+    },
+    /// Someone already listens on a listener's address (another Volley,
+    /// say, which SO_REUSEPORT would otherwise let share its connections).
+    #[error("cannot listen on {addr}: already in use by {holder}")]
+    AddressHeld {
+        /// The address.
+        addr: SocketAddr,
+        /// Who holds it, as far as this user can see.
+        holder: String,
     },
     /// The delivery log could not be opened.
     #[error("cannot open the delivery log {path}: {source}")]
@@ -72,6 +82,35 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// How long a listening socket that no process holds may keep `addr`
+/// before Volley gives up: a process killed with its sockets still in an
+/// io_uring ring leaves them listening until the kernel has torn the ring
+/// down, which a restart right after a crash runs into.
+const ORPHANED_LISTENER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Fails when anyone already listens on `addr`, naming who.
+fn refuse_if_held(addr: SocketAddr) -> Result<(), EngineError> {
+    let deadline = std::time::Instant::now() + ORPHANED_LISTENER_WAIT;
+    loop {
+        match port_holder::probe_free(addr) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                if let Some(holder) = port_holder::holder_of(addr) {
+                    return Err(EngineError::AddressHeld { addr, holder });
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(EngineError::AddressHeld {
+                        addr,
+                        holder: "a process this user cannot see".into(),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(source) => return Err(EngineError::Listen { addr, source }),
+        }
+    }
 }
 
 /// Latency figures of delivered transactions, in microseconds.
@@ -137,7 +176,7 @@ impl Engine {
     /// report is logged and kept, see [`Engine::recovery`]) and only the
     /// unfinished recipients are queued again.
     pub fn start_with_clock(config: Config, clock: WallClock) -> Result<Engine, EngineError> {
-        let problems = config.problems("");
+        let problems = config.problems();
         if !problems.is_empty() {
             return Err(EngineError::Config(problems));
         }
@@ -157,6 +196,7 @@ impl Engine {
         let mut per_shard: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
         let mut listen = Vec::new();
         for lc in &config.listeners {
+            refuse_if_held(lc.address)?;
             let first = bind_reuseport(lc.address).map_err(|source| EngineError::Listen {
                 addr: lc.address,
                 source,
@@ -348,7 +388,7 @@ impl Engine {
     /// sessions. Listeners, shard count, resolver and queue settings need a
     /// restart; the returned notes say which of those changed.
     pub fn reload(&self, config: Config) -> Result<Vec<String>, EngineError> {
-        let problems = config.problems("");
+        let problems = config.problems();
         if !problems.is_empty() {
             return Err(EngineError::Config(problems));
         }
@@ -357,7 +397,9 @@ impl Engine {
         if old.listeners != config.listeners {
             notes.push("listeners changed: takes effect after a restart".to_string());
         }
-        if old.shard_count() != config.shard_count() {
+        // The setting, not its value: with `shards = 0` the count follows
+        // the cores this thread may use at the moment it is asked.
+        if old.shards != config.shards && config.shard_count() != self.threads.len() {
             notes.push("shard count changed: takes effect after a restart".to_string());
         }
         if old.general_queue != config.general_queue || old.queues != config.queues {
@@ -373,8 +415,18 @@ impl Engine {
         if old.resolver != config.resolver {
             notes.push("resolver settings changed: take effect after a restart".to_string());
         }
+        if old.delivery_log != config.delivery_log {
+            notes.push("delivery log path changed: takes effect after a restart".to_string());
+        }
         self.shared.config.store(Arc::new(config));
         Ok(notes)
+    }
+
+    /// Closes the delivery log and opens its path again, after the lines
+    /// written so far: what logrotate's postrotate step asks for (SIGHUP),
+    /// so the log can be rotated by renaming it.
+    pub fn reopen_delivery_log(&self) {
+        self.shared.dlog.reopen();
     }
 
     /// A handle that stops the engine from elsewhere (signal handling).

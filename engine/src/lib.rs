@@ -53,6 +53,7 @@ pub mod journal;
 mod message;
 mod metrics;
 mod outcome;
+mod port_holder;
 mod queues;
 pub mod rate;
 mod routing;
