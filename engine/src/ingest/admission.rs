@@ -1,6 +1,13 @@
-//! Admission of a Composer's connection before its session starts: a
-//! trusted network, and room under the connection limits in total and per
-//! client address. The place taken is given back when the session ends.
+//! Admission of a connection before its session starts: room under the
+//! connection limits, and whether the client is trusted. The place taken
+//! is given back when the connection ends.
+//!
+//! The total limit counts every connection: it protects the process (file
+//! descriptors, buffers). The per-address limit counts only clients outside
+//! the trusted networks: Volley answers them 554 and waits a while for
+//! their QUIT, so without it one remote host could hold thousands of those
+//! waits. A trusted Composer is one program that may well open thousands of
+//! sessions from one address, as Postfix lets its trusted networks do.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -12,6 +19,9 @@ use crate::context::Shared;
 pub(crate) struct Admission {
     shared: Arc<Shared>,
     ip: IpAddr,
+    /// False for a client outside the trusted networks: it gets only the
+    /// 554 greeting and a wait for QUIT.
+    pub(super) trusted: bool,
 }
 
 impl Drop for Admission {
@@ -21,6 +31,9 @@ impl Drop for Admission {
             .counters
             .ingest_sessions
             .fetch_sub(1, Ordering::Relaxed);
+        if self.trusted {
+            return;
+        }
         let mut map = self.shared.ingest_per_ip.lock();
         if let Some(n) = map.get_mut(&self.ip) {
             *n -= 1;
@@ -31,27 +44,26 @@ impl Drop for Admission {
     }
 }
 
-/// Why a connection is refused before its session starts.
+/// Why a connection is refused at once.
 pub(super) enum Refusal {
-    Untrusted,
     TooMany,
     TooManyFromIp,
 }
 
 pub(super) fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Result<Admission, Refusal> {
     let config = shared.config.load();
-    if !config.ingest.is_trusted(ip) {
-        return Err(Refusal::Untrusted);
-    }
+    let trusted = config.ingest.is_trusted(ip);
     let mut map = shared.ingest_per_ip.lock();
     if shared.ingest_total.load(Ordering::Relaxed) >= config.ingest.max_connections {
         return Err(Refusal::TooMany);
     }
-    let n = map.entry(ip).or_insert(0);
-    if *n >= config.ingest.max_connections_per_ip {
-        return Err(Refusal::TooManyFromIp);
+    if !trusted {
+        let n = map.entry(ip).or_insert(0);
+        if *n >= config.ingest.max_connections_per_ip {
+            return Err(Refusal::TooManyFromIp);
+        }
+        *n += 1;
     }
-    *n += 1;
     shared.ingest_total.fetch_add(1, Ordering::Relaxed);
     shared
         .counters
@@ -60,5 +72,6 @@ pub(super) fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Result<Admission, Refus
     Ok(Admission {
         shared: shared.clone(),
         ip,
+        trusted,
     })
 }

@@ -1,7 +1,8 @@
 //! Ingest: Composers hand Volley their messages over SMTP or LMTP.
 //!
-//! The accept loop admits a connection (trusted network, connection limits
-//! in total and per client address) before a session starts; the session
+//! The accept loop admits a connection (connection limits in total and,
+//! for clients outside the trusted networks, per address) before a
+//! session starts; the session
 //! drives volley-smtp's sans-IO [`Server`](volley_smtp::Server). A bad or
 //! abusive session only ever harms itself: every limit has a precise reply.
 
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use admission::{Refusal, admit};
+use admission::{Admission, Refusal, admit};
 
 use crate::config::ListenerConfig;
 use crate::context::ShardCtx;
@@ -38,34 +39,33 @@ pub(crate) async fn accept_loop(shard: Rc<ShardCtx>, listener: Rc<Listener>, lc:
             }
         };
         let ip = conn.peer().ip();
+        let hostname = || shard.shared.config.load().hostname.clone();
         match admit(&shard.shared, ip) {
-            Ok(admission) => {
+            Ok(admission) if admission.trusted => {
                 let this = shard.clone();
                 let lc = lc.clone();
                 shard.spawn_task(session::run(this, conn, lc, admission));
             }
-            Err(why) => {
-                let hostname = shard.shared.config.load().hostname.clone();
-                match why {
-                    Refusal::Untrusted => {
-                        let line = format!(
-                            "554 5.7.1 {hostname} does not relay for {ip}: not a trusted network\r\n"
-                        );
-                        tokio_uring::spawn(refuse_until_quit(conn, line, hostname));
-                    }
-                    Refusal::TooMany => {
-                        let line = format!(
-                            "421 4.7.0 {hostname} too many connections, try again later\r\n"
-                        );
-                        tokio_uring::spawn(refuse(conn, line));
-                    }
-                    Refusal::TooManyFromIp => {
-                        let line = format!(
-                            "421 4.7.0 {hostname} too many connections from {ip}, try again later\r\n"
-                        );
-                        tokio_uring::spawn(refuse(conn, line));
-                    }
-                }
+            Ok(admission) => {
+                let hostname = hostname();
+                let line = format!(
+                    "554 5.7.1 {hostname} does not relay for {ip}: not a trusted network\r\n"
+                );
+                tokio_uring::spawn(refuse_until_quit(conn, line, hostname, admission));
+            }
+            Err(Refusal::TooMany) => {
+                let line = format!(
+                    "421 4.7.0 {} too many connections, try again later\r\n",
+                    hostname()
+                );
+                tokio_uring::spawn(refuse(conn, line));
+            }
+            Err(Refusal::TooManyFromIp) => {
+                let line = format!(
+                    "421 4.7.0 {} too many connections from {ip}, try again later\r\n",
+                    hostname()
+                );
+                tokio_uring::spawn(refuse(conn, line));
             }
         }
     }
@@ -88,8 +88,9 @@ const REFUSED_LINE_MAX: usize = 1024;
 
 /// A 554 greeting, then, as RFC 5321 3.1 asks, a wait for QUIT (answered
 /// 221) with every other command answered `503 5.5.1`, for
-/// [`REFUSED_QUIT_WAIT`] at most in all; then the connection closes.
-async fn refuse_until_quit(mut conn: Conn, line: String, hostname: String) {
+/// [`REFUSED_QUIT_WAIT`] at most in all; then the connection closes and
+/// its place in the connection limits is given back.
+async fn refuse_until_quit(mut conn: Conn, line: String, hostname: String, _place: Admission) {
     let t = Duration::from_secs(5);
     if conn.write_all(vec![Bytes::from(line)], t).await.is_err() {
         conn.shutdown();
