@@ -117,14 +117,14 @@ for c in $CONNECTIONS; do
         --nameserver "$DNS" --summary-interval 1s >"$TMP/serve$c.out" 2>"$TMP/serve$c.err" &
     SERVE=$!
     wait_for "$TMP/serve$c.err" 'listening on'
-    VADDR=$(grep -m1 'listening on' "$TMP/serve$c.err" | awk '{print $4}')
+    VADDR=$(grep -m1 -o 'listening on [^ ]*' "$TMP/serve$c.err" | awk '{print $3}')
     "$BIN" bench compose --scenario "$SCENARIO" --target "$VADDR" \
         --messages "$MESSAGES" --connections "$c" --sent-out "$TMP/volley$c.sent" \
         2>/dev/null | grep '^compose' | tee "$TMP/ingest$c.out"
     finish_run "volley$c"
     kill -TERM "$SERVE"
     wait "$SERVE" || true
-    PEAKS=$(grep conns "$TMP/serve$c.out" | tail -n 1 | grep -o 'queued [0-9]* (peak [0-9]*) | conns [0-9]* (peak [0-9]*)' || true)
+    PEAKS=$(grep conns "$TMP/serve$c.err" | tail -n 1 | grep -o 'queued [0-9]* (peak [0-9]*) | conns [0-9]* (peak [0-9]*)' || true)
     echo "volley: $PEAKS"
     VOLLEY_RATES="$VOLLEY_RATES $c:$RATE"
     if awk -v r="$RATE" -v b="$VBEST" 'BEGIN {exit !(r > b)}'; then

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_cmd;
 mod check_config;
+mod logging;
 mod resolve;
 mod serve;
 

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use tracing::{info, warn};
 use volley_engine::{AckMode, Config, Engine, ListenerConfig, Protocol};
+
+use crate::logging::{self, LogFormat};
 
 /// Settings of `volley serve`; each flag overrides the file.
 #[derive(Args, Debug)]
@@ -49,6 +52,10 @@ pub(crate) struct ServeArgs {
     /// Seconds between summary lines (e.g. 5s).
     #[arg(long, value_parser = volley_units::parse_duration)]
     summary_interval: Option<Duration>,
+    /// Log lines as text (timestamped; colour only on a terminal) or as
+    /// one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -113,32 +120,28 @@ impl ServeArgs {
 }
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    logging::init(args.log_format);
     let config = args.config()?;
+    raise_open_file_limit(config.ingest.max_connections);
     let interval = config.summary_interval.max(Duration::from_millis(100));
     let journal = config.journal.dir.clone();
+    let listeners = config.listeners.clone();
+    let resolver = config.resolver.clone();
     let engine = Engine::start(config).context("volley serve")?;
     match &journal {
         Some(dir) => {
             for (i, r) in engine.recovery().iter().enumerate() {
-                eprintln!("volley: journal {}/shard-{i}: {r}", dir.display());
+                info!(target: "volley", "journal {}/shard-{i}: {r}", dir.display());
             }
         }
-        None => eprintln!(
-            "volley: no journal (--journal DIR): a crash loses the messages held in memory"
+        None => warn!(
+            target: "volley",
+            "no journal (--journal DIR): a crash loses the messages held in memory"
         ),
     }
-    for (addr, l) in engine.listen_addrs().iter().zip(&args.config()?.listeners) {
-        eprintln!(
-            "volley: listening on {addr} ({:?}, {:?} ack)",
-            l.protocol, l.ack
-        );
+    warn_if_no_nameserver_answers(resolver);
+    for (addr, l) in engine.listen_addrs().iter().zip(&listeners) {
+        info!(target: "volley", "listening on {addr} ({}, {} ack)", l.protocol, l.ack);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -147,33 +150,35 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut hup = signal(SignalKind::hangup())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
         let mut tick = tokio::time::interval(interval);
         tick.tick().await;
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
-                _ = hup.recv() => match args.config() {
-                    Ok(c) => match engine.reload(c) {
-                        Ok(notes) => {
-                            eprintln!("volley: configuration reloaded");
-                            for n in notes {
-                                eprintln!("volley: {n}");
-                            }
-                        }
-                        Err(e) => eprintln!("volley: reload refused: {e}"),
-                    },
-                    Err(e) => eprintln!("volley: reload refused: {e:#}"),
-                },
-                _ = tick.tick() => println!("{}", engine.summary()),
+                _ = hup.recv() => {
+                    engine.reopen_delivery_log();
+                    reload(&engine, &args);
+                }
+                _ = usr1.recv() => {
+                    engine.reopen_delivery_log();
+                    info!(target: "volley", "delivery log reopened");
+                }
+                _ = tick.tick() => {
+                    for line in engine.summary().lines() {
+                        info!(target: "volley", "{}", line.trim_start());
+                    }
+                }
             }
         }
         anyhow::Ok(())
     })?;
-    eprintln!("volley: stopping: no new connections; finishing transactions in flight");
+    info!(target: "volley", "stopping: no new connections; finishing transactions in flight");
     let report = engine.shutdown();
-    println!(
-        "volley: stopped; {} recipients still queued; delivered {} deferred {} bounced {} expired {}",
+    info!(
+        target: "volley",
+        "stopped; {} recipients still queued; delivered {} deferred {} bounced {} expired {}",
         report.queued,
         report.stats.delivered,
         report.stats.deferred,
@@ -181,4 +186,87 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         report.stats.expired
     );
     Ok(())
+}
+
+/// SIGHUP: the file read again and applied, or refused whole.
+fn reload(engine: &Engine, args: &ServeArgs) {
+    match args.config() {
+        Ok(c) => match engine.reload(c) {
+            Ok(notes) => {
+                info!(target: "volley", "configuration reloaded; delivery log reopened");
+                for n in notes {
+                    warn!(target: "volley", "{n}");
+                }
+            }
+            Err(e) => warn!(target: "volley", "reload refused: {e}"),
+        },
+        Err(e) => warn!(target: "volley", "reload refused: {e:#}"),
+    }
+}
+
+/// Asks the configured nameservers once, on a thread of its own so that
+/// start-up does not wait, and warns when none answers: every lookup would
+/// then time out, and the first sign would otherwise be a queue of
+/// deferrals.
+fn warn_if_no_nameserver_answers(config: volley_dns::ResolverConfig) {
+    let check = move || -> anyhow::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let resolver = volley_dns::MxResolver::new(config)?;
+        if let Err(e) = runtime.block_on(resolver.check_nameservers()) {
+            warn!(
+                target: "volley",
+                "no nameserver answers ({}): {e}; deliveries wait until one does",
+                resolver.nameservers()
+            );
+        }
+        Ok(())
+    };
+    let _ = std::thread::Builder::new()
+        .name("volley-dns-check".into())
+        .spawn(move || {
+            if let Err(e) = check() {
+                warn!(target: "volley", "cannot check the nameservers: {e}");
+            }
+        });
+}
+
+/// Raises the soft limit on open files to the hard one: every ingest
+/// session and every delivery connection is a file, and the usual soft
+/// limit (1,024) is below the default connection limit. Warns when even
+/// the hard limit leaves too little room for `max_connections` sessions.
+fn raise_open_file_limit(max_connections: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `limit`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            limit.rlim_cur = before;
+        }
+    }
+    // Delivery connections and the journal need files too.
+    let wanted = max_connections as u64 + 1024;
+    if limit.rlim_cur < wanted {
+        warn!(
+            target: "volley",
+            "open files limit {} (hard limit {}) is below the {wanted} that ingest max_connections = {max_connections} needs; raise it (LimitNOFILE= in the unit)",
+            limit.rlim_cur,
+            limit.rlim_max
+        );
+    } else if limit.rlim_cur != before {
+        info!(
+            target: "volley",
+            "open files limit raised from {before} to {}",
+            limit.rlim_cur
+        );
+    }
 }

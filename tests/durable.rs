@@ -69,7 +69,7 @@ impl Volley {
             .args(["--nameserver", &world.dns.addr().to_string()])
             .arg("--journal")
             .arg(journal)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,volley=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some(limit) = fsize_limit {

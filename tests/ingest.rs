@@ -224,6 +224,23 @@ fn volley_serve_relays_and_stops_on_sigterm() {
     wait_until("delivered to the sink", Duration::from_secs(10), || {
         world.received_count() == 1
     });
+    // A second Volley on the same address is refused (SO_REUSEPORT would
+    // let it share the connections), and told who holds the address.
+    let second = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args(["serve", "--config", file.to_str().unwrap()])
+        .args(["--listen", &listen, "--shards", "1"])
+        .args(["--nameserver", &world.dns.addr().to_string()])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains(&format!(
+            "cannot listen on {listen}: already in use by pid {} (volley)",
+            child.id()
+        )),
+        "{err}"
+    );
     // SIGHUP: reload the file; the engine carries on.
     let signal = |sig: &str| {
         let _ = Command::new("kill")
@@ -238,9 +255,22 @@ fn volley_serve_relays_and_stops_on_sigterm() {
     assert!(output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stdout.contains("delivered 1"), "{stdout}");
-    assert!(stdout.contains("0 recipients still queued"), "{stdout}");
+    assert!(stdout.is_empty(), "every line goes to the log: {stdout}");
+    assert!(stderr.contains("delivered 1"), "{stderr}");
+    assert!(stderr.contains("0 recipients still queued"), "{stderr}");
     assert!(stderr.contains("configuration reloaded"), "{stderr}");
+    assert!(!stderr.contains("shard count changed"), "{stderr}");
+    // One format: each line starts with its UTC timestamp; no colour codes
+    // when stderr is not a terminal; plain names, not Rust's.
+    for line in stderr.lines() {
+        let stamp = line.split_whitespace().next().unwrap_or("");
+        assert!(
+            stamp.len() >= 20 && stamp.starts_with("20") && stamp.ends_with('Z'),
+            "{line}"
+        );
+    }
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+    assert!(stderr.contains("(smtp, fast ack)"), "{stderr}");
     let _ = std::fs::remove_file(file);
 }
 
@@ -249,7 +279,8 @@ fn check_config_explains_errors_with_their_line() {
     let bad = temp_path("bad.toml");
     std::fs::write(
         &bad,
-        "shards = 2\n\n[general_queue]\nidle_timeout = \"5 fortnights\"\n",
+        "shards = 2\n\n[general_queue]\nidle_timeout = \"5 fortnights\"\n\
+         [ingest]\nmax_recipients = 0\ntrusted_networks = [\"127.0.0.1/33\"]\n",
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_volley"))
@@ -258,7 +289,14 @@ fn check_config_explains_errors_with_their_line() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("bad.toml:4: invalid duration"), "{stderr}");
+    for expected in [
+        "bad.toml:4: general_queue.idle_timeout: \"5 fortnights\": invalid duration",
+        "bad.toml:6: ingest.max_recipients = 0: must be at least 1",
+        "bad.toml:7: ingest.trusted_networks: \"127.0.0.1/33\": invalid IP address syntax",
+        "bad.toml: 3 problem(s)",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} not in {stderr}");
+    }
     let good = temp_path("good.toml");
     std::fs::write(
         &good,
@@ -286,24 +324,35 @@ fn connection_limits_idle_timeout_and_memory_budget_are_answered() {
         ..Script::default()
     });
     let mut config = world.config();
+    config.ingest.trusted_networks = vec!["127.0.0.0/29".parse().unwrap()];
     config.ingest.max_connections_per_ip = 2;
     config.ingest.idle_timeout = Duration::from_millis(300);
     config.memory_budget = 100_000;
     let engine = Engine::start(config).unwrap();
     let addr = engine.listen_addrs()[0];
 
-    // Per-address limit: the third session from 127.0.0.1 is turned away.
+    // The per-address limit holds clients outside the trusted networks:
+    // each is kept a while waiting for QUIT after its 554, so the third
+    // from one address is turned away at once.
+    let mut strangers: Vec<_> = (0..2).map(|_| connect_from([127, 0, 0, 9], addr)).collect();
+    for s in &mut strangers {
+        assert!(read_reply(s).starts_with("554 5.7.1 "));
+    }
+    let mut third = connect_from([127, 0, 0, 9], addr);
+    let r = read_reply(&mut third);
+    assert!(
+        r.starts_with("421 4.7.0 ") && r.contains("from 127.0.0.9"),
+        "{r}"
+    );
+    // A trusted Composer is not: three sessions from one address get in.
     let mut a = connect_from([127, 0, 0, 1], addr);
     let mut b = connect_from([127, 0, 0, 1], addr);
+    let mut c = connect_from([127, 0, 0, 1], addr);
     assert!(read_reply(&mut a).starts_with("220 "));
     assert!(read_reply(&mut b).starts_with("220 "));
-    let mut c = connect_from([127, 0, 0, 1], addr);
-    let r = read_reply(&mut c);
-    assert!(r.starts_with("421 4.7.0 "), "{r}");
-    // Another address still gets in.
-    let mut d = connect_from([127, 0, 0, 3], addr);
-    assert!(read_reply(&mut d).starts_with("220 "));
-    drop(d);
+    assert!(read_reply(&mut c).starts_with("220 "));
+    drop(c);
+    drop(strangers);
 
     // Idle sessions are closed with 421 4.4.2.
     let r = read_reply(&mut b);

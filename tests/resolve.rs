@@ -54,3 +54,49 @@ fn resolve_prints_routes_and_outcomes() {
     assert!(stderr.contains("2 of 3 domains have no route"), "{stderr}");
     assert!(!stderr.contains("backtrace"), "{stderr}");
 }
+
+#[test]
+fn serve_warns_at_start_when_no_nameserver_answers() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    // Bound and never read: every query to it goes unanswered.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead = dead.local_addr().unwrap().to_string();
+    let file = crate::support::temp_path("dead-dns.toml");
+    std::fs::write(&file, "[resolver]\ntimeout = \"200ms\"\nattempts = 1\n").unwrap();
+    let listen = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args(["serve", "--config", file.to_str().unwrap()])
+        .args(["--listen", &listen, "--shards", "1", "--nameserver", &dead])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let warning = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("WARN volley: no nameserver answers") => break Some(line),
+            Ok(line) => seen.push(line),
+            Err(_) => break None,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(file);
+    let warning = warning.unwrap_or_else(|| panic!("no warning in {seen:#?}"));
+    assert!(warning.contains(&dead), "{warning}");
+}
