@@ -184,6 +184,7 @@ fn load(
         for _ in 0..batch {
             let id = format!("Message-ID: <{tag}-{n}@composer.test>");
             let tx = Transaction {
+                body_type: None,
                 reverse_path: "news@composer.test".into(),
                 recipients: vec![format!("user{n}@d{}.test", n % domains)],
                 body: body(&id),
@@ -418,6 +419,7 @@ fn a_restart_resends_only_unfinished_recipients() {
         engine.listen_addrs()[0],
         false,
         vec![Transaction {
+            body_type: None,
             reverse_path: "news@composer.test".into(),
             recipients: vec![
                 "a@d0.test".into(),
@@ -518,6 +520,7 @@ fn a_damaged_journal_is_reported_at_start_up_and_volley_goes_on() {
         engine.listen_addrs()[0],
         false,
         vec![Transaction {
+            body_type: None,
             reverse_path: "news@composer.test".into(),
             recipients: vec!["new@d0.test".into()],
             body: body("Message-ID: <after@composer.test>"),
@@ -556,6 +559,7 @@ fn the_quota_refuses_at_the_limit_after_a_restart_and_allows_the_next_day() {
             engine.listen_addrs()[0],
             false,
             vec![Transaction {
+                body_type: None,
                 reverse_path: "news@composer.test".into(),
                 recipients: vec![format!("u{i}@d0.test")],
                 body: body(&format!("Message-ID: <q{i}@composer.test>")),

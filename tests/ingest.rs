@@ -83,6 +83,7 @@ fn bad_input_is_answered_precisely_while_other_sessions_go_on() {
     let good = std::thread::spawn(move || {
         let txs = (0..200)
             .map(|i| Transaction {
+                body_type: None,
                 reverse_path: "n@composer.test".into(),
                 recipients: vec![format!("u{i}@d{}.test", i % 4)],
                 body: Bytes::from(format!("Subject: {i}\r\n\r\nok\r\n")),
@@ -157,6 +158,7 @@ fn lmtp_in_safe_mode_answers_each_recipient_with_the_remote_outcome() {
         engine.listen_addrs()[0],
         true,
         vec![Transaction {
+            body_type: None,
             reverse_path: "n@composer.test".into(),
             recipients: vec![
                 "ok@d0.test".into(),
@@ -214,6 +216,7 @@ fn volley_serve_relays_and_stops_on_sigterm() {
         addr,
         false,
         vec![Transaction {
+            body_type: None,
             reverse_path: "n@composer.test".into(),
             recipients: vec!["u@d0.test".into()],
             body: Bytes::from_static(b"Subject: serve\r\n\r\nserve\r\n"),

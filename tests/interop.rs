@@ -1,13 +1,16 @@
 //! Interoperability with SMTP clients nobody on the project wrote: Python's
 //! smtplib (installed on every machine the suite runs on) and swaks.
 
+use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
 use volley_engine::Engine;
+use volley_smtp::{BodyType, Extensions};
 
+use crate::support::composer::{command, read_reply};
 use crate::support::sink::Script;
-use crate::support::{World, wait_until};
+use crate::support::{World, log_lines, wait_stats, wait_until};
 
 /// Runs a Python program with the listener's port as `argv[1]`; returns
 /// its stdout, failing the test with its stderr when it fails.
@@ -55,6 +58,87 @@ print("ok", sorted(f))
     let got = world.received();
     assert_eq!(got[0].recipients, ["u\u{e9}@d0.test"]);
     assert_eq!(got[0].sender, "j\u{f6}rg@composer.test");
+    // BODY=8BITMIME is passed on to an MX that offers 8BITMIME.
+    assert_eq!(got[0].body_type, Some(BodyType::EightBitMime));
+    engine.shutdown();
+}
+
+#[test]
+fn eight_bit_mail_to_an_mx_without_8bitmime_bounces_with_5_6_3_unchanged_never() {
+    let world = World::generated(1, 1, |_| Script {
+        extensions: Some(Extensions {
+            eight_bit_mime: false,
+            ..Extensions::default()
+        }),
+        ..Script::default()
+    });
+    let engine = Engine::start(world.config()).unwrap();
+    let port = engine.listen_addrs()[0].port();
+    let out = python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10)
+msg = "Subject: gr\u00fc\u00dfe\r\n\r\nhall\u00f6\r\n".encode()
+s.sendmail("n@composer.test", ["u@d0.test"], msg, mail_options=["BODY=8BITMIME"])
+s.quit()
+print("ok")
+"#,
+        port,
+    );
+    assert!(out.starts_with("ok"), "{out}");
+    wait_stats(&engine, "bounced", |s| s.bounced == 1);
+    assert_eq!(world.received_count(), 0, "nothing 8-bit reached the MX");
+    let log = log_lines(&world.log);
+    let line = log.iter().find(|l| l["status"] == "bounced").unwrap();
+    assert_eq!(line["enhanced"], "5.6.3", "{line}");
+    assert!(
+        line["text"].as_str().unwrap().contains("8BITMIME"),
+        "{line}"
+    );
+    engine.shutdown();
+}
+
+#[test]
+fn binary_mail_arrives_byte_for_byte_over_bdat_or_bounces() {
+    // One MX with BINARYMIME and CHUNKING (the defaults), one without.
+    let world = World::generated(2, 2, |k| Script {
+        extensions: (k == 1).then(|| Extensions {
+            binarymime: false,
+            ..Extensions::default()
+        }),
+        ..Script::default()
+    });
+    let engine = Engine::start(world.config()).unwrap();
+    let addr = engine.listen_addrs()[0];
+    let body: &[u8] = b"\x00\xffbinary\nno final line end";
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    assert!(read_reply(&mut s).starts_with("220"));
+    assert!(command(&mut s, "EHLO composer.test\r\n").contains("BINARYMIME"));
+    for rcpt in ["u@d0.test", "u@d1.test"] {
+        let r = command(&mut s, "MAIL FROM:<n@composer.test> BODY=BINARYMIME\r\n");
+        assert!(r.starts_with("250"), "{r}");
+        assert!(command(&mut s, &format!("RCPT TO:<{rcpt}>\r\n")).starts_with("250"));
+        s.write_all(format!("BDAT {} LAST\r\n", body.len()).as_bytes())
+            .unwrap();
+        s.write_all(body).unwrap();
+        let r = read_reply(&mut s);
+        assert!(r.starts_with("250"), "{r}");
+    }
+    wait_stats(&engine, "delivered and bounced", |s| {
+        s.delivered == 1 && s.bounced == 1
+    });
+    let got = world.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body_type, Some(BodyType::BinaryMime));
+    assert!(
+        got[0].body.ends_with(body) && !got[0].body.ends_with(b"\r\n"),
+        "the body arrived changed: {:?}",
+        String::from_utf8_lossy(&got[0].body)
+    );
+    let log = log_lines(&world.log);
+    let bounced = log.iter().find(|l| l["status"] == "bounced").unwrap();
+    assert_eq!(bounced["recipient"], "u@d1.test");
+    assert_eq!(bounced["enhanced"], "5.6.3", "{bounced}");
     engine.shutdown();
 }
 

@@ -15,6 +15,7 @@ use crate::support::{World, composer, log_lines, mx_ip, statuses, wait_stats, wa
 
 fn tx(rcpts: &[&str], body: &str) -> Transaction {
     Transaction {
+        body_type: None,
         reverse_path: "news@composer.test".into(),
         recipients: rcpts.iter().map(|s| s.to_string()).collect(),
         body: Bytes::from(body.to_string()),

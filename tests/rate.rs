@@ -46,6 +46,7 @@ fn compose_range(addr: SocketAddr, domain: &str, range: std::ops::Range<usize>) 
                 .clone()
                 .filter(|i| i % 4 == k)
                 .map(|i| Transaction {
+                    body_type: None,
                     reverse_path: "news@composer.test".into(),
                     recipients: vec![format!("user{i}@{domain}")],
                     body: Bytes::from(format!("Subject: {i}\r\n\r\nhello {i}\r\n")),

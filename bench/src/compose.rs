@@ -543,6 +543,7 @@ async fn session(ctx: &Ctx, lane: &Lane, stream: &mut TcpStream) -> SessionEnd {
                     let plan = ctx.planner.plan(pending.number);
                     let message = compose(&ctx.config.run_id, &load.sender, &load.template, &plan);
                     let tx = Transaction {
+                        body_type: None,
                         reverse_path: load.sender.clone(),
                         recipients: vec![message.recipient.clone()],
                         body: message.data.clone(),

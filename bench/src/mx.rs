@@ -19,7 +19,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use volley_smtp::{Reply, Server, ServerConfig, ServerEvent, UnexpectedVerdict, Verdict};
+use volley_smtp::{
+    MailParams, Reply, Server, ServerConfig, ServerEvent, UnexpectedVerdict, Verdict,
+};
 
 /// Idle time after which a sink closes a silent connection (`421 4.4.2`).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -65,8 +67,8 @@ pub enum Flow {
 /// ends, however it ends, so a sink can release what it counted in
 /// [`MxService::connect`] in its `Drop`.
 pub trait MxSession: Send + 'static {
-    /// MAIL FROM (`None` for the null path): the verdict.
-    fn mail(&mut self, _reverse_path: Option<&str>) -> Verdict {
+    /// MAIL FROM (`None` for the null path) with its parameters: the verdict.
+    fn mail(&mut self, _reverse_path: Option<&str>, _params: &MailParams) -> Verdict {
         Verdict::Accept
     }
 
@@ -206,10 +208,13 @@ async fn run_session<M: MxSession>(
     loop {
         while let Some(event) = server.poll_event() {
             match event {
-                ServerEvent::Mail { reverse_path, .. } => {
+                ServerEvent::Mail {
+                    reverse_path,
+                    params,
+                } => {
                     rcpts.clear();
                     let sender = reverse_path.map(|m| m.to_string());
-                    let verdict = session.mail(sender.as_deref());
+                    let verdict = session.mail(sender.as_deref(), &params);
                     in_turn(server.mail_verdict(verdict))?;
                 }
                 ServerEvent::Rcpt { forward_path, .. } => {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use volley_smtp::{Extensions, Reply, ServerConfig, Verdict};
+use volley_smtp::{Extensions, MailParams, Reply, ServerConfig, Verdict};
 
 use crate::capacity::{ConnectVerdict, DataVerdict, DomainModel, RcptVerdict};
 use crate::ledger::Delivery;
@@ -96,7 +96,7 @@ impl Drop for DomainSession {
 }
 
 impl MxSession for DomainSession {
-    fn mail(&mut self, _reverse_path: Option<&str>) -> Verdict {
+    fn mail(&mut self, _reverse_path: Option<&str>, _params: &MailParams) -> Verdict {
         self.inspector = Inspector::default();
         Verdict::Accept
     }

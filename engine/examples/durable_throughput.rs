@@ -153,6 +153,7 @@ fn run(config: Config, messages: usize, sessions: usize, body: &Bytes, count: &A
                     let to = (from + per_session as usize).min(messages);
                     let txs = (from..to)
                         .map(|i| Transaction {
+                            body_type: None,
                             reverse_path: "news@composer.bench".into(),
                             recipients: vec![format!("user{i}@d{}.bench", i % 50)],
                             body: body.clone(),

@@ -412,6 +412,7 @@ async fn work(slot: &mut Slot, conn: &ConnCtl, session: &mut Session, route: &Ro
             continue;
         }
         let tx = Transaction {
+            body_type: msg.body_type(),
             reverse_path: msg.sender().to_string(),
             recipients: slot
                 .held

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use volley_smtp::Reply;
+use volley_smtp::{BodyType, Reply};
 
 /// Where a safe-mode ingest session waits for its recipients' outcomes:
 /// (recipient index, the reply to give the Composer).
@@ -64,15 +64,39 @@ pub(crate) struct Message {
     budget: Arc<Budget>,
 }
 
+/// The declared BODY is kept as one control character before the sender
+/// in the address text: addresses never hold control characters, and a
+/// field of its own would make every message's allocation 8 bytes larger
+/// for what most messages never declare.
+fn body_type_marker(body_type: Option<BodyType>) -> Option<char> {
+    match body_type? {
+        BodyType::SevenBit => Some('\u{1}'),
+        BodyType::EightBitMime => Some('\u{2}'),
+        BodyType::BinaryMime => Some('\u{3}'),
+    }
+}
+
+fn body_type_of(c: char) -> Option<BodyType> {
+    match c {
+        '\u{1}' => Some(BodyType::SevenBit),
+        '\u{2}' => Some(BodyType::EightBitMime),
+        '\u{3}' => Some(BodyType::BinaryMime),
+        _ => None,
+    }
+}
+
 /// Estimated bytes per recipient beyond address text and body, for the budget.
 const NODE_COST: u64 = 64;
 
 /// What a message is charged against the budget, computed again when it is
 /// dropped rather than stored: every byte of `Message` is paid once per
 /// queued message. The recipients are counted by their separators.
+/// The body type's marker is not charged: it may be added after the
+/// message was built.
 fn cost(body: &Bytes, addrs: &str) -> u64 {
     let recipients = memchr::memchr_iter(b'\n', addrs.as_bytes()).count() as u64;
-    body.len() as u64 + addrs.len() as u64 + 128 + NODE_COST * recipients
+    let marker = addrs.starts_with(|c| body_type_of(c).is_some()) as u64;
+    body.len() as u64 + addrs.len() as u64 - marker + 128 + NODE_COST * recipients
 }
 
 impl Message {
@@ -114,9 +138,27 @@ impl Message {
         }
     }
 
+    /// The message with the BODY its Composer declared at MAIL, to pass
+    /// on at delivery.
+    pub(crate) fn declaring(mut self, body_type: Option<BodyType>) -> Message {
+        if let Some(marker) = body_type_marker(body_type) {
+            let mut addrs = String::with_capacity(self.addrs.len() + 1);
+            addrs.push(marker);
+            addrs.push_str(&self.addrs);
+            self.addrs = addrs.into_boxed_str();
+        }
+        self
+    }
+
     /// The reverse path (empty for the null sender).
     pub(crate) fn sender(&self) -> &str {
-        self.addrs.split('\n').next().unwrap_or("")
+        let first = self.addrs.split('\n').next().unwrap_or("");
+        first.trim_start_matches(|c| body_type_of(c).is_some())
+    }
+
+    /// The BODY the Composer declared at MAIL, to pass on (None: none).
+    pub(crate) fn body_type(&self) -> Option<BodyType> {
+        self.addrs.chars().next().and_then(body_type_of)
     }
 
     /// Recipient number `i`, as the Composer gave it.
@@ -248,6 +290,45 @@ mod tests {
         assert!(std::mem::size_of::<Node>() <= 24);
         // With the Arc's two counts, 120 bytes: the 128-byte size class.
         assert!(std::mem::size_of::<Message>() <= 104);
+    }
+
+    #[test]
+    fn the_declared_body_type_is_kept_beside_the_addresses() {
+        let budget = Arc::new(Budget::default());
+        for t in [
+            None,
+            Some(BodyType::SevenBit),
+            Some(BodyType::EightBitMime),
+            Some(BodyType::BinaryMime),
+        ] {
+            let m = Message::new(
+                1,
+                Instant::now(),
+                "a@x.example",
+                &["b@y.example".into()],
+                Bytes::from_static(b"\x00\xff"),
+                None,
+                budget.clone(),
+            )
+            .declaring(t);
+            assert_eq!(m.body_type(), t);
+            assert_eq!(m.sender(), "a@x.example");
+            assert_eq!(m.recipient(0), "b@y.example");
+            drop(m);
+            assert_eq!(budget.held(), 0, "the marker is charged and released alike");
+        }
+        let null_sender = Message::new(
+            2,
+            Instant::now(),
+            "",
+            &["b@y.example".into()],
+            Bytes::new(),
+            None,
+            budget.clone(),
+        )
+        .declaring(Some(BodyType::EightBitMime));
+        assert_eq!(null_sender.sender(), "");
+        assert_eq!(null_sender.body_type(), Some(BodyType::EightBitMime));
     }
 
     #[test]

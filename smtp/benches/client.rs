@@ -51,6 +51,7 @@ fn run(
     for _ in 0..rounds {
         for i in 0..BATCH {
             let tx = Transaction {
+                body_type: None,
                 reverse_path: "bounce@volley.test".to_owned(),
                 recipients: vec![format!("user{i}@example.com")],
                 body: body.clone(),

@@ -135,7 +135,8 @@ proptest! {
         let txs: Vec<Transaction> = envs
             .iter()
             .map(|(rcpts, body)| Transaction {
-                reverse_path: "sender@composer.example".into(),
+                    body_type: None,
+reverse_path: "sender@composer.example".into(),
                 recipients: rcpts.clone(),
                 body: Bytes::from(body.clone()),
             })

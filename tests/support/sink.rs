@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use volley_bench::{DataEnd, Flow, MxService, MxSession, MxSink};
-use volley_smtp::{Reply, ServerConfig, Verdict};
+use volley_smtp::{BodyType, Extensions, MailParams, Reply, ServerConfig, Verdict};
 
 /// One message as the sink accepted it.
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct Received {
     pub peer: IpAddr,
     pub sender: String,
     pub recipients: Vec<String>,
+    /// MAIL's BODY parameter as it arrived.
+    pub body_type: Option<BodyType>,
     /// The `Received:` header at the top of the message (with its folded
     /// lines), empty when there was none: Volley adds one to every message.
     pub trace: String,
@@ -61,6 +63,9 @@ pub struct Script {
     pub cut_mid_data_once: AtomicBool,
     /// Wait this long before answering the end of data.
     pub data_delay: Option<Duration>,
+    /// The extensions offered in EHLO; `None`: the server's defaults
+    /// (8BITMIME, CHUNKING, BINARYMIME and the rest).
+    pub extensions: Option<Extensions>,
 }
 
 pub struct Sink {
@@ -113,6 +118,7 @@ impl MxService for Scripted {
     fn server_config(&self) -> ServerConfig {
         ServerConfig {
             hostname: "sink.test".into(),
+            extensions: self.0.script.extensions.clone().unwrap_or_default(),
             ..ServerConfig::default()
         }
     }
@@ -123,6 +129,7 @@ impl MxService for Scripted {
             sink: self.0.clone(),
             peer: peer.ip(),
             sender: String::new(),
+            body_type: None,
             body: Vec::new(),
         })
     }
@@ -132,12 +139,14 @@ struct Session {
     sink: Arc<State>,
     peer: IpAddr,
     sender: String,
+    body_type: Option<BodyType>,
     body: Vec<u8>,
 }
 
 impl MxSession for Session {
-    fn mail(&mut self, reverse_path: Option<&str>) -> Verdict {
+    fn mail(&mut self, reverse_path: Option<&str>, params: &MailParams) -> Verdict {
         self.sender = reverse_path.unwrap_or_default().to_string();
+        self.body_type = params.body;
         self.body.clear();
         Verdict::Accept
     }
@@ -180,6 +189,7 @@ impl MxSession for Session {
             peer: self.peer,
             sender: self.sender.clone(),
             recipients: recipients.to_vec(),
+            body_type: self.body_type,
             trace,
             body,
         });

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::mpsc;
-use volley_smtp::{EnhancedCode, Reply, Server, ServerConfig, ServerEvent, Verdict};
+use volley_smtp::{BodyType, EnhancedCode, Reply, Server, ServerConfig, ServerEvent, Verdict};
 
 use super::admission::Admission;
 use super::held::{Held, Pending};
@@ -30,6 +30,8 @@ struct Txn {
     /// Output position of the transaction's first reply (to MAIL FROM).
     start: u64,
     sender: String,
+    /// MAIL's BODY parameter, passed on at delivery.
+    body_type: Option<BodyType>,
     rcpts: Vec<String>,
     keys: Vec<Box<str>>,
 }
@@ -188,7 +190,10 @@ impl Session {
 
     async fn on_event(&mut self, ev: ServerEvent) {
         match ev {
-            ServerEvent::Mail { reverse_path, .. } => {
+            ServerEvent::Mail {
+                reverse_path,
+                params,
+            } => {
                 let verdict = if self.over_budget() {
                     tracing::warn!(
                         "memory budget reached ({} bytes held): ingest answers 452 4.3.1",
@@ -208,6 +213,7 @@ impl Session {
                     self.txn = Txn {
                         start: self.held.mark(self.server.output().len()),
                         sender: reverse_path.map(|m| m.to_string()).unwrap_or_default(),
+                        body_type: params.body,
                         ..Txn::default()
                     };
                     Verdict::Accept
@@ -407,7 +413,8 @@ impl Session {
                     msg_body,
                     None,
                     shard.shared.budget.clone(),
-                );
+                )
+                .declaring(txn.body_type);
                 // Durable mode: the 250 is held until the journal has it.
                 let before = self.held.mark(self.server.output().len());
                 if durable {
@@ -434,7 +441,8 @@ impl Session {
                     body,
                     Some(tx),
                     shard.shared.budget.clone(),
-                );
+                )
+                .declaring(txn.body_type);
                 let msg = Arc::new(msg);
                 // SMTP gives one reply for all recipients: keep what it takes
                 // to queue the deferred ones again if Volley must keep them.

@@ -20,6 +20,8 @@ pub struct Capabilities {
     pub smtputf8: bool,
     /// CHUNKING (RFC 3030): BDAT.
     pub chunking: bool,
+    /// BINARYMIME (RFC 3030): BODY=BINARYMIME over BDAT.
+    pub binarymime: bool,
     /// ENHANCEDSTATUSCODES (RFC 2034).
     pub enhanced_status_codes: bool,
 }
@@ -52,6 +54,8 @@ impl Capabilities {
                 caps.smtputf8 = true;
             } else if is("CHUNKING") {
                 caps.chunking = true;
+            } else if is("BINARYMIME") {
+                caps.binarymime = true;
             } else if is("ENHANCEDSTATUSCODES") {
                 caps.enhanced_status_codes = true;
             }
@@ -81,6 +85,7 @@ mod tests {
             "8BITMIME",
             "SMTPUTF8",
             "CHUNKING",
+            "BINARYMIME",
             "ENHANCEDSTATUSCODES",
             "STARTTLS",
             "AUTH PLAIN LOGIN",
@@ -95,6 +100,7 @@ mod tests {
                 eight_bit_mime: true,
                 smtputf8: true,
                 chunking: true,
+                binarymime: true,
                 enhanced_status_codes: true,
             }
         );

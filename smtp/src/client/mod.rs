@@ -23,6 +23,7 @@ use std::fmt::Write as _;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::command::BodyType;
 use crate::reply::{EnhancedCode, Reply, ReplyClass};
 use crate::reply_parser::ReplyParser;
 use crate::stuffing::{chunk_body, dot_stuff};
@@ -489,9 +490,22 @@ impl Client {
         let caps = self.capabilities.clone().unwrap_or_default();
         let pipelined = self.config.pipelining && caps.pipelining;
         let bdat = self.config.chunking && caps.chunking;
+        if let Some(reply) = unsendable_body(tx.body_type, &caps, bdat) {
+            self.refuse_locally(tx, reply);
+            return;
+        }
         let _ = write!(self.cmd, "MAIL FROM:<{}>", tx.reverse_path);
         if caps.size {
             let _ = write!(self.cmd, " SIZE={}", tx.body.len());
+        }
+        match tx.body_type {
+            Some(BodyType::EightBitMime) => self.cmd.extend_from_slice(b" BODY=8BITMIME"),
+            Some(BodyType::BinaryMime) => self.cmd.extend_from_slice(b" BODY=BINARYMIME"),
+            // BODY=7BIT is for servers that know BODY= (RFC 6152 2).
+            Some(BodyType::SevenBit) if caps.eight_bit_mime => {
+                self.cmd.extend_from_slice(b" BODY=7BIT")
+            }
+            Some(BodyType::SevenBit) | None => {}
         }
         let utf8 = !tx.reverse_path.is_ascii() || tx.recipients.iter().any(|r| !r.is_ascii());
         if utf8 && caps.smtputf8 {
@@ -542,12 +556,38 @@ impl Client {
         }
     }
 
+    /// Every recipient of `tx` fails with `reply`, which never reached the
+    /// server; the session goes on with the next transaction.
+    fn refuse_locally(&mut self, tx: Transaction, reply: Reply) {
+        let recipients = tx
+            .recipients
+            .into_iter()
+            .map(|recipient| RecipientOutcome {
+                recipient,
+                status: DeliveryStatus::of(&reply),
+                reply: reply.clone(),
+            })
+            .collect();
+        self.events
+            .push_back(ClientEvent::TransactionDone(TransactionOutcome {
+                reverse_path: tx.reverse_path,
+                recipients,
+            }));
+    }
+
     /// `BDAT <size> LAST` and the body, after any commands already written.
+    /// Binary content goes as it is; other content gets the final CRLF a
+    /// message needs when it lacks one.
     fn send_bdat(&mut self) {
         let Some(a) = self.active.as_ref() else {
             return;
         };
-        let size = chunk_body(&a.tx.body, &mut self.scratch);
+        let size = if a.tx.body_type == Some(BodyType::BinaryMime) {
+            self.scratch.push(a.tx.body.clone());
+            a.tx.body.len()
+        } else {
+            chunk_body(&a.tx.body, &mut self.scratch)
+        };
         let _ = write!(self.cmd, "BDAT {size} LAST\r\n");
         self.flush_cmd();
         self.out.extend(self.scratch.drain(..));
@@ -630,4 +670,21 @@ impl Client {
 /// allows none, even quoted, and a CR or LF would inject commands).
 fn address_fits_command(address: &str) -> bool {
     !address.bytes().any(|b| b < b' ' || b == 0x7f)
+}
+
+/// Why a body cannot go to this server unchanged, as the reply each
+/// recipient gets; None when it can. Volley never converts content: RFC
+/// 6152 allows a bounce instead of a conversion to 7 bits, and RFC 3030
+/// allows binary content only over BDAT to a server that offers BINARYMIME.
+fn unsendable_body(body_type: Option<BodyType>, caps: &Capabilities, bdat: bool) -> Option<Reply> {
+    let why = match body_type {
+        Some(BodyType::EightBitMime) if !caps.eight_bit_mime => {
+            "8-bit content: the receiving server does not offer 8BITMIME, and Volley does not convert"
+        }
+        Some(BodyType::BinaryMime) if !(bdat && caps.binarymime) => {
+            "binary content: the receiving server does not offer BINARYMIME with CHUNKING, and Volley does not convert"
+        }
+        _ => return None,
+    };
+    Some(Reply::new(554, EnhancedCode::new(5, 6, 3), why))
 }

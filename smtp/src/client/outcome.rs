@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::capabilities::Capabilities;
+use crate::command::BodyType;
 use crate::reply::{Reply, ReplyClass};
 use crate::reply_parser::ReplyError;
 
@@ -17,6 +18,12 @@ pub struct Transaction {
     /// The unstuffed message with CRLF line ends (a final CRLF may be
     /// missing). Shared: the client only slices it, never copies it.
     pub body: Bytes,
+    /// The BODY the Composer declared (RFC 6152, RFC 3030), passed on to
+    /// a server that offers it. 8-bit content for a server without
+    /// 8BITMIME, and binary content for one without BINARYMIME and
+    /// CHUNKING, fail at once with 554 5.6.3: Volley does not convert.
+    /// None: not declared (7-bit, or the Composer did not say).
+    pub body_type: Option<BodyType>,
 }
 
 /// The fate of one recipient in one attempt.

@@ -40,6 +40,7 @@ fn ready_client(config: ClientConfig, ehlo: &[u8]) -> Client {
 
 fn tx(recipients: &[&str], body: &'static [u8]) -> Transaction {
     Transaction {
+        body_type: None,
         reverse_path: "bounce@volley.test".into(),
         recipients: recipients.iter().map(|r| r.to_string()).collect(),
         body: Bytes::from_static(body),
@@ -189,6 +190,7 @@ fn pipelined_transaction_sends_envelope_in_one_flight_then_the_body() {
     let mut c = ready_client(config(), EHLO_FULL);
     let body = Bytes::from_static(b"Subject: t\r\n\r\n.dot\r\nend");
     let t = Transaction {
+        body_type: None,
         body: body.clone(),
         ..tx(&["a@b.example", "c@b.example"], b"")
     };
@@ -404,6 +406,7 @@ fn bdat_when_chunking_is_offered() {
     let mut c = ready_client(config(), ehlo);
     let body = Bytes::from_static(b".a\r\nb");
     c.send(Transaction {
+        body_type: None,
         body: body.clone(),
         ..tx(&["a@x"], b"")
     })
@@ -917,5 +920,68 @@ mod properties {
         fn plausible_reply_sequences_keep_the_books(lines in proptest::collection::vec(reply_line(), 0..24), cut in 0usize..400, lmtp: bool, quit: bool) {
             check_session(lmtp, &lines.concat(), cut, quit)?;
         }
+    }
+}
+
+fn typed(body_type: BodyType, body: &'static [u8]) -> Transaction {
+    Transaction {
+        body_type: Some(body_type),
+        ..tx(&["a@b.example"], body)
+    }
+}
+
+#[test]
+fn body_8bitmime_is_passed_on_to_a_server_that_offers_it() {
+    let mut c = ready_client(config(), EHLO_FULL);
+    c.send(typed(BodyType::EightBitMime, b"caf\xc3\xa9\r\n"))
+        .unwrap();
+    let out = output(&mut c);
+    assert!(
+        out.starts_with("MAIL FROM:<bounce@volley.test> SIZE=7 BODY=8BITMIME\r\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn eight_bit_content_for_a_server_without_8bitmime_fails_at_once_unsent() {
+    let mut c = ready_client(config(), EHLO_PLAIN);
+    c.send(typed(BodyType::EightBitMime, b"caf\xc3\xa9\r\n"))
+        .unwrap();
+    assert_eq!(output(&mut c), "", "nothing reaches the server");
+    let outcome = done(events(&mut c));
+    assert_eq!(statuses(&outcome), [(554, PermanentFailure)]);
+    assert_eq!(
+        outcome.recipients[0].reply.enhanced,
+        Some(EnhancedCode::new(5, 6, 3))
+    );
+    assert!(c.is_idle(), "the session goes on");
+}
+
+#[test]
+fn binary_content_goes_unchanged_over_bdat_to_a_binarymime_server() {
+    let ehlo = b"250-mx.example\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 BINARYMIME\r\n";
+    let mut c = ready_client(config(), ehlo);
+    // No final CRLF, a NUL and a bare LF: sent exactly as they are.
+    c.send(typed(BodyType::BinaryMime, b"\x00ab\ncd\xff"))
+        .unwrap();
+    let bytes: Vec<u8> = c.take_output().into_iter().flatten().collect();
+    let expected: &[u8] = b"MAIL FROM:<bounce@volley.test> BODY=BINARYMIME\r\n\
+        RCPT TO:<a@b.example>\r\nBDAT 7 LAST\r\n\x00ab\ncd\xff";
+    assert_eq!(bytes, expected, "{}", String::from_utf8_lossy(&bytes));
+}
+
+#[test]
+fn binary_content_for_a_server_without_binarymime_fails_at_once_unsent() {
+    for ehlo in [
+        &b"250-mx.example\r\n250-PIPELINING\r\n250 CHUNKING\r\n"[..],
+        b"250-mx.example\r\n250-PIPELINING\r\n250 BINARYMIME\r\n",
+        EHLO_FULL,
+    ] {
+        let mut c = ready_client(config(), ehlo);
+        c.send(typed(BodyType::BinaryMime, b"\x00\xff")).unwrap();
+        assert_eq!(output(&mut c), "", "nothing reaches the server");
+        let outcome = done(events(&mut c));
+        assert_eq!(statuses(&outcome), [(554, PermanentFailure)]);
+        assert!(outcome.recipients[0].reply.text().contains("BINARYMIME"));
     }
 }
