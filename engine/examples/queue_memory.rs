@@ -15,6 +15,40 @@ use bytes::Bytes;
 use volley_engine::{Config, Engine, ListenerConfig, SpecificQueue};
 use volley_smtp::{Client, ClientConfig, ClientEvent, Transaction};
 
+/// The system allocator, counting the bytes it has handed out and not had
+/// back: the heap the program really uses, apart from what the allocator
+/// keeps around it (its headers, rounding, free holes between live blocks).
+struct Counting;
+
+static LIVE_BYTES: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+// SAFETY: every call is passed on to the system allocator unchanged; only
+// a counter is updated beside it.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size() as i64, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as i64, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_add(
+            new as i64 - layout.size() as i64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        unsafe { std::alloc::System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live_bytes() -> i64 {
+    LIVE_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn rss_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -100,6 +134,7 @@ fn main() {
     let addr = engine.listen_addrs()[0];
     std::thread::sleep(Duration::from_millis(200));
     let base = rss_kib("VmRSS:");
+    let live_base = live_bytes();
 
     let line = format!("{}\r\n", "x".repeat(98));
     let mut text = String::from("Subject: memory\r\n\r\n");
@@ -176,6 +211,12 @@ fn main() {
     println!(
         "charged to the memory budget: {:.0} bytes per queued recipient (body with its Received header, addresses, fixed costs)",
         stats.held_bytes as f64 / sent as f64
+    );
+    let live = (live_bytes() - live_base) as f64;
+    println!(
+        "heap in use (asked of the allocator, live): {:.0} bytes per queued recipient, of which {:.0} beyond the bodies",
+        live / sent as f64,
+        (live - (sent * body_bytes) as f64) / sent as f64
     );
     println!("peak connections {} (paused sink)", stats.peak_connections);
     drop(paused);
