@@ -419,7 +419,8 @@ fn a_restart_resends_only_unfinished_recipients() {
         engine.listen_addrs()[0],
         false,
         vec![Transaction {
-            body_type: None,
+            // The declared BODY survives the restart with the message.
+            body_type: Some(volley_smtp::BodyType::EightBitMime),
             reverse_path: "news@composer.test".into(),
             recipients: vec![
                 "a@d0.test".into(),
@@ -462,6 +463,13 @@ fn a_restart_resends_only_unfinished_recipients() {
         sorted,
         vec!["a@d0.test", "b@d1.test", "later@d0.test"],
         "each once"
+    );
+    assert!(
+        world
+            .received()
+            .iter()
+            .all(|r| r.body_type == Some(volley_smtp::BodyType::EightBitMime)),
+        "the recovered copy declares BODY=8BITMIME too"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

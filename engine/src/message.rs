@@ -156,6 +156,13 @@ impl Message {
         first.trim_start_matches(|c| body_type_of(c).is_some())
     }
 
+    /// The sender as the journal keeps it: with the declared BODY's marker
+    /// before it, so a message recovered from the journal (built from this
+    /// text by [`Message::new`]) declares the same BODY.
+    pub(crate) fn journal_sender(&self) -> &str {
+        self.addrs.split('\n').next().unwrap_or("")
+    }
+
     /// The BODY the Composer declared at MAIL, to pass on (None: none).
     pub(crate) fn body_type(&self) -> Option<BodyType> {
         self.addrs.chars().next().and_then(body_type_of)

@@ -425,7 +425,12 @@ impl Session {
                         msg,
                         keys: txn.keys,
                     };
-                    self.held.push(p, (txn.sender, txn.rcpts, journal_body));
+                    // The journal's sender carries the declared BODY.
+                    let sender = match p.msg.body_type() {
+                        Some(_) => p.msg.journal_sender().to_string(),
+                        None => txn.sender,
+                    };
+                    self.held.push(p, (sender, txn.rcpts, journal_body));
                 } else {
                     shard.route_message(Arc::new(msg), txn.keys);
                 }
