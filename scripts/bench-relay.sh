@@ -124,7 +124,7 @@ for c in $CONNECTIONS; do
     finish_run "volley$c"
     kill -TERM "$SERVE"
     wait "$SERVE" || true
-    PEAKS=$(grep conns "$TMP/serve$c.err" | tail -n 1 | grep -o 'queued [0-9]* (peak [0-9]*) | conns [0-9]* (peak [0-9]*)' || true)
+    PEAKS=$(grep ' msgs / ' "$TMP/serve$c.err" | tail -n 1 | grep -o 'queued [0-9]* (peak [0-9]*) | conns [0-9]* (peak [0-9]*)' || true)
     echo "volley: $PEAKS"
     VOLLEY_RATES="$VOLLEY_RATES $c:$RATE"
     if awk -v r="$RATE" -v b="$VBEST" 'BEGIN {exit !(r > b)}'; then
@@ -148,4 +148,4 @@ echo "through Volley, end to end (Composer connections:msg/s):$VOLLEY_RATES"
 echo "best through Volley:           $VOLLEY msg/s ($VBEST_C Composer connections) = $RATIO% of the best direct (goal >= 50%)"
 echo "  accepted by Volley:          $INGEST msg/s (Composer's clock)"
 echo "  Volley:                      $VPEAKS"
-grep -o 'beyond bodies: [0-9]* bytes per queued recipient' "$TMP/memory.out" | sed 's/^/memory /'
+grep -m1 -o 'beyond bodies: [0-9]* bytes per queued recipient' "$TMP/memory.out" | sed 's/^/memory /'
