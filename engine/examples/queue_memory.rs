@@ -22,22 +22,40 @@ struct Counting;
 
 static LIVE_BYTES: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
+/// Live blocks by size class: class k holds sizes in (2^(k-1), 2^k].
+static LIVE_BLOCKS: [std::sync::atomic::AtomicI64; 40] =
+    [const { std::sync::atomic::AtomicI64::new(0) }; 40];
+
+fn class(size: usize) -> usize {
+    (usize::BITS - size.saturating_sub(1).leading_zeros()) as usize
+}
+
+fn count(size: usize, delta: i64) {
+    LIVE_BYTES.fetch_add(delta * size as i64, std::sync::atomic::Ordering::Relaxed);
+    LIVE_BLOCKS[class(size).min(39)].fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn live_blocks() -> Vec<i64> {
+    LIVE_BLOCKS
+        .iter()
+        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        .collect()
+}
+
 // SAFETY: every call is passed on to the system allocator unchanged; only
 // a counter is updated beside it.
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size() as i64, std::sync::atomic::Ordering::Relaxed);
+        count(layout.size(), 1);
         unsafe { std::alloc::System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        LIVE_BYTES.fetch_sub(layout.size() as i64, std::sync::atomic::Ordering::Relaxed);
+        count(layout.size(), -1);
         unsafe { std::alloc::System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(
-            new as i64 - layout.size() as i64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        count(layout.size(), -1);
+        count(new, 1);
         unsafe { std::alloc::System.realloc(ptr, layout, new) }
     }
 }
@@ -106,7 +124,18 @@ fn main() {
     let body_len = args.get(2).copied().unwrap_or(2048);
 
     // The paused sink: the kernel completes connections, nobody answers.
-    let paused = TcpListener::bind("127.0.0.2:0").expect("bind the paused sink");
+    // Its backlog holds every connection the shards open (100 each): with
+    // the usual 128, the connections beyond it time out after 30 s and
+    // their recipients move to the retry timers, which is not what this
+    // example measures.
+    let paused = {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let addr: SocketAddr = "127.0.0.2:0".parse().unwrap();
+        s.bind(&addr.into()).expect("bind the paused sink");
+        s.listen(4096).expect("listen");
+        TcpListener::from(s)
+    };
     let mut config = Config {
         shards: std::env::var("SHARDS")
             .ok()
@@ -135,6 +164,7 @@ fn main() {
     std::thread::sleep(Duration::from_millis(200));
     let base = rss_kib("VmRSS:");
     let live_base = live_bytes();
+    let blocks_base = live_blocks();
 
     let line = format!("{}\r\n", "x".repeat(98));
     let mut text = String::from("Subject: memory\r\n\r\n");
@@ -218,6 +248,17 @@ fn main() {
         live / sent as f64,
         (live - (sent * body_bytes) as f64) / sent as f64
     );
+    let classes: Vec<String> = live_blocks()
+        .iter()
+        .zip(&blocks_base)
+        .enumerate()
+        .filter(|(_, (now, before))| (**now - **before).abs() >= (sent as i64) / 100)
+        .map(|(k, (now, before))| {
+            let low = if k == 0 { 0 } else { (1usize << (k - 1)) + 1 };
+            format!("{low}-{} B: {}", 1usize << k, now - before)
+        })
+        .collect();
+    println!("live blocks added, by size: {}", classes.join(", "));
     println!("peak connections {} (paused sink)", stats.peak_connections);
     drop(paused);
     std::process::exit(0);
