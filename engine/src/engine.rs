@@ -19,7 +19,7 @@ use crate::metrics::{DomainRate, Latencies, RateBoard, Stats};
 use crate::port_holder;
 use crate::routing::Router;
 use crate::shard::{self, ShardError};
-use crate::transport::bind_reuseport;
+use crate::transport::{bind_reuseport, probe_free};
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +94,7 @@ const ORPHANED_LISTENER_WAIT: std::time::Duration = std::time::Duration::from_se
 fn refuse_if_held(addr: SocketAddr) -> Result<(), EngineError> {
     let deadline = std::time::Instant::now() + ORPHANED_LISTENER_WAIT;
     loop {
-        match port_holder::probe_free(addr) {
+        match probe_free(addr) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                 if let Some(holder) = port_holder::holder_of(addr) {

@@ -26,6 +26,7 @@
 //! - `routing`: which shard owns a domain, and the hand-off to it.
 //! - `core` -> `queues`: decisions, no I/O.
 //! - `message`, `dlog`, `metrics`, `rate`, `journal`, `config`,
+//!   `port_holder` (who holds a listening address, read from /proc),
 //!   `transport` (the only module that touches sockets): leaves.
 //!
 //! ```no_run

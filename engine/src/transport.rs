@@ -255,6 +255,23 @@ pub(crate) struct Listener {
     inner: TcpListener,
 }
 
+/// Fails with `AddrInUse` when anyone listens on `addr` (port 0 always
+/// passes: it asks for a free port). Every shard binds each listener with
+/// SO_REUSEPORT, and so would a second Volley on the same port: Linux lets
+/// it in silently and splits the connections between the two. A socket
+/// without SO_REUSEPORT is refused while anyone listens there.
+pub(crate) fn probe_free(addr: SocketAddr) -> io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // SO_REUSEADDR only lets old TIME_WAIT connections be; a listener
+    // still makes the bind fail.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
+}
+
 /// Binds a std listener with `SO_REUSEPORT` (and `SO_REUSEADDR`), blocking,
 /// ready to be turned into a [`Listener`] on a shard's thread.
 pub(crate) fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -305,6 +322,16 @@ mod tests {
 
     fn loopback(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn the_probe_is_refused_while_anyone_listens() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let e = probe_free(addr).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        drop(held);
+        probe_free(addr).unwrap();
     }
 
     #[test]
