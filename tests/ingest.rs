@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use volley_engine::{AckMode, Engine, ListenerConfig, Protocol};
+use volley_engine::{AckMode, Engine, Protocol};
 use volley_smtp::{DeliveryStatus, EnhancedCode, Reply, Transaction};
 
 use crate::support::composer::{command, read_reply};
@@ -147,12 +147,7 @@ fn lmtp_in_safe_mode_answers_each_recipient_with_the_remote_outcome() {
         })),
         ..Script::default()
     });
-    let mut config = world.config();
-    config.listeners = vec![ListenerConfig {
-        address: "127.0.0.1:0".parse().unwrap(),
-        protocol: Protocol::Lmtp,
-        ack: AckMode::Safe,
-    }];
+    let config = world.config_with_listener(Protocol::Lmtp, AckMode::Safe);
     let engine = Engine::start(config).unwrap();
     let out = composer::send(
         engine.listen_addrs()[0],

@@ -258,7 +258,7 @@ print(code, text.decode())
 /// answers 250 and retries the deferred one itself.
 #[test]
 fn safe_mode_smtp_with_one_delivered_answers_250_and_keeps_the_deferred() {
-    use volley_engine::{AckMode, ListenerConfig, Protocol};
+    use volley_engine::{AckMode, Protocol};
     use volley_smtp::{EnhancedCode, Reply};
     let world = World::generated(1, 1, |_| Script {
         rcpt: Some(Box::new(|addr: &str, seen: usize| {
@@ -272,12 +272,7 @@ fn safe_mode_smtp_with_one_delivered_answers_250_and_keeps_the_deferred() {
         })),
         ..Script::default()
     });
-    let mut config = world.config();
-    config.listeners = vec![ListenerConfig {
-        address: "127.0.0.1:0".parse().unwrap(),
-        protocol: Protocol::Smtp,
-        ack: AckMode::Safe,
-    }];
+    let config = world.config_with_listener(Protocol::Smtp, AckMode::Safe);
     let engine = Engine::start(config).unwrap();
     let port = engine.listen_addrs()[0].port();
     let out = python(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use volley_dns::{TestDnsServer, TestZone};
-use volley_engine::{Config, Engine, ListenerConfig, Stats};
+use volley_engine::{AckMode, Config, Engine, ListenerConfig, Protocol, Stats};
 
 use sink::{Received, Script, Sink};
 
@@ -81,6 +81,15 @@ impl World {
         c.general_queue.host_down_for = Duration::from_millis(300);
         c.general_queue.idle_timeout = Duration::from_millis(500);
         c.general_queue.connect_timeout = Duration::from_secs(2);
+        c
+    }
+
+    /// [`World::config`] with its one listener speaking `protocol` and
+    /// acknowledging in `ack` mode.
+    pub fn config_with_listener(&self, protocol: Protocol, ack: AckMode) -> Config {
+        let mut c = self.config();
+        c.listeners[0].protocol = protocol;
+        c.listeners[0].ack = ack;
         c
     }
 
