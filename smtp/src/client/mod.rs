@@ -480,11 +480,7 @@ impl Client {
     fn start(&mut self, tx: Transaction) {
         let n = tx.recipients.len();
         if n == 0 {
-            let outcome = TransactionOutcome {
-                reverse_path: tx.reverse_path,
-                recipients: Vec::new(),
-            };
-            self.events.push_back(ClientEvent::TransactionDone(outcome));
+            self.report(tx.reverse_path, std::iter::empty());
             return;
         }
         let caps = self.capabilities.clone().unwrap_or_default();
@@ -559,18 +555,22 @@ impl Client {
     /// Every recipient of `tx` fails with `reply`, which never reached the
     /// server; the session goes on with the next transaction.
     fn refuse_locally(&mut self, tx: Transaction, reply: Reply) {
-        let recipients = tx
-            .recipients
-            .into_iter()
-            .map(|recipient| RecipientOutcome {
+        let recipients = tx.recipients.into_iter().map(|r| (r, reply.clone()));
+        self.report(tx.reverse_path, recipients);
+    }
+
+    /// A transaction's outcome: each recipient with the reply that decided it.
+    fn report(&mut self, reverse_path: String, recipients: impl Iterator<Item = (String, Reply)>) {
+        let recipients = recipients
+            .map(|(recipient, reply)| RecipientOutcome {
                 recipient,
                 status: DeliveryStatus::of(&reply),
-                reply: reply.clone(),
+                reply,
             })
             .collect();
         self.events
             .push_back(ClientEvent::TransactionDone(TransactionOutcome {
-                reverse_path: tx.reverse_path,
+                reverse_path,
                 recipients,
             }));
     }
@@ -610,24 +610,15 @@ impl Client {
             a.tx.recipients
                 .into_iter()
                 .zip(a.results)
-                .map(|(recipient, reply)| {
+                .map(|(r, reply)| {
                     // Every path above fills each slot before finishing; this
                     // fallback only keeps a future slip from panicking.
                     let reply = reply.unwrap_or_else(|| {
                         Reply::new(451, EnhancedCode::new(4, 3, 0), "no reply recorded")
                     });
-                    RecipientOutcome {
-                        recipient,
-                        status: DeliveryStatus::of(&reply),
-                        reply,
-                    }
-                })
-                .collect();
-        self.events
-            .push_back(ClientEvent::TransactionDone(TransactionOutcome {
-                reverse_path: a.tx.reverse_path,
-                recipients,
-            }));
+                    (r, reply)
+                });
+        self.report(a.tx.reverse_path, recipients);
         if rset {
             self.cmd.extend_from_slice(b"RSET\r\n");
             self.flush_cmd();
