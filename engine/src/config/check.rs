@@ -34,6 +34,13 @@ impl Problems {
         self.0.push(Problem { path, message });
     }
 
+    /// A problem with a whole setting or table, not one value.
+    fn fail(&mut self, path: impl Into<String>, why: impl Display) {
+        let path = path.into();
+        let message = format!("{path}: {why}");
+        self.0.push(Problem { path, message });
+    }
+
     fn at_least_one(&mut self, path: impl Into<String>, value: usize) {
         if value == 0 {
             self.add(path, value, "must be at least 1");
@@ -61,23 +68,17 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     ingest(config, &mut p);
     queues(config, &mut p);
     if let Err(e) = RuleSet::new(&config.rules) {
-        p.0.push(Problem {
-            path: "rules".into(),
-            message: format!("rules: {e}"),
-        });
+        p.fail("rules", e);
     }
     if let Err(e) = config.resolver.validate() {
-        p.0.push(Problem {
-            path: "resolver".into(),
-            message: format!("resolver: {e}"),
-        });
+        p.fail("resolver", e);
     }
     let quota = config.quota.total.is_some() || config.quota.per_day.is_some();
     if quota && config.journal.dir.is_none() {
-        p.0.push(Problem {
-            path: "quota".into(),
-            message: "quota: needs [journal] dir, where the delivered count is kept".into(),
-        });
+        p.fail(
+            "quota",
+            "needs [journal] dir, where the delivered count is kept",
+        );
     }
     if config.journal.segment_size < 4096 {
         p.add(
@@ -95,10 +96,7 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
 
 fn listeners(config: &Config, p: &mut Problems) {
     if config.listeners.is_empty() {
-        p.0.push(Problem {
-            path: "listener".into(),
-            message: "listener: at least one [[listener]] is needed".into(),
-        });
+        p.fail("listener", "at least one [[listener]] is needed");
     }
     let mut seen = HashMap::new();
     for (i, l) in config.listeners.iter().enumerate() {
@@ -182,10 +180,7 @@ fn queues(config: &Config, p: &mut Problems) {
             }
         }
         if let Err(e) = q.mx_addrs(config.delivery_port) {
-            p.0.push(Problem {
-                path: format!("{at}.mx"),
-                message: format!("{at}.mx: {e}"),
-            });
+            p.fail(format!("{at}.mx"), e);
         }
         queue_limits(&format!("{at}.limits"), &q.limits, p);
     }
