@@ -40,23 +40,8 @@ else
     cargo build --quiet -p volley-engine --example queue_memory
 fi
 BIN=target/$PROFILE/volley
-TMP=$(mktemp -d)
-cleanup() {
-    for pid in $(jobs -p); do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-wait_for() { # FILE PATTERN
-    for _ in $(seq 100); do
-        grep -q "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "timed out waiting for '$2' in $1" >&2
-    cat "$1" >&2
-    exit 1
-}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 # A fresh simulated internet for run TAG that exits once its sinks hold
 # MESSAGES messages; sets INTERNET (pid), PORT, DNS.
@@ -116,8 +101,7 @@ for c in $CONNECTIONS; do
     "$BIN" serve --listen 127.0.0.1:0 --shards "$SHARDS" --delivery-port "$PORT" \
         --nameserver "$DNS" --summary-interval 1s >"$TMP/serve$c.out" 2>"$TMP/serve$c.err" &
     SERVE=$!
-    wait_for "$TMP/serve$c.err" 'listening on'
-    VADDR=$(grep -m1 -o 'listening on [^ ]*' "$TMP/serve$c.err" | awk '{print $3}')
+    VADDR=$(listen_address "$TMP/serve$c.err")
     "$BIN" bench compose --scenario "$SCENARIO" --target "$VADDR" \
         --messages "$MESSAGES" --connections "$c" --sent-out "$TMP/volley$c.sent" \
         2>/dev/null | grep '^compose' | tee "$TMP/ingest$c.out"

@@ -17,13 +17,8 @@ cd "$(dirname "$0")/.."
 SESSIONS=${SESSIONS:-10000}
 cargo build --release --quiet --bin volley
 BIN=target/release/volley
-TMP=$(mktemp -d)
-cleanup() {
-    for pid in $(jobs -p); do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 hard=$(ulimit -Hn)
 if [ "$hard" != unlimited ] && [ "$hard" -lt $((SESSIONS + 100)) ]; then
@@ -40,11 +35,7 @@ CONF
 # does not matter here; only ingest is measured.
 "$BIN" serve --config "$TMP/volley.toml" --listen 127.0.0.1:0 --shards 2 \
     --nameserver 127.0.0.1:9 >"$TMP/serve.out" 2>"$TMP/serve.err" &
-for _ in $(seq 100); do
-    grep -q 'listening on' "$TMP/serve.err" 2>/dev/null && break
-    sleep 0.1
-done
-ADDR=$(grep -m1 -o 'listening on [^ ]*' "$TMP/serve.err" | awk '{print $3}')
+ADDR=$(listen_address "$TMP/serve.err")
 echo "== $SESSIONS sessions from 127.0.0.1 to volley serve at $ADDR (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 timeout 300 python3 scripts/hold-sessions.py "$ADDR" "$SESSIONS"
 grep -m1 'open files' "$TMP/serve.err" || true
