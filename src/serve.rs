@@ -23,6 +23,18 @@ pub(crate) struct ServeArgs {
     /// LMTP listener address (repeatable); replaces the file's listeners.
     #[arg(long, value_name = "ADDR:PORT")]
     lmtp_listen: Vec<SocketAddr>,
+    /// SMTP listener inside TLS from the first byte (RFC 8314, port 465
+    /// style; repeatable); needs a certificate. Replaces the file's
+    /// listeners.
+    #[arg(long, value_name = "ADDR:PORT")]
+    smtps_listen: Vec<SocketAddr>,
+    /// Certificate chain (PEM) ingest presents on STARTTLS and smtps;
+    /// read again on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Acknowledgement mode of the listeners given by flags.
     #[arg(long, value_enum, default_value_t = Ack::Fast)]
     ack: Ack,
@@ -78,18 +90,25 @@ impl ServeArgs {
             Ack::Fast => AckMode::Fast,
             Ack::Safe => AckMode::Safe,
         };
-        if !self.listen.is_empty() || !self.lmtp_listen.is_empty() {
+        if !self.listen.is_empty() || !self.lmtp_listen.is_empty() || !self.smtps_listen.is_empty()
+        {
             c.listeners = self
                 .listen
                 .iter()
                 .map(|a| (a, Protocol::Smtp))
                 .chain(self.lmtp_listen.iter().map(|a| (a, Protocol::Lmtp)))
+                .chain(self.smtps_listen.iter().map(|a| (a, Protocol::Smtps)))
                 .map(|(address, protocol)| ListenerConfig {
                     address: *address,
                     protocol,
                     ack,
+                    require_tls: false,
                 })
                 .collect();
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            c.tls.cert = Some(cert.clone());
+            c.tls.key = Some(key.clone());
         }
         if let Some(n) = self.shards {
             c.shards = n;

@@ -208,7 +208,9 @@ fn load(
                                 .push((id, o.recipients[0].reply.clone()));
                         }
                     }
-                    ClientEvent::Ready { .. } => {}
+                    ClientEvent::Ready { .. }
+                    | ClientEvent::StartTls
+                    | ClientEvent::StartTlsRefused { .. } => {}
                     ClientEvent::Closed => break 'session,
                     ClientEvent::Failed { .. } => return,
                 }

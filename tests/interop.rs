@@ -10,24 +10,7 @@ use volley_smtp::{BodyType, Extensions};
 
 use crate::support::composer::{command, read_reply};
 use crate::support::sink::Script;
-use crate::support::{World, log_lines, wait_stats, wait_until};
-
-/// Runs a Python program with the listener's port as `argv[1]`; returns
-/// its stdout, failing the test with its stderr when it fails.
-fn python(program: &str, port: u16) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(program)
-        .arg(port.to_string())
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::support::{World, log_lines, python, wait_stats, wait_until};
 
 #[test]
 fn smtplib_sees_every_extension_and_sends_smtputf8() {
@@ -49,7 +32,7 @@ assert refused == {}, refused
 s.quit()
 print("ok", sorted(f))
 "#,
-        port,
+        &[&port],
     );
     assert!(out.starts_with("ok"), "{out}");
     wait_until("delivered", Duration::from_secs(10), || {
@@ -83,7 +66,7 @@ s.sendmail("n@composer.test", ["u@d0.test"], msg, mail_options=["BODY=8BITMIME"]
 s.quit()
 print("ok")
 "#,
-        port,
+        &[&port],
     );
     assert!(out.starts_with("ok"), "{out}");
     wait_stats(&engine, "bounced", |s| s.bounced == 1);
@@ -211,7 +194,7 @@ code, text = s.data(b"Message-ID: <m1@composer.test>\r\nSubject: t\r\n\r\nhi\r\n
 s.quit()
 print(code, text.decode())
 "#,
-        port,
+        &[&port],
     );
     let (code, text) = out.trim().split_once(' ').unwrap();
     assert_eq!(code, "250", "{out}");
@@ -287,7 +270,7 @@ code, text = s.data(b"Subject: safe\r\n\r\nsafe\r\n")
 s.quit()
 print(code, text.decode())
 "#,
-        port,
+        &[&port],
     );
     assert!(out.starts_with("250 2.0.0 OK queued as "), "{out}");
     wait_until(

@@ -10,3 +10,4 @@ mod rate;
 mod relay;
 mod resolve;
 mod support;
+mod tls;

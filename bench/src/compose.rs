@@ -504,6 +504,8 @@ async fn session(ctx: &Ctx, lane: &Lane, stream: &mut TcpStream) -> SessionEnd {
         while let Some(event) = client.poll_event() {
             match event {
                 ClientEvent::Ready { .. } => ready = true,
+                // The Composer does not ask for STARTTLS.
+                ClientEvent::StartTls | ClientEvent::StartTlsRefused { .. } => {}
                 ClientEvent::TransactionDone(outcome) => {
                     let Some((pending, message)) = current.take() else {
                         continue;

@@ -46,6 +46,9 @@ pub enum BenchError {
         /// What went wrong.
         detail: String,
     },
+    /// A test certificate or TLS configuration could not be made.
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl BenchError {

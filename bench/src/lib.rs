@@ -29,6 +29,7 @@ mod report;
 mod scenario;
 mod sim_domain;
 mod sink;
+mod test_ca;
 
 pub use crate::capacity::{
     Capacity, ConnectVerdict, DataVerdict, DomainModel, RcptVerdict, is_unknown_mailbox,
@@ -46,7 +47,7 @@ pub use crate::load::{DEFAULT_TEMPLATE, DomainMix, LoadSpec, Planned, Planner, P
 pub use crate::message::{
     Composed, ID_HEADER, Inspected, Inspector, SENT_HEADER, compose, unix_micros,
 };
-pub use crate::mx::{DataEnd, Flow, MxService, MxSession, MxSink};
+pub use crate::mx::{DataEnd, Flow, MxService, MxSession, MxSink, SinkTls};
 pub use crate::procstat::process_usage;
 pub use crate::report::{
     ComposerSummary, DomainReport, EngineUsage, LatencySummary, Report, ReportInput, compare,
@@ -54,3 +55,4 @@ pub use crate::report::{
 pub use crate::scenario::{
     ChangeEntry, DEFAULT_SCENARIO, DomainEntry, GroupEntry, Scenario, SimDomain, is_expected_bounce,
 };
+pub use crate::test_ca::{Leaf, TestCa};

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use volley_smtp::{
@@ -37,6 +37,25 @@ pub trait MxService: Send + Sync + 'static {
     /// A new connection from `peer`: a session, or the greeting that
     /// refuses it (sent, then the connection closes).
     fn connect(&self, peer: SocketAddr) -> Result<Self::Session, Reply>;
+
+    /// Whether STARTTLS is offered, and what happens when it is asked
+    /// for; `None` (the default): not offered.
+    fn tls(&self) -> Option<SinkTls> {
+        None
+    }
+}
+
+/// What a sink that offers STARTTLS does when a client asks for it.
+#[derive(Clone)]
+pub enum SinkTls {
+    /// `220`, then a handshake with this configuration.
+    Offer(Arc<rustls::ServerConfig>),
+    /// Answers STARTTLS with this reply (e.g. `454 4.7.0`) and goes on in
+    /// clear text.
+    Refuse(Reply),
+    /// `220`, then bytes that are not TLS, then the connection closes: a
+    /// receiver whose TLS is broken.
+    Break,
 }
 
 /// What happens to a message once its body is in.
@@ -184,8 +203,30 @@ async fn serve<S: MxService>(mut stream: TcpStream, peer: SocketAddr, service: A
     let _ = stream.set_nodelay(true);
     match service.connect(peer) {
         Ok(mut session) => {
-            let server = Server::new(service.server_config());
-            let _ = run_session(&mut stream, server, &mut session).await;
+            let tls = service.tls();
+            let mut config = service.server_config();
+            config.extensions.starttls = tls.is_some();
+            let server = Server::new(config);
+            let Ok(Ended::StartTls(mut server)) =
+                run_session(&mut stream, server, &mut session, tls.as_ref()).await
+            else {
+                return;
+            };
+            match tls {
+                Some(SinkTls::Offer(config)) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    let Ok(mut stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    if server.tls_started().is_ok() {
+                        let _ = run_session(&mut stream, *server, &mut session, None).await;
+                    }
+                }
+                _ => {
+                    let _ = stream.write_all(b"\x15\x03\x03\x00\x02garbage").await;
+                    let _ = stream.shutdown().await;
+                }
+            }
         }
         Err(reply) => {
             let mut out = Vec::new();
@@ -196,12 +237,21 @@ async fn serve<S: MxService>(mut stream: TcpStream, peer: SocketAddr, service: A
     }
 }
 
+/// How a session on one stream ended.
+enum Ended {
+    /// Closed, or given up on.
+    Over,
+    /// STARTTLS was accepted and its `220` sent: the handshake comes next.
+    StartTls(Box<Server>),
+}
+
 /// One SMTP or LMTP session on an accepted connection.
-async fn run_session<M: MxSession>(
-    stream: &mut TcpStream,
+async fn run_session<M: MxSession, T: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut T,
     mut server: Server,
     session: &mut M,
-) -> io::Result<()> {
+    tls: Option<&SinkTls>,
+) -> io::Result<Ended> {
     let mut buf = vec![0u8; 64 * 1024];
     let (mut start, mut end) = (0usize, 0usize);
     let mut rcpts: Vec<String> = Vec::new();
@@ -228,7 +278,7 @@ async fn run_session<M: MxSession>(
                 ServerEvent::BodyChunk(chunk) => {
                     if session.body_chunk(&chunk) == Flow::Cut {
                         let _ = stream.shutdown().await;
-                        return Ok(());
+                        return Ok(Ended::Over);
                     }
                 }
                 ServerEvent::MessageComplete => {
@@ -241,7 +291,7 @@ async fn run_session<M: MxSession>(
                         }
                         DataEnd::Drop { delay } => {
                             tokio::time::sleep(delay).await;
-                            return Ok(());
+                            return Ok(Ended::Over);
                         }
                     }
                     rcpts.clear();
@@ -250,6 +300,16 @@ async fn run_session<M: MxSession>(
                     rcpts.clear();
                     session.aborted();
                 }
+                ServerEvent::StartTls => match tls {
+                    Some(SinkTls::Refuse(reply)) => {
+                        in_turn(server.starttls_verdict(Verdict::Reject(reply.clone())))?;
+                    }
+                    _ => {
+                        in_turn(server.starttls_verdict(Verdict::Accept))?;
+                        flush(stream, &mut server).await?;
+                        return Ok(Ended::StartTls(Box::new(server)));
+                    }
+                },
                 ServerEvent::Quit | ServerEvent::Closed(_) => {}
             }
         }
@@ -262,7 +322,7 @@ async fn run_session<M: MxSession>(
         flush(stream, &mut server).await?;
         if server.is_closed() {
             let _ = stream.shutdown().await;
-            return Ok(());
+            return Ok(Ended::Over);
         }
         if start < end {
             let taken = server.receive(&buf[start..end]);
@@ -275,7 +335,7 @@ async fn run_session<M: MxSession>(
             continue;
         }
         match tokio::time::timeout(IDLE_TIMEOUT, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return Ok(()),
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(Ended::Over),
             Ok(Ok(n)) => {
                 start = 0;
                 end = n;
@@ -290,7 +350,7 @@ fn in_turn(r: Result<(), UnexpectedVerdict>) -> io::Result<()> {
     r.map_err(io::Error::other)
 }
 
-async fn flush(stream: &mut TcpStream, server: &mut Server) -> io::Result<()> {
+async fn flush<T: AsyncWrite + Unpin>(stream: &mut T, server: &mut Server) -> io::Result<()> {
     let out = server.output();
     if out.is_empty() {
         return Ok(());

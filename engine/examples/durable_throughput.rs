@@ -90,7 +90,9 @@ fn send(addr: SocketAddr, txs: Vec<Transaction>) -> usize {
             match ev {
                 ClientEvent::TransactionDone(o) => acked += o.delivered(),
                 ClientEvent::Closed | ClientEvent::Failed { .. } => return acked,
-                ClientEvent::Ready { .. } => {}
+                ClientEvent::Ready { .. }
+                | ClientEvent::StartTls
+                | ClientEvent::StartTlsRefused { .. } => {}
             }
         }
         for b in client.drain_output().collect::<Vec<_>>() {

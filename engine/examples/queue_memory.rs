@@ -99,7 +99,9 @@ fn send(addr: SocketAddr, txs: impl Iterator<Item = Transaction>) -> usize {
                 }
                 ClientEvent::Closed => return done,
                 ClientEvent::Failed { error, .. } => panic!("composer session failed: {error}"),
-                ClientEvent::Ready { .. } => {}
+                ClientEvent::Ready { .. }
+                | ClientEvent::StartTls
+                | ClientEvent::StartTlsRefused { .. } => {}
             }
         }
         for b in client.drain_output().collect::<Vec<_>>() {

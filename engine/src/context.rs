@@ -28,6 +28,7 @@ use crate::durable::Durable;
 use crate::message::{Budget, Message};
 use crate::metrics::{Counters, Latencies, RateBoard, bump};
 use crate::routing::{Handoff, Router};
+use crate::tls::{BrokenTls, TlsContext};
 
 /// State shared by every shard: rarely written, or atomic.
 pub(crate) struct Shared {
@@ -45,6 +46,10 @@ pub(crate) struct Shared {
     pub(crate) next_source: AtomicU64,
     /// Durable mode's journal writers and quota; `None`: memory only.
     pub(crate) durable: Option<Arc<Durable>>,
+    /// The rustls configurations in force (swapped on reload).
+    pub(crate) tls: ArcSwap<TlsContext>,
+    /// MX hosts whose TLS handshake failed recently.
+    pub(crate) broken_tls: BrokenTls,
 }
 
 impl Shared {

@@ -20,12 +20,14 @@ use volley_smtp::{
     SendError, Stage, Transaction,
 };
 
-use crate::config::QueueSettings;
+use crate::config::{QueueSettings, TlsPolicy};
 use crate::context::{ConnCtl, ShardCtx};
 use crate::core::{ConnId, DomainId, Route};
 use crate::dlog::Category;
 use crate::message::Node;
+use crate::metrics::bump;
 use crate::outcome::{Target, report};
+use crate::tls::{TlsUsed, server_name};
 use crate::transport::{Conn, TransportError};
 
 /// An open SMTP session over one connection.
@@ -108,6 +110,7 @@ async fn targets(
             .map(|a| Target {
                 host: a.ip().to_string().into(),
                 addr: *a,
+                tls: None,
             })
             .collect());
     }
@@ -119,6 +122,7 @@ async fn targets(
             out.push(Target {
                 host: host.clone(),
                 addr: SocketAddr::new(*ip, port),
+                tls: None,
             });
         }
     }
@@ -237,6 +241,7 @@ pub(crate) async fn run(ctx: Rc<ShardCtx>, d: DomainId, id: ConnId, conn: Rc<Con
             let s = &route.settings;
             let deadline = Instant::now() + s.command_timeout;
             let _ = session.next_event(s, deadline).await;
+            session.conn.close_tls(Duration::from_millis(100)).await;
         }
     }
 }
@@ -268,8 +273,14 @@ async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
     };
     let name = &route.name;
     let mut last_error = format!("all MX hosts of {name} are marked down after recent failures");
+    let mut last_code = EnhancedCode::new(4, 4, 1);
     let mut tried = false;
     let session_deadline = Instant::now() + s.session_timeout;
+    let tls = ctx
+        .shared
+        .tls
+        .load()
+        .client(s.tls, s.tls_ca_file.as_deref());
     for t in targets {
         if ctx.with_core(|c| c.is_host_down(t.addr, Instant::now())) {
             continue;
@@ -277,38 +288,72 @@ async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
         tried = true;
         let source = ctx.shared.source_ip(&config);
         let mut throttled = false;
-        match Conn::connect(t.addr, source, s.connect_timeout).await {
-            Ok(conn) => {
-                ctx.shared.counters.connection_opened();
-                let mut session = Session {
-                    conn,
-                    client: Client::new(ClientConfig {
-                        helo_name: config.hostname.clone(),
-                        ..ClientConfig::default()
-                    }),
-                    buf: BytesMut::with_capacity(4096),
-                    target: t.clone(),
-                    ctx: ctx.clone(),
-                };
-                match session.next_event(s, session_deadline).await {
-                    ClientEvent::Ready { .. } => {
-                        ctx.with_core(|c| c.connected(d, Instant::now()));
-                        return Some(session);
-                    }
-                    ClientEvent::Failed { error, .. } => {
-                        throttled = ctx.with_core(|c| c.session_failed(d, &error, Instant::now()));
-                        last_error = format!("{} [{}]: {error}", t.host, t.addr);
-                    }
-                    _ => {
-                        ctx.with_core(|c| c.connect_failed(d, Instant::now()));
-                        last_error = format!("{} [{}]: no greeting", t.host, t.addr);
-                    }
+        // Opportunistic TLS that failed its handshake tries once more in
+        // clear text, and remembers the host.
+        let mut clear_text = tls.is_none()
+            || (s.tls == TlsPolicy::Opportunistic
+                && ctx.shared.broken_tls.is_broken(t.addr, Instant::now()));
+        loop {
+            let conn = match Conn::connect(t.addr, source, s.connect_timeout).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    ctx.with_core(|c| c.connect_failed(d, Instant::now()));
+                    last_error = format!("{} [{}]: {e}", t.host, t.addr);
+                    break;
+                }
+            };
+            ctx.shared.counters.connection_opened();
+            let mut session = Session {
+                conn,
+                client: Client::new(ClientConfig {
+                    helo_name: config.hostname.clone(),
+                    starttls: !clear_text,
+                    ..ClientConfig::default()
+                }),
+                buf: BytesMut::with_capacity(4096),
+                target: t.clone(),
+                ctx: ctx.clone(),
+            };
+            let policy = Policy {
+                tls: s.tls,
+                config: if clear_text { None } else { tls.clone() },
+            };
+            match greet(&mut session, s, session_deadline, &policy).await {
+                Greeted::Ready => {
+                    ctx.with_core(|c| c.connected(d, Instant::now()));
+                    return Some(session);
+                }
+                Greeted::HandshakeFailed(why) if s.tls == TlsPolicy::Opportunistic => {
+                    tracing::info!(
+                        "{} [{}]: {why}; delivering in clear text, without STARTTLS for {}",
+                        t.host,
+                        t.addr,
+                        volley_units::format_duration(s.tls_broken_for)
+                    );
+                    ctx.shared
+                        .broken_tls
+                        .mark(t.addr, Instant::now(), s.tls_broken_for);
+                    clear_text = true;
+                    continue;
+                }
+                Greeted::HandshakeFailed(why) => {
+                    last_error = format!("{} [{}]: {why}", t.host, t.addr);
+                    last_code = EnhancedCode::new(4, 7, 5);
+                }
+                Greeted::NoTls(why) => {
+                    last_error = format!("{} [{}]: {why} (tls = \"{}\")", t.host, t.addr, s.tls);
+                    last_code = EnhancedCode::new(4, 7, 10);
+                }
+                Greeted::Failed(error) => {
+                    throttled = ctx.with_core(|c| c.session_failed(d, &error, Instant::now()));
+                    last_error = format!("{} [{}]: {error}", t.host, t.addr);
+                }
+                Greeted::NoGreeting => {
+                    ctx.with_core(|c| c.connect_failed(d, Instant::now()));
+                    last_error = format!("{} [{}]: no greeting", t.host, t.addr);
                 }
             }
-            Err(e) => {
-                ctx.with_core(|c| c.connect_failed(d, Instant::now()));
-                last_error = format!("{} [{}]: {e}", t.host, t.addr);
-            }
+            break;
         }
         if throttled {
             // "Too many connections" (or slow down) at the greeting: the
@@ -318,9 +363,89 @@ async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
         }
         ctx.with_core(|c| c.mark_host_down(d, t.addr, Instant::now()));
     }
-    let reply = Reply::new(451, EnhancedCode::new(4, 4, 1), last_error);
+    let reply = Reply::new(451, last_code, last_error);
     fail_pending(slot, tried, &reply, Category::Connection);
     None
+}
+
+/// What a queue's TLS policy asks of one connection.
+struct Policy {
+    tls: TlsPolicy,
+    /// The client configuration to handshake with; `None`: clear text.
+    config: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// How a new connection's greeting, hello and STARTTLS went.
+enum Greeted {
+    /// Transactions can flow.
+    Ready,
+    /// The session failed (a refused greeting, a 421, a timeout).
+    Failed(ClientError),
+    /// The policy needs TLS and the host does not offer it, or refused it.
+    NoTls(String),
+    /// The TLS handshake failed (bad certificate, broken TLS).
+    HandshakeFailed(String),
+    /// The connection closed before a greeting.
+    NoGreeting,
+}
+
+/// Greets the host, upgrading to TLS on the way when it offers STARTTLS
+/// and the policy wants it.
+async fn greet(
+    session: &mut Session,
+    s: &QueueSettings,
+    deadline: Instant,
+    policy: &Policy,
+) -> Greeted {
+    let ctx = session.ctx.clone();
+    let counters = &ctx.shared.counters;
+    loop {
+        match session.next_event(s, deadline).await {
+            ClientEvent::StartTls => {
+                let Some(config) = policy.config.clone() else {
+                    return Greeted::NoTls("STARTTLS answered though not asked for".into());
+                };
+                let Some(name) = server_name(&session.target.host) else {
+                    return Greeted::HandshakeFailed(format!(
+                        "{:?} is not a name TLS can check",
+                        session.target.host
+                    ));
+                };
+                let handshake = match rustls::ClientConnection::new(config, name) {
+                    Ok(c) => c,
+                    Err(e) => return Greeted::HandshakeFailed(format!("TLS setup: {e}")),
+                };
+                let t = s
+                    .command_timeout
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                match session.conn.start_tls(handshake.into(), t).await {
+                    Ok(summary) => {
+                        bump(if summary.resumed {
+                            &counters.tls_resumed
+                        } else {
+                            &counters.tls_full_handshakes
+                        });
+                        session.target.tls = Some(TlsUsed::new(summary, policy.tls));
+                        session.client.tls_established();
+                    }
+                    Err(e) => {
+                        bump(&counters.tls_failed);
+                        return Greeted::HandshakeFailed(format!("TLS handshake failed: {e}"));
+                    }
+                }
+            }
+            ClientEvent::StartTlsRefused { reply } if policy.tls.requires_tls() => {
+                return Greeted::NoTls(format!("STARTTLS refused: {reply}"));
+            }
+            ClientEvent::StartTlsRefused { .. } => {}
+            ClientEvent::Ready { .. } if policy.tls.requires_tls() && !session.client.is_tls() => {
+                return Greeted::NoTls("STARTTLS not offered".into());
+            }
+            ClientEvent::Ready { .. } => return Greeted::Ready,
+            ClientEvent::Failed { error, .. } => return Greeted::Failed(error),
+            ClientEvent::TransactionDone(_) | ClientEvent::Closed => return Greeted::NoGreeting,
+        }
+    }
 }
 
 fn parse_enhanced(text: &str) -> Option<EnhancedCode> {
@@ -483,7 +608,10 @@ async fn work(slot: &mut Slot, conn: &ConnCtl, session: &mut Session, route: &Ro
                 slot.settle_held(replies, Some(Category::Connection), Some(&target), None);
                 return;
             }
-            ClientEvent::Ready { .. } | ClientEvent::Closed => {
+            ClientEvent::Ready { .. }
+            | ClientEvent::StartTls
+            | ClientEvent::StartTlsRefused { .. }
+            | ClientEvent::Closed => {
                 let reply = Reply::new(
                     451,
                     EnhancedCode::new(4, 4, 2),

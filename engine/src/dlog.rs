@@ -114,6 +114,9 @@ pub(crate) struct Record<'a> {
     pub(crate) domain: &'a str,
     pub(crate) mx: Option<&'a str>,
     pub(crate) ip: Option<String>,
+    /// How TLS went with the MX host: version, cipher, whether the
+    /// certificate was verified; null in clear text.
+    pub(crate) tls: Option<crate::tls::TlsUsed>,
     pub(crate) attempt: u32,
     pub(crate) status: Status,
     pub(crate) code: Option<u16>,
@@ -266,6 +269,7 @@ mod tests {
             domain: "example.com",
             mx: None,
             ip: None,
+            tls: None,
             attempt: 1,
             status: Status::Delivered,
             code: Some(250),
@@ -343,6 +347,7 @@ mod tests {
             domain: "d",
             mx: Some("mx.d"),
             ip: Some("127.0.0.2".into()),
+            tls: None,
             attempt: 1,
             status: Status::Bounced,
             code: Some(550),

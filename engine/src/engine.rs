@@ -19,6 +19,7 @@ use crate::metrics::{DomainRate, Latencies, RateBoard, Stats};
 use crate::port_holder;
 use crate::routing::Router;
 use crate::shard::{self, ShardError};
+use crate::tls::{BrokenTls, TlsContext};
 use crate::transport::{bind_reuseport, probe_free};
 
 /// Why the engine could not start.
@@ -64,6 +65,9 @@ pub enum EngineError {
         #[source]
         source: crate::journal::JournalError,
     },
+    /// A certificate, key or CA file could not be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// A shard did not start (e.g. its resolver found no nameserver).
     #[error("shard {index} did not start")]
     Shard {
@@ -181,6 +185,7 @@ impl Engine {
             return Err(EngineError::Config(problems));
         }
         let n = config.shard_count();
+        let tls = TlsContext::load(&config, None)?;
         let (dlog, writer) = match &config.delivery_log {
             Some(path) => {
                 let (log, writer) =
@@ -241,6 +246,8 @@ impl Engine {
             ingest_per_ip: Mutex::new(Default::default()),
             next_source: AtomicU64::new(0),
             durable: opened.as_ref().map(|o| o.durable.clone()),
+            tls: ArcSwap::from_pointee(tls),
+            broken_tls: BrokenTls::default(),
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -385,14 +392,18 @@ impl Engine {
     /// Applies a new configuration without dropping a connection: trusted
     /// networks apply to the next connection, relay domains to the next RCPT,
     /// the memory budget to the next MAIL, other ingest limits to new
-    /// sessions. Listeners, shard count, resolver and queue settings need a
-    /// restart; the returned notes say which of those changed.
+    /// sessions, the `[tls]` certificate (read again from its files) to the
+    /// next handshake. Listeners, shard count, resolver and queue settings
+    /// need a restart; the returned notes say which of those changed.
     pub fn reload(&self, config: Config) -> Result<Vec<String>, EngineError> {
         let problems = config.problems();
         if !problems.is_empty() {
             return Err(EngineError::Config(problems));
         }
         let old = self.shared.config.load();
+        // Certificate files are read again even when their paths did not
+        // change: a renewed certificate applies now.
+        let tls = TlsContext::load(&config, Some(&self.shared.tls.load_full()))?;
         let mut notes = Vec::new();
         if old.listeners != config.listeners {
             notes.push("listeners changed: takes effect after a restart".to_string());
@@ -418,6 +429,7 @@ impl Engine {
         if old.delivery_log != config.delivery_log {
             notes.push("delivery log path changed: takes effect after a restart".to_string());
         }
+        self.shared.tls.store(Arc::new(tls));
         self.shared.config.store(Arc::new(config));
         Ok(notes)
     }

@@ -61,13 +61,15 @@ mod routing;
 mod shard;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
+mod tls;
 mod transport;
 
 pub use config::{
     AckMode, Config, ConfigError, IngestConfig, JournalSettings, ListenerConfig, Policy, Protocol,
-    QueueSettings, SchedulerConfig, SpecificQueue,
+    QueueSettings, SchedulerConfig, SpecificQueue, TlsFiles, TlsPolicy,
 };
 pub use durable::WallClock;
 pub use engine::{Engine, EngineError, LatencySummary, ShutdownReport, StopHandle};
 pub use metrics::{DomainRate, Stats};
 pub use shard::ShardError;
+pub use tls::TlsError;

@@ -37,6 +37,14 @@ pub struct Stats {
     pub ingest_sessions: u64,
     /// Bytes of messages held.
     pub held_bytes: u64,
+    /// Delivery TLS sessions set up with a full handshake.
+    pub tls_full_handshakes: u64,
+    /// Delivery TLS sessions resumed from an earlier one.
+    pub tls_resumed: u64,
+    /// Delivery TLS handshakes that failed.
+    pub tls_failed: u64,
+    /// Ingest sessions that set up TLS (STARTTLS or `smtps`).
+    pub ingest_tls: u64,
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +60,10 @@ pub(crate) struct Counters {
     connections_open: AtomicU64,
     peak_connections: AtomicU64,
     pub(crate) ingest_sessions: AtomicU64,
+    pub(crate) tls_full_handshakes: AtomicU64,
+    pub(crate) tls_resumed: AtomicU64,
+    pub(crate) tls_failed: AtomicU64,
+    pub(crate) ingest_tls: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -92,6 +104,10 @@ impl Counters {
             peak_connections: g(&self.peak_connections),
             ingest_sessions: g(&self.ingest_sessions),
             held_bytes,
+            tls_full_handshakes: g(&self.tls_full_handshakes),
+            tls_resumed: g(&self.tls_resumed),
+            tls_failed: g(&self.tls_failed),
+            ingest_tls: g(&self.ingest_tls),
         }
     }
 }

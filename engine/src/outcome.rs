@@ -12,12 +12,15 @@ use crate::context::ShardCtx;
 use crate::core::{Settled, Verdict};
 use crate::dlog::{Record, Status, unix_now};
 use crate::metrics::bump;
+use crate::tls::TlsUsed;
 
-/// An MX host address to try, with the host's name for the log.
+/// An MX host address to try, with the host's name for the log, and how
+/// TLS went once a session with it is open.
 #[derive(Clone)]
 pub(crate) struct Target {
     pub(crate) host: Rc<str>,
     pub(crate) addr: SocketAddr,
+    pub(crate) tls: Option<TlsUsed>,
 }
 
 /// Reports one settled attempt. `reply` is the one the core settled with;
@@ -41,6 +44,7 @@ pub(crate) fn report(
         domain: &s.domain,
         mx: target.map(|t| &*t.host),
         ip: target.map(|t| t.addr.ip().to_string()),
+        tls: target.and_then(|t| t.tls),
         attempt: s.attempt,
         status: s.status,
         code: Some(reply.code),

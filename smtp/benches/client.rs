@@ -64,7 +64,9 @@ fn run(
             while let Some(event) = client.poll_event() {
                 match event {
                     ClientEvent::TransactionDone(o) => delivered += o.delivered(),
-                    ClientEvent::Ready { .. } => {}
+                    ClientEvent::Ready { .. }
+                    | ClientEvent::StartTls
+                    | ClientEvent::StartTlsRefused { .. } => {}
                     other => panic!("unexpected event {other:?}"),
                 }
             }

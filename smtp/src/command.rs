@@ -163,6 +163,8 @@ pub enum Command {
     Noop,
     /// QUIT.
     Quit,
+    /// STARTTLS (RFC 3207).
+    StartTls,
     /// VRFY string.
     Vrfy(String),
     /// HELP [string].
@@ -179,9 +181,12 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         Some(i) => (&line[..i], &line[i + 1..]),
         None => (line, ""),
     };
+    if verb.eq_ignore_ascii_case("STARTTLS") {
+        return no_args(rest, Command::StartTls);
+    }
     if verb.len() > 4 {
-        // Every verb we know has four letters except MAIL FROM/RCPT TO, whose
-        // second word is in `rest`.
+        // Every other verb we know has four letters (MAIL FROM/RCPT TO
+        // have their second word in `rest`).
         return Err(CommandError::Unknown);
     }
     let mut v = [0u8; 4];
@@ -495,7 +500,12 @@ mod tests {
     #[test]
     fn bad_verbs_and_arguments() {
         assert_eq!(p("FOO"), Err(CommandError::Unknown));
-        assert_eq!(p("STARTTLS"), Err(CommandError::Unknown));
+        assert_eq!(p("STARTTLS"), Ok(Command::StartTls));
+        assert_eq!(p("starttls"), Ok(Command::StartTls));
+        assert!(matches!(
+            p("STARTTLS now"),
+            Err(CommandError::BadArguments(_))
+        ));
         assert_eq!(p(""), Err(CommandError::Unknown));
         assert!(matches!(p("EHLO"), Err(CommandError::BadArguments(_))));
         assert!(matches!(p("DATA x"), Err(CommandError::BadArguments(_))));

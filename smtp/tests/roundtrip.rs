@@ -20,13 +20,20 @@ struct Received {
 /// and what the server's "engine" saw. Recipients whose local part starts
 /// with `reject` are refused at RCPT.
 fn run(txs: Vec<Transaction>, lmtp: bool, chunking: bool) -> (Vec<TransactionOutcome>, Received) {
+    // STARTTLS on both sides: the in-memory "handshake" below checks that
+    // the session starts over cleanly inside TLS.
     let mut server = Server::new(ServerConfig {
         lmtp,
+        extensions: volley_smtp::Extensions {
+            starttls: true,
+            ..Default::default()
+        },
         ..ServerConfig::default()
     });
     let mut client = Client::new(ClientConfig {
         lmtp,
         chunking,
+        starttls: true,
         ..ClientConfig::default()
     });
     for tx in txs {
@@ -45,7 +52,9 @@ fn run(txs: Vec<Transaction>, lmtp: bool, chunking: bool) -> (Vec<TransactionOut
         client.receive(&out);
         while let Some(ev) = client.poll_event() {
             match ev {
-                ClientEvent::Ready { .. } => {}
+                ClientEvent::Ready { .. } | ClientEvent::StartTlsRefused { .. } => {}
+                // No TLS in memory: the handshake is a no-op on both sides.
+                ClientEvent::StartTls => client.tls_established(),
                 ClientEvent::TransactionDone(o) => outcomes.push(o),
                 ClientEvent::Closed => return (outcomes, got),
                 ClientEvent::Failed { error, .. } => panic!("client failed: {error}"),
@@ -59,6 +68,10 @@ fn run(txs: Vec<Transaction>, lmtp: bool, chunking: bool) -> (Vec<TransactionOut
         to_server.drain(..n);
         while let Some(ev) = server.poll_event() {
             match ev {
+                ServerEvent::StartTls => {
+                    server.starttls_verdict(Verdict::Accept).unwrap();
+                    server.tls_started().unwrap();
+                }
                 ServerEvent::Mail { .. } => server.mail_verdict(Verdict::Accept).unwrap(),
                 ServerEvent::Rcpt { forward_path, .. } => {
                     let v = if forward_path.local_part().starts_with("reject") {

@@ -34,7 +34,10 @@ pub fn send(
     loop {
         while let Some(ev) = client.poll_event() {
             match ev {
-                ClientEvent::Ready { .. } => {}
+                // No STARTTLS asked for.
+                ClientEvent::Ready { .. }
+                | ClientEvent::StartTls
+                | ClientEvent::StartTlsRefused { .. } => {}
                 ClientEvent::TransactionDone(o) => outcomes.push(o),
                 ClientEvent::Closed => return Ok(outcomes),
                 ClientEvent::Failed { error, .. } => {

@@ -141,6 +141,23 @@ pub fn wait_stats(engine: &Engine, what: &str, cond: impl Fn(&Stats) -> bool) {
     }
 }
 
+/// Runs a Python program with `args` as `sys.argv[1:]`; returns its
+/// stdout, failing the test with its stderr when it fails.
+pub fn python(program: &str, args: &[&dyn std::fmt::Display]) -> String {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(program)
+        .args(args.iter().map(|a| a.to_string()))
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The delivery log as JSON values.
 pub fn log_lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use volley_bench::{DataEnd, Flow, MxService, MxSession, MxSink};
+use volley_bench::{DataEnd, Flow, MxService, MxSession, MxSink, SinkTls};
 use volley_smtp::{BodyType, Extensions, MailParams, Reply, ServerConfig, Verdict};
 
 /// One message as the sink accepted it.
@@ -66,6 +66,8 @@ pub struct Script {
     /// The extensions offered in EHLO; `None`: the server's defaults
     /// (8BITMIME, CHUNKING, BINARYMIME and the rest).
     pub extensions: Option<Extensions>,
+    /// STARTTLS offered, and what happens when it is asked for.
+    pub tls: Option<SinkTls>,
 }
 
 pub struct Sink {
@@ -121,6 +123,10 @@ impl MxService for Scripted {
             extensions: self.0.script.extensions.clone().unwrap_or_default(),
             ..ServerConfig::default()
         }
+    }
+
+    fn tls(&self) -> Option<SinkTls> {
+        self.0.script.tls.clone()
     }
 
     fn connect(&self, peer: SocketAddr) -> Result<Session, Reply> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use volley_units::domain::routing_key;
 
-use super::{Config, QueueSettings};
+use super::{Config, Protocol, QueueSettings};
 use crate::rate::RuleSet;
 
 /// One setting that cannot work.
@@ -99,7 +99,25 @@ fn listeners(config: &Config, p: &mut Problems) {
         p.fail("listener", "at least one [[listener]] is needed");
     }
     let mut seen = HashMap::new();
+    let certificate = config.tls.cert.is_some() && config.tls.key.is_some();
+    if config.tls.is_set() && !certificate {
+        p.fail("tls", "needs both cert and key");
+    }
     for (i, l) in config.listeners.iter().enumerate() {
+        if l.protocol == Protocol::Smtps && !certificate {
+            p.add(
+                format!("listener[{i}].protocol"),
+                "\"smtps\"",
+                "needs a certificate: [tls] cert and key",
+            );
+        }
+        if l.require_tls && !certificate {
+            p.add(
+                format!("listener[{i}].require_tls"),
+                true,
+                "needs a certificate: [tls] cert and key",
+            );
+        }
         if l.address.port() == 0 {
             continue; // each gets a port of its own
         }

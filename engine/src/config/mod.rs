@@ -7,6 +7,7 @@
 mod check;
 mod document;
 mod journal;
+mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use serde::Deserialize;
 use crate::rate::{RateSettings, RuleConfig};
 use document::Document;
 pub use journal::JournalSettings;
+pub use tls::{TlsFiles, TlsPolicy};
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -62,6 +64,8 @@ pub struct Config {
     /// Operator rules matched against every 4yz/5yz reply of a destination
     /// (`[[rules]]`): a pattern that suspends the destination or caps it.
     pub rules: Vec<RuleConfig>,
+    /// The certificate ingest presents (STARTTLS, `smtps` listeners).
+    pub tls: TlsFiles,
 }
 
 impl Default for Config {
@@ -83,6 +87,7 @@ impl Default for Config {
             journal: JournalSettings::default(),
             quota: crate::journal::QuotaLimits::default(),
             rules: Vec::new(),
+            tls: TlsFiles::default(),
         }
     }
 }
@@ -95,6 +100,9 @@ pub enum Protocol {
     Smtp,
     /// LMTP (RFC 2033): one reply per recipient after the data.
     Lmtp,
+    /// SMTP inside TLS from the first byte (RFC 8314 3.3, port 465
+    /// style); needs `[tls]`.
+    Smtps,
 }
 
 /// When the Composer gets its reply to a message.
@@ -113,6 +121,7 @@ impl std::fmt::Display for Protocol {
         f.write_str(match self {
             Protocol::Smtp => "smtp",
             Protocol::Lmtp => "lmtp",
+            Protocol::Smtps => "smtps",
         })
     }
 }
@@ -136,6 +145,9 @@ pub struct ListenerConfig {
     pub protocol: Protocol,
     /// Fast or safe acknowledgement.
     pub ack: AckMode,
+    /// MAIL before STARTTLS gets `530 5.7.0 Must issue a STARTTLS command
+    /// first`; needs `[tls]`.
+    pub require_tls: bool,
 }
 
 impl Default for ListenerConfig {
@@ -144,6 +156,7 @@ impl Default for ListenerConfig {
             address: SocketAddr::from(([127, 0, 0, 1], 2525)),
             protocol: Protocol::Smtp,
             ack: AckMode::Fast,
+            require_tls: false,
         }
     }
 }
@@ -345,6 +358,16 @@ pub struct QueueSettings {
     /// Bounds and gains of the per-domain rate controller (`[*.rate]`);
     /// the connection limit is also capped by `max_connections_per_domain`.
     pub rate: RateSettings,
+    /// STARTTLS with the MX hosts: opportunistic (the default), required,
+    /// verify or disabled.
+    pub tls: TlsPolicy,
+    /// The CA certificates (PEM) that `verify` trusts instead of the
+    /// system's roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// How long an MX host whose TLS handshake failed gets clear text
+    /// without trying STARTTLS again (opportunistic policy).
+    #[serde(with = "volley_units::serde::duration")]
+    pub tls_broken_for: Duration,
 }
 
 impl Default for QueueSettings {
@@ -375,6 +398,9 @@ impl Default for QueueSettings {
             host_down_for: Duration::from_secs(60),
             adaptive: true,
             rate: RateSettings::default(),
+            tls: TlsPolicy::Opportunistic,
+            tls_ca_file: None,
+            tls_broken_for: Duration::from_secs(3 * 86400),
         }
     }
 }
@@ -562,6 +588,43 @@ max_connections = 50
         assert!(!c.ingest.may_relay_to("example.com"));
         assert!(!c.ingest.may_relay_to("badexample.com"));
         assert!(c.ingest.may_relay_to("example.org"));
+    }
+
+    #[test]
+    fn tls_settings_parse_and_a_tls_listener_needs_a_certificate() {
+        let text = r#"
+[tls]
+cert = "/etc/volley/cert.pem"
+key = "/etc/volley/key.pem"
+
+[[listener]]
+address = "127.0.0.1:4650"
+protocol = "smtps"
+[[listener]]
+address = "127.0.0.1:2587"
+require_tls = true
+
+[general_queue]
+tls = "verify"
+tls_ca_file = "/etc/volley/ca.pem"
+tls_broken_for = "1d"
+"#;
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.listeners[0].protocol, Protocol::Smtps);
+        assert!(c.listeners[1].require_tls);
+        assert_eq!(c.general_queue.tls, TlsPolicy::Verify);
+        assert_eq!(c.general_queue.tls_broken_for, Duration::from_secs(86400));
+        assert_eq!(QueueSettings::default().tls, TlsPolicy::Opportunistic);
+
+        let without = text.replace("[tls]\ncert = \"/etc/volley/cert.pem\"\n", "[tls]\n");
+        let errors = Config::from_toml(&without).unwrap_err();
+        let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        for needle in ["tls: needs both cert and key", "smtps", "require_tls"] {
+            assert!(
+                messages.iter().any(|m| m.contains(needle)),
+                "{needle:?} not in {messages:#?}"
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@
 use std::fmt::Write;
 use std::net::IpAddr;
 
+use crate::transport::TlsSummary;
+
 /// What the header says about one message's arrival.
 pub(super) struct Arrival<'a> {
     /// The name the client gave in EHLO, HELO or LHLO.
@@ -13,8 +15,10 @@ pub(super) struct Arrival<'a> {
     pub(super) peer: IpAddr,
     /// Volley's host name.
     pub(super) by: &'a str,
-    /// `ESMTP`, `SMTP` or `LMTP`.
+    /// The protocol keyword of RFC 3848, from [`with_keyword`].
     pub(super) with: &'static str,
+    /// How TLS went, when the session ran inside it.
+    pub(super) tls: Option<TlsSummary>,
     /// Volley's id for the message, when it is final at ingest.
     pub(super) id: Option<u64>,
     /// The recipient, named only when the message has exactly one.
@@ -23,7 +27,7 @@ pub(super) struct Arrival<'a> {
     pub(super) unix_secs: u64,
 }
 
-/// The header, folded over three lines, CRLF-terminated.
+/// The header, folded over three lines (four with TLS), CRLF-terminated.
 pub(super) fn received_header(a: &Arrival<'_>) -> String {
     let mut h = String::with_capacity(160);
     let helo = a.helo.map(printable).unwrap_or_else(|| "unknown".into());
@@ -31,11 +35,11 @@ pub(super) fn received_header(a: &Arrival<'_>) -> String {
         IpAddr::V4(v4) => format!("[{v4}]"),
         IpAddr::V6(v6) => format!("[IPv6:{v6}]"),
     };
-    let _ = write!(
-        h,
-        "Received: from {helo} ({peer})\r\n\tby {} (Volley) with {}",
-        a.by, a.with
-    );
+    let _ = write!(h, "Received: from {helo} ({peer})\r\n");
+    if let Some(t) = a.tls {
+        let _ = write!(h, "\t(using {} with cipher {})\r\n", t.version, t.cipher);
+    }
+    let _ = write!(h, "\tby {} (Volley) with {}", a.by, a.with);
     if let Some(id) = a.id {
         let _ = write!(h, " id {id:016x}");
     }
@@ -45,6 +49,19 @@ pub(super) fn received_header(a: &Arrival<'_>) -> String {
     }
     let _ = write!(h, ";\r\n\t{}\r\n", rfc5322_date(a.unix_secs));
     h
+}
+
+/// The `with` keyword of RFC 3848 for a session: LMTP or (E)SMTP, with
+/// `S` for TLS.
+pub(super) fn with_keyword(lmtp: bool, extended: bool, tls: bool) -> &'static str {
+    match (lmtp, extended, tls) {
+        (true, _, false) => "LMTP",
+        (true, _, true) => "LMTPS",
+        (false, false, false) => "SMTP",
+        (false, true, false) => "ESMTP",
+        // STARTTLS is an ESMTP extension, and so is TLS from the start.
+        (false, _, true) => "ESMTPS",
+    }
 }
 
 /// The client's name as it may appear in a header: printable ASCII only.
@@ -111,6 +128,7 @@ mod tests {
             peer: "127.0.0.1".parse().unwrap(),
             by: "mx.volley.example",
             with: "ESMTP",
+            tls: None,
             id: Some(7),
             only_recipient: Some("u@d.example"),
             unix_secs: 0,
@@ -136,5 +154,30 @@ mod tests {
              \tby mx.volley.example (Volley) with LMTP;\r\n\
              \tThu, 01 Jan 1970 00:00:00 +0000\r\n"
         );
+        let c = Arrival {
+            with: with_keyword(false, true, true),
+            tls: Some(TlsSummary {
+                version: "TLSv1.3",
+                cipher: "TLS13_AES_256_GCM_SHA384",
+                resumed: false,
+            }),
+            ..b
+        };
+        assert_eq!(
+            received_header(&c),
+            "Received: from unknown ([IPv6:::1])\r\n\
+             \t(using TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384)\r\n\
+             \tby mx.volley.example (Volley) with ESMTPS;\r\n\
+             \tThu, 01 Jan 1970 00:00:00 +0000\r\n"
+        );
+    }
+
+    #[test]
+    fn the_with_keyword_follows_rfc_3848() {
+        assert_eq!(with_keyword(false, false, false), "SMTP");
+        assert_eq!(with_keyword(false, true, false), "ESMTP");
+        assert_eq!(with_keyword(false, true, true), "ESMTPS");
+        assert_eq!(with_keyword(true, true, false), "LMTP");
+        assert_eq!(with_keyword(true, true, true), "LMTPS");
     }
 }

@@ -7,16 +7,19 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::mpsc;
-use volley_smtp::{BodyType, EnhancedCode, Reply, Server, ServerConfig, ServerEvent, Verdict};
+use volley_smtp::{
+    BodyType, EnhancedCode, Extensions, Reply, Server, ServerConfig, ServerEvent, Verdict,
+};
 
 use super::admission::Admission;
 use super::held::{Held, Pending};
-use super::received::{Arrival, received_header};
+use super::received::{Arrival, received_header, with_keyword};
 use super::relay::{Accepted, rcpt_policy};
 use crate::config::{AckMode, Config, ListenerConfig, Protocol};
 use crate::context::ShardCtx;
 use crate::message::Message;
-use crate::transport::{Conn, TransportError};
+use crate::metrics::bump;
+use crate::transport::{Conn, TlsSummary, TransportError};
 
 /// Received bytes the server has not taken yet, at most.
 const MAX_UNREAD: usize = 1 << 20;
@@ -60,15 +63,46 @@ struct Session {
     body: Vec<u8>,
     /// Durable mode: messages whose 250 waits for the journal.
     held: Held,
+    /// STARTTLS was accepted: the handshake runs once its 220 is out.
+    handshake: Option<Arc<rustls::ServerConfig>>,
+    /// How TLS went, once the session is inside it.
+    tls: Option<TlsSummary>,
 }
 
-pub(crate) async fn run(shard: Rc<ShardCtx>, conn: Conn, lc: ListenerConfig, admission: Admission) {
+pub(crate) async fn run(
+    shard: Rc<ShardCtx>,
+    mut conn: Conn,
+    lc: ListenerConfig,
+    admission: Admission,
+) {
     let config = shard.shared.config.load_full();
+    let certificate = shard.shared.tls.load().server.clone();
+    let implicit = lc.protocol == Protocol::Smtps;
+    let mut tls = None;
+    if implicit {
+        // check-config refuses an smtps listener without a certificate.
+        let Some(certificate) = certificate.clone() else {
+            return;
+        };
+        match handshake(&mut conn, certificate, config.ingest.command_timeout).await {
+            Some(summary) => {
+                bump(&shard.shared.counters.ingest_tls);
+                tls = Some(summary);
+            }
+            None => return,
+        }
+    }
     let server = Server::new(ServerConfig {
         hostname: config.hostname.clone(),
         lmtp: lc.protocol == Protocol::Lmtp,
         max_message_size: config.ingest.max_message_size,
         max_recipients: config.ingest.max_recipients,
+        extensions: Extensions {
+            starttls: certificate.is_some() && !implicit,
+            ..Extensions::default()
+        },
+        require_tls: lc.require_tls,
+        implicit_tls: implicit,
         ..ServerConfig::default()
     });
     let mut s = Session {
@@ -81,11 +115,32 @@ pub(crate) async fn run(shard: Rc<ShardCtx>, conn: Conn, lc: ListenerConfig, adm
         txn: Txn::default(),
         body: Vec::new(),
         held: Held::default(),
+        handshake: None,
+        tls,
     };
     s.drive().await;
     s.release_held().await;
+    s.conn.close_tls(Duration::from_millis(100)).await;
     s.conn.shutdown();
     drop(admission);
+}
+
+/// The server side of a TLS handshake; `None` when it failed (a client
+/// that stalls, sends something else than TLS, or drops: the caller
+/// closes the connection).
+async fn handshake(
+    conn: &mut Conn,
+    certificate: Arc<rustls::ServerConfig>,
+    timeout: Duration,
+) -> Option<TlsSummary> {
+    let session = rustls::ServerConnection::new(certificate).ok()?;
+    match conn.start_tls(session.into(), timeout).await {
+        Ok(summary) => Some(summary),
+        Err(e) => {
+            tracing::debug!("TLS handshake with {} failed: {e}", conn.peer());
+            None
+        }
+    }
 }
 
 impl Session {
@@ -99,6 +154,12 @@ impl Session {
             }
             if !self.settle_held(false).await {
                 return;
+            }
+            if self.handshake.is_some() && self.held.is_empty() && self.server.output().is_empty() {
+                if !self.start_tls().await {
+                    return;
+                }
+                continue;
             }
             if self.server.is_closed() && self.held.is_empty() {
                 return;
@@ -129,6 +190,25 @@ impl Session {
                 Input::TimedOut => self.server.timeout(),
                 Input::Stop => self.server.shutdown(),
             }
+        }
+    }
+
+    /// The 220 to STARTTLS is out: whatever the client sent before it saw
+    /// that reply is thrown away (it must not run inside TLS), then the
+    /// handshake. False when it failed and the session must end.
+    async fn start_tls(&mut self) -> bool {
+        let Some(certificate) = self.handshake.take() else {
+            return true;
+        };
+        self.buf.clear();
+        let t = self.config.ingest.command_timeout;
+        match handshake(&mut self.conn, certificate, t).await {
+            Some(summary) => {
+                bump(&self.shard.shared.counters.ingest_tls);
+                self.tls = Some(summary);
+                self.server.tls_started().is_ok()
+            }
+            None => false,
         }
     }
 
@@ -239,6 +319,21 @@ impl Session {
                 self.txn = Txn::default();
                 self.clear_body();
             }
+            ServerEvent::StartTls => {
+                // The certificate as it is now: a reload applies at once.
+                let verdict = match self.shard.shared.tls.load().server.clone() {
+                    Some(certificate) => {
+                        self.handshake = Some(certificate);
+                        Verdict::Accept
+                    }
+                    None => Verdict::Reject(Reply::new(
+                        454,
+                        EnhancedCode::new(4, 7, 0),
+                        "TLS not available",
+                    )),
+                };
+                let _ = self.server.starttls_verdict(verdict);
+            }
             ServerEvent::Quit | ServerEvent::Closed(_) => {}
         }
     }
@@ -345,18 +440,17 @@ impl Session {
     /// only once this very buffer is on disk.
     fn trace_and_body(&self, txn: &Txn, id: u64) -> Bytes {
         let durable_fast = self.shard.shared.durable.is_some() && self.lc.ack == AckMode::Fast;
-        let with = if self.lc.protocol == Protocol::Lmtp {
-            "LMTP"
-        } else if self.server.extended() {
-            "ESMTP"
-        } else {
-            "SMTP"
-        };
+        let with = with_keyword(
+            self.lc.protocol == Protocol::Lmtp,
+            self.server.extended(),
+            self.tls.is_some(),
+        );
         let header = received_header(&Arrival {
             helo: self.server.client_name(),
             peer: self.conn.peer().ip(),
             by: &self.config.hostname,
             with,
+            tls: self.tls,
             id: (!durable_fast).then_some(id),
             only_recipient: match txn.rcpts.as_slice() {
                 [only] => Some(only),

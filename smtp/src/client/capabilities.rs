@@ -24,6 +24,8 @@ pub struct Capabilities {
     pub binarymime: bool,
     /// ENHANCEDSTATUSCODES (RFC 2034).
     pub enhanced_status_codes: bool,
+    /// STARTTLS (RFC 3207).
+    pub starttls: bool,
 }
 
 impl Capabilities {
@@ -58,6 +60,8 @@ impl Capabilities {
                 caps.binarymime = true;
             } else if is("ENHANCEDSTATUSCODES") {
                 caps.enhanced_status_codes = true;
+            } else if is("STARTTLS") {
+                caps.starttls = true;
             }
         }
         caps
@@ -102,6 +106,7 @@ mod tests {
                 chunking: true,
                 binarymime: true,
                 enhanced_status_codes: true,
+                starttls: true,
             }
         );
     }

@@ -19,6 +19,10 @@ pub struct ClientConfig {
     pub chunking: bool,
     /// Longest reply line accepted from the server, CRLF included.
     pub max_reply_line: usize,
+    /// Send STARTTLS when the server offers it (RFC 3207); the session
+    /// then waits for the engine's TLS handshake
+    /// ([`ClientEvent::StartTls`](crate::ClientEvent::StartTls)).
+    pub starttls: bool,
 }
 
 impl Default for ClientConfig {
@@ -29,6 +33,7 @@ impl Default for ClientConfig {
             pipelining: true,
             chunking: true,
             max_reply_line: DEFAULT_MAX_REPLY_LINE,
+            starttls: false,
         }
     }
 }

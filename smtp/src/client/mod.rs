@@ -70,6 +70,7 @@ enum Expect {
     Greeting,
     Ehlo,
     Helo,
+    StartTls,
     Mail,
     Rcpt(usize),
     Data,
@@ -89,6 +90,7 @@ impl Expect {
         match self {
             Self::Greeting => Stage::Greeting,
             Self::Ehlo | Self::Helo => Stage::Hello,
+            Self::StartTls => Stage::StartTls,
             Self::Mail => Stage::Mail,
             Self::Rcpt(_) => Stage::Rcpt,
             Self::Data => Stage::Data,
@@ -120,6 +122,11 @@ pub struct Client {
     config: ClientConfig,
     parser: ReplyParser,
     capabilities: Option<Capabilities>,
+    /// What the server offered before STARTTLS, kept in case it refuses.
+    before_tls: Option<Capabilities>,
+    /// STARTTLS was accepted: waiting for the engine's handshake.
+    awaiting_handshake: bool,
+    tls: bool,
     expect: VecDeque<Expect>,
     queue: VecDeque<Transaction>,
     active: Option<Active>,
@@ -141,6 +148,9 @@ impl Client {
             parser: ReplyParser::new(config.max_reply_line),
             config,
             capabilities: None,
+            before_tls: None,
+            awaiting_handshake: false,
+            tls: false,
             expect: VecDeque::from([Expect::Greeting]),
             queue: VecDeque::new(),
             active: None,
@@ -271,12 +281,33 @@ impl Client {
         self.over
     }
 
+    /// Whether the session runs inside TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The engine finished the TLS handshake that
+    /// [`ClientEvent::StartTls`] asked for: the session greets the server
+    /// again (RFC 3207 4.2: nothing learned before TLS counts).
+    pub fn tls_established(&mut self) {
+        if self.over || !self.awaiting_handshake {
+            return;
+        }
+        self.awaiting_handshake = false;
+        self.tls = true;
+        self.before_tls = None;
+        self.send_hello();
+    }
+
     /// What the server offered, once its hello reply has arrived.
     pub fn capabilities(&self) -> Option<&Capabilities> {
         self.capabilities.as_ref()
     }
 
     fn stage(&self) -> Stage {
+        if self.awaiting_handshake {
+            return Stage::StartTls;
+        }
         self.expect.front().map_or(Stage::Idle, |e| e.stage())
     }
 
@@ -310,7 +341,27 @@ impl Client {
         match expect {
             Expect::Greeting if positive => self.send_hello(),
             Expect::Greeting => self.fail(ClientError::GreetingRejected { reply }, true),
-            Expect::Ehlo if positive => self.ready(Capabilities::from_ehlo(&reply)),
+            Expect::Ehlo if positive => {
+                let caps = Capabilities::from_ehlo(&reply);
+                if self.config.starttls && caps.starttls && !self.tls {
+                    self.before_tls = Some(caps);
+                    self.cmd.extend_from_slice(b"STARTTLS\r\n");
+                    self.flush_cmd();
+                    self.expect.push_back(Expect::StartTls);
+                } else {
+                    self.ready(caps);
+                }
+            }
+            Expect::StartTls if positive => {
+                self.awaiting_handshake = true;
+                self.events.push_back(ClientEvent::StartTls);
+            }
+            Expect::StartTls => {
+                self.events
+                    .push_back(ClientEvent::StartTlsRefused { reply });
+                let caps = self.before_tls.take().unwrap_or_default();
+                self.ready(caps);
+            }
             Expect::Ehlo if class == ReplyClass::Permanent && !self.config.lmtp => {
                 let _ = write!(self.cmd, "HELO {}\r\n", self.config.helo_name);
                 self.flush_cmd();

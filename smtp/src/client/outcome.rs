@@ -102,6 +102,8 @@ pub enum Stage {
     Greeting,
     /// The reply to EHLO, HELO or LHLO.
     Hello,
+    /// The reply to STARTTLS, or the TLS handshake after it.
+    StartTls,
     /// The reply to MAIL FROM.
     Mail,
     /// The reply to a RCPT TO.
@@ -218,6 +220,19 @@ pub enum ClientEvent {
     Ready {
         /// What the server offers.
         capabilities: Capabilities,
+    },
+    /// The server answered STARTTLS with 220: run the TLS handshake on
+    /// the connection, then call
+    /// [`Client::tls_established`](crate::Client::tls_established) (the
+    /// session greets again inside TLS), or end the session when the
+    /// handshake fails.
+    StartTls,
+    /// The server offered STARTTLS and then refused it (e.g. `454 4.7.0`).
+    /// The session goes on in clear text: [`ClientEvent::Ready`] follows,
+    /// unless the engine's policy ends the session instead.
+    StartTlsRefused {
+        /// The refusal.
+        reply: Reply,
     },
     /// A transaction finished with a result per recipient.
     TransactionDone(TransactionOutcome),

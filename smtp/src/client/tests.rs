@@ -888,7 +888,9 @@ mod properties {
             while let Some(event) = c.poll_event() {
                 prop_assert!(end.is_none(), "event after the end: {:?}", event);
                 match event {
-                    ClientEvent::Ready { .. } => {}
+                    ClientEvent::Ready { .. }
+                    | ClientEvent::StartTls
+                    | ClientEvent::StartTlsRefused { .. } => {}
                     ClientEvent::TransactionDone(o) => {
                         prop_assert!(o.recipients.len() <= 2);
                         done_count += 1;
@@ -984,4 +986,81 @@ fn binary_content_for_a_server_without_binarymime_fails_at_once_unsent() {
         assert_eq!(statuses(&outcome), [(554, PermanentFailure)]);
         assert!(outcome.recipients[0].reply.text().contains("BINARYMIME"));
     }
+}
+
+const EHLO_TLS: &[u8] = b"250-mx.example\r\n250-PIPELINING\r\n250 STARTTLS\r\n";
+
+fn tls_config() -> ClientConfig {
+    ClientConfig {
+        starttls: true,
+        ..config()
+    }
+}
+
+#[test]
+fn starttls_waits_for_the_handshake_then_greets_again() {
+    let mut c = Client::new(tls_config());
+    c.receive(b"220 mx.example ESMTP\r\n");
+    assert_eq!(output(&mut c), "EHLO volley.test\r\n");
+    c.receive(EHLO_TLS);
+    assert_eq!(output(&mut c), "STARTTLS\r\n");
+    assert!(events(&mut c).is_empty(), "not ready before TLS");
+    c.receive(b"220 2.0.0 Ready to start TLS\r\n");
+    assert_eq!(events(&mut c), [ClientEvent::StartTls]);
+    assert_eq!(output(&mut c), "", "nothing is written in clear after 220");
+    assert!(!c.is_idle());
+    c.tls_established();
+    assert!(c.is_tls());
+    assert_eq!(output(&mut c), "EHLO volley.test\r\n");
+    c.receive(b"250-mx.example\r\n250 PIPELINING\r\n");
+    match events(&mut c).as_slice() {
+        [ClientEvent::Ready { capabilities }] => {
+            assert!(capabilities.pipelining && !capabilities.starttls)
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(c.is_idle());
+}
+
+#[test]
+fn a_refused_starttls_goes_on_in_clear_text_with_what_was_offered() {
+    let mut c = Client::new(tls_config());
+    c.receive(b"220 mx.example ESMTP\r\n");
+    let _ = output(&mut c);
+    c.receive(EHLO_TLS);
+    let _ = output(&mut c);
+    c.receive(b"454 4.7.0 TLS not available due to local problem\r\n");
+    match events(&mut c).as_slice() {
+        [
+            ClientEvent::StartTlsRefused { reply },
+            ClientEvent::Ready { capabilities },
+        ] => {
+            assert_eq!(reply.code, 454);
+            assert!(capabilities.pipelining && capabilities.starttls);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!c.is_tls());
+    assert!(c.is_idle());
+}
+
+#[test]
+fn starttls_is_not_sent_unless_configured_or_offered() {
+    // Offered, not configured.
+    ready_client(config(), EHLO_TLS);
+    // Configured, not offered.
+    ready_client(tls_config(), EHLO_FULL);
+}
+
+#[test]
+fn a_connection_lost_during_the_handshake_fails_at_the_starttls_stage() {
+    let mut c = Client::new(tls_config());
+    c.receive(b"220 mx.example ESMTP\r\n");
+    c.receive(EHLO_TLS);
+    c.receive(b"220 go ahead\r\n");
+    let _ = events(&mut c);
+    c.connection_closed();
+    let (error, unfinished) = failed(events(&mut c));
+    assert_eq!(error.stage(), Stage::StartTls);
+    assert!(unfinished.is_empty());
 }

@@ -24,6 +24,9 @@ pub struct Extensions {
     /// status notifications. RET/ENVID/NOTIFY/ORCPT are parsed and passed
     /// on either way.
     pub dsn: bool,
+    /// STARTTLS (RFC 3207), advertised until TLS is active. Off by
+    /// default: the engine turns it on when it holds a certificate.
+    pub starttls: bool,
 }
 
 impl Default for Extensions {
@@ -37,6 +40,7 @@ impl Default for Extensions {
             chunking: true,
             binarymime: true,
             dsn: false,
+            starttls: false,
         }
     }
 }
@@ -75,6 +79,13 @@ pub struct ServerConfig {
     pub max_output_buffer: usize,
     /// The extensions to advertise.
     pub extensions: Extensions,
+    /// MAIL before TLS is active gets `530 5.7.0 Must issue a STARTTLS
+    /// command first` (RFC 3207 4).
+    pub require_tls: bool,
+    /// The session runs inside TLS from its first octet (RFC 8314's
+    /// implicit TLS, port 465 style): STARTTLS is not offered, and
+    /// `require_tls` is met.
+    pub implicit_tls: bool,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +101,8 @@ impl Default for ServerConfig {
             max_input_buffer: 256 * 1024,
             max_output_buffer: 64 * 1024,
             extensions: Extensions::default(),
+            require_tls: false,
+            implicit_tls: false,
         }
     }
 }

@@ -67,6 +67,13 @@ pub enum ServerEvent {
     /// The server gave up on the session; a `421` is queued. Send the
     /// output, then close.
     Closed(CloseReason),
+    /// The client asked for STARTTLS; answer with
+    /// [`Server::starttls_verdict`]. After an accept, `220` is queued:
+    /// send the output, throw away every received octet not yet given to
+    /// the server (a command pipelined after STARTTLS must never run
+    /// inside TLS), run the TLS handshake, then call
+    /// [`Server::tls_started`], or close the connection when it fails.
+    StartTls,
 }
 
 /// Why the server closed a session on its own.
@@ -88,6 +95,10 @@ pub enum Pending {
         /// Verdicts still expected (LMTP: one per accepted recipient).
         remaining: usize,
     },
+    /// [`Server::starttls_verdict`].
+    StartTls,
+    /// [`Server::tls_started`], after the TLS handshake.
+    Tls,
 }
 
 /// A verdict method was called when the server was not waiting for it: a
@@ -165,7 +176,9 @@ pub struct Server {
     client_name: Option<String>,
     txn: Transaction,
     errors: u32,
-    /// The EHLO/LHLO extension lines, built once.
+    /// TLS is active (after STARTTLS and its handshake).
+    tls: bool,
+    /// The EHLO/LHLO extension lines, built once per TLS state.
     ehlo_tail: Vec<u8>,
 }
 
@@ -179,7 +192,7 @@ impl Server {
     /// A new session; the 220 greeting is already in [`Server::output`].
     pub fn new(mut config: ServerConfig) -> Server {
         config.max_input_buffer = config.max_input_buffer.max(2 * config.max_command_line);
-        let ehlo_tail = ehlo_tail(&config);
+        let ehlo_tail = ehlo_tail(&config, config.implicit_tls);
         let mut s = Server {
             phase: Phase::Command,
             input: BytesMut::with_capacity(config.max_input_buffer.min(64 * 1024)),
@@ -189,6 +202,7 @@ impl Server {
             client_name: None,
             txn: Transaction::default(),
             errors: 0,
+            tls: config.implicit_tls,
             ehlo_tail,
             config,
         };
@@ -211,7 +225,8 @@ impl Server {
     /// closed, all input is taken and dropped.
     #[must_use = "input that was not taken must be offered again"]
     pub fn receive(&mut self, input: &[u8]) -> usize {
-        if self.is_closed() {
+        // Octets before the TLS handshake are dropped, never kept for later.
+        if self.is_closed() || self.pending() == Some(Pending::Tls) {
             return input.len();
         }
         let n = input.len().min(self.input_room());
@@ -278,6 +293,48 @@ impl Server {
     /// ESMTP or LMTP), not HELO: the `with` of a Received header.
     pub fn extended(&self) -> bool {
         self.hello == Some(Hello::Ehlo)
+    }
+
+    /// Whether TLS is active.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The engine's answer to [`ServerEvent::StartTls`]: accept (`220`,
+    /// then the handshake) or refuse with a reply such as `454 4.7.0`
+    /// (the session goes on in clear text).
+    pub fn starttls_verdict(&mut self, verdict: Verdict) -> Result<(), UnexpectedVerdict> {
+        self.expect(Pending::StartTls, "starttls")?;
+        match verdict {
+            Verdict::Accept | Verdict::AcceptWith(_) => {
+                self.reply(220, E_OK, "Ready to start TLS");
+                // What the client wrote after STARTTLS was written before
+                // it saw our 220: it is not meant for the TLS session
+                // (CVE-2011-0411).
+                self.input.clear();
+                self.phase = Phase::Await(Pending::Tls);
+            }
+            Verdict::Reject(r) => {
+                self.reply_full(&r);
+                self.phase = Phase::Command;
+            }
+        }
+        Ok(())
+    }
+
+    /// The TLS handshake after [`ServerEvent::StartTls`] succeeded. The
+    /// session starts over as RFC 3207 4.2 says: the client must greet
+    /// again, and nothing it said before counts.
+    pub fn tls_started(&mut self) -> Result<(), UnexpectedVerdict> {
+        self.expect(Pending::Tls, "tls_started")?;
+        self.tls = true;
+        self.hello = None;
+        self.client_name = None;
+        self.txn = Transaction::default();
+        self.input.clear();
+        self.ehlo_tail = ehlo_tail(&self.config, true);
+        self.phase = Phase::Command;
+        Ok(())
     }
 
     /// The client was idle too long: queues `421 4.4.2` and closes.
@@ -661,6 +718,7 @@ impl Server {
                 );
                 None
             }
+            Command::StartTls => self.starttls(),
             Command::Quit => {
                 let text = format!("{} closing connection", self.config.hostname);
                 self.reply(221, E_OK, &text);
@@ -671,10 +729,32 @@ impl Server {
         }
     }
 
+    fn starttls(&mut self) -> Option<ServerEvent> {
+        if self.tls {
+            return self.error(503, E_SEQUENCE, "TLS already active");
+        }
+        if !self.config.extensions.starttls {
+            return self.error(502, EnhancedCode::new(5, 5, 1), "STARTTLS not available");
+        }
+        if self.txn.active {
+            return self.error(503, E_SEQUENCE, "MAIL transaction in progress");
+        }
+        self.phase = Phase::Await(Pending::StartTls);
+        Some(ServerEvent::StartTls)
+    }
+
     fn mail(&mut self, reverse_path: Option<Mailbox>, params: MailParams) -> Option<ServerEvent> {
         let ext = &self.config.extensions;
         if self.hello.is_none() {
             return self.error(503, E_SEQUENCE, "Send EHLO or HELO first");
+        }
+        if self.config.require_tls && !self.tls {
+            self.reply(
+                530,
+                EnhancedCode::new(5, 7, 0),
+                "Must issue a STARTTLS command first",
+            );
+            return None;
         }
         if self.txn.active {
             return self.error(503, E_SEQUENCE, "Nested MAIL command");
@@ -940,9 +1020,12 @@ fn abort_reply(why: AbortReason, config: &ServerConfig) -> (u16, EnhancedCode, S
 /// The EHLO/LHLO reply lines after the first: `250-EXT\r\n`, the last with
 /// `250 `. No enhanced code: RFC 2034 exempts EHLO replies, and RFC 5321's
 /// grammar puts the keyword right after the separator, where clients look.
-fn ehlo_tail(config: &ServerConfig) -> Vec<u8> {
+fn ehlo_tail(config: &ServerConfig, tls: bool) -> Vec<u8> {
     let x = &config.extensions;
     let mut lines: Vec<String> = Vec::new();
+    if x.starttls && !tls {
+        lines.push("STARTTLS".into());
+    }
     if x.pipelining {
         lines.push("PIPELINING".into());
     }

@@ -96,6 +96,10 @@ fn pump(s: &mut Server, seen: &mut Seen, body: &mut Vec<u8>) {
             }
             ServerEvent::Quit => seen.events.push("quit".into()),
             ServerEvent::Closed(why) => seen.events.push(format!("close {why:?}")),
+            ServerEvent::StartTls => {
+                seen.events.push("starttls".into());
+                s.starttls_verdict(Verdict::Accept).unwrap();
+            }
         }
     }
 }
@@ -136,6 +140,7 @@ fn extensions_follow_the_config() {
             chunking: false,
             binarymime: false,
             dsn: true,
+            starttls: false,
         },
         ..ServerConfig::default()
     };
@@ -163,6 +168,7 @@ fn extensions_follow_the_config() {
         chunking: false,
         binarymime: false,
         dsn: false,
+        starttls: false,
     };
     let seen = drive(c, &[b"EHLO c\r\n"]);
     assert_eq!(lines(&seen.out)[1..], ["250 localhost greets c"]);
@@ -986,4 +992,119 @@ fn unsent_output_can_be_overwritten_in_place_but_not_beyond_it() {
     s.consume_output(4);
     assert!(s.overwrite_output(0, b"LOCAL"));
     assert!(s.output().starts_with(b"LOCAL"));
+}
+
+fn with_starttls() -> ServerConfig {
+    ServerConfig {
+        extensions: Extensions {
+            starttls: true,
+            ..Extensions::default()
+        },
+        ..ServerConfig::default()
+    }
+}
+
+#[test]
+fn starttls_is_refused_unless_offered() {
+    let seen = smtp("EHLO c\r\nSTARTTLS\r\n");
+    assert!(!seen.out.contains("250-STARTTLS"), "{}", seen.out);
+    assert!(
+        seen.out.ends_with("502 5.5.1 STARTTLS not available\r\n"),
+        "{}",
+        seen.out
+    );
+}
+
+#[test]
+fn commands_pipelined_after_starttls_are_dropped_not_run_inside_tls() {
+    let mut s = Server::new(with_starttls());
+    let mut seen = Seen::default();
+    let mut body = Vec::new();
+    let input = b"EHLO c\r\nSTARTTLS\r\nRSET\r\nMAIL FROM:<a@b.c>\r\n";
+    assert_eq!(s.receive(input), input.len());
+    pump(&mut s, &mut seen, &mut body);
+    assert!(seen.out.contains("250-STARTTLS\r\n"), "{}", seen.out);
+    assert!(
+        seen.out.ends_with("220 2.0.0 Ready to start TLS\r\n"),
+        "{}",
+        seen.out
+    );
+    assert_eq!(seen.events, ["starttls"]);
+    assert_eq!(s.pending(), Some(Pending::Tls));
+    // What arrives before the handshake is taken and dropped.
+    assert_eq!(s.receive(b"NOOP\r\n"), 6);
+    s.tls_started().unwrap();
+    assert!(s.is_tls());
+    pump(&mut s, &mut seen, &mut body);
+    assert!(
+        seen.out.ends_with("Ready to start TLS\r\n"),
+        "nothing ran: {}",
+        seen.out
+    );
+    // The session starts over: a greeting is needed again, and STARTTLS
+    // is neither offered nor accepted twice.
+    let after = b"MAIL FROM:<a@b.c>\r\nEHLO c\r\nSTARTTLS\r\n";
+    assert_eq!(s.receive(after), after.len());
+    seen.out.clear();
+    pump(&mut s, &mut seen, &mut body);
+    let out = lines(&seen.out);
+    assert_eq!(out[0], "503 5.5.1 Send EHLO or HELO first");
+    assert!(!seen.out.contains("STARTTLS\r\n250"), "{}", seen.out);
+    assert!(!out.contains(&"250-STARTTLS"), "{}", seen.out);
+    assert_eq!(out.last(), Some(&"503 5.5.1 TLS already active"));
+}
+
+#[test]
+fn a_refused_starttls_leaves_the_session_in_clear_text() {
+    let mut s = Server::new(with_starttls());
+    let input = b"EHLO c\r\nSTARTTLS\r\nNOOP\r\n";
+    assert_eq!(s.receive(input), input.len());
+    while let Some(ev) = s.poll_event() {
+        assert_eq!(ev, ServerEvent::StartTls);
+        let reply = Reply::new(454, EnhancedCode::new(4, 7, 0), "TLS not available");
+        s.starttls_verdict(Verdict::Reject(reply)).unwrap();
+    }
+    let out = String::from_utf8_lossy(s.output()).to_string();
+    assert!(
+        out.ends_with("454 4.7.0 TLS not available\r\n250 2.0.0 OK\r\n"),
+        "{out}"
+    );
+    assert!(!s.is_tls());
+}
+
+#[test]
+fn starttls_inside_a_transaction_is_refused() {
+    let seen = drive(
+        with_starttls(),
+        &[b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nSTARTTLS\r\n"],
+    );
+    assert!(
+        seen.out
+            .ends_with("503 5.5.1 MAIL transaction in progress\r\n"),
+        "{}",
+        seen.out
+    );
+}
+
+#[test]
+fn require_tls_refuses_mail_until_tls_is_active() {
+    let mut config = with_starttls();
+    config.require_tls = true;
+    let mut s = Server::new(config);
+    let mut seen = Seen::default();
+    let mut body = Vec::new();
+    let input = b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nSTARTTLS\r\n";
+    assert_eq!(s.receive(input), input.len());
+    pump(&mut s, &mut seen, &mut body);
+    assert!(
+        seen.out
+            .contains("530 5.7.0 Must issue a STARTTLS command first\r\n"),
+        "{}",
+        seen.out
+    );
+    s.tls_started().unwrap();
+    let input = b"EHLO c\r\nMAIL FROM:<a@b.c>\r\n";
+    assert_eq!(s.receive(input), input.len());
+    pump(&mut s, &mut seen, &mut body);
+    assert_eq!(seen.events, ["starttls", "mail <a@b.c>"]);
 }

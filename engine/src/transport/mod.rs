@@ -1,8 +1,10 @@
-//! The only module that touches sockets: TCP over tokio-uring.
+//! The only module that touches sockets: TCP over tokio-uring, and TLS
+//! on top of it once [`Conn::start_tls`] has run.
 //!
 //! Everything above this module (ingest, delivery) speaks in terms of
 //! [`Conn`] and [`Listener`], so the socket layer can be swapped without
-//! touching protocol or queue code.
+//! touching protocol or queue code, and a connection reads and writes the
+//! same way in clear text and inside TLS.
 //!
 //! Two facts of tokio-uring, checked on this project's machines, shape
 //! this module:
@@ -14,12 +16,17 @@
 //!   that timed out shuts down the reading side only, so that a goodbye
 //!   such as `421` can still be written; dropping a [`Conn`] shuts down both).
 
+mod tls;
+
 use std::io;
 use std::net::{IpAddr, Shutdown, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio_uring::net::{TcpListener, TcpStream};
+
+pub(crate) use tls::TlsSummary;
+use tls::{LayerError, TlsLayer};
 
 /// How an I/O operation on a connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +42,10 @@ pub(crate) enum TransportError {
     /// The peer closed the connection.
     #[error("connection closed by peer")]
     Closed,
+    /// The TLS handshake or a TLS record failed (a bad certificate, a
+    /// peer that does not speak TLS, a broken record).
+    #[error("TLS: {0}")]
+    Tls(#[source] rustls::Error),
     /// The operating system reported an error.
     #[error("{op}: {source}")]
     Io {
@@ -46,11 +57,22 @@ pub(crate) enum TransportError {
     },
 }
 
-/// A TCP connection driven by io_uring, with the peer's address.
+/// A TCP connection driven by io_uring, with the peer's address, in
+/// clear text or (after [`Conn::start_tls`]) inside TLS.
 pub(crate) struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
     shut: bool,
+    tls: Option<Box<TlsLayer>>,
+}
+
+impl From<LayerError> for TransportError {
+    fn from(e: LayerError) -> Self {
+        match e {
+            LayerError::Closed => TransportError::Closed,
+            LayerError::Tls(e) => TransportError::Tls(e),
+        }
+    }
 }
 
 impl Conn {
@@ -93,6 +115,7 @@ impl Conn {
             stream: TcpStream::from_std(std),
             peer: addr,
             shut: false,
+            tls: None,
         })
     }
 
@@ -103,6 +126,7 @@ impl Conn {
             stream,
             peer,
             shut: false,
+            tls: None,
         }
     }
 
@@ -122,6 +146,10 @@ impl Conn {
         min_room: usize,
         timeout: Duration,
     ) -> (Result<usize, TransportError>, BytesMut) {
+        if self.tls.is_some() {
+            let r = self.read_tls(&mut buf, min_room, timeout).await;
+            return (r, buf);
+        }
         if buf.capacity() - buf.len() < min_room {
             buf.reserve(min_room);
         }
@@ -152,9 +180,147 @@ impl Conn {
         }
     }
 
-    /// Writes every byte of `bufs` (in order) within `timeout`, using vectored
-    /// writes so that a shared body goes out without being copied.
+    /// Reads through TLS: decrypted bytes rustls holds already, or more
+    /// ciphertext from the socket until some arrive. The caller's buffer
+    /// never goes into an operation that a timeout could cut short.
+    async fn read_tls(
+        &mut self,
+        buf: &mut BytesMut,
+        min_room: usize,
+        timeout: Duration,
+    ) -> Result<usize, TransportError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let tls = self.tls.as_mut().expect("a TLS connection");
+            if let Some(n) = tls.plaintext_into(buf, min_room)? {
+                return Ok(n);
+            }
+            // rustls may owe the peer something first (a key update).
+            self.flush_tls(deadline).await?;
+            self.read_ciphertext(deadline).await?;
+        }
+    }
+
+    /// One socket read of ciphertext, handed to rustls. A TLS error sends
+    /// the alert rustls queued (best effort) before it is reported.
+    async fn read_ciphertext(&mut self, deadline: Instant) -> Result<(), TransportError> {
+        let tls = self.tls.as_mut().expect("a TLS connection");
+        let mut raw = tls.lend_raw();
+        let len = raw.len();
+        let tail = raw.split_off(len);
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let (r, tail) = match tokio::time::timeout(timeout, self.stream.read(tail)).await {
+            Ok(done) => done,
+            Err(_) => {
+                let _ = self.stream.shutdown(Shutdown::Read);
+                return Err(TransportError::Timeout {
+                    op: "read",
+                    after: timeout,
+                });
+            }
+        };
+        raw.unsplit(tail);
+        match r {
+            Ok(0) => return Err(TransportError::Closed),
+            Ok(_) => {}
+            Err(source) => return Err(TransportError::Io { op: "read", source }),
+        }
+        let tls = self.tls.as_mut().expect("a TLS connection");
+        if let Err(e) = tls.took(raw) {
+            let _ = self.flush_tls(deadline).await;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Writes the ciphertext rustls wants sent.
+    async fn flush_tls(&mut self, deadline: Instant) -> Result<(), TransportError> {
+        let tls = self.tls.as_mut().expect("a TLS connection");
+        let mut out = Vec::new();
+        tls.drain(&mut out);
+        if out.is_empty() {
+            return Ok(());
+        }
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        self.write_plain(vec![Bytes::from(out)], timeout).await
+    }
+
+    /// Runs the TLS handshake on this connection within `timeout`, as the
+    /// client or the server `session` says; from then on every read and
+    /// write goes through TLS. On failure the connection is unusable.
+    pub(crate) async fn start_tls(
+        &mut self,
+        session: rustls::Connection,
+        timeout: Duration,
+    ) -> Result<TlsSummary, TransportError> {
+        let deadline = Instant::now() + timeout;
+        self.tls = Some(Box::new(TlsLayer::new(session)));
+        loop {
+            self.flush_tls(deadline).await?;
+            let tls = self.tls.as_ref().expect("a TLS connection");
+            if !tls.is_handshaking() {
+                break;
+            }
+            self.read_ciphertext(deadline).await?;
+        }
+        Ok(self.tls_summary().expect("a finished handshake"))
+    }
+
+    /// How the TLS session went; `None` in clear text.
+    pub(crate) fn tls_summary(&self) -> Option<TlsSummary> {
+        self.tls.as_ref().and_then(|t| t.summary())
+    }
+
+    /// Ends the TLS session politely (close_notify) before the connection
+    /// closes; nothing to do in clear text.
+    pub(crate) async fn close_tls(&mut self, timeout: Duration) {
+        if let Some(tls) = self.tls.as_mut() {
+            tls.close();
+            let _ = self.flush_tls(Instant::now() + timeout).await;
+        }
+    }
+
+    /// Writes every byte of `bufs` (in order) within `timeout`: in clear
+    /// text with vectored writes, so that a shared body goes out without
+    /// being copied; inside TLS, encrypted in pieces of a bounded size.
     pub(crate) async fn write_all(
+        &mut self,
+        bufs: Vec<Bytes>,
+        timeout: Duration,
+    ) -> Result<(), TransportError> {
+        if self.tls.is_none() {
+            return self.write_plain(bufs, timeout).await;
+        }
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        for b in &bufs {
+            let mut rest = &b[..];
+            while !rest.is_empty() {
+                let tls = self.tls.as_mut().expect("a TLS connection");
+                let n = tls.encrypt(rest).map_err(|source| TransportError::Io {
+                    op: "write",
+                    source,
+                })?;
+                tls.drain(&mut out);
+                rest = &rest[n..];
+                if out.len() >= tls::FLUSH_AT || (n == 0 && !out.is_empty()) {
+                    let t = deadline.saturating_duration_since(Instant::now());
+                    self.write_plain(vec![Bytes::from(std::mem::take(&mut out))], t)
+                        .await?;
+                } else if n == 0 {
+                    return Err(TransportError::Closed);
+                }
+            }
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        let t = deadline.saturating_duration_since(Instant::now());
+        self.write_plain(vec![Bytes::from(out)], t).await
+    }
+
+    /// Writes `bufs` to the socket as they are.
+    async fn write_plain(
         &mut self,
         bufs: Vec<Bytes>,
         timeout: Duration,
@@ -419,6 +585,121 @@ mod tests {
             };
             let r = Conn::connect(loopback(port), None, Duration::from_secs(5)).await;
             assert!(matches!(r, Err(TransportError::Io { op: "connect", .. })));
+        });
+    }
+
+    /// A server configuration with a certificate for 127.0.0.1, and a
+    /// client configuration that trusts it.
+    fn tls_pair() -> (
+        std::sync::Arc<rustls::ServerConfig>,
+        std::sync::Arc<rustls::ClientConfig>,
+    ) {
+        use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let der = CertificateDer::from(cert.der().to_vec());
+        let server = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![der.clone()],
+                PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+            )
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        let client = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (server.into(), client.into())
+    }
+
+    #[test]
+    fn tls_carries_a_large_body_both_ways_after_the_handshake() {
+        let (server_config, client_config) = tls_pair();
+        tokio_uring::start(async move {
+            let l = Listener::from_std(bind_reuseport(loopback(0)).unwrap());
+            let addr = l.local_addr().unwrap();
+            // Larger than rustls's buffers and the flush threshold.
+            let body = Bytes::from((0..3_000_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+            let expected = body.clone();
+            let server = tokio_uring::spawn(async move {
+                let mut c = l.accept().await.unwrap();
+                let session = rustls::ServerConnection::new(server_config).unwrap();
+                let summary = c
+                    .start_tls(session.into(), Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                assert_eq!(summary.version, "TLSv1.3");
+                let mut buf = BytesMut::new();
+                while buf.len() < expected.len() {
+                    let (r, b) = c.read(buf, 64 * 1024, Duration::from_secs(5)).await;
+                    r.unwrap();
+                    buf = b;
+                }
+                assert!(buf[..] == expected[..]);
+                c.write_all(
+                    vec![Bytes::from_static(b"250 ok\r\n")],
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap();
+            });
+            let mut c = Conn::connect(addr, None, Duration::from_secs(5))
+                .await
+                .unwrap();
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            let session = rustls::ClientConnection::new(client_config, name).unwrap();
+            let summary = c
+                .start_tls(session.into(), Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert!(!summary.resumed);
+            assert_eq!(c.tls_summary(), Some(summary));
+            c.write_all(vec![Bytes::from_static(b""), body], Duration::from_secs(10))
+                .await
+                .unwrap();
+            let mut buf = BytesMut::new();
+            while !buf.ends_with(b"\r\n") {
+                let (r, b) = c.read(buf, 64, Duration::from_secs(5)).await;
+                r.unwrap();
+                buf = b;
+            }
+            assert_eq!(&buf[..], b"250 ok\r\n");
+            server.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn a_peer_that_answers_a_client_hello_with_garbage_fails_the_handshake_fast() {
+        let (_, client_config) = tls_pair();
+        tokio_uring::start(async move {
+            let l = Listener::from_std(bind_reuseport(loopback(0)).unwrap());
+            let addr = l.local_addr().unwrap();
+            let server = tokio_uring::spawn(async move {
+                let mut c = l.accept().await.unwrap();
+                let (r, _) = c.read(BytesMut::new(), 4096, Duration::from_secs(5)).await;
+                r.unwrap();
+                c.write_all(
+                    vec![Bytes::from_static(b"220 this is not TLS\r\n")],
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            });
+            let mut c = Conn::connect(addr, None, Duration::from_secs(5))
+                .await
+                .unwrap();
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            let session = rustls::ClientConnection::new(client_config, name).unwrap();
+            let started = Instant::now();
+            let r = c.start_tls(session.into(), Duration::from_secs(5)).await;
+            assert!(matches!(r, Err(TransportError::Tls(_))), "{:?}", r.err());
+            assert!(started.elapsed() < Duration::from_secs(2));
+            server.await.unwrap();
         });
     }
 
