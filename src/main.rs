@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_cmd;
 mod check_config;
+mod hash_password;
 mod logging;
 mod resolve;
 mod serve;
@@ -28,6 +29,9 @@ enum Command {
         /// The TOML file.
         file: std::path::PathBuf,
     },
+    /// Print the argon2id hash of a password read from standard input,
+    /// for a [[user]] entry's password_hash (SMTP AUTH).
+    HashPassword,
     /// Load generator, simulated internet (DNS + MX sinks with hidden
     /// capacities), whole benchmark runs and their reports.
     Bench {
@@ -58,6 +62,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::CheckConfig { file } => check_config::run(&file),
+        Command::HashPassword => hash_password::run(),
         Command::Bench { command } => bench_cmd::run(command),
         Command::Resolve {
             domains,

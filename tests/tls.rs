@@ -495,3 +495,122 @@ fn verify_checks_the_certificate_against_the_ca_and_the_mx_host_name() {
     }
     assert_eq!(world.received_count(), 1);
 }
+
+/// `volley hash-password` for `password`, as an operator makes one.
+fn hash_password(password: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Ingest with a certificate, a user `composer` (password `right`), and
+/// loopback no longer a trusted network: only AUTH lets a client relay.
+fn auth_config(certs: &Certs, world: &World) -> Config {
+    let mut config = certs.apply(world.config());
+    config.ingest.trusted_networks = vec!["10.0.0.0/8".parse().unwrap()];
+    config.users = vec![volley_engine::UserConfig {
+        name: "composer".into(),
+        password_hash: hash_password("right"),
+    }];
+    config
+}
+
+#[test]
+fn smtplib_authenticates_inside_tls_and_then_relays_from_an_untrusted_address() {
+    let certs = Certs::new();
+    let world = World::generated(1, 1, |_| Script::default());
+    let engine = Engine::start(auth_config(&certs, &world)).unwrap();
+    let port = engine.listen_addrs()[0].port();
+    let out = python(
+        r#"
+import smtplib, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10)
+s.ehlo("composer.test")
+print("auth before tls:", s.has_extn("auth"))
+s.starttls(context=ctx)
+s.ehlo("composer.test")
+print("mechanisms:", s.esmtp_features["auth"].strip())
+print("mail before auth:", s.mail("n@composer.test"))
+s.rset()
+try:
+    s.login("composer", "wrong")
+except smtplib.SMTPAuthenticationError as e:
+    print("wrong:", e.smtp_code, e.smtp_error.decode())
+s.login("composer", "right")
+msg = b"From: n@composer.test\r\nSubject: auth\r\n\r\nauthenticated\r\n"
+assert s.sendmail("n@composer.test", ["u@d0.test"], msg) == {}
+s.quit()
+print("sent")
+"#,
+        &[&port, &certs.ca_file.display()],
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "auth before tls: False",
+            "mechanisms: PLAIN LOGIN",
+            "mail before auth: (530, b'5.7.0 Authentication required')",
+            "wrong: 535 5.7.8 Authentication credentials invalid",
+            "sent",
+        ]
+    );
+    wait_until("delivered", Duration::from_secs(10), || {
+        world.received_count() == 1
+    });
+    assert!(world.received()[0].trace.contains(" with ESMTPSA"));
+    engine.shutdown();
+}
+
+#[test]
+fn auth_in_clear_text_is_refused_and_repeated_failures_are_slowed_down() {
+    let certs = Certs::new();
+    let world = World::generated(1, 1, |_| Script::default());
+    let engine = Engine::start(auth_config(&certs, &world)).unwrap();
+    let mut s = TcpStream::connect(engine.listen_addrs()[0]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    read_reply(&mut s);
+    command(&mut s, "EHLO composer.test\r\n");
+    // AGNvbXBvc2VyAHJpZ2h0 is "\0composer\0right".
+    let r = command(&mut s, "AUTH PLAIN AGNvbXBvc2VyAHJpZ2h0\r\n");
+    assert_eq!(
+        r,
+        "538 5.7.11 Encryption required for requested authentication mechanism\r\n"
+    );
+    drop(s);
+    let out = python(
+        r#"
+import smtplib, ssl, sys, time
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20)
+s.starttls(context=ctx)
+s.ehlo("composer.test")
+for i in range(3):
+    started = time.monotonic()
+    try:
+        s.login("composer", "guess%d" % i)
+    except smtplib.SMTPAuthenticationError as e:
+        print(e.smtp_code, time.monotonic() - started)
+"#,
+        &[&engine.listen_addrs()[0].port(), &certs.ca_file.display()],
+    );
+    let answers: Vec<(u16, f64)> = out
+        .lines()
+        .map(|l| {
+            let (code, secs) = l.split_once(' ').unwrap();
+            (code.parse().unwrap(), secs.parse().unwrap())
+        })
+        .collect();
+    assert!(answers.iter().all(|(code, _)| *code == 535), "{out}");
+    // The third wrong guess waits a second longer for its answer than
+    // the first (which pays the same password check).
+    assert!(answers[2].1 >= answers[0].1 + 0.9, "{out}");
+    engine.shutdown();
+}

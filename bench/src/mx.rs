@@ -300,6 +300,11 @@ async fn run_session<M: MxSession, T: AsyncRead + AsyncWrite + Unpin>(
                     rcpts.clear();
                     session.aborted();
                 }
+                // Sinks never offer AUTH.
+                ServerEvent::Auth(_) => {
+                    let no = Reply::new(502, volley_smtp::EnhancedCode::new(5, 5, 1), "no AUTH");
+                    in_turn(server.auth_verdict(Verdict::Reject(no)))?;
+                }
                 ServerEvent::StartTls => match tls {
                     Some(SinkTls::Refuse(reply)) => {
                         in_turn(server.starttls_verdict(Verdict::Reject(reply.clone())))?;

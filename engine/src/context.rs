@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc, watch};
 use volley_dns::MxResolver;
 
+use crate::auth::AuthGuard;
 use crate::config::Config;
 use crate::core::{Action, ConnId, Core, DomainId};
 use crate::dlog::DeliveryLog;
@@ -50,6 +51,8 @@ pub(crate) struct Shared {
     pub(crate) tls: ArcSwap<TlsContext>,
     /// MX hosts whose TLS handshake failed recently.
     pub(crate) broken_tls: BrokenTls,
+    /// Failed AUTH attempts per client address.
+    pub(crate) auth_guard: AuthGuard,
 }
 
 impl Shared {

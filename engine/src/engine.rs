@@ -248,6 +248,7 @@ impl Engine {
             durable: opened.as_ref().map(|o| o.durable.clone()),
             tls: ArcSwap::from_pointee(tls),
             broken_tls: BrokenTls::default(),
+            auth_guard: Default::default(),
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();

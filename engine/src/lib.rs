@@ -42,6 +42,7 @@
 //! # Ok::<(), volley_engine::EngineError>(())
 //! ```
 
+mod auth;
 mod config;
 mod context;
 mod core;
@@ -66,7 +67,7 @@ mod transport;
 
 pub use config::{
     AckMode, Config, ConfigError, IngestConfig, JournalSettings, ListenerConfig, Policy, Protocol,
-    QueueSettings, SchedulerConfig, SpecificQueue, TlsFiles, TlsPolicy,
+    QueueSettings, SchedulerConfig, SpecificQueue, TlsFiles, TlsPolicy, UserConfig,
 };
 pub use durable::WallClock;
 pub use engine::{Engine, EngineError, LatencySummary, ShutdownReport, StopHandle};

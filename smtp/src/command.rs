@@ -165,6 +165,13 @@ pub enum Command {
     Quit,
     /// STARTTLS (RFC 3207).
     StartTls,
+    /// AUTH mechanism [initial-response] (RFC 4954).
+    Auth {
+        /// The SASL mechanism, upper-cased (`PLAIN`, `LOGIN`).
+        mechanism: String,
+        /// The initial response (base64, or `=` for an empty one).
+        initial: Option<String>,
+    },
     /// VRFY string.
     Vrfy(String),
     /// HELP [string].
@@ -200,6 +207,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         b"RCPT" => parse_rcpt(rest),
         b"DATA" => no_args(rest, Command::Data),
         b"BDAT" => parse_bdat(rest),
+        b"AUTH" => parse_auth(rest),
         b"RSET" => no_args(rest, Command::Rset),
         b"QUIT" => no_args(rest, Command::Quit),
         b"NOOP" => Ok(Command::Noop),
@@ -396,6 +404,23 @@ fn set_once<T>(slot: &mut Option<T>, v: T, name: &'static str) -> Result<(), Com
     Ok(())
 }
 
+fn parse_auth(rest: &str) -> Result<Command, CommandError> {
+    let mut words = rest.split(' ').filter(|w| !w.is_empty());
+    let mechanism = words
+        .next()
+        .ok_or(CommandError::BadArguments(
+            "expected AUTH <mechanism> [initial-response]",
+        ))?
+        .to_ascii_uppercase();
+    let initial = words.next().map(str::to_owned);
+    if words.next().is_some() {
+        return Err(CommandError::BadArguments(
+            "expected AUTH <mechanism> [initial-response]",
+        ));
+    }
+    Ok(Command::Auth { mechanism, initial })
+}
+
 fn parse_bdat(rest: &str) -> Result<Command, CommandError> {
     let mut words = rest.split(' ').filter(|w| !w.is_empty());
     let size = words
@@ -502,6 +527,18 @@ mod tests {
         assert_eq!(p("FOO"), Err(CommandError::Unknown));
         assert_eq!(p("STARTTLS"), Ok(Command::StartTls));
         assert_eq!(p("starttls"), Ok(Command::StartTls));
+        assert_eq!(
+            p("auth plain AGEAYg=="),
+            Ok(Command::Auth {
+                mechanism: "PLAIN".into(),
+                initial: Some("AGEAYg==".into())
+            })
+        );
+        assert!(matches!(p("AUTH"), Err(CommandError::BadArguments(_))));
+        assert!(matches!(
+            p("AUTH PLAIN a b"),
+            Err(CommandError::BadArguments(_))
+        ));
         assert!(matches!(
             p("STARTTLS now"),
             Err(CommandError::BadArguments(_))

@@ -26,7 +26,7 @@ pub use command::{
 pub use reply::{EnhancedCode, Reply, ReplyClass};
 pub use reply_parser::{DEFAULT_MAX_REPLY_LINE, ReplyError, ReplyParser};
 pub use server::{
-    AbortReason, CloseReason, Extensions, Pending, Server, ServerConfig, ServerEvent,
+    AbortReason, CloseReason, Credentials, Extensions, Pending, Server, ServerConfig, ServerEvent,
     UnexpectedVerdict, Verdict,
 };
 pub use stuffing::{chunk_body, dot_stuff};

@@ -65,6 +65,7 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     }
     p.not_zero("summary_interval", config.summary_interval);
     listeners(config, &mut p);
+    users(config, &mut p);
     ingest(config, &mut p);
     queues(config, &mut p);
     if let Err(e) = RuleSet::new(&config.rules) {
@@ -128,6 +129,35 @@ fn listeners(config: &Config, p: &mut Problems) {
                 format!("listener {first} has the same address"),
             );
         }
+    }
+}
+
+fn users(config: &Config, p: &mut Problems) {
+    let mut seen = HashMap::new();
+    for (i, u) in config.users.iter().enumerate() {
+        if u.name.is_empty() {
+            p.fail(format!("user[{i}].name"), "a user needs a name");
+        }
+        if let Some(first) = seen.insert(u.name.as_str(), i) {
+            p.add(
+                format!("user[{i}].name"),
+                format!("{:?}", u.name),
+                format!("user {first} has the same name"),
+            );
+        }
+        if let Err(e) = argon2::PasswordHash::new(&u.password_hash) {
+            p.fail(
+                format!("user[{i}].password_hash"),
+                format!("not a PHC password hash ({e}): make one with `volley hash-password`"),
+            );
+        }
+    }
+    let certificate = config.tls.cert.is_some() && config.tls.key.is_some();
+    if !config.users.is_empty() && !certificate {
+        p.fail(
+            "user",
+            "AUTH is offered only inside TLS: users need [tls] cert and key",
+        );
     }
 }
 

@@ -66,6 +66,21 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     /// The certificate ingest presents (STARTTLS, `smtps` listeners).
     pub tls: TlsFiles,
+    /// SMTP AUTH users (`[[user]]`): offered inside TLS; an authenticated
+    /// client may relay as a trusted network may.
+    #[serde(rename = "user")]
+    pub users: Vec<UserConfig>,
+}
+
+/// One SMTP AUTH user.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UserConfig {
+    /// The name the client gives.
+    pub name: String,
+    /// The password's hash as a PHC string (`volley hash-password` makes
+    /// an argon2id one); never the password itself.
+    pub password_hash: String,
 }
 
 impl Default for Config {
@@ -88,6 +103,7 @@ impl Default for Config {
             quota: crate::journal::QuotaLimits::default(),
             rules: Vec::new(),
             tls: TlsFiles::default(),
+            users: Vec::new(),
         }
     }
 }
@@ -625,6 +641,24 @@ tls_broken_for = "1d"
                 "{needle:?} not in {messages:#?}"
             );
         }
+    }
+
+    #[test]
+    fn users_need_a_phc_hash_and_a_certificate() {
+        let text = "[[user]]\nname = \"composer\"\npassword_hash = \"hunter2\"\n";
+        let errors = Config::from_toml(text).unwrap_err();
+        let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert!(
+            messages.iter().any(|m| m.starts_with("line 3: ")
+                && m.contains("user[0].password_hash: not a PHC password hash")),
+            "{messages:#?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("users need [tls] cert and key")),
+            "{messages:#?}"
+        );
     }
 
     #[test]

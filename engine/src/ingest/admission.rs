@@ -24,6 +24,13 @@ pub(crate) struct Admission {
     pub(super) trusted: bool,
 }
 
+impl Admission {
+    /// Whether the client is in the trusted networks.
+    pub(super) fn trusted(&self) -> bool {
+        self.trusted
+    }
+}
+
 impl Drop for Admission {
     fn drop(&mut self) {
         self.shared.ingest_total.fetch_sub(1, Ordering::Relaxed);

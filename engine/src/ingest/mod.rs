@@ -40,8 +40,14 @@ pub(crate) async fn accept_loop(shard: Rc<ShardCtx>, listener: Rc<Listener>, lc:
         };
         let ip = conn.peer().ip();
         let hostname = || shard.shared.config.load().hostname.clone();
+        // With AUTH users (and a certificate, which AUTH needs), any
+        // client may open a session: MAIL waits for its AUTH.
+        let auth_offered = {
+            let config = shard.shared.config.load();
+            !config.users.is_empty() && shard.shared.tls.load().server.is_some()
+        };
         match admit(&shard.shared, ip) {
-            Ok(admission) if admission.trusted => {
+            Ok(admission) if admission.trusted || auth_offered => {
                 let this = shard.clone();
                 let lc = lc.clone();
                 shard.spawn_task(session::run(this, conn, lc, admission));

@@ -52,15 +52,20 @@ pub(super) fn received_header(a: &Arrival<'_>) -> String {
 }
 
 /// The `with` keyword of RFC 3848 for a session: LMTP or (E)SMTP, with
-/// `S` for TLS.
-pub(super) fn with_keyword(lmtp: bool, extended: bool, tls: bool) -> &'static str {
-    match (lmtp, extended, tls) {
-        (true, _, false) => "LMTP",
-        (true, _, true) => "LMTPS",
-        (false, false, false) => "SMTP",
-        (false, true, false) => "ESMTP",
-        // STARTTLS is an ESMTP extension, and so is TLS from the start.
-        (false, _, true) => "ESMTPS",
+/// `S` for TLS and `A` for AUTH.
+pub(super) fn with_keyword(lmtp: bool, extended: bool, tls: bool, auth: bool) -> &'static str {
+    match (lmtp, extended, tls, auth) {
+        (true, _, false, false) => "LMTP",
+        (true, _, true, false) => "LMTPS",
+        (true, _, false, true) => "LMTPA",
+        (true, _, true, true) => "LMTPSA",
+        (false, false, false, false) => "SMTP",
+        (false, true, false, false) => "ESMTP",
+        // STARTTLS and AUTH are ESMTP extensions; TLS from the start
+        // counts as ESMTPS too.
+        (false, _, true, false) => "ESMTPS",
+        (false, _, false, true) => "ESMTPA",
+        (false, _, true, true) => "ESMTPSA",
     }
 }
 
@@ -155,7 +160,7 @@ mod tests {
              \tThu, 01 Jan 1970 00:00:00 +0000\r\n"
         );
         let c = Arrival {
-            with: with_keyword(false, true, true),
+            with: with_keyword(false, true, true, false),
             tls: Some(TlsSummary {
                 version: "TLSv1.3",
                 cipher: "TLS13_AES_256_GCM_SHA384",
@@ -174,10 +179,12 @@ mod tests {
 
     #[test]
     fn the_with_keyword_follows_rfc_3848() {
-        assert_eq!(with_keyword(false, false, false), "SMTP");
-        assert_eq!(with_keyword(false, true, false), "ESMTP");
-        assert_eq!(with_keyword(false, true, true), "ESMTPS");
-        assert_eq!(with_keyword(true, true, false), "LMTP");
-        assert_eq!(with_keyword(true, true, true), "LMTPS");
+        assert_eq!(with_keyword(false, false, false, false), "SMTP");
+        assert_eq!(with_keyword(false, true, false, false), "ESMTP");
+        assert_eq!(with_keyword(false, true, true, false), "ESMTPS");
+        assert_eq!(with_keyword(false, true, true, true), "ESMTPSA");
+        assert_eq!(with_keyword(true, true, false, false), "LMTP");
+        assert_eq!(with_keyword(true, true, true, false), "LMTPS");
+        assert_eq!(with_keyword(true, true, true, true), "LMTPSA");
     }
 }

@@ -15,6 +15,7 @@ use super::admission::Admission;
 use super::held::{Held, Pending};
 use super::received::{Arrival, received_header, with_keyword};
 use super::relay::{Accepted, rcpt_policy};
+use crate::auth;
 use crate::config::{AckMode, Config, ListenerConfig, Protocol};
 use crate::context::ShardCtx;
 use crate::message::Message;
@@ -67,6 +68,9 @@ struct Session {
     handshake: Option<Arc<rustls::ServerConfig>>,
     /// How TLS went, once the session is inside it.
     tls: Option<TlsSummary>,
+    /// The client is in the trusted networks; otherwise it must AUTH
+    /// before MAIL.
+    trusted: bool,
 }
 
 pub(crate) async fn run(
@@ -99,6 +103,7 @@ pub(crate) async fn run(
         max_recipients: config.ingest.max_recipients,
         extensions: Extensions {
             starttls: certificate.is_some() && !implicit,
+            auth: certificate.is_some() && !config.users.is_empty(),
             ..Extensions::default()
         },
         require_tls: lc.require_tls,
@@ -117,6 +122,7 @@ pub(crate) async fn run(
         held: Held::default(),
         handshake: None,
         tls,
+        trusted: admission.trusted(),
     };
     s.drive().await;
     s.release_held().await;
@@ -274,7 +280,13 @@ impl Session {
                 reverse_path,
                 params,
             } => {
-                let verdict = if self.over_budget() {
+                let verdict = if !self.trusted && self.server.authenticated().is_none() {
+                    Verdict::Reject(Reply::new(
+                        530,
+                        EnhancedCode::new(5, 7, 0),
+                        "Authentication required",
+                    ))
+                } else if self.over_budget() {
                     tracing::warn!(
                         "memory budget reached ({} bytes held): ingest answers 452 4.3.1",
                         self.shard.shared.budget.held()
@@ -334,8 +346,55 @@ impl Session {
                 };
                 let _ = self.server.starttls_verdict(verdict);
             }
+            ServerEvent::Auth(credentials) => {
+                let verdict = self.check_credentials(credentials).await;
+                let _ = self.server.auth_verdict(verdict);
+            }
             ServerEvent::Quit | ServerEvent::Closed(_) => {}
         }
+    }
+
+    /// AUTH: the guard first, then the password, checked on tokio's
+    /// blocking pool (argon2 takes milliseconds of CPU on purpose, which
+    /// would stall every session and delivery of this shard).
+    async fn check_credentials(&mut self, c: volley_smtp::Credentials) -> Verdict {
+        let ip = self.conn.peer().ip();
+        let shared = self.shard.shared.clone();
+        let delay = match shared.auth_guard.attempt(ip, Instant::now()) {
+            auth::Attempt::LockedOut => {
+                return Verdict::Reject(Reply::new(
+                    454,
+                    EnhancedCode::new(4, 7, 0),
+                    "too many failed authentication attempts, try again later",
+                ));
+            }
+            auth::Attempt::Allowed { delay_refusal } => delay_refusal,
+        };
+        let users = shared.config.load().users.clone();
+        let name = c.username.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            auth::verify(&users, &c.authzid, &c.username, &c.password)
+        })
+        .await
+        .unwrap_or(false);
+        if ok {
+            shared.auth_guard.succeeded(ip);
+            tracing::info!(target: "volley", "{ip} authenticated as {name:?}");
+            return Verdict::Accept;
+        }
+        if shared.auth_guard.failed(ip, Instant::now()) {
+            tracing::warn!(
+                target: "volley",
+                "{ip}: too many failed AUTH attempts (last as {name:?}): refused AUTH for {}",
+                volley_units::format_duration(auth::LOCKOUT)
+            );
+        }
+        tokio::time::sleep(delay).await;
+        Verdict::Reject(Reply::new(
+            535,
+            EnhancedCode::new(5, 7, 8),
+            "Authentication credentials invalid",
+        ))
     }
 
     /// Routes the held messages the journal has on disk (their 250s may
@@ -444,6 +503,7 @@ impl Session {
             self.lc.protocol == Protocol::Lmtp,
             self.server.extended(),
             self.tls.is_some(),
+            self.server.authenticated().is_some(),
         );
         let header = received_header(&Arrival {
             helo: self.server.client_name(),

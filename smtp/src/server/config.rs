@@ -27,6 +27,9 @@ pub struct Extensions {
     /// STARTTLS (RFC 3207), advertised until TLS is active. Off by
     /// default: the engine turns it on when it holds a certificate.
     pub starttls: bool,
+    /// AUTH PLAIN LOGIN (RFC 4954), advertised and accepted only inside
+    /// TLS: a password never crosses the network in clear text.
+    pub auth: bool,
 }
 
 impl Default for Extensions {
@@ -41,6 +44,7 @@ impl Default for Extensions {
             binarymime: true,
             dsn: false,
             starttls: false,
+            auth: false,
         }
     }
 }

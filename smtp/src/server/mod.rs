@@ -6,6 +6,7 @@
 //! processing until the matching verdict method is called, however long the
 //! engine takes; nothing else is held meanwhile but the bounded input buffer.
 
+mod auth;
 mod config;
 mod data;
 
@@ -15,6 +16,7 @@ use crate::address::{ForwardPath, Mailbox};
 use crate::command::{BodyType, Command, MailParams, RcptParams, parse_command};
 use crate::reply::{EnhancedCode, Reply};
 
+pub use auth::Credentials;
 pub use config::{Extensions, ServerConfig};
 pub use data::AbortReason;
 use data::{DataScan, Scan};
@@ -74,6 +76,9 @@ pub enum ServerEvent {
     /// inside TLS), run the TLS handshake, then call
     /// [`Server::tls_started`], or close the connection when it fails.
     StartTls,
+    /// The client gave credentials with AUTH; answer with
+    /// [`Server::auth_verdict`] once they are checked.
+    Auth(Credentials),
 }
 
 /// Why the server closed a session on its own.
@@ -99,6 +104,8 @@ pub enum Pending {
     StartTls,
     /// [`Server::tls_started`], after the TLS handshake.
     Tls,
+    /// [`Server::auth_verdict`].
+    Auth,
 }
 
 /// A verdict method was called when the server was not waiting for it: a
@@ -178,6 +185,12 @@ pub struct Server {
     errors: u32,
     /// TLS is active (after STARTTLS and its handshake).
     tls: bool,
+    /// AUTH is waiting for this response line.
+    auth_step: Option<auth::Step>,
+    /// The user the client authenticated as.
+    authenticated: Option<String>,
+    /// The user of the AUTH whose verdict is pending.
+    authenticating: Option<String>,
     /// The EHLO/LHLO extension lines, built once per TLS state.
     ehlo_tail: Vec<u8>,
 }
@@ -203,6 +216,9 @@ impl Server {
             txn: Transaction::default(),
             errors: 0,
             tls: config.implicit_tls,
+            auth_step: None,
+            authenticated: None,
+            authenticating: None,
             ehlo_tail,
             config,
         };
@@ -298,6 +314,28 @@ impl Server {
     /// Whether TLS is active.
     pub fn is_tls(&self) -> bool {
         self.tls
+    }
+
+    /// The user the client authenticated as with AUTH, if it did.
+    pub fn authenticated(&self) -> Option<&str> {
+        self.authenticated.as_deref()
+    }
+
+    /// The engine's answer to [`ServerEvent::Auth`]: accept (`235 2.7.0`)
+    /// or refuse with a reply such as `535 5.7.8` (wrong credentials) or
+    /// `454 4.7.0` (too many failures, try later).
+    pub fn auth_verdict(&mut self, verdict: Verdict) -> Result<(), UnexpectedVerdict> {
+        self.expect(Pending::Auth, "auth")?;
+        let user = self.authenticating.take();
+        match verdict {
+            Verdict::Accept | Verdict::AcceptWith(_) => {
+                self.authenticated = user;
+                self.reply(235, EnhancedCode::new(2, 7, 0), "Authentication successful");
+            }
+            Verdict::Reject(r) => self.reply_full(&r),
+        }
+        self.phase = Phase::Command;
+        Ok(())
     }
 
     /// The engine's answer to [`ServerEvent::StartTls`]: accept (`220`,
@@ -478,6 +516,16 @@ impl Server {
                         let ev = self.error(500, E_SYNTAX, "Syntax error: line must end with CRLF");
                         if ev.is_some() {
                             return ev;
+                        }
+                        continue;
+                    }
+                    if let Some(step) = self.auth_step.take() {
+                        let line = std::str::from_utf8(&self.input[..lf - 1])
+                            .unwrap_or("\u{fffd}")
+                            .to_owned();
+                        self.input.advance(lf + 1);
+                        if let Some(ev) = self.auth_next(auth::step(step, &line)) {
+                            return Some(ev);
                         }
                         continue;
                     }
@@ -719,6 +767,7 @@ impl Server {
                 None
             }
             Command::StartTls => self.starttls(),
+            Command::Auth { mechanism, initial } => self.auth(&mechanism, initial.as_deref()),
             Command::Quit => {
                 let text = format!("{} closing connection", self.config.hostname);
                 self.reply(221, E_OK, &text);
@@ -741,6 +790,51 @@ impl Server {
         }
         self.phase = Phase::Await(Pending::StartTls);
         Some(ServerEvent::StartTls)
+    }
+
+    fn auth(&mut self, mechanism: &str, initial: Option<&str>) -> Option<ServerEvent> {
+        if !self.config.extensions.auth {
+            return self.error(502, EnhancedCode::new(5, 5, 1), "AUTH not available");
+        }
+        if !self.tls {
+            return self.error(
+                538,
+                EnhancedCode::new(5, 7, 11),
+                "Encryption required for requested authentication mechanism",
+            );
+        }
+        if self.hello.is_none() {
+            return self.error(503, E_SEQUENCE, "Send EHLO first");
+        }
+        if self.authenticated.is_some() {
+            return self.error(503, E_SEQUENCE, "Already authenticated");
+        }
+        if self.txn.active {
+            return self.error(
+                503,
+                E_SEQUENCE,
+                "AUTH not allowed during a mail transaction",
+            );
+        }
+        self.auth_next(auth::start(mechanism, initial))
+    }
+
+    /// After AUTH or one of its response lines: a challenge, the
+    /// credentials for the engine, or a refusal.
+    fn auth_next(&mut self, next: Result<auth::Next, Reply>) -> Option<ServerEvent> {
+        match next {
+            Ok(auth::Next::Challenge(challenge, step)) => {
+                self.reply_plain(334, b' ', challenge);
+                self.auth_step = Some(step);
+                None
+            }
+            Ok(auth::Next::Done(credentials)) => {
+                self.authenticating = Some(credentials.username.clone());
+                self.phase = Phase::Await(Pending::Auth);
+                Some(ServerEvent::Auth(credentials))
+            }
+            Err(reply) => self.error_reply(&reply),
+        }
     }
 
     fn mail(&mut self, reverse_path: Option<Mailbox>, params: MailParams) -> Option<ServerEvent> {
@@ -1025,6 +1119,9 @@ fn ehlo_tail(config: &ServerConfig, tls: bool) -> Vec<u8> {
     let mut lines: Vec<String> = Vec::new();
     if x.starttls && !tls {
         lines.push("STARTTLS".into());
+    }
+    if x.auth && tls {
+        lines.push("AUTH PLAIN LOGIN".into());
     }
     if x.pipelining {
         lines.push("PIPELINING".into());

@@ -100,6 +100,21 @@ fn pump(s: &mut Server, seen: &mut Seen, body: &mut Vec<u8>) {
                 seen.events.push("starttls".into());
                 s.starttls_verdict(Verdict::Accept).unwrap();
             }
+            ServerEvent::Auth(c) => {
+                seen.events
+                    .push(format!("auth {} {}", c.mechanism, c.username));
+                let verdict = if c.password == "right" {
+                    Verdict::Accept
+                } else {
+                    let bad = Reply::new(
+                        535,
+                        EnhancedCode::new(5, 7, 8),
+                        "Authentication credentials invalid",
+                    );
+                    Verdict::Reject(bad)
+                };
+                s.auth_verdict(verdict).unwrap();
+            }
         }
     }
 }
@@ -141,6 +156,7 @@ fn extensions_follow_the_config() {
             binarymime: false,
             dsn: true,
             starttls: false,
+            auth: false,
         },
         ..ServerConfig::default()
     };
@@ -169,6 +185,7 @@ fn extensions_follow_the_config() {
         binarymime: false,
         dsn: false,
         starttls: false,
+        auth: false,
     };
     let seen = drive(c, &[b"EHLO c\r\n"]);
     assert_eq!(lines(&seen.out)[1..], ["250 localhost greets c"]);
@@ -1107,4 +1124,69 @@ fn require_tls_refuses_mail_until_tls_is_active() {
     assert_eq!(s.receive(input), input.len());
     pump(&mut s, &mut seen, &mut body);
     assert_eq!(seen.events, ["starttls", "mail <a@b.c>"]);
+}
+
+/// A server inside TLS that offers AUTH, after `input`.
+fn auth_session(input: &[u8]) -> (Server, Seen) {
+    let mut config = with_starttls();
+    config.extensions.auth = true;
+    let mut s = Server::new(config);
+    let mut seen = Seen::default();
+    let mut body = Vec::new();
+    let start = b"EHLO c\r\nAUTH PLAIN AGNvbXBvc2VyAHJpZ2h0\r\nSTARTTLS\r\n";
+    assert_eq!(s.receive(start), start.len());
+    pump(&mut s, &mut seen, &mut body);
+    s.tls_started().unwrap();
+    assert_eq!(s.receive(input), input.len());
+    pump(&mut s, &mut seen, &mut body);
+    (s, seen)
+}
+
+#[test]
+fn auth_is_offered_and_accepted_only_inside_tls() {
+    let (s, seen) =
+        auth_session(b"EHLO c\r\nAUTH PLAIN AGNvbXBvc2VyAHJpZ2h0\r\nMAIL FROM:<a@b.c>\r\n");
+    let out = lines(&seen.out);
+    assert!(
+        !out[..4].contains(&"250-AUTH PLAIN LOGIN"),
+        "not before TLS: {out:?}"
+    );
+    assert!(out.contains(&"538 5.7.11 Encryption required for requested authentication mechanism"));
+    assert!(out.contains(&"250-AUTH PLAIN LOGIN"), "{out:?}");
+    assert!(
+        out.contains(&"235 2.7.0 Authentication successful"),
+        "{out:?}"
+    );
+    assert_eq!(s.authenticated(), Some("composer"));
+    assert_eq!(
+        seen.events,
+        ["starttls", "auth PLAIN composer", "mail <a@b.c>"]
+    );
+}
+
+#[test]
+fn auth_login_challenges_refusals_and_cancel() {
+    // LOGIN with a wrong password, PLAIN cancelled, then LOGIN right.
+    let (s, seen) = auth_session(
+        b"EHLO c\r\nAUTH LOGIN\r\nY29tcG9zZXI=\r\nd3Jvbmc=\r\nAUTH PLAIN\r\n*\r\n\
+          AUTH LOGIN Y29tcG9zZXI=\r\ncmlnaHQ=\r\nAUTH PLAIN AGNvbXBvc2VyAHJpZ2h0\r\n",
+    );
+    let out = lines(&seen.out);
+    let ehlo_end = out.iter().rposition(|l| *l == "250 BINARYMIME").unwrap();
+    assert!(out[..ehlo_end].contains(&"250-AUTH PLAIN LOGIN"));
+    let after_tls = &out[ehlo_end + 1..];
+    assert_eq!(
+        after_tls,
+        [
+            "334 VXNlcm5hbWU6",
+            "334 UGFzc3dvcmQ6",
+            "535 5.7.8 Authentication credentials invalid",
+            "334 ",
+            "501 5.0.0 Authentication cancelled",
+            "334 UGFzc3dvcmQ6",
+            "235 2.7.0 Authentication successful",
+            "503 5.5.1 Already authenticated",
+        ]
+    );
+    assert_eq!(s.authenticated(), Some("composer"));
 }
