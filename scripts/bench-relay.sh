@@ -43,37 +43,6 @@ BIN=target/$PROFILE/volley
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-# A fresh simulated internet for run TAG that exits once its sinks hold
-# MESSAGES messages; sets INTERNET (pid), PORT, DNS.
-start_internet() { # TAG
-    "$BIN" bench internet "$SCENARIO" --until-delivered "$MESSAGES" \
-        --received-out "$TMP/$1.received" --routes-out "$TMP/$1.routes" \
-        >"$TMP/$1.internet" 2>"$TMP/$1.internet.err" &
-    INTERNET=$!
-    wait_for "$TMP/$1.internet" '^mx port'
-    PORT=$(awk '/^mx port/ {print $3}' "$TMP/$1.internet")
-    DNS=$(awk '/^dns/ {print $2}' "$TMP/$1.internet")
-}
-
-# Waits for the internet of run TAG to count MESSAGES, prints the sinks'
-# line, checks exactly-once delivery, and sets RATE (msg/s, sinks' clock).
-finish_run() { # TAG
-    local waited=0
-    while kill -0 "$INTERNET" 2>/dev/null; do
-        if ((waited >= RUN_TIMEOUT * 50)); then
-            echo "the sinks did not get $MESSAGES messages within ${RUN_TIMEOUT}s" >&2
-            tail -c 300 "$TMP/$1.internet.err" >&2
-            exit 1
-        fi
-        sleep 0.02
-        waited=$((waited + 1))
-    done
-    wait "$INTERNET"
-    grep '^sinks:' "$TMP/$1.internet"
-    RATE=$(grep -o '= [0-9.]* msg/s' "$TMP/$1.internet" | awk '{print $2}')
-    "$BIN" bench check "$SCENARIO" "$TMP/$1.sent" "$TMP/$1.received"
-}
-
 echo "== load: $(uptime)"
 BEST=0
 BEST_C=

@@ -41,6 +41,12 @@ pub(crate) enum BenchCommand {
         /// JSON lines written by `internet --received-out`.
         received: PathBuf,
     },
+    /// Write a test CA (ca.pem) and a certificate it signs for 127.0.0.1
+    /// and localhost (cert.pem, key.pem) into DIR, for TLS benchmarks.
+    Certs {
+        /// The directory (created if missing).
+        dir: PathBuf,
+    },
     /// List the built-in scenarios, or print one as TOML to start a file from.
     Scenarios {
         /// A built-in scenario to print.
@@ -163,14 +169,26 @@ pub(crate) struct SinkArgs {
     /// Threads serving the MX sinks.
     #[arg(long, default_value_t = 1)]
     sink_threads: usize,
+    /// Every MX sink offers STARTTLS with this certificate chain (PEM;
+    /// `volley bench certs` makes one).
+    #[arg(long, value_name = "FILE", requires = "sink_tls_key")]
+    sink_tls_cert: Option<PathBuf>,
+    /// The sinks' private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "sink_tls_cert")]
+    sink_tls_key: Option<PathBuf>,
 }
 
 impl SinkArgs {
     /// Starts the scenario's simulated internet with these sinks.
     fn start(&self, scenario: &Scenario) -> anyhow::Result<SimulatedInternet> {
+        let tls = match (&self.sink_tls_cert, &self.sink_tls_key) {
+            (Some(cert), Some(key)) => Some(volley_bench::server_config_from_files(cert, key)?),
+            _ => None,
+        };
         let options = InternetOptions {
             sink_port: self.sink_port,
             sink_threads: self.sink_threads,
+            tls,
         };
         Ok(SimulatedInternet::start_with(scenario, &options)?)
     }
@@ -234,6 +252,10 @@ pub(crate) struct ComposeArgs {
     /// for `volley bench check`.
     #[arg(long)]
     sent_out: Option<PathBuf>,
+    /// STARTTLS on every session, the server's certificate checked against
+    /// the CA certificates in FILE (for the target's address).
+    #[arg(long, value_name = "FILE")]
+    starttls_ca: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -277,6 +299,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
             sent,
             received,
         } => bench_check(&scenario, &sent, &received),
+        BenchCommand::Certs { dir } => bench_certs(&dir),
         BenchCommand::Scenarios { name } => {
             match name {
                 Some(n) => {
@@ -471,6 +494,11 @@ fn bench_compose(args: ComposeArgs) -> anyhow::Result<()> {
     let handle = spawn_compose(ComposeConfig {
         target,
         routes,
+        tls: args
+            .starttls_ca
+            .as_deref()
+            .map(volley_bench::client_config_trusting)
+            .transpose()?,
         load: load.clone(),
         mix,
         seed: args
@@ -626,6 +654,16 @@ fn internet_done(internet: &SimulatedInternet, received_out: Option<&Path>) -> a
     if let Some(path) = received_out {
         save_jsonl(path, &deliveries).with_context(|| format!("writing {}", path.display()))?;
     }
+    Ok(())
+}
+
+fn bench_certs(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let ca = volley_bench::TestCa::new("Volley bench CA")?;
+    ca.write(&dir.join("ca.pem"))?;
+    let leaf = ca.leaf(&["localhost", "127.0.0.1"], false)?;
+    leaf.write(&dir.join("cert.pem"), &dir.join("key.pem"))?;
+    println!("certs: {0}/ca.pem {0}/cert.pem {0}/key.pem", dir.display());
     Ok(())
 }
 

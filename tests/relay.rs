@@ -102,6 +102,7 @@ fn ten_thousand_messages_to_200_domains_arrive_exactly_once() {
         run_id: "e2e".into(),
         timeout: Duration::from_secs(60),
         routes: Vec::new(),
+        tls: None,
     })
     .unwrap()
     .join()

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use volley_smtp::{Client, ClientConfig, ClientEvent, DeliveryStatus, Stage, Transaction};
 
@@ -53,6 +53,10 @@ pub struct ComposeConfig {
     /// spread evenly over the distinct addresses, and a domain without a
     /// route is an error.
     pub routes: Vec<(String, SocketAddr)>,
+    /// STARTTLS on every session, the server's certificate checked with
+    /// this configuration; a server that does not offer it is an error.
+    /// `None`: clear text.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Live counters, for a progress line while the load runs.
@@ -467,7 +471,15 @@ async fn connection_to(ctx: &Ctx, lane: &Lane) -> Result<(), BenchError> {
             }
         };
         let _ = stream.set_nodelay(true);
-        match session(ctx, lane, &mut stream).await {
+        let client = new_client(ctx);
+        let end = match &ctx.config.tls {
+            None => session(ctx, lane, &mut stream, client).await,
+            Some(tls) => match starttls(ctx, target, stream, client, tls.clone()).await {
+                Some((mut stream, client)) => session(ctx, lane, &mut stream, client).await,
+                None => SessionEnd::Broken,
+            },
+        };
+        match end {
             SessionEnd::Done => return Ok(()),
             SessionEnd::Broken => {
                 ctx.progress.session_errors.fetch_add(1, Ordering::Relaxed);
@@ -487,14 +499,58 @@ enum SessionEnd {
     Broken,
 }
 
-async fn session(ctx: &Ctx, lane: &Lane, stream: &mut TcpStream) -> SessionEnd {
+fn new_client(ctx: &Ctx) -> Client {
     let load = &ctx.config.load;
-    let mut client = Client::new(ClientConfig {
+    Client::new(ClientConfig {
         helo_name: "composer.bench.test".into(),
         lmtp: load.protocol == Protocol::Lmtp,
         pipelining: load.pipelining,
+        starttls: ctx.config.tls.is_some(),
         ..ClientConfig::default()
-    });
+    })
+}
+
+/// Greets the server at `target` and runs STARTTLS, checking that the
+/// certificate names `target`'s address; the session inside TLS, or
+/// `None` when the server does not offer it or the handshake fails.
+async fn starttls(
+    ctx: &Ctx,
+    target: SocketAddr,
+    mut stream: TcpStream,
+    mut client: Client,
+    tls: Arc<rustls::ClientConfig>,
+) -> Option<(tokio_rustls::client::TlsStream<TcpStream>, Client)> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if let Some(event) = client.poll_event() {
+            if event != ClientEvent::StartTls {
+                // Ready in clear text, a refusal or a failure.
+                return None;
+            }
+            let name = rustls::pki_types::ServerName::IpAddress(target.ip().into());
+            let stream = tokio_rustls::TlsConnector::from(tls)
+                .connect(name, stream)
+                .await
+                .ok()?;
+            client.tls_established();
+            return Some((stream, client));
+        }
+        write_out(&mut stream, &mut client).await.ok()?;
+        let read = tokio::time::timeout_at(ctx.deadline.into(), stream.read(&mut buf)).await;
+        match read {
+            Ok(Ok(n)) if n > 0 => client.receive(&buf[..n]),
+            _ => return None,
+        }
+    }
+}
+
+async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &Ctx,
+    lane: &Lane,
+    stream: &mut S,
+    mut client: Client,
+) -> SessionEnd {
+    let load = &ctx.config.load;
     let mut buf = vec![0u8; 64 * 1024];
     let mut ready = false;
     let mut current: Option<(Pending, Composed)> = None;
@@ -504,7 +560,7 @@ async fn session(ctx: &Ctx, lane: &Lane, stream: &mut TcpStream) -> SessionEnd {
         while let Some(event) = client.poll_event() {
             match event {
                 ClientEvent::Ready { .. } => ready = true,
-                // The Composer does not ask for STARTTLS.
+                // STARTTLS is over before the session starts.
                 ClientEvent::StartTls | ClientEvent::StartTlsRefused { .. } => {}
                 ClientEvent::TransactionDone(outcome) => {
                     let Some((pending, message)) = current.take() else {
@@ -580,7 +636,10 @@ async fn session(ctx: &Ctx, lane: &Lane, stream: &mut TcpStream) -> SessionEnd {
 }
 
 /// Writes the client's pending segments, coalescing small ones.
-async fn write_out(stream: &mut TcpStream, client: &mut Client) -> std::io::Result<()> {
+async fn write_out<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    client: &mut Client,
+) -> std::io::Result<()> {
     let segments = client.take_output();
     if segments.is_empty() {
         return Ok(());

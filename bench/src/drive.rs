@@ -70,6 +70,7 @@ pub fn drive(
         run_id,
         timeout: settings.timeout,
         routes: Vec::new(),
+        tls: None,
     })?;
     let progress = handle.progress().clone();
     let planned = settings.load.messages;

@@ -16,7 +16,7 @@ use crate::counters::DomainCounters;
 use crate::error::{BenchError, ScenarioError};
 use crate::ledger::{Accounting, Delivery, SentRecord, reconcile};
 use crate::message::unix_micros;
-use crate::mx::MxSink;
+use crate::mx::{MxSink, SinkTls};
 use crate::scenario::{Scenario, SimDomain, is_expected_bounce};
 use crate::sink::{DomainSink, Shared};
 
@@ -27,6 +27,8 @@ pub struct InternetOptions {
     pub sink_port: u16,
     /// Threads serving the sinks (listeners are spread over them).
     pub sink_threads: usize,
+    /// Every sink offers STARTTLS with this configuration; `None`: none.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for InternetOptions {
@@ -34,6 +36,7 @@ impl Default for InternetOptions {
         Self {
             sink_port: 0,
             sink_threads: 1,
+            tls: None,
         }
     }
 }
@@ -96,6 +99,7 @@ impl SimulatedInternet {
                 let sink = DomainSink {
                     shared: shared.clone(),
                     domain,
+                    tls: options.tls.clone().map(SinkTls::Offer),
                 };
                 (l, Arc::new(sink))
             })

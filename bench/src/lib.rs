@@ -55,4 +55,4 @@ pub use crate::report::{
 pub use crate::scenario::{
     ChangeEntry, DEFAULT_SCENARIO, DomainEntry, GroupEntry, Scenario, SimDomain, is_expected_bounce,
 };
-pub use crate::test_ca::{Leaf, TestCa};
+pub use crate::test_ca::{Leaf, TestCa, client_config_trusting, server_config_from_files};

@@ -11,7 +11,7 @@ use volley_smtp::{Extensions, MailParams, Reply, ServerConfig, Verdict};
 use crate::capacity::{ConnectVerdict, DataVerdict, DomainModel, RcptVerdict};
 use crate::ledger::Delivery;
 use crate::message::{Inspector, unix_micros};
-use crate::mx::{DataEnd, MxService, MxSession};
+use crate::mx::{DataEnd, MxService, MxSession, SinkTls};
 use crate::scenario::SimDomain;
 
 /// State the sink threads share: one capacity model per domain and the
@@ -40,10 +40,16 @@ impl Shared {
 pub(crate) struct DomainSink {
     pub(crate) shared: Arc<Shared>,
     pub(crate) domain: usize,
+    /// STARTTLS offered with this, when the internet runs with TLS.
+    pub(crate) tls: Option<SinkTls>,
 }
 
 impl MxService for DomainSink {
     type Session = DomainSession;
+
+    fn tls(&self) -> Option<SinkTls> {
+        self.tls.clone()
+    }
 
     fn server_config(&self) -> ServerConfig {
         ServerConfig {

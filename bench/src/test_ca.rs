@@ -1,7 +1,9 @@
 //! A certificate authority made at start for TLS tests and benchmarks:
 //! MX sinks and ingest listeners get certificates it signs, and the
 //! sender under test trusts it through its PEM file, as it would trust
-//! a public CA. Nothing here is meant for real mail.
+//! a public CA; and the rustls configurations the bench's sinks and
+//! Composer build from such PEM files. Nothing here is meant for real
+//! mail.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -98,7 +100,7 @@ impl Leaf {
             .with_no_client_auth()
             .with_single_cert(vec![self.cert_der.clone()], self.key_der.clone_key().into())
             .map_err(|e| failed("server config", e))?;
-        Ok(Arc::new(config))
+        with_tickets(config)
     }
 
     /// Writes the certificate and key as PEM files.
@@ -106,6 +108,51 @@ impl Leaf {
         std::fs::write(cert, &self.cert_pem).map_err(|e| failed("write", e))?;
         std::fs::write(key, &self.key_pem).map_err(|e| failed("write", e))
     }
+}
+
+/// A server configuration from a certificate chain and key in PEM files
+/// (what `volley bench certs` writes).
+pub fn server_config_from_files(
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ServerConfig>, BenchError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| failed(&cert.display().to_string(), e))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| failed(&key.display().to_string(), e))?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| failed("server config", e))?;
+    with_tickets(config)
+}
+
+/// Resumption as most MX hosts offer it (OpenSSL's default): stateless
+/// tickets, two per handshake, rather than rustls's default of a small
+/// server-side session cache, which every sink of a run would share.
+fn with_tickets(mut config: rustls::ServerConfig) -> Result<Arc<rustls::ServerConfig>, BenchError> {
+    config.ticketer =
+        rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| failed("ticketer", e))?;
+    Ok(Arc::new(config))
+}
+
+/// A client configuration that trusts the CA certificates of a PEM file.
+pub fn client_config_trusting(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, BenchError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| failed("CA file", e))? {
+        roots
+            .add(cert.map_err(|e| failed("CA file", e))?)
+            .map_err(|e| failed("CA file", e))?;
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 #[cfg(test)]
@@ -119,5 +166,17 @@ mod tests {
         let leaf = ca.leaf(&["mx.test", "127.0.0.1"], false).unwrap();
         assert!(leaf.key_pem.contains("PRIVATE KEY"));
         leaf.server_config().unwrap();
+        let dir = std::env::temp_dir().join(format!("volley-test-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ca_file, cert, key) = (
+            dir.join("ca.pem"),
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+        );
+        ca.write(&ca_file).unwrap();
+        leaf.write(&cert, &key).unwrap();
+        server_config_from_files(&cert, &key).unwrap();
+        client_config_trusting(&ca_file).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -35,6 +35,7 @@ fn compose_to(internet: &SimulatedInternet, load: LoadSpec) -> ComposeOutcome {
         run_id: "t".into(),
         timeout: Duration::from_secs(30),
         routes: Vec::new(),
+        tls: None,
     })
     .unwrap()
     .join()
@@ -294,6 +295,7 @@ fn routed_composer_delivers_each_message_to_its_domains_sink() {
             run_id: format!("routed{connections}"),
             timeout: Duration::from_secs(30),
             routes,
+            tls: None,
         })
         .unwrap()
         .join()
@@ -336,9 +338,48 @@ fn a_routed_load_refuses_a_domain_without_a_route() {
         run_id: "noroute".into(),
         timeout: Duration::from_secs(10),
         routes,
+        tls: None,
     })
     .unwrap()
     .join()
     .unwrap_err();
     assert!(err.to_string().contains("no route for domain"), "{err}");
+}
+
+#[test]
+fn a_composer_sends_over_starttls_into_sinks_that_offer_it() {
+    use volley_bench::{InternetOptions, TestCa, client_config_trusting};
+    let ca = TestCa::new("bench test CA").unwrap();
+    let dir = std::env::temp_dir().join(format!("volley-bench-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = dir.join("ca.pem");
+    ca.write(&ca_file).unwrap();
+    let scenario = one_domain("max_connections = 4");
+    let ip = scenario.domains().unwrap()[0].hosts[0].1.to_string();
+    let leaf = ca.leaf(&[&ip], false).unwrap();
+    let options = InternetOptions {
+        tls: Some(leaf.server_config().unwrap()),
+        ..InternetOptions::default()
+    };
+    let internet = SimulatedInternet::start_with(&scenario, &options).unwrap();
+    let outcome = spawn_compose(ComposeConfig {
+        target: sink_addr(&internet, 0),
+        load: LoadSpec {
+            messages: 20,
+            connections: 2,
+            ..LoadSpec::default()
+        },
+        mix: DomainMix::of_scenario(internet.domains()).unwrap(),
+        seed: 1,
+        run_id: "tls".into(),
+        timeout: Duration::from_secs(30),
+        routes: Vec::new(),
+        tls: Some(client_config_trusting(&ca_file).unwrap()),
+    })
+    .unwrap()
+    .join()
+    .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(outcome.summary.accepted, 20, "{:?}", outcome.summary);
+    assert!(internet.accounting(&outcome.sent).is_clean());
 }

@@ -405,10 +405,10 @@ async fn greet(
                 let Some(config) = policy.config.clone() else {
                     return Greeted::NoTls("STARTTLS answered though not asked for".into());
                 };
-                let Some(name) = server_name(&session.target.host) else {
+                let host = session.target.host.clone();
+                let Some(name) = server_name(&host) else {
                     return Greeted::HandshakeFailed(format!(
-                        "{:?} is not a name TLS can check",
-                        session.target.host
+                        "{host:?} is not a name TLS can check"
                     ));
                 };
                 let handshake = match rustls::ClientConnection::new(config, name) {

@@ -371,7 +371,7 @@ impl Engine {
     fn counters_line(&self) -> String {
         let s = self.stats();
         let l = self.latency(None);
-        format!(
+        let mut line = format!(
             "received {} msgs / {} rcpts | delivered {} deferred {} bounced {} expired {} | queued {} (peak {}) | conns {} (peak {}) | sessions {} | held {} KiB | latency p50 {:.1} ms p99 {:.1} ms",
             s.received,
             s.recipients_received,
@@ -387,7 +387,14 @@ impl Engine {
             s.held_bytes / 1024,
             l.p50_us as f64 / 1000.0,
             l.p99_us as f64 / 1000.0,
-        )
+        );
+        if s.tls_full_handshakes + s.tls_resumed + s.tls_failed + s.ingest_tls > 0 {
+            line.push_str(&format!(
+                " | tls out {} full {} resumed {} failed, in {}",
+                s.tls_full_handshakes, s.tls_resumed, s.tls_failed, s.ingest_tls
+            ));
+        }
+        line
     }
 
     /// Applies a new configuration without dropping a connection: trusted
