@@ -8,6 +8,10 @@ use volley_engine::Config;
 pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
     match Config::load(path) {
         Ok(c) => {
+            // The certificate, key and CA files, read as `serve` reads them.
+            if let Err(e) = volley_engine::check_tls_files(&c) {
+                anyhow::bail!("{}: tls: {e}", path.display());
+            }
             println!(
                 "{}: ok ({} listener(s), {} shard(s), {} specific queue(s), delivery port {})",
                 path.display(),

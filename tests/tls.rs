@@ -614,3 +614,108 @@ for i in range(3):
     assert!(answers[2].1 >= answers[0].1 + 0.9, "{out}");
     engine.shutdown();
 }
+
+#[test]
+fn check_config_reads_the_certificate_files() {
+    let certs = Certs::new();
+    let file = temp_path("tls.toml");
+    let text = |cert: &std::path::Path| {
+        format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            certs.key.display()
+        )
+    };
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_volley"))
+            .args(["check-config", file.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    std::fs::write(&file, text(&certs.cert)).unwrap();
+    let out = check();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let missing = temp_path("no-such-cert.pem");
+    std::fs::write(&file, text(&missing)).unwrap();
+    let out = check();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tls: ") && stderr.contains("no-such-cert.pem"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
+fn lmtp_and_durable_mode_take_starttls_too() {
+    let certs = Certs::new();
+    let world = World::generated(1, 1, |_| Script::default());
+    let journal = temp_path("journal");
+    let mut config =
+        certs.apply(world.config_with_listener(Protocol::Lmtp, volley_engine::AckMode::Fast));
+    config.journal.dir = Some(journal.clone());
+    let engine = Engine::start(config).unwrap();
+    let port = engine.listen_addrs()[0].port();
+    // A message, then STARTTLS pipelined behind it: the 250 the journal
+    // holds back goes out before the 220, and the handshake after both.
+    let out = python(
+        r#"
+import socket, ssl, sys
+def reply(f):
+    lines = []
+    while True:
+        line = f.readline().decode()
+        lines.append(line.strip())
+        if len(line) < 4 or line[3] == " ":
+            return lines
+raw = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+f = raw.makefile("rb")
+reply(f)
+raw.sendall(b"LHLO composer.test\r\n")
+assert "250-STARTTLS" in reply(f)
+raw.sendall(b"MAIL FROM:<n@composer.test>\r\nRCPT TO:<u@d0.test>\r\nDATA\r\n")
+reply(f); reply(f); reply(f)
+raw.sendall(b"Subject: one\r\n\r\nbefore TLS\r\n.\r\nSTARTTLS\r\n")
+print(reply(f)[0][:22])
+print(reply(f)[0])
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+tls = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+f = tls.makefile("rb")
+tls.sendall(b"LHLO composer.test\r\n")
+reply(f)
+tls.sendall(b"MAIL FROM:<n@composer.test>\r\nRCPT TO:<v@d0.test>\r\nDATA\r\n")
+reply(f); reply(f); reply(f)
+tls.sendall(b"Subject: two\r\n\r\ninside TLS\r\n.\r\nQUIT\r\n")
+print(reply(f)[0][:22])
+"#,
+        &[&port, &certs.ca_file.display()],
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "250 2.0.0 OK queued as",
+            "220 2.0.0 Ready to start TLS",
+            "250 2.0.0 OK queued as",
+        ],
+        "{out}"
+    );
+    wait_until("both delivered", Duration::from_secs(10), || {
+        world.received_count() == 2
+    });
+    let traces: Vec<String> = world.received().iter().map(|r| r.trace.clone()).collect();
+    assert!(
+        traces.iter().any(|t| t.contains(" with LMTP\r\n")),
+        "{traces:?}"
+    );
+    assert!(
+        traces.iter().any(|t| t.contains(" with LMTPS\r\n")),
+        "{traces:?}"
+    );
+    engine.shutdown();
+    let _ = std::fs::remove_dir_all(journal);
+}

@@ -73,4 +73,4 @@ pub use durable::WallClock;
 pub use engine::{Engine, EngineError, LatencySummary, ShutdownReport, StopHandle};
 pub use metrics::{DomainRate, Stats};
 pub use shard::ShardError;
-pub use tls::TlsError;
+pub use tls::{TlsError, check_files as check_tls_files};

@@ -136,6 +136,12 @@ impl TlsContext {
     }
 }
 
+/// Reads every certificate, key and CA file `config` names, as start and
+/// reload do: what `volley check-config` runs after the file's own checks.
+pub fn check_files(config: &Config) -> Result<(), TlsError> {
+    TlsContext::load(config, None).map(|_| ())
+}
+
 fn file_error(path: &Path, why: impl std::fmt::Display) -> TlsError {
     TlsError::File {
         path: path.to_path_buf(),
