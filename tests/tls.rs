@@ -719,3 +719,125 @@ print(reply(f)[0][:22])
     engine.shutdown();
     let _ = std::fs::remove_dir_all(journal);
 }
+
+/// A world whose `d0.test` publishes an MTA-STS `policy` (its record and
+/// its policy host `mta-sts.d0.test` at 127.0.0.60), with one MX sink per
+/// `scripts` entry, and a configuration that trusts the test CA for the
+/// policy host and the MX hosts.
+fn sts_world(
+    certs: &Certs,
+    policy: &str,
+    scripts: impl Fn(usize) -> Script,
+    hosts: usize,
+) -> (World, crate::support::policy_server::PolicyServer, Config) {
+    use std::net::Ipv4Addr;
+    let ip = Ipv4Addr::new(127, 0, 0, 60);
+    let leaf = certs.ca.leaf(&["mta-sts.d0.test"], false).unwrap();
+    let server = crate::support::policy_server::PolicyServer::start(
+        ip,
+        leaf.server_config().unwrap(),
+        policy,
+    );
+    let zone = volley_dns::TestZone::generated("test", hosts, 1, hosts)
+        .txt("_mta-sts.d0.test", ["v=STSv1; id=20261203T000000;"])
+        .host("mta-sts.d0.test", [ip.into()]);
+    let ips: Vec<Ipv4Addr> = (0..hosts).map(crate::support::mx_ip).collect();
+    let world = World::new(zone, &ips, scripts);
+    let mut config = world.config();
+    config.mta_sts.https_port = server.addr.port();
+    config.mta_sts.ca_file = Some(certs.ca_file.clone());
+    config.general_queue.tls_ca_file = Some(certs.ca_file.clone());
+    (world, server, config)
+}
+
+#[test]
+fn an_enforced_mta_sts_policy_verifies_the_mx_certificate_and_is_fetched_once() {
+    let certs = Certs::new();
+    let policy = "version: STSv1\nmode: enforce\nmx: mx0.test\nmax_age: 86400\n";
+    let (world, server, config) =
+        sts_world(&certs, policy, |_| certs.sink(&["mx0.test"], false), 1);
+    let engine = Engine::start(config).unwrap();
+    send_each(&engine, &["a@d0.test"]);
+    wait_stats(&engine, "first delivered", |s| s.delivered == 1);
+    send_each(&engine, &["b@d0.test"]);
+    wait_stats(&engine, "second delivered", |s| s.delivered == 2);
+    engine.shutdown();
+    assert_eq!(server.requests(), 1, "the policy is cached for its max_age");
+    for rcpt in ["a@d0.test", "b@d0.test"] {
+        let line = &lines_of(&world, rcpt)[0];
+        assert_eq!(line["status"], "delivered", "{line}");
+        // The queue is opportunistic; the policy made it verify.
+        assert_eq!(line["tls"]["verified"], true, "{line}");
+    }
+}
+
+#[test]
+fn an_enforced_policy_defers_mx_hosts_it_does_not_name_or_whose_certificate_is_wrong() {
+    let certs = Certs::new();
+    // d0's MX is mx0.test, but the policy names only mx.elsewhere.test.
+    let policy = "version: STSv1\nmode: enforce\nmx: mx.elsewhere.test\nmax_age: 86400\n";
+    let (world, _server, config) =
+        sts_world(&certs, policy, |_| certs.sink(&["mx0.test"], false), 1);
+    let engine = Engine::start(config).unwrap();
+    send_each(&engine, &["a@d0.test"]);
+    wait_until("deferred", Duration::from_secs(10), || {
+        !lines_of(&world, "a@d0.test").is_empty()
+    });
+    engine.shutdown();
+    let line = &lines_of(&world, "a@d0.test")[0];
+    assert_eq!(line["status"], "deferred", "{line}");
+    assert_eq!(line["enhanced"], "4.7.5", "{line}");
+    assert!(
+        line["text"]
+            .as_str()
+            .unwrap()
+            .contains("named by its MTA-STS policy"),
+        "{line}"
+    );
+    assert_eq!(world.received_count(), 0);
+
+    // Named, but its certificate is for another name.
+    let policy = "version: STSv1\nmode: enforce\nmx: mx0.test\nmax_age: 86400\n";
+    let (world, _server, config) = sts_world(
+        &certs,
+        policy,
+        |_| certs.sink(&["someone-else.test"], false),
+        1,
+    );
+    let engine = Engine::start(config).unwrap();
+    send_each(&engine, &["a@d0.test"]);
+    wait_until("deferred", Duration::from_secs(10), || {
+        !lines_of(&world, "a@d0.test").is_empty()
+    });
+    engine.shutdown();
+    let line = &lines_of(&world, "a@d0.test")[0];
+    assert_eq!(line["status"], "deferred", "{line}");
+    let text = line["text"].as_str().unwrap();
+    assert!(
+        text.contains("not valid for name") && text.contains("MTA-STS enforce"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_testing_policy_and_a_domain_without_one_deliver_as_the_queue_says() {
+    let certs = Certs::new();
+    // d0: testing, and its MX's certificate is wrong; d1: no policy.
+    let policy = "version: STSv1\nmode: testing\nmx: mx0.test\nmax_age: 86400\n";
+    let (world, server, config) = sts_world(
+        &certs,
+        policy,
+        |_| certs.sink(&["someone-else.test"], false),
+        2,
+    );
+    let engine = Engine::start(config).unwrap();
+    send_each(&engine, &["a@d0.test", "b@d1.test"]);
+    wait_stats(&engine, "both delivered", |s| s.delivered == 2);
+    engine.shutdown();
+    assert_eq!(server.requests(), 1);
+    for rcpt in ["a@d0.test", "b@d1.test"] {
+        let line = &lines_of(&world, rcpt)[0];
+        assert_eq!(line["status"], "delivered", "{line}");
+        assert_eq!(line["tls"]["verified"], false, "{line}");
+    }
+}

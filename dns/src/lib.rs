@@ -36,6 +36,7 @@ mod cache;
 mod config;
 mod error;
 mod inflight;
+mod lookups;
 mod resolver;
 mod route;
 mod testserver;
@@ -43,6 +44,7 @@ mod upstream;
 
 pub use crate::config::{ConfigError, ResolverConfig};
 pub use crate::error::ResolveError;
+pub use crate::lookups::Lookups;
 pub use crate::resolver::{MxResolver, ResolverStats};
 pub use crate::route::{MxHost, Route, RouteKind};
 pub use crate::testserver::{Fault, TestDnsServer, TestZone};

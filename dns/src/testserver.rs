@@ -17,7 +17,7 @@ use std::time::Duration;
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA, MX, SOA};
+use hickory_server::proto::rr::rdata::{A, AAAA, MX, SOA, TXT};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -46,6 +46,7 @@ pub struct TestZone {
     latency: Duration,
     mx: HashMap<String, Vec<(u16, String)>>,
     addrs: HashMap<String, Vec<IpAddr>>,
+    txt: HashMap<String, Vec<String>>,
     ttls: HashMap<String, u32>,
     faults: HashMap<String, Fault>,
 }
@@ -58,6 +59,7 @@ impl Default for TestZone {
             latency: Duration::ZERO,
             mx: HashMap::new(),
             addrs: HashMap::new(),
+            txt: HashMap::new(),
             ttls: HashMap::new(),
             faults: HashMap::new(),
         }
@@ -142,6 +144,13 @@ impl TestZone {
         self
     }
 
+    /// TXT records of `name`, one string each. Replaces earlier ones.
+    pub fn txt<'a>(mut self, name: &str, texts: impl IntoIterator<Item = &'a str>) -> Self {
+        self.txt
+            .insert(key(name), texts.into_iter().map(str::to_owned).collect());
+        self
+    }
+
     /// Injects `fault` for every query about `name`.
     pub fn fault(mut self, name: &str, fault: Fault) -> Self {
         self.faults.insert(key(name), fault);
@@ -159,6 +168,7 @@ impl TestZone {
         let k = key(name);
         self.mx.remove(&k);
         self.addrs.remove(&k);
+        self.txt.remove(&k);
         self
     }
 
@@ -174,7 +184,8 @@ impl TestZone {
         }
         let mx = self.mx.get(name);
         let addrs = self.addrs.get(name);
-        if mx.is_none() && addrs.is_none() {
+        let txt = self.txt.get(name);
+        if mx.is_none() && addrs.is_none() && txt.is_none() {
             return Plan::answer(ResponseCode::NXDomain, vec![], Some(self.soa(name)));
         }
         let Ok(owner) = Name::from_ascii(format!("{name}.")) else {
@@ -203,6 +214,12 @@ impl TestZone {
                         (IpAddr::V6(v6), RecordType::AAAA) => RData::AAAA(AAAA(*v6)),
                         _ => continue,
                     };
+                    records.push(Record::from_rdata(owner.clone(), ttl, rdata));
+                }
+            }
+            RecordType::TXT => {
+                for text in txt.into_iter().flatten() {
+                    let rdata = RData::TXT(TXT::new(vec![text.clone()]));
                     records.push(Record::from_rdata(owner.clone(), ttl, rdata));
                 }
             }

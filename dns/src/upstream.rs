@@ -121,6 +121,20 @@ impl Upstream {
         .await
     }
 
+    /// TXT records of `name`, each as its strings joined (RFC 7208 3.3).
+    pub(crate) async fn txt(&self, name: &str) -> Result<Records<String>, ResolveError> {
+        self.query(name, RecordType::TXT, |rdata| match rdata {
+            RData::TXT(txt) => Some(
+                txt.txt_data
+                    .iter()
+                    .map(|part| String::from_utf8_lossy(part))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .await
+    }
+
     async fn query<T>(
         &self,
         name: &str,

@@ -466,3 +466,27 @@ fn injected_refused_and_nxdomain_faults() {
         );
     });
 }
+
+#[test]
+fn txt_records_and_addresses_are_looked_up_uncached() {
+    let zone = TestZone::new()
+        .txt("_mta-sts.d.test", ["v=STSv1; id=20260101T000000;"])
+        .host("mta-sts.d.test", ["127.0.0.9".parse().unwrap()]);
+    let server = TestDnsServer::start(zone).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let l = volley_dns::Lookups::new(&server.resolver_config()).unwrap();
+        assert_eq!(
+            l.txt("_mta-sts.d.test").await.unwrap(),
+            ["v=STSv1; id=20260101T000000;"]
+        );
+        assert!(l.txt("_mta-sts.other.test").await.unwrap().is_empty());
+        assert_eq!(
+            l.addrs("mta-sts.d.test").await.unwrap(),
+            ["127.0.0.9".parse::<std::net::IpAddr>().unwrap()]
+        );
+    });
+}

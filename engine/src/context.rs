@@ -28,6 +28,7 @@ use crate::dlog::DeliveryLog;
 use crate::durable::Durable;
 use crate::message::{Budget, Message};
 use crate::metrics::{Counters, Latencies, RateBoard, bump};
+use crate::mta_sts::MtaSts;
 use crate::routing::{Handoff, Router};
 use crate::tls::{BrokenTls, TlsContext};
 
@@ -53,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) broken_tls: BrokenTls,
     /// Failed AUTH attempts per client address.
     pub(crate) auth_guard: AuthGuard,
+    /// Receivers' MTA-STS policies; `None` when `[mta_sts]` is off.
+    pub(crate) mta_sts: Option<MtaSts>,
 }
 
 impl Shared {

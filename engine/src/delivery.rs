@@ -26,6 +26,7 @@ use crate::core::{ConnId, DomainId, Route};
 use crate::dlog::Category;
 use crate::message::Node;
 use crate::metrics::bump;
+use crate::mta_sts::Mode;
 use crate::outcome::{Target, report};
 use crate::tls::{TlsUsed, server_name};
 use crate::transport::{Conn, TransportError};
@@ -276,11 +277,23 @@ async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
     let mut last_code = EnhancedCode::new(4, 4, 1);
     let mut tried = false;
     let session_deadline = Instant::now() + s.session_timeout;
+    let (targets, tls_policy, rule) = apply_mta_sts(slot, route, targets).await?;
     let tls = ctx
         .shared
         .tls
         .load()
-        .client(s.tls, s.tls_ca_file.as_deref());
+        .client(tls_policy, s.tls_ca_file.as_deref());
+    if tls.is_none() && tls_policy == TlsPolicy::Verify {
+        let reply = Reply::new(
+            451,
+            EnhancedCode::new(4, 7, 5),
+            format!(
+                "{rule} for {name}: no CA certificates to check MX hosts against (set tls_ca_file)"
+            ),
+        );
+        fail_pending(slot, false, &reply, Category::Connection);
+        return None;
+    }
     for t in targets {
         if ctx.with_core(|c| c.is_host_down(t.addr, Instant::now())) {
             continue;
@@ -291,7 +304,7 @@ async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
         // Opportunistic TLS that failed its handshake tries once more in
         // clear text, and remembers the host.
         let mut clear_text = tls.is_none()
-            || (s.tls == TlsPolicy::Opportunistic
+            || (tls_policy == TlsPolicy::Opportunistic
                 && ctx.shared.broken_tls.is_broken(t.addr, Instant::now()));
         loop {
             let conn = match Conn::connect(t.addr, source, s.connect_timeout).await {
@@ -315,7 +328,7 @@ async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
                 ctx: ctx.clone(),
             };
             let policy = Policy {
-                tls: s.tls,
+                tls: tls_policy,
                 config: if clear_text { None } else { tls.clone() },
             };
             match greet(&mut session, s, session_deadline, &policy).await {
@@ -323,7 +336,7 @@ async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
                     ctx.with_core(|c| c.connected(d, Instant::now()));
                     return Some(session);
                 }
-                Greeted::HandshakeFailed(why) if s.tls == TlsPolicy::Opportunistic => {
+                Greeted::HandshakeFailed(why) if tls_policy == TlsPolicy::Opportunistic => {
                     tracing::info!(
                         "{} [{}]: {why}; delivering in clear text, without STARTTLS for {}",
                         t.host,
@@ -337,11 +350,11 @@ async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
                     continue;
                 }
                 Greeted::HandshakeFailed(why) => {
-                    last_error = format!("{} [{}]: {why}", t.host, t.addr);
+                    last_error = format!("{} [{}]: {why} ({rule})", t.host, t.addr);
                     last_code = EnhancedCode::new(4, 7, 5);
                 }
                 Greeted::NoTls(why) => {
-                    last_error = format!("{} [{}]: {why} (tls = \"{}\")", t.host, t.addr, s.tls);
+                    last_error = format!("{} [{}]: {why} ({rule})", t.host, t.addr);
                     last_code = EnhancedCode::new(4, 7, 10);
                 }
                 Greeted::Failed(error) => {
@@ -366,6 +379,68 @@ async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
     let reply = Reply::new(451, last_code, last_error);
     fail_pending(slot, tried, &reply, Category::Connection);
     None
+}
+
+/// The domain's MTA-STS policy applied to its MX hosts: in `enforce`
+/// mode only the hosts the policy names, each with its certificate
+/// verified; otherwise the queue's own TLS policy. Returns the hosts, the
+/// TLS policy and the rule's name for the log, or `None` when no host
+/// may be used (the pending recipients are deferred).
+async fn apply_mta_sts(
+    slot: &mut Slot,
+    route: &Route,
+    mut targets: Vec<Target>,
+) -> Option<(Vec<Target>, TlsPolicy, String)> {
+    let s = &route.settings;
+    let queue_rule = format!("tls = \"{}\"", s.tls);
+    let sts = match &slot.ctx.shared.mta_sts {
+        Some(m) if s.tls != TlsPolicy::Disabled && route.fixed.is_empty() => {
+            m.policy(&route.name).await
+        }
+        _ => None,
+    };
+    let Some(policy) = sts else {
+        return Some((targets, s.tls, queue_rule));
+    };
+    let unnamed: Vec<&str> = targets
+        .iter()
+        .filter(|t| !policy.allows(&t.host))
+        .map(|t| &*t.host)
+        .collect();
+    match policy.mode {
+        Mode::Enforce => {
+            if !unnamed.is_empty() {
+                tracing::debug!(
+                    "MTA-STS policy of {} (enforce) names none of {unnamed:?}: skipped",
+                    route.name
+                );
+            }
+            targets.retain(|t| policy.allows(&t.host));
+            if targets.is_empty() {
+                let reply = Reply::new(
+                    451,
+                    EnhancedCode::new(4, 7, 5),
+                    format!(
+                        "no MX host of {} is named by its MTA-STS policy (enforce, mx {:?})",
+                        route.name,
+                        policy.mx()
+                    ),
+                );
+                fail_pending(slot, false, &reply, Category::Connection);
+                return None;
+            }
+            Some((targets, TlsPolicy::Verify, "MTA-STS enforce".into()))
+        }
+        Mode::Testing | Mode::None => {
+            if policy.mode == Mode::Testing && !unnamed.is_empty() {
+                tracing::debug!(
+                    "MTA-STS policy of {} (testing) names none of {unnamed:?}: delivered anyway",
+                    route.name
+                );
+            }
+            Some((targets, s.tls, queue_rule))
+        }
+    }
 }
 
 /// What a queue's TLS policy asks of one connection.

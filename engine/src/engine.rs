@@ -16,6 +16,7 @@ use crate::durable::{self, QuotaFlusher, WallClock};
 use crate::journal::RecoveryReport;
 use crate::message::Budget;
 use crate::metrics::{DomainRate, Latencies, RateBoard, Stats};
+use crate::mta_sts::MtaSts;
 use crate::port_holder;
 use crate::routing::Router;
 use crate::shard::{self, ShardError};
@@ -93,6 +94,30 @@ pub enum EngineError {
 /// io_uring ring leaves them listening until the kernel has torn the ring
 /// down, which a restart right after a crash runs into.
 const ORPHANED_LISTENER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The MTA-STS thread, when `[mta_sts]` is on. Without the roots to check
+/// policy hosts against (no system CA certificates and no `ca_file`), it
+/// stays off, with a warning: delivery goes on as without policies.
+fn start_mta_sts(config: &Config) -> Result<Option<MtaSts>, EngineError> {
+    let settings = &config.mta_sts;
+    if !settings.enabled {
+        return Ok(None);
+    }
+    let tls = match crate::tls::client_config_verified(settings.ca_file.as_deref()) {
+        Ok(c) => Arc::new(c),
+        Err(e) if settings.ca_file.is_some() => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(target: "volley", "MTA-STS off: {e}");
+            return Ok(None);
+        }
+    };
+    let m =
+        MtaSts::start(settings, &config.resolver, tls).map_err(|source| EngineError::Thread {
+            name: "volley-mta-sts".into(),
+            source,
+        })?;
+    Ok(Some(m))
+}
 
 /// Fails when anyone already listens on `addr`, naming who.
 fn refuse_if_held(addr: SocketAddr) -> Result<(), EngineError> {
@@ -186,6 +211,7 @@ impl Engine {
         }
         let n = config.shard_count();
         let tls = TlsContext::load(&config, None)?;
+        let mta_sts = start_mta_sts(&config)?;
         let (dlog, writer) = match &config.delivery_log {
             Some(path) => {
                 let (log, writer) =
@@ -249,6 +275,7 @@ impl Engine {
             tls: ArcSwap::from_pointee(tls),
             broken_tls: BrokenTls::default(),
             auth_guard: Default::default(),
+            mta_sts,
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();

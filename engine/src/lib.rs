@@ -54,6 +54,7 @@ mod ingest;
 pub mod journal;
 mod message;
 mod metrics;
+mod mta_sts;
 mod outcome;
 mod port_holder;
 mod queues;
@@ -66,8 +67,9 @@ mod tls;
 mod transport;
 
 pub use config::{
-    AckMode, Config, ConfigError, IngestConfig, JournalSettings, ListenerConfig, Policy, Protocol,
-    QueueSettings, SchedulerConfig, SpecificQueue, TlsFiles, TlsPolicy, UserConfig,
+    AckMode, Config, ConfigError, IngestConfig, JournalSettings, ListenerConfig, MtaStsSettings,
+    Policy, Protocol, QueueSettings, SchedulerConfig, SpecificQueue, TlsFiles, TlsPolicy,
+    UserConfig,
 };
 pub use durable::WallClock;
 pub use engine::{Engine, EngineError, LatencySummary, ShutdownReport, StopHandle};

@@ -3,6 +3,7 @@
 //! and waiting with a deadline.
 
 pub mod composer;
+pub mod policy_server;
 pub mod sink;
 
 use std::net::Ipv4Addr;

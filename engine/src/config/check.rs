@@ -66,6 +66,16 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     p.not_zero("summary_interval", config.summary_interval);
     listeners(config, &mut p);
     users(config, &mut p);
+    if config.mta_sts.enabled {
+        p.not_zero("mta_sts.fetch_timeout", config.mta_sts.fetch_timeout);
+        if config.mta_sts.https_port == 0 {
+            p.add(
+                "mta_sts.https_port",
+                0,
+                "policy hosts listen on a real port (443)",
+            );
+        }
+    }
     ingest(config, &mut p);
     queues(config, &mut p);
     if let Err(e) = RuleSet::new(&config.rules) {

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::rate::{RateSettings, RuleConfig};
 use document::Document;
 pub use journal::JournalSettings;
-pub use tls::{TlsFiles, TlsPolicy};
+pub use tls::{MtaStsSettings, TlsFiles, TlsPolicy};
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -66,6 +66,8 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     /// The certificate ingest presents (STARTTLS, `smtps` listeners).
     pub tls: TlsFiles,
+    /// Receivers' MTA-STS policies, applied to delivery.
+    pub mta_sts: MtaStsSettings,
     /// SMTP AUTH users (`[[user]]`): offered inside TLS; an authenticated
     /// client may relay as a trusted network may.
     #[serde(rename = "user")]
@@ -103,6 +105,7 @@ impl Default for Config {
             quota: crate::journal::QuotaLimits::default(),
             rules: Vec::new(),
             tls: TlsFiles::default(),
+            mta_sts: MtaStsSettings::default(),
             users: Vec::new(),
         }
     }

@@ -3,6 +3,7 @@
 //! `tls_broken_for` in a queue's settings).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -61,5 +62,35 @@ impl std::fmt::Display for TlsPolicy {
             TlsPolicy::Verify => "verify",
             TlsPolicy::Disabled => "disabled",
         })
+    }
+}
+
+/// MTA-STS (RFC 8461), the `[mta_sts]` section: receivers' policies
+/// fetched and applied to delivery. A queue with `tls = "disabled"` or
+/// fixed MX hosts does not look them up.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MtaStsSettings {
+    /// Look up and apply policies.
+    pub enabled: bool,
+    /// How long a delivery to a domain seen for the first time waits for
+    /// its policy before it goes on without one.
+    #[serde(with = "volley_units::serde::duration")]
+    pub fetch_timeout: Duration,
+    /// Port of the policy hosts' HTTPS: 443 on the internet.
+    pub https_port: u16,
+    /// CA certificates (PEM) that policy hosts' certificates are checked
+    /// against instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for MtaStsSettings {
+    fn default() -> Self {
+        MtaStsSettings {
+            enabled: true,
+            fetch_timeout: Duration::from_secs(10),
+            https_port: 443,
+            ca_file: None,
+        }
     }
 }

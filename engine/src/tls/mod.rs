@@ -98,21 +98,34 @@ impl TlsContext {
             Some(p) => p.unverified.clone(),
             None => Arc::new(client_config_unverified()),
         };
+        // Verifying configurations: for queues that verify, and, with
+        // MTA-STS, for every queue that may meet an enforce policy (those
+        // may be missing: a policy then cannot be met, and says so).
         let mut verified = HashMap::new();
-        let verifying = std::iter::once(&config.general_queue)
-            .chain(config.queues.iter().map(|q| &q.limits))
-            .filter(|s| s.tls == TlsPolicy::Verify);
-        for s in verifying {
+        let queues =
+            std::iter::once(&config.general_queue).chain(config.queues.iter().map(|q| &q.limits));
+        for s in queues {
+            let needed = s.tls == TlsPolicy::Verify;
+            let for_sts = config.mta_sts.enabled && s.tls != TlsPolicy::Disabled;
             let key = s.tls_ca_file.clone();
-            if verified.contains_key(&key) {
+            if !(needed || for_sts) || verified.contains_key(&key) {
                 continue;
             }
             let kept = previous.and_then(|p| p.verified.get(&key)).cloned();
-            let c = match kept {
-                Some(c) => c,
-                None => Arc::new(client_config_verified(key.as_deref())?),
+            let made = match kept {
+                Some(c) => Ok(c),
+                None => client_config_verified(key.as_deref()).map(Arc::new),
             };
-            verified.insert(key, c);
+            match made {
+                Ok(c) => {
+                    verified.insert(key, c);
+                }
+                Err(e) if needed => return Err(e),
+                Err(e) => tracing::warn!(
+                    target: "volley",
+                    "MTA-STS: {e}: an enforce policy cannot be met by queues without tls_ca_file"
+                ),
+            }
         }
         Ok(TlsContext {
             server,
@@ -196,7 +209,9 @@ fn client_config_unverified() -> ClientConfig {
     with_session_cache(config)
 }
 
-fn client_config_verified(ca_file: Option<&Path>) -> Result<ClientConfig, TlsError> {
+/// A client configuration that checks certificates against `ca_file` (or
+/// the system's roots) and the server's name.
+pub(crate) fn client_config_verified(ca_file: Option<&Path>) -> Result<ClientConfig, TlsError> {
     let mut roots = RootCertStore::empty();
     match ca_file {
         Some(path) => {

@@ -1,0 +1,218 @@
+//! MTA-STS (RFC 8461): receivers say, in a policy served over HTTPS, that
+//! their mail must arrive over TLS with a valid certificate, to MX hosts
+//! they name. Gmail, Yahoo and Microsoft publish policies in `enforce`
+//! mode.
+//!
+//! Policies are fetched on a thread of its own (an ordinary tokio
+//! runtime), never on a shard, and kept in one cache for every shard,
+//! each for its `max_age`. A delivery connection asks the cache first; a
+//! domain seen for the first time waits for its fetch (at most
+//! `fetch_timeout`, then it goes on without a policy, as the RFC allows
+//! when none can be had), and a cached policy is fetched again in the
+//! background halfway through its life (a day at most), so that no
+//! delivery waits for a refresh. A fetch that fails keeps the policy
+//! cached before it, if any.
+
+mod fetch;
+mod policy;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::MtaStsSettings;
+pub(crate) use policy::{Mode, Policy};
+
+/// How long a domain without a policy (or whose fetch failed) is not
+/// asked again.
+const RETRY_AFTER: Duration = Duration::from_secs(300);
+/// A cached policy is fetched again at the latest this long after it was.
+const REFRESH_AT_MOST: Duration = Duration::from_secs(86_400);
+/// Domains remembered at most.
+const MAX_DOMAINS: usize = 100_000;
+
+struct Entry {
+    policy: Option<Arc<Policy>>,
+    id: Option<String>,
+    /// The policy may be used until then.
+    expires: Instant,
+    /// A background fetch is due then.
+    refresh_at: Instant,
+    fetching: bool,
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// The policy cache, and the handle on the thread that fetches.
+pub(crate) struct MtaSts {
+    cache: Arc<Mutex<HashMap<String, Entry>>>,
+    requests: mpsc::UnboundedSender<String>,
+    fetch_timeout: Duration,
+}
+
+impl MtaSts {
+    /// Starts the fetching thread, asking `resolver`'s nameservers and
+    /// checking policy hosts' certificates with `tls`.
+    pub(crate) fn start(
+        settings: &MtaStsSettings,
+        resolver: &volley_dns::ResolverConfig,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<MtaSts> {
+        let cache = Arc::new(Mutex::new(HashMap::new()));
+        let (requests, inbox) = mpsc::unbounded_channel();
+        let fetcher = Fetcher {
+            cache: cache.clone(),
+            tls,
+            port: settings.https_port,
+            timeout: settings.fetch_timeout,
+        };
+        let resolver = resolver.clone();
+        std::thread::Builder::new()
+            .name("volley-mta-sts".into())
+            .spawn(move || fetcher.run(resolver, inbox))?;
+        Ok(MtaSts {
+            cache,
+            requests,
+            fetch_timeout: settings.fetch_timeout,
+        })
+    }
+
+    /// The policy of `domain` to deliver by now, `None` when it has none
+    /// (or none could be fetched in time).
+    pub(crate) async fn policy(&self, domain: &str) -> Option<Arc<Policy>> {
+        let now = Instant::now();
+        let waiting = {
+            let mut cache = self.cache.lock();
+            match cache.get_mut(domain) {
+                Some(e) if now < e.expires => {
+                    if now >= e.refresh_at && !e.fetching {
+                        e.fetching = true;
+                        let _ = self.requests.send(domain.to_string());
+                    }
+                    return e.policy.clone();
+                }
+                Some(e) => {
+                    let (tx, rx) = oneshot::channel();
+                    e.waiters.push(tx);
+                    if !e.fetching {
+                        e.fetching = true;
+                        let _ = self.requests.send(domain.to_string());
+                    }
+                    rx
+                }
+                None => {
+                    if cache.len() >= MAX_DOMAINS {
+                        cache.retain(|_, e| e.fetching || now < e.expires);
+                    }
+                    let (tx, rx) = oneshot::channel();
+                    cache.insert(
+                        domain.to_string(),
+                        Entry {
+                            policy: None,
+                            id: None,
+                            expires: now,
+                            refresh_at: now,
+                            fetching: true,
+                            waiters: vec![tx],
+                        },
+                    );
+                    let _ = self.requests.send(domain.to_string());
+                    rx
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.fetch_timeout, waiting).await;
+        let cache = self.cache.lock();
+        cache
+            .get(domain)
+            .filter(|e| Instant::now() < e.expires)
+            .and_then(|e| e.policy.clone())
+    }
+}
+
+/// The fetching thread's state.
+struct Fetcher {
+    cache: Arc<Mutex<HashMap<String, Entry>>>,
+    tls: Arc<rustls::ClientConfig>,
+    port: u16,
+    timeout: Duration,
+}
+
+impl Fetcher {
+    fn run(self, resolver: volley_dns::ResolverConfig, mut inbox: mpsc::UnboundedReceiver<String>) {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            tracing::error!(target: "volley", "MTA-STS: no runtime; policies are not fetched");
+            return;
+        };
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async move {
+            let lookups = match volley_dns::Lookups::new(&resolver) {
+                Ok(l) => Arc::new(l),
+                Err(e) => {
+                    tracing::error!(target: "volley", "MTA-STS: {e}; policies are not fetched");
+                    return;
+                }
+            };
+            let this = Arc::new(self);
+            // Ends when the engine drops its handle.
+            while let Some(domain) = inbox.recv().await {
+                let (this, lookups) = (this.clone(), lookups.clone());
+                tokio::task::spawn_local(async move {
+                    let r =
+                        fetch::fetch(&lookups, this.tls.clone(), &domain, this.port, this.timeout)
+                            .await;
+                    this.settle(&domain, r);
+                });
+            }
+        });
+    }
+
+    /// Records what a fetch found and wakes those who wait for it.
+    fn settle(&self, domain: &str, fetched: Result<fetch::Fetched, String>) {
+        let now = Instant::now();
+        let mut cache = self.cache.lock();
+        let Some(e) = cache.get_mut(domain) else {
+            return;
+        };
+        e.fetching = false;
+        match fetched {
+            Ok(fetch::Fetched::Policy { id, policy }) => {
+                if e.id.as_deref() != Some(id.as_str()) {
+                    tracing::info!(
+                        target: "volley",
+                        "MTA-STS policy of {domain} (id {id}): mode {:?}, mx {:?}, max_age {}",
+                        policy.mode,
+                        policy.mx(),
+                        volley_units::format_duration(policy.max_age)
+                    );
+                }
+                e.expires = now + policy.max_age;
+                e.refresh_at = now + (policy.max_age / 2).min(REFRESH_AT_MOST);
+                e.id = Some(id);
+                e.policy = Some(Arc::new(policy));
+            }
+            // A domain that drops its record keeps its cached policy
+            // until it expires (RFC 8461 5.1).
+            Ok(fetch::Fetched::NoRecord) if e.policy.is_some() => e.refresh_at = now + RETRY_AFTER,
+            Ok(fetch::Fetched::NoRecord) => {
+                e.expires = now + RETRY_AFTER;
+                e.refresh_at = e.expires;
+            }
+            Err(why) => {
+                tracing::warn!(target: "volley", "MTA-STS policy of {domain} not fetched: {why}");
+                if e.policy.is_none() {
+                    e.expires = now + RETRY_AFTER;
+                }
+                e.refresh_at = now + RETRY_AFTER;
+            }
+        }
+        for w in e.waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+}
