@@ -197,18 +197,9 @@ fn commands_pipelined_after_starttls_are_dropped_not_run_inside_tls() {
     let engine = Engine::start(certs.apply(world.config())).unwrap();
     let port = engine.listen_addrs()[0].port();
     let out = python(
-        r#"
-import socket, ssl, sys
-def reply(f):
-    lines = []
-    while True:
-        line = f.readline().decode()
-        lines.append(line.strip())
-        if len(line) < 4 or line[3] == " ":
-            return lines
-raw = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
-f = raw.makefile("rb")
-reply(f)
+        &format!(
+            "{RAW_SESSION}{}",
+            r#"
 raw.sendall(b"EHLO composer.test\r\n")
 reply(f)
 # One write: STARTTLS and two commands an attacker slipped in after it.
@@ -221,7 +212,8 @@ tls.sendall(b"EHLO composer.test\r\n")
 print(reply(f)[0])
 tls.sendall(b"RCPT TO:<u@d0.test>\r\n")
 print(reply(f)[0])
-"#,
+"#
+        ),
         &[&port, &certs.ca_file.display()],
     );
     let lines: Vec<&str> = out.lines().collect();
@@ -236,6 +228,23 @@ print(reply(f)[0])
     );
     engine.shutdown();
 }
+
+/// The start of a Python program that talks SMTP by hand: `reply(f)`
+/// reads one (multi-line) reply, and `raw` is a socket to the port in
+/// `sys.argv[1]` whose greeting has been read.
+const RAW_SESSION: &str = r#"
+import socket, ssl, sys
+def reply(f):
+    lines = []
+    while True:
+        line = f.readline().decode()
+        lines.append(line.strip())
+        if len(line) < 4 or line[3] == " ":
+            return lines
+raw = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+f = raw.makefile("rb")
+reply(f)
+"#;
 
 /// Opens an ingest session and asks for STARTTLS; the 220 has been read.
 fn after_starttls(port: u16) -> TcpStream {
@@ -664,18 +673,9 @@ fn lmtp_and_durable_mode_take_starttls_too() {
     // A message, then STARTTLS pipelined behind it: the 250 the journal
     // holds back goes out before the 220, and the handshake after both.
     let out = python(
-        r#"
-import socket, ssl, sys
-def reply(f):
-    lines = []
-    while True:
-        line = f.readline().decode()
-        lines.append(line.strip())
-        if len(line) < 4 or line[3] == " ":
-            return lines
-raw = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
-f = raw.makefile("rb")
-reply(f)
+        &format!(
+            "{RAW_SESSION}{}",
+            r#"
 raw.sendall(b"LHLO composer.test\r\n")
 assert "250-STARTTLS" in reply(f)
 raw.sendall(b"MAIL FROM:<n@composer.test>\r\nRCPT TO:<u@d0.test>\r\nDATA\r\n")
@@ -692,7 +692,8 @@ tls.sendall(b"MAIL FROM:<n@composer.test>\r\nRCPT TO:<v@d0.test>\r\nDATA\r\n")
 reply(f); reply(f); reply(f)
 tls.sendall(b"Subject: two\r\n\r\ninside TLS\r\n.\r\nQUIT\r\n")
 print(reply(f)[0][:22])
-"#,
+"#
+        ),
         &[&port, &certs.ca_file.display()],
     );
     assert_eq!(
