@@ -82,6 +82,11 @@ impl MtaSts {
     /// The policy of `domain` to deliver by now, `None` when it has none
     /// (or none could be fetched in time).
     pub(crate) async fn policy(&self, domain: &str) -> Option<Arc<Policy>> {
+        // The fetching thread could not start (it said why): no policies,
+        // and no waiting for fetches that will never come.
+        if self.requests.is_closed() {
+            return None;
+        }
         let now = Instant::now();
         let waiting = {
             let mut cache = self.cache.lock();
@@ -214,5 +219,101 @@ impl Fetcher {
         for w in e.waiters.drain(..) {
             let _ = w.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetcher() -> Fetcher {
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        Fetcher {
+            cache: Arc::new(Mutex::new(HashMap::new())),
+            tls: Arc::new(tls),
+            port: 443,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn waiting(f: &Fetcher, domain: &str) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let now = Instant::now();
+        f.cache.lock().insert(
+            domain.into(),
+            Entry {
+                policy: None,
+                id: None,
+                expires: now,
+                refresh_at: now,
+                fetching: true,
+                waiters: vec![tx],
+            },
+        );
+        rx
+    }
+
+    fn policy(mode: &str) -> Policy {
+        Policy::parse(&format!(
+            "version: STSv1\nmode: {mode}\nmx: mx.d.test\nmax_age: 3600\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_fetched_policy_is_kept_for_its_max_age_and_refreshed_halfway() {
+        let f = fetcher();
+        let mut woken = waiting(&f, "d.test");
+        let id = "1".to_string();
+        f.settle(
+            "d.test",
+            Ok(fetch::Fetched::Policy {
+                id,
+                policy: policy("enforce"),
+            }),
+        );
+        assert!(woken.try_recv().is_ok(), "the waiter is woken");
+        let cache = f.cache.lock();
+        let e = &cache["d.test"];
+        assert_eq!(e.policy.as_ref().unwrap().mode, Mode::Enforce);
+        let left = e.expires.saturating_duration_since(Instant::now());
+        assert!(left > Duration::from_secs(3590) && left <= Duration::from_secs(3600));
+        let refresh = e.refresh_at.saturating_duration_since(Instant::now());
+        assert!(refresh > Duration::from_secs(1790) && refresh <= Duration::from_secs(1800));
+        assert!(!e.fetching);
+    }
+
+    #[test]
+    fn a_failed_fetch_or_a_vanished_record_keeps_the_cached_policy() {
+        let f = fetcher();
+        let _woken = waiting(&f, "d.test");
+        let id = "1".to_string();
+        f.settle(
+            "d.test",
+            Ok(fetch::Fetched::Policy {
+                id,
+                policy: policy("enforce"),
+            }),
+        );
+        let expires = f.cache.lock()["d.test"].expires;
+        f.settle("d.test", Err("connection refused".into()));
+        f.settle("d.test", Ok(fetch::Fetched::NoRecord));
+        let cache = f.cache.lock();
+        let e = &cache["d.test"];
+        assert!(e.policy.is_some());
+        assert_eq!(e.expires, expires, "still the policy's own expiry");
+    }
+
+    #[test]
+    fn a_domain_without_a_policy_is_asked_again_only_after_a_while() {
+        let f = fetcher();
+        let _woken = waiting(&f, "d.test");
+        f.settle("d.test", Ok(fetch::Fetched::NoRecord));
+        let cache = f.cache.lock();
+        let e = &cache["d.test"];
+        assert!(e.policy.is_none());
+        assert!(e.expires > Instant::now() + RETRY_AFTER - Duration::from_secs(5));
     }
 }
