@@ -842,3 +842,74 @@ fn a_testing_policy_and_a_domain_without_one_deliver_as_the_queue_says() {
         assert_eq!(line["tls"]["verified"], false, "{line}");
     }
 }
+
+#[test]
+fn each_policy_meets_a_broken_untrusted_or_expired_mx_as_it_says() {
+    let certs = Certs::new();
+    let stranger = TestCa::new("someone else's CA").unwrap();
+    // d0: broken TLS, required; d1: a certificate from another CA, verify;
+    // d2: an expired certificate, opportunistic; d3: good TLS, disabled.
+    let world = World::generated(4, 4, |k| match k {
+        0 => Script {
+            tls: Some(SinkTls::Break),
+            ..Script::default()
+        },
+        1 => Script {
+            tls: Some(SinkTls::Offer(
+                stranger
+                    .leaf(&["mx1.test"], false)
+                    .unwrap()
+                    .server_config()
+                    .unwrap(),
+            )),
+            ..Script::default()
+        },
+        2 => certs.sink(&["mx2.test"], true),
+        _ => certs.sink(&["mx3.test"], false),
+    });
+    let mut config = world.config();
+    let queue = |name: &str, domain: &str, tls: TlsPolicy| {
+        let mut limits = config.general_queue.clone();
+        limits.tls = tls;
+        limits.tls_ca_file = Some(certs.ca_file.clone());
+        volley_engine::SpecificQueue {
+            name: name.into(),
+            domains: vec![domain.into()],
+            mx: Vec::new(),
+            limits,
+        }
+    };
+    let queues = vec![
+        queue("required", "d0.test", TlsPolicy::Required),
+        queue("verify", "d1.test", TlsPolicy::Verify),
+        queue("disabled", "d3.test", TlsPolicy::Disabled),
+    ];
+    config.queues = queues;
+    let engine = Engine::start(config).unwrap();
+    let rcpts = ["a@d0.test", "b@d1.test", "c@d2.test", "d@d3.test"];
+    send_each(&engine, &rcpts);
+    wait_until("all settled", Duration::from_secs(10), || {
+        rcpts.iter().all(|r| !lines_of(&world, r).is_empty())
+    });
+    engine.shutdown();
+    let line = |rcpt| lines_of(&world, rcpt).remove(0);
+    for (rcpt, why) in [
+        ("a@d0.test", "TLS handshake failed"),
+        ("b@d1.test", "invalid peer certificate: UnknownIssuer"),
+    ] {
+        let l = line(rcpt);
+        assert_eq!(l["status"], "deferred", "{l}");
+        assert_eq!(l["enhanced"], "4.7.5", "{l}");
+        assert!(l["text"].as_str().unwrap().contains(why), "{l}");
+    }
+    let expired = line("c@d2.test");
+    assert_eq!(expired["status"], "delivered", "{expired}");
+    assert_eq!(
+        expired["tls"]["verified"], false,
+        "opportunistic checks nothing"
+    );
+    let disabled = line("d@d3.test");
+    assert_eq!(disabled["status"], "delivered", "{disabled}");
+    assert!(disabled["tls"].is_null(), "{disabled}");
+    assert_eq!(world.received_count(), 2);
+}
