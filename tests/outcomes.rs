@@ -367,3 +367,64 @@ fn a_delivery_task_that_panics_gives_back_its_slot_and_its_recipients() {
         assert_eq!(statuses(&log, rcpt), ["delivered"], "{rcpt}");
     }
 }
+
+#[test]
+fn the_big_receivers_documented_replies_get_their_categories_and_yahoos_tss04_suspends() {
+    // d0 answers as Gmail does to unauthenticated mail, d1 as Yahoo does
+    // to a sender it defers for volume or complaints.
+    let world = World::generated(2, 2, |k| Script {
+        rcpt: Some(Box::new(move |_, _| {
+            Some(if k == 0 {
+                Reply::new(
+                    550,
+                    EnhancedCode::new(5, 7, 26),
+                    "This mail has been blocked because the sender is unauthenticated.",
+                )
+            } else {
+                Reply::new(
+                    451,
+                    EnhancedCode::new(4, 7, 0),
+                    "[TSS04] Messages from 127.0.0.1 temporarily deferred due to unexpected volume or user complaints",
+                )
+            })
+        })),
+        ..Script::default()
+    });
+    let engine = Engine::start(world.config()).unwrap();
+    let out = composer::send(
+        engine.listen_addrs()[0],
+        false,
+        vec![
+            tx(&["a@d0.test"], "Subject: a\r\n\r\nA\r\n"),
+            tx(&["b@d1.test"], "Subject: b\r\n\r\nB\r\n"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(out.len(), 2);
+    wait_stats(&engine, "the Gmail one bounced", |s| s.bounced == 1);
+    wait_until("d1's MX asked once", Duration::from_secs(10), || {
+        world.sinks[1].connections.load(Ordering::Relaxed) == 1
+    });
+    // A throttling reply puts the recipient back in the queue, and the
+    // pace controller alone would back off for a fraction of a second;
+    // the default rule for TSS04 suspends d1 for 30 minutes.
+    wait_until(
+        "d1 suspended by the TSS04 rule",
+        Duration::from_secs(5),
+        || {
+            engine.rates().iter().any(|r| {
+                r.domain == "d1.test"
+                    && r.rate
+                        .suspended_for
+                        .is_some_and(|d| d > Duration::from_secs(20 * 60))
+            })
+        },
+    );
+    assert_eq!(world.sinks[1].connections.load(Ordering::Relaxed), 1);
+    assert_eq!(engine.stats().queued, 1, "held, not dropped");
+    engine.shutdown();
+    let log = log_lines(&world.log);
+    let gmail = log.iter().find(|l| l["recipient"] == "a@d0.test").unwrap();
+    assert_eq!(gmail["status"], "bounced");
+    assert_eq!(gmail["category"], "authentication", "{gmail}");
+}

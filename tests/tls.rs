@@ -467,6 +467,7 @@ fn required_tls_defers_a_host_that_refuses_or_lacks_starttls() {
         let line = &lines_of(&world, rcpt)[0];
         assert_eq!(line["status"], "deferred", "{line}");
         assert_eq!(line["enhanced"], "4.7.10", "{line}");
+        assert_eq!(line["category"], "tls", "{line}");
         let text = line["text"].as_str().unwrap();
         assert!(
             text.contains(why) && text.contains("tls = \"required\""),
@@ -506,6 +507,7 @@ fn verify_checks_the_certificate_against_the_ca_and_the_mx_host_name() {
         let line = &lines_of(&world, rcpt)[0];
         assert_eq!(line["status"], "deferred", "{line}");
         assert_eq!(line["enhanced"], "4.7.5", "{line}");
+        assert_eq!(line["category"], "tls", "{line}");
         let text = line["text"].as_str().unwrap();
         assert!(
             text.contains("TLS handshake failed") && text.contains(why),

@@ -275,6 +275,7 @@ async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
     let name = &route.name;
     let mut last_error = format!("all MX hosts of {name} are marked down after recent failures");
     let mut last_code = EnhancedCode::new(4, 4, 1);
+    let mut last_category = Category::Connection;
     let mut tried = false;
     let session_deadline = Instant::now() + s.session_timeout;
     let (targets, tls_policy, rule) = apply_mta_sts(slot, route, targets).await?;
@@ -291,7 +292,7 @@ async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
                 "{rule} for {name}: no CA certificates to check MX hosts against (set tls_ca_file)"
             ),
         );
-        fail_pending(slot, false, &reply, Category::Connection);
+        fail_pending(slot, false, &reply, Category::Tls);
         return None;
     }
     for t in targets {
@@ -352,10 +353,12 @@ async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
                 Greeted::HandshakeFailed(why) => {
                     last_error = format!("{} [{}]: {why} ({rule})", t.host, t.addr);
                     last_code = EnhancedCode::new(4, 7, 5);
+                    last_category = Category::Tls;
                 }
                 Greeted::NoTls(why) => {
                     last_error = format!("{} [{}]: {why} ({rule})", t.host, t.addr);
                     last_code = EnhancedCode::new(4, 7, 10);
+                    last_category = Category::Tls;
                 }
                 Greeted::Failed(error) => {
                     throttled = ctx.with_core(|c| c.session_failed(d, &error, Instant::now()));
@@ -377,7 +380,7 @@ async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
         ctx.with_core(|c| c.mark_host_down(d, t.addr, Instant::now()));
     }
     let reply = Reply::new(451, last_code, last_error);
-    fail_pending(slot, tried, &reply, Category::Connection);
+    fail_pending(slot, tried, &reply, last_category);
     None
 }
 
@@ -426,7 +429,7 @@ async fn apply_mta_sts(
                         policy.mx()
                     ),
                 );
-                fail_pending(slot, false, &reply, Category::Connection);
+                fail_pending(slot, false, &reply, Category::Tls);
                 return None;
             }
             Some((targets, TlsPolicy::Verify, "MTA-STS enforce".into()))

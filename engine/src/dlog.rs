@@ -15,6 +15,7 @@ use serde::Serialize;
 use volley_smtp::Reply;
 
 use crate::rate::RateSnapshot;
+use crate::receivers::{self, Reason};
 
 /// What happened to a recipient in one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -36,12 +37,32 @@ pub(crate) enum Category {
     Throttled,
     Dns,
     Connection,
+    /// DKIM, SPF, DMARC or PTR, by a receiver's documented reply.
+    Authentication,
+    /// Complaints or a block of the sending address, by a receiver's
+    /// documented reply.
+    Reputation,
+    /// Too fast, by a receiver's documented reply.
+    Rate,
+    /// TLS wanted and not had: the receiver's reply, or Volley's own
+    /// policy (a failed handshake, STARTTLS missing or refused).
+    Tls,
     Other,
 }
 
 impl Category {
-    /// Classifies a remote reply (RFC 3463 subjects first, then the text).
+    /// Classifies a remote reply: a big receiver's documented policy reply
+    /// by what its documentation says, others by RFC 3463 subject, then
+    /// by the text.
     pub(crate) fn of_reply(reply: &Reply) -> Category {
+        if let Some(reason) = receivers::reason(reply) {
+            return match reason {
+                Reason::Authentication => Category::Authentication,
+                Reason::Reputation => Category::Reputation,
+                Reason::Rate => Category::Rate,
+                Reason::Tls => Category::Tls,
+            };
+        }
         let text = reply.text().to_ascii_lowercase();
         let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
         if let Some(e) = reply.enhanced {

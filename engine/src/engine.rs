@@ -455,7 +455,7 @@ impl Engine {
             notes
                 .push("journal or quota settings changed: take effect after a restart".to_string());
         }
-        if old.rules != config.rules {
+        if old.rules != config.rules || old.default_rules != config.default_rules {
             notes.push("rate rules changed: take effect after a restart".to_string());
         }
         if old.resolver != config.resolver {

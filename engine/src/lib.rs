@@ -59,6 +59,7 @@ mod outcome;
 mod port_holder;
 mod queues;
 pub mod rate;
+mod receivers;
 mod routing;
 mod shard;
 #[cfg(feature = "test-hooks")]

@@ -64,6 +64,11 @@ pub struct Config {
     /// Operator rules matched against every 4yz/5yz reply of a destination
     /// (`[[rules]]`): a pattern that suspends the destination or caps it.
     pub rules: Vec<RuleConfig>,
+    /// After the operator's rules, Volley's own for the big receivers'
+    /// documented throttling replies (Yahoo's `[TSS04]` and `[TSS09]`
+    /// suspend the destination); an operator rule for the same reply
+    /// matches first.
+    pub default_rules: bool,
     /// The certificate ingest presents (STARTTLS, `smtps` listeners).
     pub tls: TlsFiles,
     /// Receivers' MTA-STS policies, applied to delivery.
@@ -104,6 +109,7 @@ impl Default for Config {
             journal: JournalSettings::default(),
             quota: crate::journal::QuotaLimits::default(),
             rules: Vec::new(),
+            default_rules: true,
             tls: TlsFiles::default(),
             mta_sts: MtaStsSettings::default(),
             users: Vec::new(),
@@ -447,6 +453,18 @@ pub struct SpecificQueue {
     pub mx: Vec<String>,
     /// The queue's own limits.
     pub limits: QueueSettings,
+}
+
+impl Config {
+    /// The rules in force: the operator's, then (with `default_rules`)
+    /// Volley's own for the big receivers' throttling replies.
+    pub fn rules_in_force(&self) -> Vec<RuleConfig> {
+        let mut rules = self.rules.clone();
+        if self.default_rules {
+            rules.extend(crate::receivers::default_rules());
+        }
+        rules
+    }
 }
 
 impl SpecificQueue {

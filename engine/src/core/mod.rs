@@ -94,7 +94,7 @@ impl Core {
     /// Shard `index`'s core for `config` (whose rules the config loader
     /// has already checked).
     pub(crate) fn new(index: usize, config: &Config) -> Result<Core, RuleError> {
-        let rules = RuleSet::new(&config.rules)?;
+        let rules = RuleSet::new(&config.rules_in_force())?;
         let mut queues = Queues::new(config);
         let mut fallback_of = Vec::new();
         let mut made: HashMap<SocketAddr, usize> = HashMap::new();
