@@ -12,6 +12,9 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
             if let Err(e) = volley_engine::check_tls_files(&c) {
                 anyhow::bail!("{}: tls: {e}", path.display());
             }
+            if let Err(e) = volley_engine::check_dkim_keys(&c) {
+                anyhow::bail!("{}: {e}", path.display());
+            }
             println!(
                 "{}: ok ({} listener(s), {} shard(s), {} specific queue(s), delivery port {})",
                 path.display(),

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_cmd;
 mod check_config;
+mod dkim_keygen;
 mod hash_password;
 mod logging;
 mod resolve;
@@ -28,6 +29,22 @@ enum Command {
     CheckConfig {
         /// The TOML file.
         file: std::path::PathBuf,
+    },
+    /// Make a DKIM signing key: writes it (PKCS#8 PEM, mode 0600) and
+    /// prints the DNS TXT record and the [[dkim]] entry for it.
+    DkimKeygen {
+        /// The signing domain (d=).
+        #[arg(long)]
+        domain: String,
+        /// The selector (s=).
+        #[arg(long)]
+        selector: String,
+        /// rsa-sha256 (2048 bits) or ed25519-sha256.
+        #[arg(long, value_enum)]
+        algorithm: dkim_keygen::Algorithm,
+        /// Where to write the key; default SELECTOR.DOMAIN.pem.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
     },
     /// Print the argon2id hash of a password read from standard input,
     /// for a [[user]] entry's password_hash (SMTP AUTH).
@@ -63,6 +80,12 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::CheckConfig { file } => check_config::run(&file),
         Command::HashPassword => hash_password::run(),
+        Command::DkimKeygen {
+            domain,
+            selector,
+            algorithm,
+            out,
+        } => dkim_keygen::run(&domain, &selector, algorithm, out),
         Command::Bench { command } => bench_cmd::run(command),
         Command::Resolve {
             domains,

@@ -24,6 +24,7 @@ use volley_dns::MxResolver;
 use crate::auth::AuthGuard;
 use crate::config::Config;
 use crate::core::{Action, ConnId, Core, DomainId};
+use crate::dkim::DkimKeys;
 use crate::dlog::DeliveryLog;
 use crate::durable::Durable;
 use crate::message::{Budget, Message};
@@ -56,6 +57,10 @@ pub(crate) struct Shared {
     pub(crate) auth_guard: AuthGuard,
     /// Receivers' MTA-STS policies; `None` when `[mta_sts]` is off.
     pub(crate) mta_sts: Option<MtaSts>,
+    /// DKIM signing keys (swapped on reload).
+    pub(crate) dkim: ArcSwap<DkimKeys>,
+    /// From domains already logged as having no DKIM key (once each).
+    pub(crate) dkim_unsigned: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Shared {

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, ConfigError};
 use crate::context::Shared;
+use crate::dkim::DkimKeys;
 use crate::dlog::{DeliveryLog, LogWriter};
 use crate::durable::{self, QuotaFlusher, WallClock};
 use crate::journal::RecoveryReport;
@@ -66,6 +67,9 @@ pub enum EngineError {
         #[source]
         source: crate::journal::JournalError,
     },
+    /// A DKIM key file could not be used.
+    #[error("DKIM: {0}")]
+    Dkim(#[from] crate::dkim::DkimError),
     /// A certificate, key or CA file could not be used.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
@@ -211,6 +215,7 @@ impl Engine {
         }
         let n = config.shard_count();
         let tls = TlsContext::load(&config, None)?;
+        let dkim = DkimKeys::load(&config.dkim)?;
         let mta_sts = start_mta_sts(&config)?;
         let (dlog, writer) = match &config.delivery_log {
             Some(path) => {
@@ -276,6 +281,8 @@ impl Engine {
             broken_tls: BrokenTls::default(),
             auth_guard: Default::default(),
             mta_sts,
+            dkim: ArcSwap::from_pointee(dkim),
+            dkim_unsigned: Mutex::new(Default::default()),
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -439,6 +446,7 @@ impl Engine {
         // Certificate files are read again even when their paths did not
         // change: a renewed certificate applies now.
         let tls = TlsContext::load(&config, Some(&self.shared.tls.load_full()))?;
+        let dkim = DkimKeys::load(&config.dkim)?;
         let mut notes = Vec::new();
         if old.listeners != config.listeners {
             notes.push("listeners changed: takes effect after a restart".to_string());
@@ -465,6 +473,8 @@ impl Engine {
             notes.push("delivery log path changed: takes effect after a restart".to_string());
         }
         self.shared.tls.store(Arc::new(tls));
+        self.shared.dkim.store(Arc::new(dkim));
+        self.shared.dkim_unsigned.lock().clear();
         self.shared.config.store(Arc::new(config));
         Ok(notes)
     }

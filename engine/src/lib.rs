@@ -47,6 +47,7 @@ mod config;
 mod context;
 mod core;
 mod delivery;
+mod dkim;
 mod dlog;
 mod durable;
 mod engine;
@@ -68,10 +69,11 @@ mod tls;
 mod transport;
 
 pub use config::{
-    AckMode, Config, ConfigError, IngestConfig, JournalSettings, ListenerConfig, MtaStsSettings,
-    Policy, Protocol, QueueSettings, SchedulerConfig, SpecificQueue, TlsFiles, TlsPolicy,
-    UserConfig,
+    AckMode, Config, ConfigError, DkimAlgorithm, DkimConfig, IngestConfig, JournalSettings,
+    ListenerConfig, MtaStsSettings, Policy, Protocol, QueueSettings, SchedulerConfig,
+    SpecificQueue, TlsFiles, TlsPolicy, UserConfig,
 };
+pub use dkim::{DkimError, check_keys as check_dkim_keys};
 pub use durable::WallClock;
 pub use engine::{Engine, EngineError, LatencySummary, ShutdownReport, StopHandle};
 pub use metrics::{DomainRate, Stats};

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::rate::{RateSettings, RuleConfig};
 use document::Document;
 pub use journal::JournalSettings;
-pub use tls::{MtaStsSettings, TlsFiles, TlsPolicy};
+pub use tls::{DkimAlgorithm, DkimConfig, MtaStsSettings, TlsFiles, TlsPolicy};
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -73,6 +73,9 @@ pub struct Config {
     pub tls: TlsFiles,
     /// Receivers' MTA-STS policies, applied to delivery.
     pub mta_sts: MtaStsSettings,
+    /// DKIM signing keys (`[[dkim]]`): every message is signed with the
+    /// keys of its From domain.
+    pub dkim: Vec<DkimConfig>,
     /// SMTP AUTH users (`[[user]]`): offered inside TLS; an authenticated
     /// client may relay as a trusted network may.
     #[serde(rename = "user")]
@@ -112,6 +115,7 @@ impl Default for Config {
             default_rules: true,
             tls: TlsFiles::default(),
             mta_sts: MtaStsSettings::default(),
+            dkim: Vec::new(),
             users: Vec::new(),
         }
     }

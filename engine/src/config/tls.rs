@@ -94,3 +94,31 @@ impl Default for MtaStsSettings {
         }
     }
 }
+
+/// A DKIM signature's algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum DkimAlgorithm {
+    /// RSA with SHA-256 (RFC 6376); 2048-bit keys are what receivers expect.
+    #[serde(rename = "rsa-sha256")]
+    RsaSha256,
+    /// Ed25519 with SHA-256 (RFC 8463); not every receiver verifies it yet,
+    /// so sign with RSA too.
+    #[serde(rename = "ed25519-sha256")]
+    Ed25519Sha256,
+}
+
+/// One `[[dkim]]` key: mail whose From domain is `domain` (or a subdomain
+/// without keys of its own) is signed with it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimConfig {
+    /// The signing domain (`d=`).
+    pub domain: String,
+    /// The selector (`s=`): the key is published at
+    /// `SELECTOR._domainkey.DOMAIN`.
+    pub selector: String,
+    /// The private key, PEM (`volley dkim-keygen` writes one).
+    pub key: PathBuf,
+    /// `rsa-sha256` or `ed25519-sha256`.
+    pub algorithm: DkimAlgorithm,
+}
