@@ -161,3 +161,70 @@ fn messages_are_signed_with_rsa_and_ed25519_and_an_independent_verifier_agrees()
         let _ = std::fs::remove_file(f);
     }
 }
+
+#[test]
+fn a_reload_signs_with_the_new_key_and_check_config_reads_the_keys() {
+    let world = World::generated(1, 1, |_| Script::default());
+    let (first, _) = keygen("one", "ed25519-sha256");
+    let (second, _) = keygen("two", "ed25519-sha256");
+    let mut config = world.config();
+    config.dkim = vec![first.clone()];
+    let engine = Engine::start(config.clone()).unwrap();
+    let message = "From: news@composer.test\r\nSubject: s\r\n\r\nbody\r\n";
+    let send = |rcpt: &str| {
+        let out = composer::send(
+            engine.listen_addrs()[0],
+            false,
+            vec![tx(&[rcpt], message, None)],
+        )
+        .unwrap();
+        assert_eq!(out[0].delivered(), 1);
+    };
+    send("a@d0.test");
+    wait_until("first delivered", Duration::from_secs(10), || {
+        world.received_count() == 1
+    });
+    config.dkim = vec![second.clone()];
+    engine.reload(config).unwrap();
+    send("b@d0.test");
+    wait_until("second delivered", Duration::from_secs(10), || {
+        world.received_count() == 2
+    });
+    engine.shutdown();
+    let mut received = world.received();
+    received.sort_by_key(|r| r.recipients[0].clone());
+    let selectors: Vec<bool> = received
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).contains("s=two;"))
+        .collect();
+    assert_eq!(
+        selectors,
+        [false, true],
+        "the reload's key signs the next message"
+    );
+
+    // check-config reads the key file as serve does.
+    let file = temp_path("dkim.toml");
+    let missing = temp_path("missing.pem");
+    std::fs::write(
+        &file,
+        format!(
+            "[[dkim]]\ndomain = \"composer.test\"\nselector = \"x\"\nkey = \"{}\"\nalgorithm = \"rsa-sha256\"\n",
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args(["check-config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("dkim key") && stderr.contains("missing.pem"),
+        "{stderr}"
+    );
+    for f in [file, first.key, second.key] {
+        let _ = std::fs::remove_file(f);
+    }
+}
