@@ -3,6 +3,7 @@
 mod bench;
 mod dkim;
 mod durable;
+mod events;
 mod ingest;
 mod interop;
 mod layering;

@@ -27,6 +27,7 @@ use crate::core::{Action, ConnId, Core, DomainId};
 use crate::dkim::DkimKeys;
 use crate::dlog::DeliveryLog;
 use crate::durable::Durable;
+use crate::events::EventFeed;
 use crate::message::{Budget, Message};
 use crate::metrics::{Counters, Latencies, RateBoard, bump};
 use crate::mta_sts::MtaSts;
@@ -59,6 +60,8 @@ pub(crate) struct Shared {
     pub(crate) mta_sts: Option<MtaSts>,
     /// DKIM signing keys (swapped on reload).
     pub(crate) dkim: ArcSwap<DkimKeys>,
+    /// The event feed, when `[events] url` is set.
+    pub(crate) events: Option<EventFeed>,
     /// From domains already logged as having no DKIM key (once each).
     pub(crate) dkim_unsigned: Mutex<std::collections::HashSet<String>>,
 }

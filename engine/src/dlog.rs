@@ -252,13 +252,26 @@ impl DeliveryLog {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn write(&self, record: &Record<'_>) {
-        if let Some(tx) = &self.tx
-            && let Ok(mut line) = serde_json::to_string(record)
+        if self.tx.is_some()
+            && let Ok(line) = serde_json::to_string(record)
         {
+            self.write_line(line);
+        }
+    }
+
+    /// Writes a line [`Record`] already made (without its newline).
+    pub(crate) fn write_line(&self, mut line: String) {
+        if let Some(tx) = &self.tx {
             line.push('\n');
             let _ = tx.send(ToWriter::Line(line));
         }
+    }
+
+    /// Whether lines go anywhere.
+    pub(crate) fn is_on(&self) -> bool {
+        self.tx.is_some()
     }
 }
 

@@ -217,6 +217,17 @@ impl Engine {
         let tls = TlsContext::load(&config, None)?;
         let dkim = DkimKeys::load(&config.dkim)?;
         let mta_sts = start_mta_sts(&config)?;
+        let events = match &config.events.url {
+            Some(url) => Some(
+                crate::events::EventFeed::start(&config.events, url).map_err(|source| {
+                    EngineError::Thread {
+                        name: "volley-events".into(),
+                        source,
+                    }
+                })?,
+            ),
+            None => None,
+        };
         let (dlog, writer) = match &config.delivery_log {
             Some(path) => {
                 let (log, writer) =
@@ -282,6 +293,7 @@ impl Engine {
             auth_guard: Default::default(),
             mta_sts,
             dkim: ArcSwap::from_pointee(dkim),
+            events,
             dkim_unsigned: Mutex::new(Default::default()),
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -360,7 +372,9 @@ impl Engine {
 
     /// The counters now.
     pub fn stats(&self) -> Stats {
-        self.shared.counters.snapshot(self.shared.budget.held())
+        let mut stats = self.shared.counters.snapshot(self.shared.budget.held());
+        stats.events_dropped = self.shared.events.as_ref().map_or(0, |e| e.dropped());
+        stats
     }
 
     /// Delivery latency of one domain (or all), merged over the shards.

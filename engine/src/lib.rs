@@ -51,6 +51,7 @@ mod dkim;
 mod dlog;
 mod durable;
 mod engine;
+mod events;
 mod ingest;
 pub mod journal;
 mod message;
@@ -69,9 +70,9 @@ mod tls;
 mod transport;
 
 pub use config::{
-    AckMode, Config, ConfigError, DkimAlgorithm, DkimConfig, IngestConfig, JournalSettings,
-    ListenerConfig, MtaStsSettings, Policy, Protocol, QueueSettings, SchedulerConfig,
-    SpecificQueue, TlsFiles, TlsPolicy, UserConfig,
+    AckMode, Config, ConfigError, DkimAlgorithm, DkimConfig, EventsSettings, IngestConfig,
+    JournalSettings, ListenerConfig, MtaStsSettings, Policy, Protocol, QueueSettings,
+    SchedulerConfig, SpecificQueue, TlsFiles, TlsPolicy, UserConfig,
 };
 pub use dkim::{DkimError, check_keys as check_dkim_keys};
 pub use durable::WallClock;

@@ -45,6 +45,8 @@ pub struct Stats {
     pub tls_failed: u64,
     /// Ingest sessions that set up TLS (STARTTLS or `smtps`).
     pub ingest_tls: u64,
+    /// Events the feed dropped because its queue was full.
+    pub events_dropped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -108,6 +110,7 @@ impl Counters {
             tls_resumed: g(&self.tls_resumed),
             tls_failed: g(&self.tls_failed),
             ingest_tls: g(&self.ingest_tls),
+            events_dropped: 0,
         }
     }
 }

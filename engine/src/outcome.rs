@@ -35,7 +35,7 @@ pub(crate) fn report(
 ) {
     let counters = &ctx.shared.counters;
     let msg = &s.msg;
-    ctx.shared.dlog.write(&Record {
+    let record = Record {
         time: unix_now(),
         message_id: format!("{:016x}", msg.id),
         message_id_header: msg.header_message_id(),
@@ -53,7 +53,17 @@ pub(crate) fn report(
         latency_ms: s.age.as_millis() as u64,
         category: s.category,
         rate: s.rate,
-    });
+    };
+    // One JSON text serves the delivery log and the event feed.
+    let events = ctx.shared.events.as_ref();
+    if (events.is_some() || ctx.shared.dlog.is_on())
+        && let Ok(line) = serde_json::to_string(&record)
+    {
+        if let Some(feed) = events {
+            feed.offer(line.clone());
+        }
+        ctx.shared.dlog.write_line(line);
+    }
     if msg.composer_waits() {
         msg.reply(s.rcpt, safe_reply(reply, s.status, target));
     }

@@ -66,6 +66,14 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     p.not_zero("summary_interval", config.summary_interval);
     listeners(config, &mut p);
     users(config, &mut p);
+    if let Some(url) = &config.events.url
+        && let Err(e) = super::Endpoint::parse(url)
+    {
+        p.add("events.url", format!("{url:?}"), e);
+    }
+    p.at_least_one("events.batch", config.events.batch);
+    p.at_least_one("events.queue", config.events.queue);
+    p.not_zero("events.timeout", config.events.timeout);
     if config.mta_sts.enabled {
         p.not_zero("mta_sts.fetch_timeout", config.mta_sts.fetch_timeout);
         if config.mta_sts.https_port == 0 {

@@ -6,6 +6,7 @@
 
 mod check;
 mod document;
+mod events;
 mod journal;
 mod tls;
 
@@ -17,6 +18,8 @@ use serde::Deserialize;
 
 use crate::rate::{RateSettings, RuleConfig};
 use document::Document;
+pub(crate) use events::Endpoint;
+pub use events::EventsSettings;
 pub use journal::JournalSettings;
 pub use tls::{DkimAlgorithm, DkimConfig, MtaStsSettings, TlsFiles, TlsPolicy};
 
@@ -76,6 +79,8 @@ pub struct Config {
     /// DKIM signing keys (`[[dkim]]`): every message is signed with the
     /// keys of its From domain.
     pub dkim: Vec<DkimConfig>,
+    /// The event feed: each outcome POSTed to the Composer's endpoint.
+    pub events: EventsSettings,
     /// SMTP AUTH users (`[[user]]`): offered inside TLS; an authenticated
     /// client may relay as a trusted network may.
     #[serde(rename = "user")]
@@ -116,6 +121,7 @@ impl Default for Config {
             tls: TlsFiles::default(),
             mta_sts: MtaStsSettings::default(),
             dkim: Vec::new(),
+            events: EventsSettings::default(),
             users: Vec::new(),
         }
     }
