@@ -70,6 +70,14 @@ impl Drop for Certs {
     }
 }
 
+/// Waits for the one message of a test at the sink; its Received header.
+fn only_trace(world: &World) -> String {
+    wait_until("delivered", Duration::from_secs(10), || {
+        world.received_count() == 1
+    });
+    world.received()[0].trace.clone()
+}
+
 /// smtplib with STARTTLS, verifying Volley's certificate against the CA:
 /// prints the TLS version and whether STARTTLS was offered again.
 const SMTPLIB_STARTTLS: &str = r#"
@@ -97,10 +105,7 @@ fn smtplib_starttls_verifies_the_certificate_and_the_received_header_says_esmtps
     let port = engine.listen_addrs()[0].port();
     let out = python(SMTPLIB_STARTTLS, &[&port, &certs.ca_file.display()]);
     assert_eq!(out.trim(), "TLSv1.3 False first.test");
-    wait_until("delivered", Duration::from_secs(10), || {
-        world.received_count() == 1
-    });
-    let trace = &world.received()[0].trace;
+    let trace = &only_trace(&world);
     assert!(
         trace.contains("\r\n\t(using TLSv1.3 with cipher TLS13_"),
         "{trace}"
@@ -328,10 +333,7 @@ print(s.sock is None or "ok")
         &[&port, &certs.ca_file.display()],
     );
     assert!(!out.is_empty());
-    wait_until("delivered", Duration::from_secs(10), || {
-        world.received_count() == 1
-    });
-    assert!(world.received()[0].trace.contains(" with ESMTPS"));
+    assert!(only_trace(&world).contains(" with ESMTPS"));
     engine.shutdown();
 }
 
@@ -583,10 +585,7 @@ print("sent")
             "sent",
         ]
     );
-    wait_until("delivered", Duration::from_secs(10), || {
-        world.received_count() == 1
-    });
-    assert!(world.received()[0].trace.contains(" with ESMTPSA"));
+    assert!(only_trace(&world).contains(" with ESMTPSA"));
     engine.shutdown();
 }
 

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
+use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256, SigningKey};
 use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
 use parking_lot::Mutex;
 
@@ -115,31 +115,23 @@ impl Key {
     }
 
     fn build(&self, mask: u32) -> Result<Built, String> {
-        let names = super::headers::names(mask);
         Ok(match self.algorithm {
-            DkimAlgorithm::RsaSha256 => {
-                let key = read_rsa(&self.pem)?;
-                Built::Rsa(
-                    DkimSigner::from_key(key)
-                        .domain(&self.domain)
-                        .selector(&self.selector)
-                        .headers(names)
-                        .header_canonicalization(Canonicalization::Relaxed)
-                        .body_canonicalization(Canonicalization::Relaxed),
-                )
-            }
+            DkimAlgorithm::RsaSha256 => Built::Rsa(self.signer_for(read_rsa(&self.pem)?, mask)),
             DkimAlgorithm::Ed25519Sha256 => {
-                let key = read_ed25519(&self.pem)?;
-                Built::Ed25519(
-                    DkimSigner::from_key(key)
-                        .domain(&self.domain)
-                        .selector(&self.selector)
-                        .headers(names)
-                        .header_canonicalization(Canonicalization::Relaxed)
-                        .body_canonicalization(Canonicalization::Relaxed),
-                )
+                Built::Ed25519(self.signer_for(read_ed25519(&self.pem)?, mask))
             }
         })
+    }
+
+    /// A relaxed/relaxed signer of this entry's domain and selector over
+    /// the fields of `mask`.
+    fn signer_for<T: SigningKey>(&self, key: T, mask: u32) -> DkimSigner<T, Done> {
+        DkimSigner::from_key(key)
+            .domain(&self.domain)
+            .selector(&self.selector)
+            .headers(super::headers::names(mask))
+            .header_canonicalization(Canonicalization::Relaxed)
+            .body_canonicalization(Canonicalization::Relaxed)
     }
 
     pub(super) fn describe(&self) -> String {
