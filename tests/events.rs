@@ -21,15 +21,31 @@ struct Endpoint {
     posts: Arc<Mutex<usize>>,
 }
 
+/// A blocking connection, in clear text or TLS.
+trait Io: Read + Write {}
+impl<T: Read + Write> Io for T {}
+
 impl Endpoint {
     fn start(addr: SocketAddr) -> Endpoint {
+        Endpoint::start_with(addr, None)
+    }
+
+    /// With `tls`: an https endpoint.
+    fn start_with(addr: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) -> Endpoint {
         let listener = TcpListener::bind(addr).unwrap();
         let events = Arc::new(Mutex::new(Vec::new()));
         let posts = Arc::new(Mutex::new(0));
         let (kept, counted) = (events.clone(), posts.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut s) = stream else { continue };
+                let Ok(tcp) = stream else { continue };
+                let mut s: Box<dyn Io> = match &tls {
+                    None => Box::new(tcp),
+                    Some(config) => Box::new(rustls::StreamOwned::new(
+                        rustls::ServerConnection::new(config.clone()).unwrap(),
+                        tcp,
+                    )),
+                };
                 let mut request = Vec::new();
                 let mut buf = [0u8; 4096];
                 let body_at = loop {
@@ -179,4 +195,31 @@ fn beyond_its_bound_the_queue_drops_and_counts_events_and_delivery_goes_on() {
     });
     crate::support::wait_stats(&engine, "events dropped", |s| s.events_dropped >= 5);
     engine.shutdown();
+}
+
+#[test]
+fn an_https_endpoint_gets_the_events_over_a_verified_connection() {
+    let ca = volley_bench::TestCa::new("events test CA").unwrap();
+    let ca_file = crate::support::temp_path("events-ca.pem");
+    ca.write(&ca_file).unwrap();
+    let leaf = ca.leaf(&["127.0.0.1"], false).unwrap();
+    let addr = free_port();
+    let endpoint = Endpoint::start_with(addr, Some(leaf.server_config().unwrap()));
+    let world = World::generated(1, 1, |_| Script::default());
+    let mut config = world.config();
+    config.events.url = Some(format!("https://{addr}/hooks"));
+    config.events.ca_file = Some(ca_file.clone());
+    let engine = Engine::start(config).unwrap();
+    let tx = Transaction {
+        body_type: None,
+        reverse_path: "n@composer.test".into(),
+        recipients: vec!["u@d0.test".into()],
+        body: Bytes::from_static(b"Subject: e\r\n\r\nbody\r\n"),
+    };
+    composer::send(engine.listen_addrs()[0], false, vec![tx]).unwrap();
+    wait_until("the event over https", Duration::from_secs(10), || {
+        endpoint.seen() == [("u@d0.test".to_string(), "delivered".to_string())]
+    });
+    engine.shutdown();
+    let _ = std::fs::remove_file(ca_file);
 }

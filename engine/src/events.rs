@@ -46,11 +46,19 @@ impl EventFeed {
     /// Starts the sending thread (check-config has checked `url`).
     pub(crate) fn start(settings: &EventsSettings, url: &str) -> std::io::Result<EventFeed> {
         let endpoint = Endpoint::parse(url).map_err(std::io::Error::other)?;
+        let tls = match endpoint.https {
+            true => Some(Arc::new(
+                crate::tls::client_config_verified(settings.ca_file.as_deref())
+                    .map_err(std::io::Error::other)?,
+            )),
+            false => None,
+        };
         let (tx, rx) = sync_channel(settings.queue.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
         let closed = Arc::new(AtomicBool::new(false));
         let sender = Sender {
             endpoint,
+            tls,
             batch: settings.batch.max(1),
             timeout: settings.timeout,
             dropped: dropped.clone(),
@@ -90,6 +98,8 @@ impl EventFeed {
 
 struct Sender {
     endpoint: Endpoint,
+    /// For an https endpoint: the roots its certificate is checked against.
+    tls: Option<Arc<rustls::ClientConfig>>,
     batch: usize,
     timeout: Duration,
     dropped: Arc<AtomicU64>,
@@ -163,10 +173,18 @@ impl Sender {
             let tcp = tokio::net::TcpStream::connect((e.host.as_str(), e.port))
                 .await
                 .map_err(|err| err.to_string())?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                .await
-                .map_err(|err| err.to_string())?;
-            tokio::spawn(conn);
+            let mut sender = match &self.tls {
+                None => handshake(tcp).await?,
+                Some(tls) => {
+                    let name = rustls::pki_types::ServerName::try_from(e.host.clone())
+                        .map_err(|err| err.to_string())?;
+                    let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|err| format!("TLS: {err}"))?;
+                    handshake(stream).await?
+                }
+            };
             let request = hyper::Request::post(e.path.as_str())
                 .header(hyper::header::HOST, format!("{}:{}", e.host, e.port))
                 .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -191,4 +209,16 @@ impl Sender {
             Err(_) => Err(format!("no answer within {:?}", self.timeout)),
         }
     }
+}
+
+/// HTTP/1.1 over `io`, its connection driven by a task of its own.
+async fn handshake<T>(io: T) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|err| err.to_string())?;
+    tokio::spawn(conn);
+    Ok(sender)
 }

@@ -9,8 +9,12 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EventsSettings {
-    /// `http://HOST:PORT/PATH` that takes JSON arrays of events.
+    /// `http://` or `https://HOST:PORT/PATH` that takes JSON arrays of
+    /// events.
     pub url: Option<String>,
+    /// CA certificates (PEM) an https endpoint's certificate is checked
+    /// against instead of the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Events per POST, at most.
     pub batch: usize,
     /// Events held while the endpoint is down or slow; beyond, new ones
@@ -25,6 +29,7 @@ impl Default for EventsSettings {
     fn default() -> Self {
         EventsSettings {
             url: None,
+            ca_file: None,
             batch: 100,
             queue: 100_000,
             timeout: Duration::from_secs(10),
@@ -32,35 +37,51 @@ impl Default for EventsSettings {
     }
 }
 
-/// Where the feed sends: `http://HOST:PORT/PATH`.
+/// Where the feed sends: `http://` or `https://HOST[:PORT]/PATH`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Endpoint {
+    pub(crate) https: bool,
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) path: String,
 }
 
 impl Endpoint {
-    /// Parses an `http://` URL; `https` is not supported yet.
     pub(crate) fn parse(url: &str) -> Result<Endpoint, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url:?}: only http:// URLs are supported"))?;
+        let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(format!("{url:?}: not an http:// or https:// URL"));
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
-                h.trim_start_matches('[').trim_end_matches(']'),
-                p.parse::<u16>().map_err(|_| format!("{url:?}: bad port"))?,
-            ),
-            _ => (authority, 80),
+        // `[v6]:port`, `host:port`, or either without the port.
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => {
+                let (h, after) = v6
+                    .split_once(']')
+                    .ok_or_else(|| format!("{url:?}: unclosed ["))?;
+                (h, after.strip_prefix(':'))
+            }
+            None => match authority.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            },
+        };
+        let port = match port {
+            Some(p) => p.parse::<u16>().map_err(|_| format!("{url:?}: bad port"))?,
+            None if https => 443,
+            None => 80,
         };
         if host.is_empty() {
             return Err(format!("{url:?}: no host"));
         }
         Ok(Endpoint {
+            https,
             host: host.to_string(),
             port,
             path: path.to_string(),
@@ -83,7 +104,12 @@ mod tests {
         assert_eq!((e.port, e.path.as_str()), (80, "/"));
         let e = Endpoint::parse("http://[::1]:9000/x").unwrap();
         assert_eq!((e.host.as_str(), e.port), ("::1", 9000));
-        assert!(Endpoint::parse("https://events.example/").is_err());
+        let e = Endpoint::parse("https://events.example/in").unwrap();
+        assert!(e.https && e.port == 443);
+        assert!(Endpoint::parse("ftp://events.example/").is_err());
+        assert!(Endpoint::parse("http://[::1/").is_err());
+        let e = Endpoint::parse("http://[::1]/").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("::1", 80));
         assert!(Endpoint::parse("http://:80/").is_err());
     }
 }
