@@ -924,3 +924,48 @@ fn each_policy_meets_a_broken_untrusted_or_expired_mx_as_it_says() {
     assert!(disabled["tls"].is_null(), "{disabled}");
     assert_eq!(world.received_count(), 2);
 }
+
+#[test]
+fn volley_serve_takes_the_certificate_and_an_smtps_listener_from_its_flags() {
+    let certs = Certs::new();
+    let world = World::generated(1, 1, |_| Script::default());
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args(["serve", "--smtps-listen", &listen, "--shards", "1"])
+        .arg("--tls-cert")
+        .arg(&certs.cert)
+        .arg("--tls-key")
+        .arg(&certs.key)
+        .args(["--delivery-port", &world.port.to_string()])
+        .args(["--nameserver", &world.dns.addr().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("volley serve listening", Duration::from_secs(10), || {
+        TcpStream::connect(&listen).is_ok()
+    });
+    let out = python(
+        r#"
+import smtplib, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+s = smtplib.SMTP_SSL("127.0.0.1", int(sys.argv[1]), context=ctx, timeout=10)
+msg = b"From: n@composer.test\r\nSubject: flags\r\n\r\nsmtps from the command line\r\n"
+assert s.sendmail("n@composer.test", ["u@d0.test"], msg) == {}
+s.quit()
+print(s.sock is None)
+"#,
+        &[&port, &certs.ca_file.display()],
+    );
+    assert_eq!(out.trim(), "True");
+    assert!(only_trace(&world).contains(" with ESMTPS"));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
