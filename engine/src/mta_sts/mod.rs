@@ -306,6 +306,60 @@ mod tests {
         assert_eq!(e.expires, expires, "still the policy's own expiry");
     }
 
+    /// An `MtaSts` whose fetch requests land in the returned receiver.
+    fn service(fetcher: &Fetcher) -> (MtaSts, mpsc::UnboundedReceiver<String>) {
+        let (requests, inbox) = mpsc::unbounded_channel();
+        let m = MtaSts {
+            cache: fetcher.cache.clone(),
+            requests,
+            fetch_timeout: Duration::from_millis(50),
+        };
+        (m, inbox)
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn a_policy_due_for_refresh_is_used_at_once_and_fetched_in_the_background() {
+        let f = fetcher();
+        let (m, mut inbox) = service(&f);
+        let _woken = waiting(&f, "d.test");
+        let id = "1".to_string();
+        f.settle(
+            "d.test",
+            Ok(fetch::Fetched::Policy {
+                id,
+                policy: policy("enforce"),
+            }),
+        );
+        // Not due yet: served from the cache, nothing fetched.
+        assert!(block_on(m.policy("d.test")).is_some());
+        assert!(inbox.try_recv().is_err());
+        // Due: still served at once, and one fetch is asked for.
+        f.cache.lock().get_mut("d.test").unwrap().refresh_at = Instant::now();
+        assert!(block_on(m.policy("d.test")).is_some());
+        assert!(block_on(m.policy("d.test")).is_some());
+        assert_eq!(inbox.try_recv().as_deref(), Ok("d.test"));
+        assert!(inbox.try_recv().is_err(), "one fetch, not one per delivery");
+    }
+
+    #[test]
+    fn a_first_delivery_waits_for_the_fetch_at_most_the_timeout() {
+        let f = fetcher();
+        let (m, mut inbox) = service(&f);
+        let started = Instant::now();
+        // Nobody answers the request: the delivery goes on without a policy.
+        assert!(block_on(m.policy("new.test")).is_none());
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(inbox.try_recv().as_deref(), Ok("new.test"));
+    }
+
     #[test]
     fn a_domain_without_a_policy_is_asked_again_only_after_a_while() {
         let f = fetcher();
