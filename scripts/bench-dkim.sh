@@ -20,15 +20,10 @@ RUN_TIMEOUT=${RUN_TIMEOUT:-300}
 SCENARIO=scripts/relay-bench.toml
 
 PROFILE=${PROFILE:-release} # debug: only to try the script out
-if [ "$PROFILE" = release ]; then
-    cargo build --release --quiet --bin volley
-else
-    cargo build --quiet --bin volley
-fi
-BIN=target/$PROFILE/volley
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
-TICKS=$(getconf CLK_TCK)
+cargo_build --bin volley
+BIN=target/$PROFILE/volley
 
 # A configuration file signing with a new key of ALGORITHM ("" for none).
 config_for() { # MODE ALGORITHM
@@ -57,7 +52,7 @@ one_run() { # MODE ALGORITHM TAG
         2>/dev/null | grep '^compose'
     finish_run "$mode$tag"
     local cpu
-    cpu=$(awk -v t="$TICKS" '{printf "%.2f", ($14 + $15) / t}' "/proc/$serve/stat")
+    cpu=$(cpu_seconds "$serve")
     kill -TERM "$serve"
     wait "$serve" || true
     US=$(awk -v c="$cpu" -v m="$MESSAGES" 'BEGIN {printf "%.0f", c * 1e6 / m}')

@@ -32,16 +32,11 @@ RUN_TIMEOUT=${RUN_TIMEOUT:-300}
 SCENARIO=scripts/relay-bench.toml
 
 PROFILE=${PROFILE:-release} # debug: only to try the script out
-if [ "$PROFILE" = release ]; then
-    cargo build --release --quiet --bin volley
-    cargo build --release --quiet -p volley-engine --example queue_memory
-else
-    cargo build --quiet --bin volley
-    cargo build --quiet -p volley-engine --example queue_memory
-fi
-BIN=target/$PROFILE/volley
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
+cargo_build --bin volley
+cargo_build -p volley-engine --example queue_memory
+BIN=target/$PROFILE/volley
 
 echo "== load: $(uptime)"
 BEST=0

@@ -25,24 +25,13 @@ RUN_TIMEOUT=${RUN_TIMEOUT:-300}
 SCENARIO=scripts/relay-bench.toml
 
 PROFILE=${PROFILE:-release} # debug: only to try the script out
-if [ "$PROFILE" = release ]; then
-    cargo build --release --quiet --bin volley
-else
-    cargo build --quiet --bin volley
-fi
-BIN=target/$PROFILE/volley
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
+cargo_build --bin volley
+BIN=target/$PROFILE/volley
 
 "$BIN" bench certs "$TMP/certs" >/dev/null
 CERTS=$TMP/certs
-TICKS=$(getconf CLK_TCK)
-
-# CPU seconds (user + system) a process has used so far.
-cpu_seconds() { # PID
-    awk -v t="$TICKS" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat"
-}
-
 one_run() { # MODE TAG
     local mode=$1 tag=$2 sink_tls=() serve_tls=() compose_tls=()
     if [ "$mode" = tls ]; then

@@ -10,6 +10,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# cargo build in PROFILE (release unless the script's caller set debug,
+# which is only for trying a script out), quietly.
+cargo_build() { # CARGO-ARGS...
+    if [ "${PROFILE:-release}" = release ]; then
+        cargo build --release --quiet "$@"
+    else
+        cargo build --quiet "$@"
+    fi
+}
+
+# CPU seconds (user + system) a process has used so far.
+cpu_seconds() { # PID
+    awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat"
+}
+
 # Waits up to 10 s for PATTERN to appear in FILE; otherwise prints FILE and
 # exits.
 wait_for() { # FILE PATTERN
