@@ -102,13 +102,13 @@ const ORPHANED_LISTENER_WAIT: std::time::Duration = std::time::Duration::from_se
 /// The MTA-STS thread, when `[mta_sts]` is on. Without the roots to check
 /// policy hosts against (no system CA certificates and no `ca_file`), it
 /// stays off, with a warning: delivery goes on as without policies.
-fn start_mta_sts(config: &Config) -> Result<Option<MtaSts>, EngineError> {
+fn start_mta_sts(config: &Config, tls: &TlsContext) -> Result<Option<MtaSts>, EngineError> {
     let settings = &config.mta_sts;
     if !settings.enabled {
         return Ok(None);
     }
-    let tls = match crate::tls::client_config_verified(settings.ca_file.as_deref()) {
-        Ok(c) => Arc::new(c),
+    let tls = match tls.verifying(settings.ca_file.as_deref()) {
+        Ok(c) => c,
         Err(e) if settings.ca_file.is_some() => return Err(e.into()),
         Err(e) => {
             tracing::warn!(target: "volley", "MTA-STS off: {e}");
@@ -216,10 +216,10 @@ impl Engine {
         let n = config.shard_count();
         let tls = TlsContext::load(&config, None)?;
         let dkim = DkimKeys::load(&config.dkim)?;
-        let mta_sts = start_mta_sts(&config)?;
+        let mta_sts = start_mta_sts(&config, &tls)?;
         let events = match &config.events.url {
             Some(url) => Some(
-                crate::events::EventFeed::start(&config.events, url).map_err(|source| {
+                crate::events::EventFeed::start(&config.events, url, &tls).map_err(|source| {
                     EngineError::Thread {
                         name: "volley-events".into(),
                         source,

@@ -22,6 +22,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 use crate::config::{Endpoint, EventsSettings};
+use crate::tls::TlsContext;
 
 /// The first pause after a failed POST; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -44,13 +45,17 @@ impl Drop for EventFeed {
 
 impl EventFeed {
     /// Starts the sending thread (check-config has checked `url`).
-    pub(crate) fn start(settings: &EventsSettings, url: &str) -> std::io::Result<EventFeed> {
+    pub(crate) fn start(
+        settings: &EventsSettings,
+        url: &str,
+        tls: &TlsContext,
+    ) -> std::io::Result<EventFeed> {
         let endpoint = Endpoint::parse(url).map_err(std::io::Error::other)?;
         let tls = match endpoint.https {
-            true => Some(Arc::new(
-                crate::tls::client_config_verified(settings.ca_file.as_deref())
+            true => Some(
+                tls.verifying(settings.ca_file.as_deref())
                     .map_err(std::io::Error::other)?,
-            )),
+            ),
             false => None,
         };
         let (tx, rx) = sync_channel(settings.queue.max(1));

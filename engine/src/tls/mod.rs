@@ -134,6 +134,16 @@ impl TlsContext {
         })
     }
 
+    /// A configuration that checks certificates against `ca_file` (or the
+    /// system's roots): the one a queue already verifies with, so the
+    /// roots are read once, or else a new one.
+    pub(crate) fn verifying(&self, ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+        match self.verified.get(&ca_file.map(Path::to_path_buf)) {
+            Some(c) => Ok(c.clone()),
+            None => client_config_verified(ca_file).map(Arc::new),
+        }
+    }
+
     /// The client configuration for `policy` (and its CA file); `None`
     /// for `disabled`.
     pub(crate) fn client(
@@ -211,7 +221,7 @@ fn client_config_unverified() -> ClientConfig {
 
 /// A client configuration that checks certificates against `ca_file` (or
 /// the system's roots) and the server's name.
-pub(crate) fn client_config_verified(ca_file: Option<&Path>) -> Result<ClientConfig, TlsError> {
+fn client_config_verified(ca_file: Option<&Path>) -> Result<ClientConfig, TlsError> {
     let mut roots = RootCertStore::empty();
     match ca_file {
         Some(path) => {
