@@ -45,6 +45,20 @@ struct Entry {
     waiters: Vec<oneshot::Sender<()>>,
 }
 
+impl Entry {
+    /// A domain not fetched yet: nothing to use, due for a fetch now.
+    fn unknown(now: Instant) -> Entry {
+        Entry {
+            policy: None,
+            id: None,
+            expires: now,
+            refresh_at: now,
+            fetching: false,
+            waiters: Vec::new(),
+        }
+    }
+}
+
 /// The policy cache, and the handle on the thread that fetches.
 pub(crate) struct MtaSts {
     cache: Arc<Mutex<HashMap<String, Entry>>>,
@@ -90,43 +104,25 @@ impl MtaSts {
         let now = Instant::now();
         let waiting = {
             let mut cache = self.cache.lock();
-            match cache.get_mut(domain) {
-                Some(e) if now < e.expires => {
-                    if now >= e.refresh_at && !e.fetching {
-                        e.fetching = true;
-                        let _ = self.requests.send(domain.to_string());
-                    }
-                    return e.policy.clone();
-                }
-                Some(e) => {
-                    let (tx, rx) = oneshot::channel();
-                    e.waiters.push(tx);
-                    if !e.fetching {
-                        e.fetching = true;
-                        let _ = self.requests.send(domain.to_string());
-                    }
-                    rx
-                }
-                None => {
-                    if cache.len() >= MAX_DOMAINS {
-                        cache.retain(|_, e| e.fetching || now < e.expires);
-                    }
-                    let (tx, rx) = oneshot::channel();
-                    cache.insert(
-                        domain.to_string(),
-                        Entry {
-                            policy: None,
-                            id: None,
-                            expires: now,
-                            refresh_at: now,
-                            fetching: true,
-                            waiters: vec![tx],
-                        },
-                    );
-                    let _ = self.requests.send(domain.to_string());
-                    rx
-                }
+            if cache.len() >= MAX_DOMAINS && !cache.contains_key(domain) {
+                cache.retain(|_, e| e.fetching || now < e.expires);
             }
+            // A domain seen for the first time is known to have nothing
+            // usable: it takes the path of an expired policy.
+            let e = cache
+                .entry(domain.to_string())
+                .or_insert_with(|| Entry::unknown(now));
+            let usable = now < e.expires;
+            if (!usable || now >= e.refresh_at) && !e.fetching {
+                e.fetching = true;
+                let _ = self.requests.send(domain.to_string());
+            }
+            if usable {
+                return e.policy.clone();
+            }
+            let (tx, rx) = oneshot::channel();
+            e.waiters.push(tx);
+            rx
         };
         let _ = tokio::time::timeout(self.fetch_timeout, waiting).await;
         let cache = self.cache.lock();
@@ -240,18 +236,10 @@ mod tests {
 
     fn waiting(f: &Fetcher, domain: &str) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
-        let now = Instant::now();
-        f.cache.lock().insert(
-            domain.into(),
-            Entry {
-                policy: None,
-                id: None,
-                expires: now,
-                refresh_at: now,
-                fetching: true,
-                waiters: vec![tx],
-            },
-        );
+        let mut e = Entry::unknown(Instant::now());
+        e.fetching = true;
+        e.waiters.push(tx);
+        f.cache.lock().insert(domain.into(), e);
         rx
     }
 
