@@ -89,11 +89,15 @@ pub(crate) async fn run(
         let Some(certificate) = certificate.clone() else {
             return;
         };
-        match handshake(&mut conn, certificate, config.ingest.command_timeout).await {
-            Some(summary) => {
-                bump(&shard.shared.counters.ingest_tls);
-                tls = Some(summary);
-            }
+        match handshake(
+            &mut conn,
+            certificate,
+            config.ingest.command_timeout,
+            &shard,
+        )
+        .await
+        {
+            Some(summary) => tls = Some(summary),
             None => return,
         }
     }
@@ -132,17 +136,21 @@ pub(crate) async fn run(
     drop(admission);
 }
 
-/// The server side of a TLS handshake; `None` when it failed (a client
-/// that stalls, sends something else than TLS, or drops: the caller
-/// closes the connection).
+/// The server side of a TLS handshake, counted; `None` when it failed (a
+/// client that stalls, sends something else than TLS, or drops: the
+/// caller closes the connection).
 async fn handshake(
     conn: &mut Conn,
     certificate: Arc<rustls::ServerConfig>,
     timeout: Duration,
+    shard: &ShardCtx,
 ) -> Option<TlsSummary> {
     let session = rustls::ServerConnection::new(certificate).ok()?;
     match conn.start_tls(session.into(), timeout).await {
-        Ok(summary) => Some(summary),
+        Ok(summary) => {
+            bump(&shard.shared.counters.ingest_tls);
+            Some(summary)
+        }
         Err(e) => {
             tracing::debug!("TLS handshake with {} failed: {e}", conn.peer());
             None
@@ -209,9 +217,8 @@ impl Session {
         };
         self.buf.clear();
         let t = self.config.ingest.command_timeout;
-        match handshake(&mut self.conn, certificate, t).await {
+        match handshake(&mut self.conn, certificate, t, &self.shard).await {
             Some(summary) => {
-                bump(&self.shard.shared.counters.ingest_tls);
                 self.tls = Some(summary);
                 self.server.tls_started().is_ok()
             }
@@ -494,11 +501,12 @@ impl Session {
         }
     }
 
-    /// The message as it is queued: a `Received:` header, then the body
-    /// as it came, in one allocation of the exact size. In durable fast
+    /// The message as it is queued: its DKIM signatures (if any), a
+    /// `Received:` header, then the body as it came, in one allocation of
+    /// the exact size. In durable fast
     /// mode the header carries no id: the journal assigns the message's id
     /// only once this very buffer is on disk.
-    fn trace_and_body(&self, txn: &Txn, id: u64) -> Bytes {
+    fn trace_and_body(&self, txn: &Txn, id: u64, signatures: &[u8]) -> Bytes {
         let durable_fast = self.shard.shared.durable.is_some() && self.lc.ack == AckMode::Fast;
         let with = with_keyword(
             self.lc.protocol == Protocol::Lmtp,
@@ -521,31 +529,40 @@ impl Session {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         });
-        let mut queued = Vec::with_capacity(header.len() + self.body.len());
+        let mut queued = Vec::with_capacity(signatures.len() + header.len() + self.body.len());
+        queued.extend_from_slice(signatures);
         queued.extend_from_slice(header.as_bytes());
         queued.extend_from_slice(&self.body);
         Bytes::from(queued)
     }
 
-    /// The message with its DKIM signatures on top, or as it is when no
-    /// key matches its From domain. Signed on tokio's blocking pool: an
-    /// RSA signature would hold the shard's loop for a third of a
-    /// millisecond.
-    async fn signed(&self, message: Bytes) -> Bytes {
-        let shared = &self.shard.shared;
+    /// The DKIM-Signature fields for the message in the body buffer, empty
+    /// when no key matches its From domain. Signed on tokio's blocking
+    /// pool (an RSA signature would hold the shard's loop for a quarter of
+    /// a millisecond); the buffer goes there and comes back, uncopied.
+    /// The Received header is not signed, so it need not be there yet.
+    /// `None` only if the buffer did not come back.
+    async fn dkim_signatures(&mut self) -> Option<Vec<u8>> {
+        let shared = self.shard.shared.clone();
         let keys = shared.dkim.load_full();
         if keys.is_empty() {
-            return message;
+            return Some(Vec::new());
         }
-        let input = message.clone();
-        let signed = tokio::task::spawn_blocking(move || dkim::sign(&keys, &input)).await;
-        match signed {
-            Ok(Ok(Signed::Headers(headers))) => {
-                let mut out = Vec::with_capacity(headers.len() + message.len());
-                out.extend_from_slice(&headers);
-                out.extend_from_slice(&message);
-                Bytes::from(out)
-            }
+        let body = std::mem::take(&mut self.body);
+        let work = tokio::task::spawn_blocking(move || {
+            let signed =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dkim::sign(&keys, &body)));
+            (body, signed)
+        });
+        // The closure cannot panic past catch_unwind, and a blocking task
+        // that has started is never cancelled: the buffer comes back.
+        let Ok((body, signed)) = work.await else {
+            tracing::error!(target: "volley", "DKIM: the signing task was lost");
+            return None;
+        };
+        self.body = body;
+        Some(match signed {
+            Ok(Ok(Signed::Headers(headers))) => headers,
             Ok(Ok(Signed::NoKey { domain })) => {
                 let domain = domain.unwrap_or_else(|| "(no From field)".into());
                 let mut seen = shared.dkim_unsigned.lock();
@@ -555,14 +572,17 @@ impl Session {
                         "no DKIM key for mail from {domain}: sent unsigned (said once per domain)"
                     );
                 }
-                message
+                Vec::new()
             }
             Ok(Err(why)) => {
                 tracing::warn!(target: "volley", "DKIM: {why}: sent unsigned");
-                message
+                Vec::new()
             }
-            Err(_) => message,
-        }
+            Err(_) => {
+                tracing::error!(target: "volley", "DKIM: signing panicked: sent unsigned");
+                Vec::new()
+            }
+        })
     }
 
     /// Empties the body buffer, keeping its room unless a large message
@@ -585,9 +605,19 @@ impl Session {
         let txn = std::mem::take(&mut self.txn);
         let shard = self.shard.clone();
         let id = shard.next_message_id();
-        let body = self.trace_and_body(&txn, id);
+        let Some(signatures) = self.dkim_signatures().await else {
+            // The body is gone: the Composer sends the message again.
+            self.clear_body();
+            let reply = Reply::new(
+                451,
+                EnhancedCode::new(4, 3, 0),
+                "local error in processing, try again",
+            );
+            let _ = self.server.message_verdict_all(Verdict::Reject(reply));
+            return;
+        };
+        let body = self.trace_and_body(&txn, id, &signatures);
         self.clear_body();
-        let body = self.signed(body).await;
         let n = txn.rcpts.len();
         match self.lc.ack {
             AckMode::Fast => {
