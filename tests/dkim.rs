@@ -10,7 +10,7 @@ use volley_engine::{DkimAlgorithm, DkimConfig, Engine};
 use volley_smtp::{BodyType, Transaction};
 
 use crate::support::sink::Script;
-use crate::support::{World, composer, python, temp_path, wait_until};
+use crate::support::{World, check_config, composer, python, temp_path, wait_until};
 
 /// A key made by `volley dkim-keygen`: its entry and its TXT record.
 fn keygen(selector: &str, algorithm: &str) -> (DkimConfig, String) {
@@ -214,10 +214,7 @@ fn a_reload_signs_with_the_new_key_and_check_config_reads_the_keys() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_volley"))
-        .args(["check-config", file.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = check_config(&file);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

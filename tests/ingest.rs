@@ -13,7 +13,7 @@ use volley_smtp::{DeliveryStatus, EnhancedCode, Reply, Transaction};
 
 use crate::support::composer::{command, read_reply};
 use crate::support::sink::Script;
-use crate::support::{World, composer, temp_path, wait_stats, wait_until};
+use crate::support::{World, check_config, composer, temp_path, wait_stats, wait_until};
 
 fn connect_from(local: [u8; 4], to: SocketAddr) -> TcpStream {
     use socket2::{Domain, Socket, Type};
@@ -281,10 +281,7 @@ fn check_config_explains_errors_with_their_line() {
          [ingest]\nmax_recipients = 0\ntrusted_networks = [\"127.0.0.1/33\"]\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_volley"))
-        .args(["check-config", bad.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = check_config(&bad);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     for expected in [
@@ -301,10 +298,7 @@ fn check_config_explains_errors_with_their_line() {
         "shards = 1\n[[listener]]\naddress = \"127.0.0.1:2600\"\nack = \"safe\"\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_volley"))
-        .args(["check-config", good.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = check_config(&good);
     assert!(
         out.status.success(),
         "{}",

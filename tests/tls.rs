@@ -15,7 +15,7 @@ use volley_smtp::{EnhancedCode, Reply};
 
 use crate::support::composer::{command, read_reply};
 use crate::support::sink::Script;
-use crate::support::{World, log_lines, python, temp_path, wait_stats, wait_until};
+use crate::support::{World, check_config, log_lines, python, temp_path, wait_stats, wait_until};
 
 /// A CA, and ingest's certificate for 127.0.0.1 signed by it, on disk.
 struct Certs {
@@ -646,12 +646,7 @@ fn check_config_reads_the_certificate_files() {
             certs.key.display()
         )
     };
-    let check = || {
-        Command::new(env!("CARGO_BIN_EXE_volley"))
-            .args(["check-config", file.to_str().unwrap()])
-            .output()
-            .unwrap()
-    };
+    let check = || check_config(&file);
     std::fs::write(&file, text(&certs.cert)).unwrap();
     let out = check();
     assert!(

@@ -142,6 +142,15 @@ pub fn wait_stats(engine: &Engine, what: &str, cond: impl Fn(&Stats) -> bool) {
     }
 }
 
+/// `volley check-config FILE`, run to the end.
+pub fn check_config(file: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_volley"))
+        .arg("check-config")
+        .arg(file)
+        .output()
+        .expect("volley runs")
+}
+
 /// Runs a Python program with `args` as `sys.argv[1:]`; returns its
 /// stdout, failing the test with its stderr when it fails.
 pub fn python(program: &str, args: &[&dyn std::fmt::Display]) -> String {
