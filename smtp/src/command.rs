@@ -114,6 +114,46 @@ impl MailParams {
     pub fn is_extended(&self) -> bool {
         *self != MailParams::default()
     }
+
+    /// RET and ENVID in their SMTP form (`RET=HDRS ENVID=...`, "" when
+    /// neither was given), as [`parse_mail_params`] reads them back.
+    pub fn dsn_text(&self) -> String {
+        let mut words = Vec::new();
+        match self.ret {
+            Some(Ret::Full) => words.push("RET=FULL".to_string()),
+            Some(Ret::Headers) => words.push("RET=HDRS".to_string()),
+            None => {}
+        }
+        if let Some(e) = &self.envid {
+            words.push(format!("ENVID={}", xtext_encode(e)));
+        }
+        words.join(" ")
+    }
+}
+
+impl RcptParams {
+    /// NOTIFY and ORCPT in their SMTP form (`NOTIFY=FAILURE,DELAY
+    /// ORCPT=rfc822;...`, "" when neither was given), as
+    /// [`parse_rcpt_params`] reads them back.
+    pub fn dsn_text(&self) -> String {
+        let mut words = Vec::new();
+        if let Some(n) = self.notify {
+            let flags: Vec<&str> = [
+                (n.never, "NEVER"),
+                (n.success, "SUCCESS"),
+                (n.failure, "FAILURE"),
+                (n.delay, "DELAY"),
+            ]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect();
+            words.push(format!("NOTIFY={}", flags.join(",")));
+        }
+        if let Some(o) = &self.orcpt {
+            words.push(format!("ORCPT={};{}", o.addr_type, xtext_encode(&o.addr)));
+        }
+        words.join(" ")
+    }
 }
 
 /// Parameters of RCPT TO.
@@ -284,6 +324,15 @@ fn params(s: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
 fn parse_mail(rest: &str) -> Result<Command, CommandError> {
     let (path, ps) = path_and_params(rest, "FROM:")?;
     let reverse_path = parse_reverse_path(path)?;
+    Ok(Command::Mail {
+        reverse_path,
+        params: parse_mail_params(ps)?,
+    })
+}
+
+/// The ESMTP parameters of MAIL FROM (what follows the path), as
+/// [`parse_command`] reads them.
+pub fn parse_mail_params(ps: &str) -> Result<MailParams, CommandError> {
     let mut p = MailParams::default();
     for (k, v) in params(ps) {
         if k.eq_ignore_ascii_case("SIZE") {
@@ -321,15 +370,21 @@ fn parse_mail(rest: &str) -> Result<Command, CommandError> {
             return Err(CommandError::UnknownParameter(k.to_owned()));
         }
     }
-    Ok(Command::Mail {
-        reverse_path,
-        params: p,
-    })
+    Ok(p)
 }
 
 fn parse_rcpt(rest: &str) -> Result<Command, CommandError> {
     let (path, ps) = path_and_params(rest, "TO:")?;
     let forward_path = parse_forward_path(path)?;
+    Ok(Command::Rcpt {
+        forward_path,
+        params: parse_rcpt_params(ps)?,
+    })
+}
+
+/// The ESMTP parameters of RCPT TO (what follows the path), as
+/// [`parse_command`] reads them.
+pub fn parse_rcpt_params(ps: &str) -> Result<RcptParams, CommandError> {
     let mut p = RcptParams::default();
     for (k, v) in params(ps) {
         if k.eq_ignore_ascii_case("NOTIFY") {
@@ -374,10 +429,7 @@ fn parse_rcpt(rest: &str) -> Result<Command, CommandError> {
             return Err(CommandError::UnknownParameter(k.to_owned()));
         }
     }
-    Ok(Command::Rcpt {
-        forward_path,
-        params: p,
-    })
+    Ok(p)
 }
 
 /// The value of parameter `name`, one of the keywords of `table` (any case).
@@ -437,6 +489,20 @@ fn parse_bdat(rest: &str) -> Result<Command, CommandError> {
         return Err(CommandError::BadArguments("expected BDAT <size> [LAST]"));
     }
     Ok(Command::Bdat { size, last })
+}
+
+/// Encodes `s` as RFC 3461 xtext: printable ASCII but `+` and `=` as is,
+/// every other octet as `+XX`.
+pub fn xtext_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'+' | b'=' => out.push_str(&format!("+{b:02X}")),
+            b'!'..=b'~' => out.push(b as char),
+            _ => out.push_str(&format!("+{b:02X}")),
+        }
+    }
+    out
 }
 
 /// Decodes RFC 3461 xtext: `+XX` is a hex-escaped octet; `+` and `=` must be
@@ -692,6 +758,35 @@ mod tests {
             Err(CommandError::UnknownParameter("SIZE".into()))
         );
         assert!(matches!(p("RCPT TO:<>"), Err(CommandError::Address(_))));
+    }
+
+    #[test]
+    fn dsn_parameters_read_back_from_their_smtp_form() {
+        let mail = MailParams {
+            ret: Some(Ret::Headers),
+            envid: Some("QQ+314 =x".into()),
+            ..MailParams::default()
+        };
+        assert_eq!(mail.dsn_text(), "RET=HDRS ENVID=QQ+2B314+20+3Dx");
+        assert_eq!(parse_mail_params(&mail.dsn_text()).unwrap(), mail);
+        assert_eq!(MailParams::default().dsn_text(), "");
+        let rcpt = RcptParams {
+            notify: Some(Notify {
+                failure: true,
+                delay: true,
+                ..Notify::default()
+            }),
+            orcpt: Some(Orcpt {
+                addr_type: "rfc822".into(),
+                addr: "Old+Box@example.org".into(),
+            }),
+        };
+        assert_eq!(
+            rcpt.dsn_text(),
+            "NOTIFY=FAILURE,DELAY ORCPT=rfc822;Old+2BBox@example.org"
+        );
+        assert_eq!(parse_rcpt_params(&rcpt.dsn_text()).unwrap(), rcpt);
+        assert_eq!(RcptParams::default().dsn_text(), "");
     }
 
     #[test]

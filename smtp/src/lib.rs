@@ -22,6 +22,7 @@ pub use client::{
 };
 pub use command::{
     BodyType, Command, CommandError, MailParams, Notify, Orcpt, RcptParams, Ret, parse_command,
+    parse_mail_params, parse_rcpt_params, xtext_encode,
 };
 pub use reply::{EnhancedCode, Reply, ReplyClass};
 pub use reply_parser::{DEFAULT_MAX_REPLY_LINE, ReplyError, ReplyParser};
