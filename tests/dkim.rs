@@ -225,3 +225,49 @@ fn a_reload_signs_with_the_new_key_and_check_config_reads_the_keys() {
         let _ = std::fs::remove_file(f);
     }
 }
+
+#[test]
+fn a_bounce_message_is_signed_with_the_key_of_volleys_own_domain() {
+    // d0.test refuses everyone; the notification goes to the sender at
+    // d1.test, from MAILER-DAEMON at Volley's host name under composer.test.
+    let world = World::generated(2, 2, |k| Script {
+        rcpt: (k == 0).then(|| {
+            Box::new(|_: &str, _: usize| {
+                Some(volley_smtp::Reply::new(
+                    550,
+                    volley_smtp::EnhancedCode::new(5, 1, 1),
+                    "no such user",
+                ))
+            }) as Box<_>
+        }),
+        ..Script::default()
+    });
+    let (ed, ed_record) = keygen("dsn1", "ed25519-sha256");
+    let mut config = world.config();
+    config.hostname = "mta.composer.test".into();
+    config.dkim = vec![ed.clone()];
+    let engine = Engine::start(config).unwrap();
+    let mut m = tx(
+        &["gone@d0.test"],
+        "From: news@composer.test\r\nSubject: s\r\n\r\nbody\r\n",
+        None,
+    );
+    m.reverse_path = "bounces@d1.test".into();
+    composer::send(engine.listen_addrs()[0], false, vec![m]).unwrap();
+    wait_until("the notification", Duration::from_secs(10), || {
+        world.received_count() == 1
+    });
+    engine.shutdown();
+    let dsn = &world.received()[0];
+    assert_eq!(dsn.sender, "");
+    let path = temp_path("dsn-signed.eml");
+    let mut whole = dsn.trace.clone().into_bytes();
+    whole.extend_from_slice(&dsn.body);
+    std::fs::write(&path, whole).unwrap();
+    let records = serde_json::json!({ "dsn1._domainkey.composer.test": ed_record }).to_string();
+    let out = python(VERIFY, &[&records, &path.display()]);
+    assert_eq!(out.trim(), "1 True DKIM-Signature: v=1", "{out}");
+    for f in [path.as_path(), ed.key.as_path()] {
+        let _ = std::fs::remove_file(f);
+    }
+}

@@ -2,6 +2,7 @@
 
 mod bench;
 mod dkim;
+mod dsn;
 mod durable;
 mod events;
 mod ingest;

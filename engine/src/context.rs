@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::core::{Action, ConnId, Core, DomainId};
 use crate::dkim::DkimKeys;
 use crate::dlog::DeliveryLog;
+use crate::dsn::DsnQueue;
 use crate::durable::Durable;
 use crate::events::EventFeed;
 use crate::message::{Budget, Message};
@@ -62,6 +63,9 @@ pub(crate) struct Shared {
     pub(crate) dkim: ArcSwap<DkimKeys>,
     /// The event feed, when `[events] url` is set.
     pub(crate) events: Option<EventFeed>,
+    /// Where shards hand outcomes that call for a delivery status
+    /// notification.
+    pub(crate) dsn: DsnQueue,
     /// From domains already logged as having no DKIM key (once each).
     pub(crate) dkim_unsigned: Mutex<std::collections::HashSet<String>>,
 }

@@ -32,7 +32,7 @@ use crate::journal::{
     AppendTicket, JournalError, JournalWriter, NewMessage, QuotaExceeded, QuotaLimits, SendQuota,
     shard_dir,
 };
-use crate::message::{Budget, FinishRecord, Message};
+use crate::message::{Budget, FinishRecord, Message, address_of};
 use crate::routing::Router;
 
 /// The wall clock the quota's days are counted by. [`Engine::start`]
@@ -136,6 +136,11 @@ impl Durable {
             .reserved
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.writers[shard].append_many(batch)
+    }
+
+    /// How many journal writers there are (one per shard directory).
+    pub(crate) fn writer_count(&self) -> usize {
+        self.writers.len()
     }
 
     /// Message `msg`, appended by shard `shard`, is on disk as `seq`: it
@@ -351,7 +356,8 @@ pub(crate) fn requeue(
             let mut keys = Vec::with_capacity(m.recipients.len());
             let mut indexes = Vec::with_capacity(m.recipients.len());
             for r in m.recipients {
-                match Mailbox::parse(&r.address).and_then(|mb| mb.domain.routing_key()) {
+                match Mailbox::parse(address_of(&r.address)).and_then(|mb| mb.domain.routing_key())
+                {
                     Ok(key) => {
                         keys.push(key.into_boxed_str());
                         indexes.push(r.index);

@@ -13,6 +13,7 @@ use crate::config::{Config, ConfigError};
 use crate::context::Shared;
 use crate::dkim::DkimKeys;
 use crate::dlog::{DeliveryLog, LogWriter};
+use crate::dsn_writer::DsnWriter;
 use crate::durable::{self, QuotaFlusher, WallClock};
 use crate::journal::RecoveryReport;
 use crate::message::Budget;
@@ -192,6 +193,8 @@ pub struct Engine {
     /// Stores the delivered count (durable mode); dropped after the shards.
     quota_flusher: Option<QuotaFlusher>,
     recovery: Vec<RecoveryReport>,
+    /// Writes delivery status notifications; stopped after the shards.
+    dsn_writer: Option<DsnWriter>,
 }
 
 impl Engine {
@@ -275,6 +278,7 @@ impl Engine {
             inboxes.push(tx);
             receivers.push(rx);
         }
+        let (dsn, dsn_inbox) = crate::dsn::queue();
         let shared = Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             counters: Default::default(),
@@ -294,8 +298,16 @@ impl Engine {
             mta_sts,
             dkim: ArcSwap::from_pointee(dkim),
             events,
+            dsn,
             dkim_unsigned: Mutex::new(Default::default()),
         });
+        let dsn_writer =
+            DsnWriter::start(Arc::downgrade(&shared), dsn_inbox).map_err(|source| {
+                EngineError::Thread {
+                    name: "volley-dsn".into(),
+                    source,
+                }
+            })?;
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut threads = Vec::new();
@@ -324,6 +336,7 @@ impl Engine {
             listen,
             quota_flusher: None,
             recovery: Vec::new(),
+            dsn_writer: Some(dsn_writer),
         };
         for index in 0..n {
             match ready_rx.recv() {
@@ -517,6 +530,11 @@ impl Engine {
         let mut queued = 0;
         for t in self.threads.drain(..) {
             queued += t.join().unwrap_or(0);
+        }
+        // The shards are gone, so no outcome comes after: the
+        // notifications gathered so far are written (and journaled).
+        if let Some(mut w) = self.dsn_writer.take() {
+            w.stop();
         }
         queued
     }

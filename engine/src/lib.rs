@@ -46,9 +46,12 @@ mod auth;
 mod config;
 mod context;
 mod core;
+mod date;
 mod delivery;
 mod dkim;
 mod dlog;
+mod dsn;
+mod dsn_writer;
 mod durable;
 mod engine;
 mod events;
@@ -70,8 +73,8 @@ mod tls;
 mod transport;
 
 pub use config::{
-    AckMode, Config, ConfigError, DkimAlgorithm, DkimConfig, EventsSettings, IngestConfig,
-    JournalSettings, ListenerConfig, MtaStsSettings, Policy, Protocol, QueueSettings,
+    AckMode, Config, ConfigError, DkimAlgorithm, DkimConfig, DsnSettings, EventsSettings,
+    IngestConfig, JournalSettings, ListenerConfig, MtaStsSettings, Policy, Protocol, QueueSettings,
     SchedulerConfig, SpecificQueue, TlsFiles, TlsPolicy, UserConfig,
 };
 pub use dkim::{DkimError, check_keys as check_dkim_keys};

@@ -85,6 +85,24 @@ fn body_type_of(c: char) -> Option<BodyType> {
     }
 }
 
+/// Separates an address from the DSN parameters its Composer gave with it
+/// (RFC 3461: RET and ENVID after the sender, NOTIFY and ORCPT after a
+/// recipient), kept in their SMTP form (xtext) on the same line of the
+/// address text. Addresses never hold control characters, and the journal
+/// keeps each line whole, so the parameters survive a restart without a
+/// field of their own.
+pub(crate) const PARAMS_SEPARATOR: char = '\u{1f}';
+
+/// The address of one line of address text, without its DSN parameters.
+pub(crate) fn address_of(line: &str) -> &str {
+    line.split(PARAMS_SEPARATOR).next().unwrap_or("")
+}
+
+/// The DSN parameters of one line of address text ("" when none).
+fn params_of(line: &str) -> &str {
+    line.split_once(PARAMS_SEPARATOR).map_or("", |(_, p)| p)
+}
+
 /// Estimated bytes per recipient beyond address text and body, for the budget.
 const NODE_COST: u64 = 64;
 
@@ -101,7 +119,8 @@ fn cost(body: &Bytes, addrs: &str) -> u64 {
 
 impl Message {
     /// Builds a message accepted at `received` and charges its size to
-    /// `budget` until it is dropped.
+    /// `budget` until it is dropped. The sender and each recipient may
+    /// carry their DSN parameters after [`PARAMS_SEPARATOR`].
     pub(crate) fn new(
         id: u64,
         received: Instant,
@@ -152,12 +171,19 @@ impl Message {
 
     /// The reverse path (empty for the null sender).
     pub(crate) fn sender(&self) -> &str {
-        let first = self.addrs.split('\n').next().unwrap_or("");
-        first.trim_start_matches(|c| body_type_of(c).is_some())
+        address_of(
+            self.journal_sender()
+                .trim_start_matches(|c| body_type_of(c).is_some()),
+        )
+    }
+
+    /// RET and ENVID as MAIL gave them ("" when neither was given).
+    pub(crate) fn sender_params(&self) -> &str {
+        params_of(self.journal_sender())
     }
 
     /// The sender as the journal keeps it: with the declared BODY's marker
-    /// before it, so a message recovered from the journal (built from this
+    /// before it and its DSN parameters after it, so a message recovered from the journal (built from this
     /// text by [`Message::new`]) declares the same BODY.
     pub(crate) fn journal_sender(&self) -> &str {
         self.addrs.split('\n').next().unwrap_or("")
@@ -170,6 +196,16 @@ impl Message {
 
     /// Recipient number `i`, as the Composer gave it.
     pub(crate) fn recipient(&self, i: u32) -> &str {
+        address_of(self.recipient_line(i))
+    }
+
+    /// NOTIFY and ORCPT as RCPT gave them for recipient `i` ("" when
+    /// neither was given).
+    pub(crate) fn recipient_params(&self, i: u32) -> &str {
+        params_of(self.recipient_line(i))
+    }
+
+    fn recipient_line(&self, i: u32) -> &str {
         self.addrs.split('\n').nth(i as usize + 1).unwrap_or("")
     }
 
@@ -336,6 +372,35 @@ mod tests {
         .declaring(Some(BodyType::EightBitMime));
         assert_eq!(null_sender.sender(), "");
         assert_eq!(null_sender.body_type(), Some(BodyType::EightBitMime));
+    }
+
+    #[test]
+    fn dsn_parameters_ride_after_their_addresses() {
+        let budget = Arc::new(Budget::default());
+        let m = Message::new(
+            3,
+            Instant::now(),
+            "a@x.example\u{1f}RET=HDRS ENVID=q1",
+            &["b@y.example\u{1f}NOTIFY=NEVER".into(), "c@z.example".into()],
+            Bytes::new(),
+            None,
+            budget.clone(),
+        )
+        .declaring(Some(BodyType::EightBitMime));
+        assert_eq!(m.sender(), "a@x.example");
+        assert_eq!(m.sender_params(), "RET=HDRS ENVID=q1");
+        assert_eq!(
+            m.journal_sender(),
+            "\u{2}a@x.example\u{1f}RET=HDRS ENVID=q1"
+        );
+        assert_eq!(m.recipient(0), "b@y.example");
+        assert_eq!(m.recipient_params(0), "NOTIFY=NEVER");
+        assert_eq!(m.recipient(1), "c@z.example");
+        assert_eq!(m.recipient_params(1), "");
+        assert_eq!(
+            address_of("d@w.example\u{1f}ORCPT=rfc822;d@w.example"),
+            "d@w.example"
+        );
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct Stats {
     pub tls_failed: u64,
     /// Ingest sessions that set up TLS (STARTTLS or `smtps`).
     pub ingest_tls: u64,
+    /// Delivery status notifications (bounce messages) queued to senders.
+    pub dsn_sent: u64,
     /// Events the feed dropped because its queue was full.
     pub events_dropped: u64,
 }
@@ -66,6 +68,7 @@ pub(crate) struct Counters {
     pub(crate) tls_resumed: AtomicU64,
     pub(crate) tls_failed: AtomicU64,
     pub(crate) ingest_tls: AtomicU64,
+    pub(crate) dsn_sent: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -110,6 +113,7 @@ impl Counters {
             tls_resumed: g(&self.tls_resumed),
             tls_failed: g(&self.tls_failed),
             ingest_tls: g(&self.ingest_tls),
+            dsn_sent: g(&self.dsn_sent),
             events_dropped: 0,
         }
     }

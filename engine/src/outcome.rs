@@ -34,6 +34,11 @@ pub(crate) fn report(
     tx_latency: Option<Duration>,
 ) {
     let counters = &ctx.shared.counters;
+    let dsn = ctx.shared.config.load().dsn;
+    let note = match dsn.enabled {
+        true => crate::dsn::note_for(&s, reply, target.map(|t| &*t.host), dsn.delay_after),
+        false => None,
+    };
     let msg = &s.msg;
     let record = Record {
         time: unix_now(),
@@ -67,6 +72,12 @@ pub(crate) fn report(
     if msg.composer_waits() {
         msg.reply(s.rcpt, safe_reply(reply, s.status, target));
     }
+
+    // A failure's finish record waits for its notification to be queued.
+    let finish_now = note.as_ref().is_none_or(|n| !n.holds_finish());
+    if let Some(note) = note {
+        ctx.shared.dsn.offer(note);
+    }
     match s.status {
         Status::Delivered => {
             bump(&counters.delivered);
@@ -80,7 +91,9 @@ pub(crate) fn report(
     }
     match s.verdict {
         Verdict::Final => {
-            msg.finished(s.rcpt, s.status == Status::Delivered);
+            if finish_now {
+                msg.finished(s.rcpt, s.status == Status::Delivered);
+            }
             counters.queued_sub(1);
         }
         Verdict::ReturnedToComposer => counters.queued_sub(1),

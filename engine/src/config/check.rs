@@ -74,6 +74,9 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     p.at_least_one("events.batch", config.events.batch);
     p.at_least_one("events.queue", config.events.queue);
     p.not_zero("events.timeout", config.events.timeout);
+    if let Some(after) = config.dsn.delay_after {
+        p.not_zero("dsn.delay_after", after);
+    }
     if config.mta_sts.enabled {
         p.not_zero("mta_sts.fetch_timeout", config.mta_sts.fetch_timeout);
         if config.mta_sts.https_port == 0 {

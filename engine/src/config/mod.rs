@@ -6,6 +6,7 @@
 
 mod check;
 mod document;
+mod dsn;
 mod events;
 mod journal;
 mod tls;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 
 use crate::rate::{RateSettings, RuleConfig};
 use document::Document;
+pub use dsn::DsnSettings;
 pub(crate) use events::Endpoint;
 pub use events::EventsSettings;
 pub use journal::JournalSettings;
@@ -81,6 +83,8 @@ pub struct Config {
     pub dkim: Vec<DkimConfig>,
     /// The event feed: each outcome POSTed to the Composer's endpoint.
     pub events: EventsSettings,
+    /// Delivery status notifications back to the sender.
+    pub dsn: DsnSettings,
     /// SMTP AUTH users (`[[user]]`): offered inside TLS; an authenticated
     /// client may relay as a trusted network may.
     #[serde(rename = "user")]
@@ -122,6 +126,7 @@ impl Default for Config {
             mta_sts: MtaStsSettings::default(),
             dkim: Vec::new(),
             events: EventsSettings::default(),
+            dsn: DsnSettings::default(),
             users: Vec::new(),
         }
     }

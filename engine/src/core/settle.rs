@@ -47,6 +47,9 @@ pub(crate) struct Settled {
     pub(crate) rate: Option<RateSnapshot>,
     /// Time since ingest accepted the message.
     pub(crate) age: Duration,
+    /// How much longer a deferred recipient is tried before it expires
+    /// (its queue's max age less `age`).
+    pub(crate) retry_left: Duration,
 }
 
 impl Core {
@@ -138,6 +141,7 @@ impl Core {
             domain,
             rate,
             age,
+            retry_left: settings.max_age.saturating_sub(age),
         }
     }
 

@@ -19,7 +19,7 @@ use crate::auth;
 use crate::config::{AckMode, Config, ListenerConfig, Protocol};
 use crate::context::ShardCtx;
 use crate::dkim::{self, Signed};
-use crate::message::Message;
+use crate::message::{Message, PARAMS_SEPARATOR};
 use crate::metrics::bump;
 use crate::transport::{Conn, TlsSummary, TransportError};
 
@@ -39,6 +39,33 @@ struct Txn {
     body_type: Option<BodyType>,
     rcpts: Vec<String>,
     keys: Vec<Box<str>>,
+    /// RET and ENVID in their SMTP form ("" when not given).
+    sender_params: String,
+    /// NOTIFY and ORCPT of each recipient in their SMTP form.
+    rcpt_params: Vec<String>,
+}
+
+impl Txn {
+    /// The sender and recipients as a message keeps them: each with its
+    /// DSN parameters after [`PARAMS_SEPARATOR`] when it has any. Without
+    /// any (bulk mail's usual case) the addresses are moved, not copied.
+    fn envelope_lines(&mut self) -> (String, Vec<String>) {
+        let sender = std::mem::take(&mut self.sender);
+        let rcpts = std::mem::take(&mut self.rcpts);
+        if self.sender_params.is_empty() && self.rcpt_params.iter().all(String::is_empty) {
+            return (sender, rcpts);
+        }
+        let line = |address: String, params: &str| match params {
+            "" => address,
+            p => format!("{address}{PARAMS_SEPARATOR}{p}"),
+        };
+        let rcpts = rcpts
+            .into_iter()
+            .zip(&self.rcpt_params)
+            .map(|(r, p)| line(r, p))
+            .collect();
+        (line(sender, &self.sender_params), rcpts)
+    }
 }
 
 /// How a wait on the socket ended.
@@ -109,6 +136,7 @@ pub(crate) async fn run(
         extensions: Extensions {
             starttls: certificate.is_some() && !implicit,
             auth: certificate.is_some() && !config.users.is_empty(),
+            dsn: config.dsn.enabled,
             ..Extensions::default()
         },
         require_tls: lc.require_tls,
@@ -314,13 +342,17 @@ impl Session {
                         start: self.held.mark(self.server.output().len()),
                         sender: reverse_path.map(|m| m.to_string()).unwrap_or_default(),
                         body_type: params.body,
+                        sender_params: params.dsn_text(),
                         ..Txn::default()
                     };
                     Verdict::Accept
                 };
                 let _ = self.server.mail_verdict(verdict);
             }
-            ServerEvent::Rcpt { forward_path, .. } => {
+            ServerEvent::Rcpt {
+                forward_path,
+                params,
+            } => {
                 // The relay policy as it is now: a reload applies at once.
                 let config = self.shard.shared.config.load();
                 let verdict = match rcpt_policy(&config.ingest, &forward_path) {
@@ -328,6 +360,7 @@ impl Session {
                     Ok(Accepted { rcpt, key }) => {
                         self.txn.rcpts.push(rcpt);
                         self.txn.keys.push(key.into());
+                        self.txn.rcpt_params.push(params.dsn_text());
                         Verdict::Accept
                     }
                 };
@@ -602,7 +635,7 @@ impl Session {
     /// The body is complete: make the message, route its recipients, and
     /// answer now (fast) or once the remote outcomes are in (safe).
     async fn complete(&mut self) {
-        let txn = std::mem::take(&mut self.txn);
+        let mut txn = std::mem::take(&mut self.txn);
         let shard = self.shard.clone();
         let id = shard.next_message_id();
         let Some(signatures) = self.dkim_signatures().await else {
@@ -619,6 +652,7 @@ impl Session {
         let body = self.trace_and_body(&txn, id, &signatures);
         self.clear_body();
         let n = txn.rcpts.len();
+        let (sender, rcpts) = txn.envelope_lines();
         match self.lc.ack {
             AckMode::Fast => {
                 let durable = shard.shared.durable.is_some();
@@ -632,8 +666,8 @@ impl Session {
                 let msg = Message::new(
                     id,
                     Instant::now(),
-                    &txn.sender,
-                    &txn.rcpts,
+                    &sender,
+                    &rcpts,
                     msg_body,
                     None,
                     shard.shared.budget.clone(),
@@ -652,9 +686,9 @@ impl Session {
                     // The journal's sender carries the declared BODY.
                     let sender = match p.msg.body_type() {
                         Some(_) => p.msg.journal_sender().to_string(),
-                        None => txn.sender,
+                        None => sender,
                     };
-                    self.held.push(p, (sender, txn.rcpts, journal_body));
+                    self.held.push(p, (sender, rcpts, journal_body));
                 } else {
                     shard.route_message(Arc::new(msg), txn.keys);
                 }
@@ -665,8 +699,8 @@ impl Session {
                 let msg = Message::new(
                     id,
                     Instant::now(),
-                    &txn.sender,
-                    &txn.rcpts,
+                    &sender,
+                    &rcpts,
                     body,
                     Some(tx),
                     shard.shared.budget.clone(),
