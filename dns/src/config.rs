@@ -51,6 +51,13 @@ pub struct ResolverConfig {
     /// Domains routed to fixed hosts without MX lookup: each host is an IP
     /// address or a host name (looked up as A/AAAA), tried in the order given.
     pub static_routes: HashMap<String, Vec<String>>,
+    /// Validate answers with DNSSEC. Needs nameservers that pass DNSSEC
+    /// records on (any validating or plain recursive resolver does); what
+    /// lets delivery use DANE.
+    pub dnssec: bool,
+    /// The trust anchors DNSSEC starts from: a file of DNSKEY records in
+    /// zone-file form. Unset: the root zone's published keys.
+    pub trust_anchor: Option<std::path::PathBuf>,
 }
 
 impl Default for ResolverConfig {
@@ -68,6 +75,8 @@ impl Default for ResolverConfig {
             max_mx_hosts: 5,
             refresh_ahead: 0.8,
             static_routes: HashMap::new(),
+            dnssec: false,
+            trust_anchor: None,
         }
     }
 }
@@ -106,6 +115,11 @@ impl ResolverConfig {
         }
         if self.timeout.is_zero() {
             return Err(ConfigError::Invalid("timeout must not be zero".into()));
+        }
+        if self.trust_anchor.is_some() && !self.dnssec {
+            return Err(ConfigError::Invalid(
+                "trust_anchor is set but dnssec is off".into(),
+            ));
         }
         for (domain, hosts) in &self.static_routes {
             if hosts.is_empty() {

@@ -39,7 +39,9 @@ mod inflight;
 mod lookups;
 mod resolver;
 mod route;
+mod signed_zone;
 mod testserver;
+mod tlsa;
 mod upstream;
 
 pub use crate::config::{ConfigError, ResolverConfig};
@@ -47,4 +49,6 @@ pub use crate::error::ResolveError;
 pub use crate::lookups::Lookups;
 pub use crate::resolver::{MxResolver, ResolverStats};
 pub use crate::route::{MxHost, Route, RouteKind};
+pub use crate::signed_zone::SignedZone;
 pub use crate::testserver::{Fault, TestDnsServer, TestZone};
+pub use crate::tlsa::{TlsaAnswer, TlsaRecord, Validation};

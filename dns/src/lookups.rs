@@ -39,7 +39,7 @@ impl Lookups {
 
 fn found<T>(r: Records<T>) -> Vec<T> {
     match r {
-        Records::Found(v, _) => v,
+        Records::Found(v, _, _) => v,
         Records::NoData(_) | Records::NxDomain(_) => Vec::new(),
     }
 }

@@ -19,6 +19,7 @@ use crate::config::{ConfigError, ResolverConfig, StaticHost};
 use crate::error::ResolveError;
 use crate::inflight::InFlight;
 use crate::route::{MxHost, Route, RouteKind, order_mx};
+use crate::tlsa::{TlsaAnswer, Validation};
 use crate::upstream::{Records, Upstream};
 
 /// Counters of what the resolver did, for metrics and tests.
@@ -97,6 +98,24 @@ impl MxResolver {
     /// The nameservers this resolver asks, as `ADDR:PORT, ...`.
     pub fn nameservers(&self) -> &str {
         self.inner.upstream.nameservers()
+    }
+
+    /// The TLSA records of `host`'s SMTP service on `port`
+    /// (`_25._tcp.HOST`, RFC 7672 2.2), asked each time (not cached here:
+    /// with DNSSEC on, hickory's own cache keeps the answer and the keys
+    /// that validate it). No records is an empty answer, not an error.
+    pub async fn tlsa(&self, host: &str, port: u16) -> Result<TlsaAnswer, ResolveError> {
+        let name = format!("_{port}._tcp.{}", host.trim_end_matches('.'));
+        Ok(match self.inner.upstream.tlsa(&name).await? {
+            Records::Found(records, _, validation) => TlsaAnswer {
+                records,
+                validation,
+            },
+            Records::NoData(_) | Records::NxDomain(_) => TlsaAnswer {
+                records: Vec::new(),
+                validation: Validation::Insecure,
+            },
+        })
     }
 
     /// The route to `domain`'s mail servers: from the cache when it holds a
@@ -265,7 +284,7 @@ impl Inner {
                 ttl: self.negative_ttl(neg),
             },
             Ok(Records::NoData(_)) => self.fetch_implicit(domain).await,
-            Ok(Records::Found(mx, ttl)) => {
+            Ok(Records::Found(mx, ttl, validation)) => {
                 let real: Vec<(u16, String)> = mx
                     .into_iter()
                     .filter(|(_, name)| !name.is_empty())
@@ -283,7 +302,8 @@ impl Inner {
                     .into_iter()
                     .map(|(pref, name)| (pref, name, None))
                     .collect();
-                self.collect_hosts(domain, RouteKind::Mx, hosts, self.positive_ttl(ttl))
+                let secure = validation == Validation::Secure;
+                self.collect_hosts(domain, RouteKind::Mx, hosts, self.positive_ttl(ttl), secure)
                     .await
             }
         }
@@ -292,7 +312,13 @@ impl Inner {
     async fn fetch_implicit(self: &Rc<Self>, domain: &str) -> Fetched<Route> {
         let hosts = vec![(0, domain.to_string(), None)];
         let mut fetched = self
-            .collect_hosts(domain, RouteKind::ImplicitMx, hosts, self.config.max_ttl)
+            .collect_hosts(
+                domain,
+                RouteKind::ImplicitMx,
+                hosts,
+                self.config.max_ttl,
+                false,
+            )
             .await;
         if let Err(ResolveError::NoAddress { detail, .. }) = &mut fetched.answer {
             *detail = "no MX record and no A/AAAA record".into();
@@ -312,7 +338,7 @@ impl Inner {
                 }
             })
             .collect();
-        self.collect_hosts(domain, RouteKind::Static, hosts, self.config.max_ttl)
+        self.collect_hosts(domain, RouteKind::Static, hosts, self.config.max_ttl, false)
             .await
     }
 
@@ -324,6 +350,7 @@ impl Inner {
         kind: RouteKind,
         hosts: Vec<(u16, String, Option<IpAddr>)>,
         mut ttl: Duration,
+        mx_secure: bool,
     ) -> Fetched<Route> {
         // Start every lookup before waiting for any.
         let pending: Vec<_> = hosts
@@ -388,6 +415,7 @@ impl Inner {
                 domain: domain.to_string(),
                 hosts: out,
                 kind,
+                mx_secure,
                 ttl,
                 expires: Instant::now() + ttl,
             }),
@@ -442,7 +470,7 @@ impl Inner {
         let mut error = None;
         for result in [v4, v6] {
             match result {
-                Ok(Records::Found(found, t)) => {
+                Ok(Records::Found(found, t, _)) => {
                     addrs.extend(found);
                     let t = self.positive_ttl(t);
                     ttl = Some(ttl.map_or(t, |old| old.min(t)));

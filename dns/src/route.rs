@@ -38,6 +38,9 @@ pub struct Route {
     pub hosts: Vec<MxHost>,
     /// How the hosts were found.
     pub kind: RouteKind,
+    /// The MX records were validated by DNSSEC (always false when the
+    /// resolver does not validate): what lets DANE apply to the hosts.
+    pub mx_secure: bool,
     /// The TTL the route was cached with (smallest of its records, clamped).
     pub ttl: Duration,
     /// When the route stops being valid.

@@ -335,16 +335,28 @@ pub struct TestDnsServer {
 impl TestDnsServer {
     /// Binds UDP and TCP on 127.0.0.1 (one free port for both) and serves `zone`.
     pub fn start(zone: TestZone) -> io::Result<Self> {
-        let (udp, tcp) = bind_pair()?;
-        let addr = udp.local_addr()?;
         let shared = Arc::new(Shared {
             zone: RwLock::new(zone),
             total: AtomicU64::new(0),
             per_name: Mutex::new(HashMap::new()),
         });
+        let mut server = TestDnsServer::serving(Handler(shared.clone()))?;
+        server.shared = shared;
+        Ok(server)
+    }
+
+    /// Serves whatever `handler` answers (a [`TestZone`], or a signed
+    /// zone's catalog); the query counters count only a [`TestZone`]'s.
+    pub(crate) fn serving<H: RequestHandler>(handler: H) -> io::Result<Self> {
+        let (udp, tcp) = bind_pair()?;
+        let addr = udp.local_addr()?;
+        let shared = Arc::new(Shared {
+            zone: RwLock::new(TestZone::new()),
+            total: AtomicU64::new(0),
+            per_name: Mutex::new(HashMap::new()),
+        });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
-        let handler = Handler(shared.clone());
         let thread = std::thread::Builder::new()
             .name("volley-test-dns".into())
             .spawn(move || serve(handler, udp, tcp, stopped, ready_tx))?;
@@ -427,8 +439,8 @@ fn bind_pair() -> io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
     Err(last.unwrap_or_else(|| io::Error::other("no free port for UDP and TCP")))
 }
 
-fn serve(
-    handler: Handler,
+fn serve<H: RequestHandler>(
+    handler: H,
     udp: std::net::UdpSocket,
     tcp: std::net::TcpListener,
     stopped: tokio::sync::oneshot::Receiver<()>,

@@ -4,12 +4,14 @@
 //! de-duplication happen per shard in [`crate::MxResolver`].
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig as HickoryConfig, ResolverOpts,
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::dnssec::TrustAnchors;
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::{Resolver, TokioResolver};
@@ -18,12 +20,14 @@ use tokio::sync::Semaphore;
 
 use crate::config::{ConfigError, ResolverConfig};
 use crate::error::ResolveError;
+use crate::tlsa::{TlsaRecord, Validation};
 
 /// The records of one type at one name, or why there are none.
 #[derive(Debug)]
 pub(crate) enum Records<T> {
-    /// Records found, with the smallest TTL among them (seconds).
-    Found(Vec<T>, u32),
+    /// Records found, with the smallest TTL among them (seconds), and what
+    /// DNSSEC validation said of them.
+    Found(Vec<T>, u32, Validation),
     /// The name exists but has no record of this type; negative TTL from the SOA if any.
     NoData(Option<u32>),
     /// The name does not exist; negative TTL from the SOA if any.
@@ -62,16 +66,26 @@ impl Upstream {
         // a timeout over TCP would double the time a dead server costs.
         opts.try_tcp_on_error = false;
         opts.use_hosts_file = ResolveHosts::Never;
-        // Our per-shard cache does the caching; hickory's would only cost memory.
-        opts.cache_size = 0;
+        // Our per-shard cache does the caching; hickory's would only cost
+        // memory. With DNSSEC it keeps the zones' keys (DNSKEY, DS), which
+        // every validated answer needs again.
+        opts.cache_size = if config.dnssec { 4096 } else { 0 };
+        opts.validate = config.dnssec;
         // Cold starts resolve thousands of domains at once.
         opts.max_active_requests = 8192;
         opts.ndots = 0;
-        let resolver =
+        let mut builder =
             Resolver::builder_with_config(hickory_config, TokioRuntimeProvider::default())
-                .with_options(opts)
-                .build()
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+                .with_options(opts);
+        if let (true, Some(path)) = (config.dnssec, &config.trust_anchor) {
+            let anchors = TrustAnchors::from_file(path).map_err(|e| {
+                ConfigError::Invalid(format!("trust_anchor {}: {e}", path.display()))
+            })?;
+            builder = builder.with_trust_anchor(Arc::new(anchors));
+        }
+        let resolver = builder
+            .build()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(Self {
             resolver,
             permits: Semaphore::new(config.max_concurrent_queries),
@@ -121,6 +135,20 @@ impl Upstream {
         .await
     }
 
+    /// TLSA records of `name` (`_25._tcp.HOST`).
+    pub(crate) async fn tlsa(&self, name: &str) -> Result<Records<TlsaRecord>, ResolveError> {
+        self.query(name, RecordType::TLSA, |rdata| match rdata {
+            RData::TLSA(t) => Some(TlsaRecord {
+                usage: t.cert_usage.into(),
+                selector: t.selector.into(),
+                matching: t.matching.into(),
+                data: t.cert_data.clone(),
+            }),
+            _ => None,
+        })
+        .await
+    }
+
     /// TXT records of `name`, each as its strings joined (RFC 7208 3.3).
     pub(crate) async fn txt(&self, name: &str) -> Result<Records<String>, ResolveError> {
         self.query(name, RecordType::TXT, |rdata| match rdata {
@@ -156,6 +184,7 @@ impl Upstream {
             Ok(lookup) => {
                 let mut ttl = u32::MAX;
                 let mut found = Vec::new();
+                let mut validation = Validation::Secure;
                 for record in lookup.answers() {
                     if record.record_type() != rtype {
                         continue; // CNAMEs on the way
@@ -163,16 +192,27 @@ impl Upstream {
                     if let Some(v) = extract(&record.data) {
                         ttl = ttl.min(record.ttl);
                         found.push(v);
+                        validation = validation.and(proof_of(record));
                     }
                 }
                 if found.is_empty() {
                     Ok(Records::NoData(None))
                 } else {
-                    Ok(Records::Found(found, ttl))
+                    Ok(Records::Found(found, ttl, validation))
                 }
             }
             Err(e) => map_error(name, e, &self.nameservers),
         }
+    }
+}
+
+/// What validation said of one record (insecure when it did not run).
+fn proof_of(record: &hickory_resolver::proto::rr::Record) -> Validation {
+    use hickory_resolver::proto::dnssec::Proof;
+    match record.proof {
+        Proof::Secure => Validation::Secure,
+        Proof::Bogus => Validation::Bogus,
+        Proof::Insecure | Proof::Indeterminate => Validation::Insecure,
     }
 }
 
