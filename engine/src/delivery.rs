@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use volley_dns::Validation;
 use volley_smtp::{
     Client, ClientConfig, ClientError, ClientEvent, EnhancedCode, RecipientOutcome, Reply,
     SendError, Stage, Transaction,
@@ -96,15 +97,16 @@ impl Session {
     }
 }
 
-/// Resolves the domain to the addresses to try, in order.
+/// Resolves the domain to the addresses to try, in order, and whether
+/// DNSSEC proved its MX records (what lets DANE apply to the hosts).
 async fn targets(
     ctx: &ShardCtx,
     route: &Route,
     port: u16,
-) -> Result<Vec<Target>, volley_dns::ResolveError> {
+) -> Result<(Vec<Target>, bool), volley_dns::ResolveError> {
     let s = &route.settings;
     if !route.fixed.is_empty() {
-        return Ok(route
+        let fixed = route
             .fixed
             .iter()
             .take(s.mx_limit.max(1))
@@ -113,7 +115,8 @@ async fn targets(
                 addr: *a,
                 tls: None,
             })
-            .collect());
+            .collect();
+        return Ok((fixed, false));
     }
     let mx = ctx.resolver.resolve(&route.name).await?;
     let mut out = Vec::new();
@@ -127,7 +130,7 @@ async fn targets(
             });
         }
     }
-    Ok(out)
+    Ok((out, mx.mx_secure))
 }
 
 /// A delivery connection's hold on its domain: the connection slot the
@@ -257,7 +260,7 @@ async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
     let d = slot.d;
     let s = &route.settings;
     let config = ctx.shared.config.load_full();
-    let targets = match targets(&ctx, route, config.delivery_port).await {
+    let (targets, mx_secure) = match targets(&ctx, route, config.delivery_port).await {
         Ok(t) => t,
         Err(e) => {
             let permanent = e.is_permanent();
@@ -295,10 +298,37 @@ async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
         fail_pending(slot, false, &reply, Category::Tls);
         return None;
     }
+    // DANE needs the MX records proved, and a queue that does TLS.
+    let dane_applies = config.resolver.dnssec && mx_secure && tls_policy != TlsPolicy::Disabled;
     for t in targets {
         if ctx.with_core(|c| c.is_host_down(t.addr, Instant::now())) {
             continue;
         }
+        // A host whose TLSA records DNSSEC proved gets TLS checked against
+        // them, whatever the queue's policy; one whose lookup failed is
+        // not delivered to (RFC 7672 2.2).
+        let dane = match dane_applies {
+            true => match dane_records(&ctx, &t.host, config.delivery_port).await {
+                Ok(found) => found,
+                Err(why) => {
+                    tried = true;
+                    last_error = format!("{} [{}]: {why} (DANE)", t.host, t.addr);
+                    last_code = EnhancedCode::new(4, 7, 5);
+                    last_category = Category::Tls;
+                    continue;
+                }
+            },
+            false => None,
+        };
+        let (tls_policy, tls, rule, is_dane) = match dane {
+            Some(records) => (
+                TlsPolicy::Verify,
+                Some(crate::tls::dane::client_config(records)),
+                "DANE".to_string(),
+                true,
+            ),
+            None => (tls_policy, tls.clone(), rule.clone(), false),
+        };
         tried = true;
         let source = ctx.shared.source_ip(&config);
         let mut throttled = false;
@@ -330,6 +360,7 @@ async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
             };
             let policy = Policy {
                 tls: tls_policy,
+                dane: is_dane,
                 config: if clear_text { None } else { tls.clone() },
             };
             match greet(&mut session, s, session_deadline, &policy).await {
@@ -446,9 +477,33 @@ async fn apply_mta_sts(
     }
 }
 
+/// The usable TLSA records of `host` when DNSSEC proved them (`None`:
+/// DANE does not apply to it), or why they could not be had.
+async fn dane_records(
+    ctx: &ShardCtx,
+    host: &str,
+    port: u16,
+) -> Result<Option<Vec<volley_dns::TlsaRecord>>, String> {
+    let answer = ctx
+        .resolver
+        .tlsa(host, port)
+        .await
+        .map_err(|e| format!("TLSA lookup failed: {e}"))?;
+    match answer.validation {
+        Validation::Bogus => Err("TLSA records do not validate (DNSSEC bogus)".into()),
+        Validation::Insecure => Ok(None),
+        Validation::Secure => {
+            let usable = crate::tls::dane::usable(&answer.records);
+            Ok((!usable.is_empty()).then_some(usable))
+        }
+    }
+}
+
 /// What a queue's TLS policy asks of one connection.
 struct Policy {
     tls: TlsPolicy,
+    /// The certificate is checked against the host's TLSA records.
+    dane: bool,
     /// The client configuration to handshake with; `None`: clear text.
     config: Option<Arc<rustls::ClientConfig>>,
 }
@@ -503,7 +558,7 @@ async fn greet(
                         } else {
                             &counters.tls_full_handshakes
                         });
-                        session.target.tls = Some(TlsUsed::new(summary, policy.tls));
+                        session.target.tls = Some(TlsUsed::new(summary, policy.tls, policy.dane));
                         session.client.tls_established();
                     }
                     Err(e) => {

@@ -9,6 +9,7 @@
 //! full handshake.
 
 mod broken;
+pub(crate) mod dane;
 mod verify;
 
 use std::collections::HashMap;
@@ -61,16 +62,21 @@ pub enum TlsError {
 pub(crate) struct TlsUsed {
     pub(crate) version: &'static str,
     pub(crate) cipher: &'static str,
-    /// The certificate was checked against the host's name.
+    /// The certificate was checked: against the host's name, or its
+    /// TLSA records.
     pub(crate) verified: bool,
+    /// Checked against the host's TLSA records (DANE).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) dane: bool,
 }
 
 impl TlsUsed {
-    pub(crate) fn new(summary: TlsSummary, policy: TlsPolicy) -> TlsUsed {
+    pub(crate) fn new(summary: TlsSummary, policy: TlsPolicy, dane: bool) -> TlsUsed {
         TlsUsed {
             version: summary.version,
             cipher: summary.cipher,
             verified: policy == TlsPolicy::Verify,
+            dane,
         }
     }
 }
