@@ -434,6 +434,8 @@ fn start_volley(
     let log = std::fs::File::create(out.join("volley.log"))?;
     let child = Command::new(exe)
         .arg("serve")
+        // Its own admin port, so that runs side by side do not collide.
+        .args(["--admin-listen", "127.0.0.1:0"])
         .arg("--config")
         .arg(config)
         .arg(if lmtp { "--lmtp-listen" } else { "--listen" })

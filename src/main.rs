@@ -12,6 +12,7 @@ mod hash_password;
 mod logging;
 mod resolve;
 mod serve;
+mod status;
 
 /// Volley: an outbound mass-mail accelerator.
 #[derive(Parser)]
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run the relay: accept mail from Composers, deliver it to the MX hosts.
     Serve(serve::ServeArgs),
+    /// Ask a running Volley how it is doing (its admin API).
+    Status(status::StatusArgs),
     /// Check a configuration file and explain each problem with its line.
     CheckConfig {
         /// The TOML file.
@@ -78,6 +81,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Status(args) => status::run(args),
         Command::CheckConfig { file } => check_config::run(&file),
         Command::HashPassword => hash_password::run(),
         Command::DkimKeygen {

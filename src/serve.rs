@@ -61,6 +61,13 @@ pub(crate) struct ServeArgs {
     /// a crash loses every message held in memory.
     #[arg(long, value_name = "DIR")]
     journal: Option<PathBuf>,
+    /// Where the admin HTTP server (metrics, status) listens; default
+    /// 127.0.0.1:8025, port 0 for any free one.
+    #[arg(long, value_name = "ADDR:PORT")]
+    admin_listen: Option<SocketAddr>,
+    /// Run without the admin HTTP server.
+    #[arg(long, conflicts_with = "admin_listen")]
+    no_admin: bool,
     /// Seconds between summary lines (e.g. 5s).
     #[arg(long, value_parser = volley_units::parse_duration)]
     summary_interval: Option<Duration>,
@@ -133,6 +140,13 @@ impl ServeArgs {
         }
         if let Some(i) = self.summary_interval {
             c.summary_interval = i;
+        }
+        if let Some(a) = self.admin_listen {
+            c.admin.listen = a;
+            c.admin.enabled = true;
+        }
+        if self.no_admin {
+            c.admin.enabled = false;
         }
         Ok(c)
     }

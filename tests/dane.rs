@@ -113,6 +113,7 @@ fn dane_hosts_get_their_tlsa_records_checked_and_the_rest_opportunistic_tls() {
     };
     config.general_queue.retry_schedule = vec![Duration::from_millis(200)];
     config.general_queue.host_down_for = Duration::from_millis(300);
+    config.admin.enabled = false;
     let engine = Engine::start(config).unwrap();
     for rcpt in ["u@a.dane.test", "u@b.dane.test", "u@c.dane.test"] {
         let tx = Transaction {

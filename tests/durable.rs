@@ -64,7 +64,7 @@ impl Volley {
     fn spawn(world: &World, journal: &Path, port: u16, fsize_limit: Option<u64>) -> Volley {
         let listen = format!("127.0.0.1:{port}");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_volley"));
-        cmd.args(["serve", "--listen", &listen, "--shards", "2"])
+        cmd.args(["serve", "--no-admin", "--listen", &listen, "--shards", "2"])
             .args(["--delivery-port", &world.port.to_string()])
             .args(["--nameserver", &world.dns.addr().to_string()])
             .arg("--journal")

@@ -194,7 +194,7 @@ fn volley_serve_relays_and_stops_on_sigterm() {
     let file = temp_path("serve.toml");
     std::fs::write(&file, "[ingest]\nrelay_domains = [\"*\"]\n").unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_volley"))
-        .args(["serve", "--config", file.to_str().unwrap()])
+        .args(["serve", "--no-admin", "--config", file.to_str().unwrap()])
         .args(["--listen", &listen, "--shards", "2"])
         .args(["--delivery-port", &world.port.to_string()])
         .args(["--nameserver", &world.dns.addr().to_string()])
@@ -225,7 +225,7 @@ fn volley_serve_relays_and_stops_on_sigterm() {
     // A second Volley on the same address is refused (SO_REUSEPORT would
     // let it share the connections), and told who holds the address.
     let second = Command::new(env!("CARGO_BIN_EXE_volley"))
-        .args(["serve", "--config", file.to_str().unwrap()])
+        .args(["serve", "--no-admin", "--config", file.to_str().unwrap()])
         .args(["--listen", &listen, "--shards", "1"])
         .args(["--nameserver", &world.dns.addr().to_string()])
         .output()

@@ -1,5 +1,6 @@
 //! End-to-end tests of the `volley` binary over real sockets on loopback.
 
+mod admin;
 mod bench;
 mod dane;
 mod dkim;

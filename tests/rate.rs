@@ -26,6 +26,7 @@ fn config(internet: &SimulatedInternet) -> Config {
         resolver: internet.resolver_config(),
         ..Config::default()
     };
+    c.admin.enabled = false;
     let q = &mut c.general_queue;
     q.retry_schedule = vec![Duration::from_secs(1)];
     q.host_down_for = Duration::from_millis(300);

@@ -93,6 +93,7 @@ fn ten_thousand_messages_to_200_domains_arrive_exactly_once() {
         ..volley_engine::Config::default()
     };
     config.general_queue.idle_timeout = Duration::from_millis(500);
+    config.admin.enabled = false;
     let engine = Engine::start(config).unwrap();
     let outcome = spawn_compose(ComposeConfig {
         target: engine.listen_addrs()[0],

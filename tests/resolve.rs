@@ -71,7 +71,7 @@ fn serve_warns_at_start_when_no_nameserver_answers() {
         l.local_addr().unwrap().to_string()
     };
     let mut child = Command::new(env!("CARGO_BIN_EXE_volley"))
-        .args(["serve", "--config", file.to_str().unwrap()])
+        .args(["serve", "--no-admin", "--config", file.to_str().unwrap()])
         .args(["--listen", &listen, "--shards", "1", "--nameserver", &dead])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

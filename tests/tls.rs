@@ -930,7 +930,14 @@ fn volley_serve_takes_the_certificate_and_an_smtps_listener_from_its_flags() {
     };
     let listen = format!("127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_volley"))
-        .args(["serve", "--smtps-listen", &listen, "--shards", "1"])
+        .args([
+            "serve",
+            "--no-admin",
+            "--smtps-listen",
+            &listen,
+            "--shards",
+            "1",
+        ])
         .arg("--tls-cert")
         .arg(&certs.cert)
         .arg("--tls-key")

@@ -133,8 +133,16 @@ struct Run {
     written: u64,
 }
 
-fn run(config: Config, messages: usize, sessions: usize, body: &Bytes, count: &AtomicU64) -> Run {
+fn run(
+    mut config: Config,
+    messages: usize,
+    sessions: usize,
+    body: &Bytes,
+    count: &AtomicU64,
+) -> Run {
     let before_count = count.load(Ordering::Relaxed);
+    // A measurement, not a service: no admin port to collide on.
+    config.admin.enabled = false;
     let engine = Engine::start(config).expect("engine");
     let addr = engine.listen_addrs()[0];
     let written_before = write_bytes();

@@ -151,6 +151,8 @@ fn main() {
         ..Config::default()
     };
     config.ingest.max_connections_per_ip = 10_000;
+    // A measurement, not a service: no admin port to collide on.
+    config.admin.enabled = false;
     let mut q = SpecificQueue {
         name: "paused".into(),
         domains: (0..domains).map(|d| format!("d{d}.test")).collect(),

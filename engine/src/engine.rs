@@ -9,6 +9,8 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
+use crate::admin::AdminServer;
+use crate::config::AdminSettings;
 use crate::config::{Config, ConfigError};
 use crate::context::Shared;
 use crate::dkim::DkimKeys;
@@ -18,6 +20,7 @@ use crate::durable::{self, QuotaFlusher, WallClock};
 use crate::journal::RecoveryReport;
 use crate::message::Budget;
 use crate::metrics::{DomainRate, Latencies, RateBoard, Stats};
+use crate::monitor::{LatencySummary, Monitor};
 use crate::mta_sts::MtaSts;
 use crate::port_holder;
 use crate::routing::Router;
@@ -83,6 +86,14 @@ pub enum EngineError {
         #[source]
         source: ShardError,
     },
+    /// `[admin] token_file` could not be read, or holds no token.
+    #[error("admin token file {}: {why}", path.display())]
+    AdminToken {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A thread of the engine could not be started.
     #[error("cannot start the thread {name}")]
     Thread {
@@ -92,6 +103,37 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Binds the admin address, reads the token and starts the server.
+fn start_admin(settings: &AdminSettings, monitor: Monitor) -> Result<AdminServer, EngineError> {
+    let token = match &settings.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| EngineError::AdminToken {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+            let token = text.trim().to_string();
+            if token.is_empty() {
+                return Err(EngineError::AdminToken {
+                    path: path.clone(),
+                    why: "the file is empty".into(),
+                });
+            }
+            Some(token)
+        }
+        None => None,
+    };
+    let addr = settings.listen;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| EngineError::Listen { addr, source })?;
+    let server =
+        AdminServer::start(listener, monitor, token).map_err(|source| EngineError::Thread {
+            name: "volley-admin".into(),
+            source,
+        })?;
+    tracing::info!(target: "volley", "admin API on http://{}", server.addr());
+    Ok(server)
 }
 
 /// How long a listening socket that no process holds may keep `addr`
@@ -147,19 +189,6 @@ fn refuse_if_held(addr: SocketAddr) -> Result<(), EngineError> {
     }
 }
 
-/// Latency figures of delivered transactions, in microseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LatencySummary {
-    /// Transactions measured.
-    pub count: u64,
-    /// Median.
-    pub p50_us: u64,
-    /// 99th percentile.
-    pub p99_us: u64,
-    /// Slowest.
-    pub max_us: u64,
-}
-
 /// What was left when the engine stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -195,6 +224,10 @@ pub struct Engine {
     recovery: Vec<RecoveryReport>,
     /// Writes delivery status notifications; stopped after the shards.
     dsn_writer: Option<DsnWriter>,
+    /// What the engine reports of itself.
+    monitor: Monitor,
+    /// The admin HTTP server, when `[admin]` is enabled; stopped first.
+    admin: Option<AdminServer>,
 }
 
 impl Engine {
@@ -328,6 +361,7 @@ impl Engine {
         }
         drop(ready_tx);
         let stop = Arc::new(stop_tx);
+        let shared_for_monitor = shared.clone();
         let mut engine = Engine {
             shared,
             stop,
@@ -337,6 +371,8 @@ impl Engine {
             quota_flusher: None,
             recovery: Vec::new(),
             dsn_writer: Some(dsn_writer),
+            monitor: Monitor::new(shared_for_monitor, n),
+            admin: None,
         };
         for index in 0..n {
             match ready_rx.recv() {
@@ -369,7 +405,16 @@ impl Engine {
                     })?,
                 );
         }
+        let admin = engine.shared.config.load().admin.clone();
+        if admin.enabled {
+            engine.admin = Some(start_admin(&admin, engine.monitor.clone())?);
+        }
         Ok(engine)
+    }
+
+    /// Where the admin HTTP server listens, when it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::addr)
     }
 
     /// What recovering each shard directory found (durable mode; empty
@@ -385,37 +430,19 @@ impl Engine {
 
     /// The counters now.
     pub fn stats(&self) -> Stats {
-        let mut stats = self.shared.counters.snapshot(self.shared.budget.held());
-        stats.events_dropped = self.shared.events.as_ref().map_or(0, |e| e.dropped());
-        stats
+        self.monitor.stats()
     }
 
     /// Delivery latency of one domain (or all), merged over the shards.
     pub fn latency(&self, domain: Option<&str>) -> LatencySummary {
-        let Ok(mut h) = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2) else {
-            return LatencySummary::default();
-        };
-        for l in &self.shared.latencies {
-            l.merge_into(domain, &mut h);
-        }
-        if h.is_empty() {
-            return LatencySummary::default();
-        }
-        LatencySummary {
-            count: h.len(),
-            p50_us: h.value_at_quantile(0.5),
-            p99_us: h.value_at_quantile(0.99),
-            max_us: h.max(),
-        }
+        self.monitor.latency(domain)
     }
 
     /// The adaptive domains with the most recipients held, busiest first,
     /// with their connections, limits, rate and latencies: each shard
     /// publishes its own ten every half second.
     pub fn rates(&self) -> Vec<DomainRate> {
-        let mut all: Vec<DomainRate> = self.shared.rates.iter().flat_map(|b| b.read()).collect();
-        all.sort_by(|a, b| b.queued.cmp(&a.queued).then(a.domain.cmp(&b.domain)));
-        all
+        self.monitor.rates()
     }
 
     /// The summary `volley serve` prints: one line of counters, then one
@@ -526,6 +553,8 @@ impl Engine {
     }
 
     fn stop_and_join(&mut self) -> usize {
+        // Nothing answers for the engine once it stops.
+        self.admin = None;
         let _ = self.stop.send(true);
         let mut queued = 0;
         for t in self.threads.drain(..) {

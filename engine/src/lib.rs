@@ -42,6 +42,7 @@
 //! # Ok::<(), volley_engine::EngineError>(())
 //! ```
 
+mod admin;
 mod auth;
 mod config;
 mod context;
@@ -59,6 +60,7 @@ mod ingest;
 pub mod journal;
 mod message;
 mod metrics;
+mod monitor;
 mod mta_sts;
 mod outcome;
 mod port_holder;
@@ -73,13 +75,14 @@ mod tls;
 mod transport;
 
 pub use config::{
-    AckMode, Config, ConfigError, DkimAlgorithm, DkimConfig, DsnSettings, EventsSettings,
-    IngestConfig, JournalSettings, ListenerConfig, MtaStsSettings, Policy, Protocol, QueueSettings,
-    SchedulerConfig, SpecificQueue, TlsFiles, TlsPolicy, UserConfig,
+    AckMode, AdminSettings, Config, ConfigError, DkimAlgorithm, DkimConfig, DsnSettings,
+    EventsSettings, IngestConfig, JournalSettings, ListenerConfig, MtaStsSettings, Policy,
+    Protocol, QueueSettings, SchedulerConfig, SpecificQueue, TlsFiles, TlsPolicy, UserConfig,
 };
 pub use dkim::{DkimError, check_keys as check_dkim_keys};
 pub use durable::WallClock;
-pub use engine::{Engine, EngineError, LatencySummary, ShutdownReport, StopHandle};
+pub use engine::{Engine, EngineError, ShutdownReport, StopHandle};
 pub use metrics::{DomainRate, Stats};
+pub use monitor::LatencySummary;
 pub use shard::ShardError;
 pub use tls::{TlsError, check_files as check_tls_files};

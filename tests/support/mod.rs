@@ -82,6 +82,9 @@ impl World {
         c.general_queue.host_down_for = Duration::from_millis(300);
         c.general_queue.idle_timeout = Duration::from_millis(500);
         c.general_queue.connect_timeout = Duration::from_secs(2);
+        // Tests run side by side: each asks for the admin API when it
+        // tests it, on a port of its own.
+        c.admin.enabled = false;
         c
     }
 

@@ -74,6 +74,16 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     p.at_least_one("events.batch", config.events.batch);
     p.at_least_one("events.queue", config.events.queue);
     p.not_zero("events.timeout", config.events.timeout);
+    if config.admin.enabled
+        && !config.admin.listen.ip().is_loopback()
+        && config.admin.token_file.is_none()
+    {
+        p.add(
+            "admin.listen",
+            format!("\"{}\"", config.admin.listen),
+            "beyond loopback the admin API needs a token (set admin.token_file)",
+        );
+    }
     if let Some(after) = config.dsn.delay_after {
         p.not_zero("dsn.delay_after", after);
     }

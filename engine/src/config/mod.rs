@@ -4,6 +4,7 @@
 //! `#[serde(default)]` calls for every missing field, so a file only names
 //! what it changes and an empty file (or none) is a working single-host setup.
 
+mod admin;
 mod check;
 mod document;
 mod dsn;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::rate::{RateSettings, RuleConfig};
+pub use admin::AdminSettings;
 use document::Document;
 pub use dsn::DsnSettings;
 pub(crate) use events::Endpoint;
@@ -85,6 +87,8 @@ pub struct Config {
     pub events: EventsSettings,
     /// Delivery status notifications back to the sender.
     pub dsn: DsnSettings,
+    /// The admin HTTP server: metrics and status.
+    pub admin: AdminSettings,
     /// SMTP AUTH users (`[[user]]`): offered inside TLS; an authenticated
     /// client may relay as a trusted network may.
     #[serde(rename = "user")]
@@ -127,6 +131,7 @@ impl Default for Config {
             dkim: Vec::new(),
             events: EventsSettings::default(),
             dsn: DsnSettings::default(),
+            admin: AdminSettings::default(),
             users: Vec::new(),
         }
     }

@@ -1,0 +1,202 @@
+//! The admin HTTP server: Prometheus metrics and a JSON status API, on a
+//! thread of its own with an ordinary tokio runtime (axum on hyper),
+//! never on a shard's ring. It reads what the shards publish through a
+//! [`Monitor`]; a slow or hostile admin client costs that thread only.
+//!
+//! Bound beyond loopback it asks every request for the bearer token of
+//! `[admin] token_file` (check-config refuses such an address without
+//! one). Errors are JSON objects with an `error` message.
+
+mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::monitor::Monitor;
+
+/// What the handlers share.
+struct AdminState {
+    monitor: Monitor,
+    /// The bearer token every request must carry, when one is configured.
+    token: Option<String>,
+}
+
+/// The running server; stops (and joins its thread) when dropped.
+pub(crate) struct AdminServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AdminServer {
+    /// Serves on `listener` (bound by the caller, so that a taken address
+    /// fails the start).
+    pub(crate) fn start(
+        listener: std::net::TcpListener,
+        monitor: Monitor,
+        token: Option<String>,
+    ) -> std::io::Result<AdminServer> {
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let state = Arc::new(AdminState { monitor, token });
+        let thread = std::thread::Builder::new()
+            .name("volley-admin".into())
+            .spawn(move || serve(listener, state, stopped))?;
+        Ok(AdminServer {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address it listens on.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(
+    listener: std::net::TcpListener,
+    state: Arc<AdminState>,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(target: "volley", "admin server: no runtime ({e}); not serving");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(target: "volley", "admin server: {e}; not serving");
+                return;
+            }
+        };
+        let app = router(state);
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(target: "volley", "admin server stopped: {e}");
+        }
+    });
+}
+
+fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/api/v1/status", get(status))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
+/// An error as the API gives it: a status and `{"error": "..."}`.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Lets a request through when no token is configured or it carries the
+/// token; answers 401 otherwise.
+async fn authorize(State(state): State<Arc<AdminState>>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is required (Authorization: Bearer TOKEN)",
+            );
+        }
+    }
+    next.run(request).await
+}
+
+/// Compares in time that depends on the lengths only, so the token cannot
+/// be guessed byte by byte from how fast a refusal comes.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+async fn metrics_text(State(state): State<Arc<AdminState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics::render(&state.monitor),
+    )
+        .into_response()
+}
+
+async fn status(State(state): State<Arc<AdminState>>) -> Response {
+    let m = &state.monitor;
+    let stats = m.stats();
+    let latency = m.latency(None);
+    axum::Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": m.uptime().as_secs_f64(),
+        "shards": m.shards(),
+        "stopping": m.stopping(),
+        "durable": m.durable(),
+        "memory": { "held_bytes": stats.held_bytes, "budget_bytes": m.memory_budget() },
+        "latency_us": { "count": latency.count, "p50": latency.p50_us, "p99": latency.p99_us, "max": latency.max_us },
+        "totals": stats,
+        "busiest_domains": m.rates(),
+    }))
+    .into_response()
+}
+
+async fn not_found(request: Request) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no such endpoint: {} {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same(b"s3cret", b"s3cret"));
+        assert!(!same(b"s3cret", b"s3creT"));
+        assert!(!same(b"s3cret", b"s3cre"));
+        assert!(!same(b"", b"x"));
+    }
+}

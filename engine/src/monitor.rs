@@ -1,0 +1,104 @@
+//! What Volley reports of itself while it runs: the counters, delivery
+//! latency and the busiest domains' pace, read from what the shards
+//! publish without stopping them. The engine's own methods and the admin
+//! server read through the same [`Monitor`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::context::Shared;
+use crate::metrics::{DomainRate, Stats};
+
+/// Latency figures of delivered transactions, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatencySummary {
+    /// Transactions measured.
+    pub count: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Slowest.
+    pub max_us: u64,
+}
+
+/// A read-only view of a running engine; cheap to share with other threads.
+#[derive(Clone)]
+pub(crate) struct Monitor {
+    shared: Arc<Shared>,
+    started: Instant,
+    shards: usize,
+}
+
+impl Monitor {
+    pub(crate) fn new(shared: Arc<Shared>, shards: usize) -> Monitor {
+        Monitor {
+            shared,
+            started: Instant::now(),
+            shards,
+        }
+    }
+
+    /// The counters now.
+    pub(crate) fn stats(&self) -> Stats {
+        let mut stats = self.shared.counters.snapshot(self.shared.budget.held());
+        stats.events_dropped = self.shared.events.as_ref().map_or(0, |e| e.dropped());
+        stats
+    }
+
+    /// Delivery latency (microseconds) of one domain or all, merged over
+    /// the shards; `None` before the first delivery.
+    pub(crate) fn latency_histogram(&self, domain: Option<&str>) -> Option<Histogram<u64>> {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).ok()?;
+        for l in &self.shared.latencies {
+            l.merge_into(domain, &mut h);
+        }
+        (!h.is_empty()).then_some(h)
+    }
+
+    /// [`Monitor::latency_histogram`] in three figures.
+    pub(crate) fn latency(&self, domain: Option<&str>) -> LatencySummary {
+        match self.latency_histogram(domain) {
+            Some(h) => LatencySummary {
+                count: h.len(),
+                p50_us: h.value_at_quantile(0.5),
+                p99_us: h.value_at_quantile(0.99),
+                max_us: h.max(),
+            },
+            None => LatencySummary::default(),
+        }
+    }
+
+    /// The adaptive domains with the most recipients held, busiest first:
+    /// each shard publishes its own ten every half second.
+    pub(crate) fn rates(&self) -> Vec<DomainRate> {
+        let mut all: Vec<DomainRate> = self.shared.rates.iter().flat_map(|b| b.read()).collect();
+        all.sort_by(|a, b| b.queued.cmp(&a.queued).then(a.domain.cmp(&b.domain)));
+        all
+    }
+
+    pub(crate) fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub(crate) fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// The memory budget in force.
+    pub(crate) fn memory_budget(&self) -> u64 {
+        self.shared.config.load().memory_budget
+    }
+
+    /// Whether the journal keeps the queue (durable mode).
+    pub(crate) fn durable(&self) -> bool {
+        self.shared.durable.is_some()
+    }
+
+    /// Whether a stop was asked for.
+    pub(crate) fn stopping(&self) -> bool {
+        *self.shared.stop.borrow()
+    }
+}

@@ -1,0 +1,218 @@
+//! The admin HTTP server against clients nobody here wrote: Python's
+//! urllib fetches, the Prometheus project's own Python parser reads the
+//! metrics, and `volley status` reads the status API.
+
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use volley_engine::Engine;
+use volley_smtp::Transaction;
+
+use crate::support::sink::Script;
+use crate::support::{World, check_config, composer, python, temp_path, wait_until};
+
+/// Fetches sys.argv[1] (with the bearer token sys.argv[2] unless it is
+/// `-`); prints the status, the Content-Type, then the body.
+const FETCH: &str = r#"
+import sys, urllib.request, urllib.error
+req = urllib.request.Request(sys.argv[1])
+if sys.argv[2] != "-":
+    req.add_header("Authorization", "Bearer " + sys.argv[2])
+try:
+    with urllib.request.urlopen(req, timeout=10) as r:
+        status, ctype, body = r.status, r.headers["Content-Type"], r.read().decode()
+except urllib.error.HTTPError as e:
+    status, ctype, body = e.code, e.headers["Content-Type"], e.read().decode()
+print(status)
+print(ctype)
+sys.stdout.write(body)
+"#;
+
+/// Parses OpenMetrics text from stdin with prometheus_client's parser
+/// and prints `name{labels} value` per sample.
+const PARSE_METRICS: &str = r#"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        print(f"{s.name}{{{labels}}} {float(s.value)}")
+"#;
+
+/// (status, content type, body) of GET `url`.
+fn fetch(url: &str, token: Option<&str>) -> (u16, String, String) {
+    let out = python(FETCH, &[&url, &token.unwrap_or("-")]);
+    let mut lines = out.splitn(3, '\n');
+    let status = lines.next().unwrap().parse().unwrap();
+    let ctype = lines.next().unwrap().to_string();
+    (status, ctype, lines.next().unwrap_or("").to_string())
+}
+
+fn metrics_samples(text: &str) -> Vec<String> {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(PARSE_METRICS)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(text.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn send(engine: &Engine, n: usize) {
+    let txs = (0..n)
+        .map(|i| Transaction {
+            body_type: None,
+            reverse_path: "news@composer.test".into(),
+            recipients: vec![format!("u{i}@d{}.test", i % 2)],
+            body: Bytes::from_static(b"Subject: admin\r\n\r\nbody\r\n"),
+        })
+        .collect();
+    composer::send(engine.listen_addrs()[0], false, txs).unwrap();
+}
+
+fn volley_status(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_volley"))
+        .arg("status")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn metrics_and_status_describe_the_running_engine() {
+    let world = World::generated(2, 1, |_| Script::default());
+    let mut config = world.config();
+    config.admin.enabled = true;
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    let engine = Engine::start(config).unwrap();
+    let admin = engine.admin_addr().expect("the admin server runs");
+    send(&engine, 6);
+    wait_until("all delivered", Duration::from_secs(10), || {
+        world.received_count() == 6
+    });
+    crate::support::wait_stats(&engine, "counted", |s| s.delivered == 6);
+
+    let (status, ctype, text) = fetch(&format!("http://{admin}/metrics"), None);
+    assert_eq!(status, 200);
+    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+    let samples = metrics_samples(&text);
+    for want in [
+        "volley_delivered_total{} 6.0",
+        "volley_messages_received_total{} 6.0",
+        "volley_bounced_total{} 0.0",
+        "volley_shards{} 2.0",
+        "volley_queued_recipients{} 0.0",
+        "volley_delivery_latency_seconds_count{} 6.0",
+    ] {
+        assert!(samples.iter().any(|s| s == want), "{want} in {samples:#?}");
+    }
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.starts_with("volley_delivery_latency_seconds_bucket{le=+Inf}")),
+        "{samples:#?}"
+    );
+
+    let (status, ctype, body) = fetch(&format!("http://{admin}/api/v1/status"), None);
+    assert_eq!(status, 200);
+    assert_eq!(ctype, "application/json");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["totals"]["delivered"], 6);
+    assert_eq!(v["shards"], 2);
+    assert_eq!(v["stopping"], false);
+    assert!(v["memory"]["budget_bytes"].as_u64().unwrap() > 0);
+
+    let (status, _, body) = fetch(&format!("http://{admin}/api/v1/nothing"), None);
+    assert_eq!(status, 404);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("/api/v1/nothing"));
+
+    let out = volley_status(&["--admin", &format!("http://{admin}")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("delivered 6"), "{table}");
+    assert!(table.contains("2 shards"), "{table}");
+    let out = volley_status(&["--admin", &format!("http://{admin}"), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["totals"]["delivered"], 6);
+    engine.shutdown();
+    // Stopped with the engine: nothing listens any more.
+    assert!(std::net::TcpStream::connect(admin).is_err());
+}
+
+#[test]
+fn with_a_token_every_request_must_carry_it() {
+    let world = World::generated(1, 1, |_| Script::default());
+    let token_file = temp_path("admin-token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let mut config = world.config();
+    config.admin.enabled = true;
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin.token_file = Some(token_file.clone());
+    let engine = Engine::start(config).unwrap();
+    let admin = engine.admin_addr().unwrap();
+    let url = format!("http://{admin}/api/v1/status");
+    let (status, ctype, body) = fetch(&url, None);
+    assert_eq!(status, 401);
+    assert_eq!(ctype, "application/json");
+    assert!(body.contains("bearer token"), "{body}");
+    assert_eq!(fetch(&url, Some("wrong-token!")).0, 401);
+    assert_eq!(fetch(&format!("http://{admin}/metrics"), None).0, 401);
+    assert_eq!(fetch(&url, Some("s3cret-token")).0, 200);
+    let base = format!("http://{admin}");
+    let refused = volley_status(&["--admin", &base]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+    let token_arg = token_file.display().to_string();
+    let allowed = volley_status(&["--admin", &base, "--token-file", &token_arg]);
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    engine.shutdown();
+    let _ = std::fs::remove_file(&token_file);
+}
+
+#[test]
+fn beyond_loopback_the_admin_api_needs_a_token() {
+    let file = temp_path("admin-open.toml");
+    std::fs::write(&file, "[admin]\nlisten = \"0.0.0.0:8025\"\n").unwrap();
+    let out = check_config(&file);
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("admin.listen"), "{text}");
+    assert!(text.contains("token_file"), "{text}");
+    std::fs::write(
+        &file,
+        "[admin]\nlisten = \"0.0.0.0:8025\"\ntoken_file = \"/etc/volley/admin-token\"\n",
+    )
+    .unwrap();
+    let out = check_config(&file);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!text.contains("admin.listen"), "{text}");
+    let _ = std::fs::remove_file(&file);
+}
