@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+mod admin_client;
 mod bench_cmd;
 mod check_config;
 mod dkim_keygen;
 mod hash_password;
 mod logging;
+mod queue_cmd;
 mod resolve;
 mod serve;
 mod status;
@@ -27,7 +29,14 @@ enum Command {
     /// Run the relay: accept mail from Composers, deliver it to the MX hosts.
     Serve(serve::ServeArgs),
     /// Ask a running Volley how it is doing (its admin API).
-    Status(status::StatusArgs),
+    Status(admin_client::AdminArgs),
+    /// The domain queues of a running Volley (its admin API).
+    Queue {
+        #[command(subcommand)]
+        command: queue_cmd::QueueCommand,
+        #[command(flatten)]
+        admin: admin_client::AdminArgs,
+    },
     /// Check a configuration file and explain each problem with its line.
     CheckConfig {
         /// The TOML file.
@@ -82,6 +91,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Status(args) => status::run(args),
+        Command::Queue { command, admin } => queue_cmd::run(command, admin),
         Command::CheckConfig { file } => check_config::run(&file),
         Command::HashPassword => hash_password::run(),
         Command::DkimKeygen {

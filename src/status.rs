@@ -1,39 +1,12 @@
 //! `volley status`: a client of the admin API's `GET /api/v1/status`,
 //! with a summary for people and `--json` for scripts.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
-use std::time::Duration;
+use anyhow::Context;
 
-use anyhow::{Context, bail};
-use clap::Args;
+use crate::admin_client::AdminArgs;
 
-/// Where the admin API is and how to authenticate.
-#[derive(Args, Debug)]
-pub(crate) struct StatusArgs {
-    /// The admin API, as http://HOST:PORT.
-    #[arg(long, default_value = "http://127.0.0.1:8025")]
-    admin: String,
-    /// A file holding the bearer token; or set VOLLEY_ADMIN_TOKEN.
-    #[arg(long, value_name = "FILE")]
-    token_file: Option<PathBuf>,
-    /// Print the API's JSON as it came.
-    #[arg(long)]
-    json: bool,
-}
-
-pub(crate) fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let token = match &args.token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("token file {}", path.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => std::env::var("VOLLEY_ADMIN_TOKEN").ok(),
-    };
-    let body = get(&args.admin, "/api/v1/status", token.as_deref())?;
+pub(crate) fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let body = args.get("/api/v1/status")?;
     if args.json {
         println!("{body}");
         return Ok(());
@@ -111,82 +84,9 @@ fn summary(v: &serde_json::Value) -> String {
     out
 }
 
-/// GET `path` from the admin API at `base` (http://HOST:PORT), HTTP/1.1
-/// with the connection closed after the answer; the body of a 2xx
-/// answer, or the API's error message.
-fn get(base: &str, path: &str, token: Option<&str>) -> anyhow::Result<String> {
-    let Some(authority) = base.strip_prefix("http://") else {
-        bail!("--admin {base:?}: only http:// is spoken");
-    };
-    let authority = authority.trim_end_matches('/');
-    let addr = authority
-        .to_socket_addrs()
-        .with_context(|| format!("--admin {base:?}"))?
-        .next()
-        .with_context(|| format!("--admin {base:?}: no address"))?;
-    let timeout = Duration::from_secs(10);
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)
-        .with_context(|| format!("cannot reach the admin API at {base}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\n{auth}Connection: close\r\nAccept: application/json\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("the admin API sent no complete answer")?;
-    let status: u16 = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("the admin API's answer has no status")?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    if !(200..300).contains(&status) {
-        let why = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
-            .unwrap_or(body);
-        bail!("admin API answered {status}: {why}");
-    }
-    Ok(body)
-}
-
-/// The body of a chunked answer (RFC 9112 7.1), chunk extensions ignored.
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size_line, after)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-            .unwrap_or(0);
-        if size == 0 || after.len() < size {
-            break;
-        }
-        out.push_str(&after[..size]);
-        rest = after[size..].strip_prefix("\r\n").unwrap_or(&after[size..]);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunked_bodies_are_joined() {
-        assert_eq!(dechunk("4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n"), "{\"a\":1}");
-        assert_eq!(dechunk("0\r\n\r\n"), "");
-    }
 
     #[test]
     fn the_summary_names_the_counters_and_the_busiest_domains() {

@@ -216,3 +216,88 @@ fn beyond_loopback_the_admin_api_needs_a_token() {
     assert!(!text.contains("admin.listen"), "{text}");
     let _ = std::fs::remove_file(&file);
 }
+
+#[test]
+fn the_queues_are_listed_by_each_shard_and_shown_one_by_one() {
+    // d0.test defers everyone: its recipients stay queued.
+    let world = World::generated(2, 2, |k| Script {
+        rcpt: (k == 0).then(|| {
+            Box::new(|_: &str, _: usize| {
+                Some(volley_smtp::Reply::new(
+                    451,
+                    volley_smtp::EnhancedCode::new(4, 3, 0),
+                    "not now",
+                ))
+            }) as Box<_>
+        }),
+        ..Script::default()
+    });
+    let mut config = world.config();
+    config.admin.enabled = true;
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config.general_queue.retry_schedule = vec![Duration::from_secs(60)];
+    let engine = Engine::start(config).unwrap();
+    let admin = engine.admin_addr().unwrap();
+    let txs = ["a@d0.test", "b@d0.test", "c@d0.test", "x@d1.test"]
+        .iter()
+        .map(|r| Transaction {
+            body_type: None,
+            reverse_path: "news@composer.test".into(),
+            recipients: vec![r.to_string()],
+            body: Bytes::from_static(b"Subject: q\r\n\r\nbody\r\n"),
+        })
+        .collect();
+    composer::send(engine.listen_addrs()[0], false, txs).unwrap();
+    crate::support::wait_stats(&engine, "d0 deferred, d1 delivered", |s| {
+        s.deferred >= 3 && s.delivered == 1
+    });
+    let (status, _, body) = fetch(&format!("http://{admin}/api/v1/queues"), None);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let queues = v["queues"].as_array().unwrap();
+    let d0 = queues
+        .iter()
+        .find(|q| q["domain"] == "d0.test")
+        .expect("d0.test listed");
+    assert_eq!(d0["queue"], "general");
+    let held = |q: &serde_json::Value| {
+        ["waiting", "retrying", "in_flight"]
+            .iter()
+            .map(|k| q[*k].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(held(d0), 3, "{d0}");
+    assert_eq!(queues[0]["domain"], "d0.test", "the deepest first");
+
+    let (status, _, body) = fetch(&format!("http://{admin}/api/v1/queues/D0.test"), None);
+    assert_eq!(status, 200);
+    let one: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(held(&one), 3);
+    let (status, _, body) = fetch(&format!("http://{admin}/api/v1/queues/none.test"), None);
+    assert_eq!(status, 404);
+    assert!(body.contains("none.test"), "{body}");
+    let (status, _, body) = fetch(&format!("http://{admin}/api/v1/queues?sort=size"), None);
+    assert_eq!(status, 400);
+    assert!(body.contains("depth or age"), "{body}");
+
+    let base = format!("http://{admin}");
+    let out = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args(["queue", "list", "--admin", &base, "--domain", "d0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.lines().any(|l| l.starts_with("d0.test")), "{table}");
+    assert!(table.ends_with("1 of 1 domain queues\n"), "{table}");
+    let out = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args(["queue", "show", "d0.test", "--admin", &base, "--json"])
+        .output()
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["domain"], "d0.test");
+    engine.shutdown();
+}

@@ -23,6 +23,7 @@ use volley_dns::MxResolver;
 
 use crate::auth::AuthGuard;
 use crate::config::Config;
+use crate::control::ShardLines;
 use crate::core::{Action, ConnId, Core, DomainId};
 use crate::dkim::DkimKeys;
 use crate::dlog::DeliveryLog;
@@ -66,6 +67,8 @@ pub(crate) struct Shared {
     /// Where shards hand outcomes that call for a delivery status
     /// notification.
     pub(crate) dsn: DsnQueue,
+    /// The admin server's channel to each shard.
+    pub(crate) shard_lines: ShardLines,
     /// From domains already logged as having no DKIM key (once each).
     pub(crate) dkim_unsigned: Mutex<std::collections::HashSet<String>>,
 }

@@ -312,6 +312,7 @@ impl Engine {
             receivers.push(rx);
         }
         let (dsn, dsn_inbox) = crate::dsn::queue();
+        let (shard_lines, shard_ends) = crate::control::lines(n);
         let shared = Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             counters: Default::default(),
@@ -332,6 +333,7 @@ impl Engine {
             dkim: ArcSwap::from_pointee(dkim),
             events,
             dsn,
+            shard_lines,
             dkim_unsigned: Mutex::new(Default::default()),
         });
         let dsn_writer =
@@ -344,7 +346,8 @@ impl Engine {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut threads = Vec::new();
-        for (index, (listeners, inbox)) in per_shard.into_iter().zip(receivers).enumerate() {
+        let ends = receivers.into_iter().zip(shard_ends);
+        for (index, (listeners, (inbox, asks))) in per_shard.into_iter().zip(ends).enumerate() {
             let core = if cores.is_empty() {
                 None
             } else {
@@ -355,7 +358,7 @@ impl Engine {
             let name = format!("volley-shard-{index}");
             let t = std::thread::Builder::new()
                 .name(name.clone())
-                .spawn(move || shard::run(index, core, shared, listeners, inbox, ready))
+                .spawn(move || shard::run(index, core, shared, listeners, inbox, asks, ready))
                 .map_err(|source| EngineError::Thread { name, source })?;
             threads.push(t);
         }

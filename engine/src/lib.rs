@@ -46,6 +46,7 @@ mod admin;
 mod auth;
 mod config;
 mod context;
+mod control;
 mod core;
 mod date;
 mod delivery;

@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 
 use crate::context::Shared;
 use crate::metrics::{DomainRate, Stats};
+use crate::queues::DomainView;
 
 /// Latency figures of delivered transactions, in microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -95,6 +96,12 @@ impl Monitor {
     /// Whether the journal keeps the queue (durable mode).
     pub(crate) fn durable(&self) -> bool {
         self.shared.durable.is_some()
+    }
+
+    /// Every shard's domain queues whose names contain `filter`, asked of
+    /// each shard over its channel.
+    pub(crate) async fn queues(&self, filter: Option<&str>) -> Vec<DomainView> {
+        self.shared.shard_lines.queues(filter).await
     }
 
     /// Whether a stop was asked for.

@@ -47,6 +47,8 @@ pub(crate) enum Action {
 
 /// One queue's settings and connection count.
 pub(crate) struct Queue {
+    /// `general`, a specific queue's name, or `fallback`.
+    pub(crate) name: Rc<str>,
     pub(crate) settings: Arc<QueueSettings>,
     /// Fixed MX hosts (no DNS) when configured.
     pub(crate) fixed_mx: Rc<[SocketAddr]>,
@@ -106,12 +108,40 @@ pub(crate) struct Queues {
     learned: HashMap<Rc<str>, (RateController, Option<Instant>)>,
 }
 
+/// One domain queue as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct DomainView {
+    pub(crate) domain: String,
+    /// The queue it belongs to: `general`, a specific queue, `fallback`.
+    pub(crate) queue: String,
+    /// Recipients waiting for a connection.
+    pub(crate) waiting: usize,
+    /// Recipients waiting for their next attempt.
+    pub(crate) retrying: usize,
+    /// Recipients in a transaction now.
+    pub(crate) in_flight: usize,
+    /// Connections open or opening.
+    pub(crate) connections: usize,
+    /// Seconds the oldest waiting recipient has been in Volley.
+    pub(crate) oldest_secs: Option<f64>,
+    /// Its pace, when its queue is adaptive (state, limits, suspension).
+    pub(crate) rate: Option<crate::rate::RateSnapshot>,
+}
+
+impl DomainView {
+    /// Recipients held for it in all.
+    pub(crate) fn depth(&self) -> usize {
+        self.waiting + self.retrying + self.in_flight
+    }
+}
+
 /// Queue 0 is the general queue; specific queues follow in file order.
 pub(crate) const GENERAL: usize = 0;
 
 impl Queues {
     pub(crate) fn new(config: &Config) -> Queues {
         let mut queues = vec![Queue {
+            name: "general".into(),
             settings: Arc::new(config.general_queue.clone()),
             fixed_mx: Rc::from(Vec::new()),
             open: 0,
@@ -128,6 +158,7 @@ impl Queues {
                 }
             }
             queues.push(Queue {
+                name: q.name.as_str().into(),
                 settings: Arc::new(q.limits.clone()),
                 fixed_mx: q.mx_addrs(config.delivery_port).unwrap_or_default().into(),
                 open: 0,
@@ -161,6 +192,7 @@ impl Queues {
         let mut settings = settings.clone();
         settings.fallback_relay = None;
         self.queues.push(Queue {
+            name: "fallback".into(),
             settings: Arc::new(settings),
             fixed_mx: Rc::from(vec![relay]),
             open: 0,
@@ -615,6 +647,31 @@ impl Queues {
                     connections: d.conns,
                     rate: d.rate.as_ref()?.snapshot(now),
                 })
+            })
+            .collect()
+    }
+
+    /// Every domain queued here whose name contains `filter` (all without
+    /// one), as the admin API lists them. Oldest ages are those of the
+    /// waiting recipients (the retrying ones wait in the retry timers).
+    pub(crate) fn views(&self, filter: Option<&str>, now: Instant) -> Vec<DomainView> {
+        self.domains
+            .iter()
+            .flatten()
+            .filter(|d| filter.is_none_or(|f| d.name.contains(f)))
+            .map(|d| DomainView {
+                domain: d.name.to_string(),
+                queue: self.queues[d.queue].name.to_string(),
+                waiting: d.pending.len(),
+                retrying: d.retrying,
+                in_flight: d.in_flight,
+                connections: d.conns,
+                oldest_secs: d
+                    .pending
+                    .iter()
+                    .map(|n| now.saturating_duration_since(n.msg.received).as_secs_f64())
+                    .fold(None, |m: Option<f64>, a| Some(m.map_or(a, |m| m.max(a)))),
+                rate: d.rate.as_ref().map(|r| r.snapshot(now)),
             })
             .collect()
     }

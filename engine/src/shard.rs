@@ -17,6 +17,7 @@ use volley_dns::MxResolver;
 
 use crate::config::ListenerConfig;
 use crate::context::{ShardCtx, Shared};
+use crate::control::Ask;
 use crate::core::Core;
 use crate::routing::Handoff;
 
@@ -100,6 +101,7 @@ pub(crate) fn run(
     shared: Arc<Shared>,
     listeners: Vec<(std::net::TcpListener, ListenerConfig)>,
     mut inbox: mpsc::UnboundedReceiver<Handoff>,
+    mut asks: mpsc::UnboundedReceiver<Ask>,
     ready: std::sync::mpsc::Sender<Result<(), ShardError>>,
 ) -> usize {
     if let Some(core) = core {
@@ -137,6 +139,16 @@ pub(crate) fn run(
                 }
             })
         };
+        let asks_task = {
+            let ctx = ctx.clone();
+            tokio_uring::spawn(async move {
+                while let Some(ask) = asks.recv().await {
+                    crate::control::answer(ask, |filter, now| {
+                        ctx.read_core(|c| c.views(filter, now))
+                    });
+                }
+            })
+        };
         tokio_uring::spawn(drive(ctx.clone()));
         tokio_uring::spawn(housekeeping(ctx.clone()));
         let _ = ready.send(Ok(()));
@@ -160,6 +172,7 @@ pub(crate) fn run(
         // Let handoffs already sent arrive (they are counted as queued).
         tokio::task::yield_now().await;
         inbox_task.abort();
+        asks_task.abort();
         ctx.read_core(|c| c.queued())
     })
 }

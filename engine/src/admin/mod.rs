@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -116,6 +116,8 @@ fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/queues", get(list_queues))
+        .route("/api/v1/queues/{domain}", get(show_queue))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
@@ -175,6 +177,60 @@ async fn status(State(state): State<Arc<AdminState>>) -> Response {
         "busiest_domains": m.rates(),
     }))
     .into_response()
+}
+
+/// How `GET /api/v1/queues` sorts and cuts its list.
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    /// `depth` (most recipients first, the default) or `age` (oldest first).
+    sort: Option<String>,
+    /// Only domains whose names contain this.
+    domain: Option<String>,
+    /// At most this many (default 100, at most 10,000).
+    limit: Option<usize>,
+}
+
+async fn list_queues(State(state): State<Arc<AdminState>>, Query(q): Query<ListQuery>) -> Response {
+    let by_age = match q.sort.as_deref() {
+        None | Some("depth") => false,
+        Some("age") => true,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("sort={other:?}: sort by depth or age"),
+            );
+        }
+    };
+    let mut views = state.monitor.queues(q.domain.as_deref()).await;
+    let total = views.len();
+    if by_age {
+        views.sort_by(|a, b| {
+            b.oldest_secs
+                .unwrap_or(0.0)
+                .total_cmp(&a.oldest_secs.unwrap_or(0.0))
+                .then_with(|| a.domain.cmp(&b.domain))
+        });
+    } else {
+        views.sort_by(|a, b| {
+            b.depth()
+                .cmp(&a.depth())
+                .then_with(|| a.domain.cmp(&b.domain))
+        });
+    }
+    views.truncate(q.limit.unwrap_or(100).min(10_000));
+    axum::Json(json!({ "total": total, "queues": views })).into_response()
+}
+
+async fn show_queue(State(state): State<Arc<AdminState>>, Path(domain): Path<String>) -> Response {
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let views = state.monitor.queues(Some(&domain)).await;
+    match views.into_iter().find(|v| v.domain == domain) {
+        Some(v) => axum::Json(v).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no queue for {domain}: nothing is queued for it"),
+        ),
+    }
 }
 
 async fn not_found(request: Request) -> Response {

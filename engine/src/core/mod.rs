@@ -174,6 +174,15 @@ impl Core {
     }
 
     /// Recipients queued in this shard (waiting, retrying or in flight).
+    /// The domain queues as the admin API lists them.
+    pub(crate) fn views(
+        &self,
+        filter: Option<&str>,
+        now: Instant,
+    ) -> Vec<crate::queues::DomainView> {
+        self.queues.views(filter, now)
+    }
+
     pub(crate) fn queued(&self) -> usize {
         self.queues.queued()
     }
