@@ -26,6 +26,15 @@ pub(crate) struct AdminArgs {
 impl AdminArgs {
     /// The body of `GET path`, or why there is none.
     pub(crate) fn get(&self, path: &str) -> anyhow::Result<String> {
+        self.request("GET", path, None)
+    }
+
+    /// The body of `POST path` with a JSON `body`.
+    pub(crate) fn post(&self, path: &str, body: &str) -> anyhow::Result<String> {
+        self.request("POST", path, Some(body))
+    }
+
+    fn request(&self, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<String> {
         let token = match &self.token_file {
             Some(file) => Some(
                 std::fs::read_to_string(file)
@@ -35,14 +44,20 @@ impl AdminArgs {
             ),
             None => std::env::var("VOLLEY_ADMIN_TOKEN").ok(),
         };
-        get(&self.admin, path, token.as_deref())
+        request(&self.admin, method, path, body, token.as_deref())
     }
 }
 
-/// GET `path` from the admin API at `base` (http://HOST:PORT), HTTP/1.1
-/// with the connection closed after the answer; the body of a 2xx
-/// answer, or the API's error message.
-fn get(base: &str, path: &str, token: Option<&str>) -> anyhow::Result<String> {
+/// `method path` (with a JSON `body`) to the admin API at `base`
+/// (http://HOST:PORT), HTTP/1.1 with the connection closed after the
+/// answer; the body of a 2xx answer, or the API's error message.
+fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> anyhow::Result<String> {
     let Some(authority) = base.strip_prefix("http://") else {
         bail!("--admin {base:?}: only http:// is spoken");
     };
@@ -57,9 +72,16 @@ fn get(base: &str, path: &str, token: Option<&str>) -> anyhow::Result<String> {
         .with_context(|| format!("cannot reach the admin API at {base}"))?;
     stream.set_read_timeout(Some(timeout))?;
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let content = body.map_or(String::new(), |b| {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        )
+    });
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\n{auth}Connection: close\r\nAccept: application/json\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\n{auth}{content}Connection: close\r\nAccept: application/json\r\n\r\n{}",
+        body.unwrap_or("")
     )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;

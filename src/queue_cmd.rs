@@ -26,6 +26,28 @@ pub(crate) enum QueueCommand {
         /// The domain.
         domain: String,
     },
+    /// No connections to the domain for a while (open ones finish their
+    /// transaction); its recipients stay queued.
+    Suspend {
+        /// The domain.
+        domain: String,
+        /// How long, e.g. 30m, 1h, 2d.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Why, for the log and the listing.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// End a suspension.
+    Resume {
+        /// The domain.
+        domain: String,
+    },
+    /// Retry the domain's deferred recipients now.
+    Flush {
+        /// The domain.
+        domain: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -35,7 +57,29 @@ pub(crate) enum Sort {
 }
 
 pub(crate) fn run(command: QueueCommand, admin: AdminArgs) -> anyhow::Result<()> {
+    let steer = |domain: &str, what: &str, body: String| -> anyhow::Result<()> {
+        let path = format!("/api/v1/queues/{}/{what}", percent_encode(domain));
+        let answer = admin.post(&path, &body)?;
+        if admin.json {
+            println!("{answer}");
+        } else {
+            let v: serde_json::Value =
+                serde_json::from_str(&answer).context("the answer is not JSON")?;
+            println!("{}", said(what, &v));
+        }
+        Ok(())
+    };
     let path = match &command {
+        QueueCommand::Suspend {
+            domain,
+            duration,
+            reason,
+        } => {
+            let body = serde_json::json!({ "for": duration, "reason": reason }).to_string();
+            return steer(domain, "suspend", body);
+        }
+        QueueCommand::Resume { domain } => return steer(domain, "resume", "{}".into()),
+        QueueCommand::Flush { domain } => return steer(domain, "flush", "{}".into()),
         QueueCommand::List {
             sort,
             domain,
@@ -62,9 +106,27 @@ pub(crate) fn run(command: QueueCommand, admin: AdminArgs) -> anyhow::Result<()>
     let v: serde_json::Value = serde_json::from_str(&body).context("the answer is not JSON")?;
     match command {
         QueueCommand::List { .. } => print!("{}", table(&v)),
-        QueueCommand::Show { .. } => print!("{}", one(&v)),
+        _ => print!("{}", one(&v)),
     }
     Ok(())
+}
+
+/// One line on what a suspend, resume or flush did.
+fn said(what: &str, v: &serde_json::Value) -> String {
+    let domain = v["domain"].as_str().unwrap_or("?");
+    match what {
+        "suspend" => format!(
+            "{domain}: suspended for {:.0} s ({})",
+            v["suspended_for_secs"].as_f64().unwrap_or(0.0),
+            v["reason"].as_str().unwrap_or("")
+        ),
+        "resume" if v["was_suspended"] == true => format!("{domain}: resumed"),
+        "resume" => format!("{domain}: was not suspended"),
+        _ => format!(
+            "{domain}: {} deferred recipients retried now",
+            v["retried"].as_u64().unwrap_or(0)
+        ),
+    }
 }
 
 /// A query or path value with everything but unreserved characters
@@ -85,7 +147,10 @@ fn row(q: &serde_json::Value) -> String {
     let oldest = q["oldest_secs"]
         .as_f64()
         .map_or("-".to_string(), |s| format!("{s:.0}s"));
-    let state = q["rate"]["state"].as_str().unwrap_or("-");
+    let state = match q["suspended"]["reason"].as_str() {
+        Some(reason) => format!("suspended: {reason}"),
+        None => q["rate"]["state"].as_str().unwrap_or("-").to_string(),
+    };
     format!(
         "{:<32} {:<12} {:>8} {:>8} {:>8} {:>6} {:>8}  {}\n",
         q["domain"].as_str().unwrap_or("?"),

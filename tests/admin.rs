@@ -301,3 +301,117 @@ fn the_queues_are_listed_by_each_shard_and_shown_one_by_one() {
     assert_eq!(shown["domain"], "d0.test");
     engine.shutdown();
 }
+
+#[test]
+fn an_operator_suspends_resumes_and_flushes_a_domain() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // d0.test defers `slow@` until `open`; d1.test takes everything.
+    let open = Arc::new(AtomicBool::new(false));
+    let o = open.clone();
+    let world = World::generated(2, 2, move |k| Script {
+        rcpt: (k == 0).then(|| {
+            let o = o.clone();
+            Box::new(move |rcpt: &str, _: usize| {
+                (rcpt.starts_with("slow") && !o.load(Ordering::SeqCst)).then(|| {
+                    volley_smtp::Reply::new(451, volley_smtp::EnhancedCode::new(4, 3, 0), "not now")
+                })
+            }) as Box<_>
+        }),
+        ..Script::default()
+    });
+    let mut config = world.config();
+    config.admin.enabled = true;
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    // Deferred recipients would wait a minute: only a flush brings them back.
+    config.general_queue.retry_schedule = vec![Duration::from_secs(60)];
+    let engine = Engine::start(config).unwrap();
+    let base = format!("http://{}", engine.admin_addr().unwrap());
+    let queue = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_volley"))
+            .arg("queue")
+            .args(args)
+            .args(["--admin", &base])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let said = queue(&[
+        "suspend",
+        "D1.test",
+        "--for",
+        "1h",
+        "--reason",
+        "provider asked us to",
+    ]);
+    assert!(said.contains("d1.test: suspended for 3600 s"), "{said}");
+    let send_to = |rcpts: &[&str]| {
+        let txs = rcpts
+            .iter()
+            .map(|r| Transaction {
+                body_type: None,
+                reverse_path: "news@composer.test".into(),
+                recipients: vec![r.to_string()],
+                body: Bytes::from_static(b"Subject: steer\r\n\r\nbody\r\n"),
+            })
+            .collect();
+        composer::send(engine.listen_addrs()[0], false, txs).unwrap();
+    };
+    send_to(&["a@d1.test", "b@d1.test", "slow@d0.test"]);
+    crate::support::wait_stats(&engine, "slow deferred", |s| s.deferred >= 1);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        world.sinks[1].count(),
+        0,
+        "nothing reaches a suspended domain"
+    );
+    let listed = queue(&["list", "--domain", "d1.test"]);
+    assert!(
+        listed.contains("suspended: provider asked us to"),
+        "{listed}"
+    );
+    let (status, _, body) = fetch(&format!("{base}/api/v1/queues/d1.test"), None);
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["waiting"], 2, "{v}");
+    assert!(v["suspended"]["for_secs"].as_f64().unwrap() > 3500.0);
+
+    assert!(queue(&["resume", "d1.test"]).contains("d1.test: resumed"));
+    wait_until(
+        "d1 delivered after the resume",
+        Duration::from_secs(10),
+        || world.sinks[1].count() == 2,
+    );
+    assert!(queue(&["resume", "d1.test"]).contains("was not suspended"));
+
+    open.store(true, Ordering::SeqCst);
+    let flushed = queue(&["flush", "d0.test"]);
+    assert!(
+        flushed.contains("d0.test: 1 deferred recipients retried now"),
+        "{flushed}"
+    );
+    wait_until(
+        "slow delivered after the flush",
+        Duration::from_secs(10),
+        || world.sinks[0].count() == 1,
+    );
+
+    // Bad requests get a JSON error.
+    let bad = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args([
+            "queue", "suspend", "d1.test", "--for", "soon", "--admin", &base,
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("400"),
+        "{bad:?}"
+    );
+    engine.shutdown();
+}

@@ -12,12 +12,31 @@ use crate::queues::DomainView;
 /// How long the admin server waits for a shard's answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
+/// What an operator asks of a domain's queue.
+#[derive(Debug, Clone)]
+pub(crate) enum Steer {
+    /// No connections for it for this long (open ones finish their
+    /// transaction), and why.
+    Suspend { duration: Duration, reason: String },
+    /// End a suspension.
+    Resume,
+    /// Retry its deferred recipients now.
+    Flush,
+}
+
 /// A question for one shard.
 pub(crate) enum Ask {
     /// Its domain queues whose names contain `filter` (all without one).
     Queues {
         filter: Option<String>,
         reply: oneshot::Sender<Vec<DomainView>>,
+    },
+    /// Steer `domain`'s queue; the answer counts what it touched (for a
+    /// resume: 1 if a suspension held; for a flush: recipients moved).
+    Steer {
+        domain: String,
+        steer: Steer,
+        reply: oneshot::Sender<usize>,
     },
 }
 
@@ -56,13 +75,55 @@ impl ShardLines {
         }
         all
     }
+
+    /// Steers `domain` on every shard (a suspension is kept by each, so it
+    /// holds whichever shard the domain's recipients are on); the sum of
+    /// the shards' answers, or `None` when one did not answer in time.
+    pub(crate) async fn steer(&self, domain: &str, steer: Steer) -> Option<usize> {
+        let mut waiting = Vec::with_capacity(self.lines.len());
+        for line in &self.lines {
+            let (reply, answer) = oneshot::channel();
+            let ask = Ask::Steer {
+                domain: domain.to_string(),
+                steer: steer.clone(),
+                reply,
+            };
+            line.send(ask).ok()?;
+            waiting.push(answer);
+        }
+        let mut total = 0;
+        for answer in waiting {
+            total += tokio::time::timeout(ANSWER_WITHIN, answer)
+                .await
+                .ok()?
+                .ok()?;
+        }
+        Some(total)
+    }
 }
 
-/// What a shard answers: `views` gives its domain queues.
-pub(crate) fn answer(ask: Ask, views: impl FnOnce(Option<&str>, Instant) -> Vec<DomainView>) {
+/// What a shard does with the admin server's asks: it answers them from
+/// its core.
+pub(crate) trait Answerer {
+    /// Its domain queues whose names contain `filter`.
+    fn views(&self, filter: Option<&str>, now: Instant) -> Vec<DomainView>;
+    /// Applies `steer` to `domain`; what it touched.
+    fn steer(&self, domain: &str, steer: Steer, now: Instant) -> usize;
+}
+
+/// Answers one ask with `shard`.
+pub(crate) fn answer(ask: Ask, shard: &impl Answerer) {
+    let now = Instant::now();
     match ask {
         Ask::Queues { filter, reply } => {
-            let _ = reply.send(views(filter.as_deref(), Instant::now()));
+            let _ = reply.send(shard.views(filter.as_deref(), now));
+        }
+        Ask::Steer {
+            domain,
+            steer,
+            reply,
+        } => {
+            let _ = reply.send(shard.steer(&domain, steer, now));
         }
     }
 }

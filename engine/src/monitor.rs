@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::context::Shared;
+use crate::control::Steer;
 use crate::metrics::{DomainRate, Stats};
 use crate::queues::DomainView;
 
@@ -102,6 +103,12 @@ impl Monitor {
     /// each shard over its channel.
     pub(crate) async fn queues(&self, filter: Option<&str>) -> Vec<DomainView> {
         self.shared.shard_lines.queues(filter).await
+    }
+
+    /// Steers `domain`'s queue on every shard (see [`Steer`]); `None`
+    /// when a shard did not answer in time.
+    pub(crate) async fn steer(&self, domain: &str, steer: Steer) -> Option<usize> {
+        self.shared.shard_lines.steer(domain, steer).await
     }
 
     /// Whether a stop was asked for.

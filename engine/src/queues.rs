@@ -106,6 +106,17 @@ pub(crate) struct Queues {
     /// (The time is set by the first [`prune_learned`](Self::prune_learned)
     /// that sees the entry.)
     learned: HashMap<Rc<str>, (RateController, Option<Instant>)>,
+    /// Domains an operator suspended, by name: until when, and why. Kept
+    /// apart from the domains, so a suspension also holds a domain that
+    /// has nothing queued yet.
+    held: HashMap<Rc<str>, Hold>,
+}
+
+/// An operator's suspension of a domain.
+#[derive(Debug, Clone)]
+pub(crate) struct Hold {
+    pub(crate) until: Instant,
+    pub(crate) reason: String,
 }
 
 /// One domain queue as the admin API shows it.
@@ -124,8 +135,18 @@ pub(crate) struct DomainView {
     pub(crate) connections: usize,
     /// Seconds the oldest waiting recipient has been in Volley.
     pub(crate) oldest_secs: Option<f64>,
+    /// An operator's suspension, when one holds.
+    pub(crate) suspended: Option<Suspension>,
     /// Its pace, when its queue is adaptive (state, limits, suspension).
     pub(crate) rate: Option<crate::rate::RateSnapshot>,
+}
+
+/// An operator's suspension as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Suspension {
+    /// Seconds left.
+    pub(crate) for_secs: f64,
+    pub(crate) reason: String,
 }
 
 impl DomainView {
@@ -179,6 +200,7 @@ impl Queues {
             idle: HashMap::new(),
             queued: 0,
             learned: HashMap::new(),
+            held: HashMap::new(),
         }
     }
 
@@ -342,7 +364,9 @@ impl Queues {
         if self.domain(d).pending.is_empty() {
             return;
         }
-        if let Some(until) = self.rate_mut(d, now).and_then(|c| c.suspended_until(now)) {
+        let held = self.held_until(d, now);
+        let paced = self.rate_mut(d, now).and_then(|c| c.suspended_until(now));
+        if let Some(until) = held.max(paced) {
             let dom = self.dom(d);
             if dom.resume_at.is_none_or(|t| t < until) {
                 dom.resume_at = Some(until);
@@ -671,9 +695,71 @@ impl Queues {
                     .iter()
                     .map(|n| now.saturating_duration_since(n.msg.received).as_secs_f64())
                     .fold(None, |m: Option<f64>, a| Some(m.map_or(a, |m| m.max(a)))),
+                suspended: self.hold_of(&d.name, now).map(|h| Suspension {
+                    for_secs: h.until.saturating_duration_since(now).as_secs_f64(),
+                    reason: h.reason.clone(),
+                }),
                 rate: d.rate.as_ref().map(|r| r.snapshot(now)),
             })
             .collect()
+    }
+
+    /// Until when an operator's suspension holds domain `d`, if it does.
+    pub(crate) fn held_until(&self, d: DomainId, now: Instant) -> Option<Instant> {
+        let hold = self.held.get(&self.domain(d).name)?;
+        (hold.until > now).then_some(hold.until)
+    }
+
+    /// Suspends domain `name` until `until`: no connection opens for it and
+    /// open ones take no more work (they finish their transaction).
+    pub(crate) fn hold(&mut self, name: &str, until: Instant, reason: String, now: Instant) {
+        self.held.retain(|_, h| h.until > now);
+        self.held.insert(name.into(), Hold { until, reason });
+    }
+
+    /// Ends the suspension of `name` (whether it was suspended is
+    /// returned), and gives its waiting recipients connections again.
+    pub(crate) fn release(&mut self, name: &str, now: Instant, acts: &mut Vec<Action>) -> bool {
+        let was = self.held.remove(name).is_some_and(|h| h.until > now);
+        if let Some(&d) = self.by_name.get(name) {
+            self.dom(d).resume_at = None;
+            self.dispatch(d, now, acts);
+        }
+        was
+    }
+
+    /// The operator's suspension of `name`, if one holds.
+    pub(crate) fn hold_of(&self, name: &str, now: Instant) -> Option<&Hold> {
+        self.held.get(name).filter(|h| h.until > now)
+    }
+
+    /// Moves every recipient of `name` that waits for its next attempt to
+    /// the front of its queue, in their order, and dispatches it: a retry
+    /// now. Returns how many moved.
+    pub(crate) fn flush(&mut self, name: &str, now: Instant, acts: &mut Vec<Action>) -> usize {
+        let Some(&d) = self.by_name.get(name) else {
+            return 0;
+        };
+        let keys: Vec<(Instant, u64)> = self
+            .retry
+            .iter()
+            .filter(|(_, (rd, _))| *rd == d)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut moved = Vec::with_capacity(keys.len());
+        for k in &keys {
+            if let Some((_, node)) = self.retry.remove(k) {
+                moved.push(node);
+            }
+        }
+        let n = moved.len();
+        let dom = self.dom(d);
+        dom.retrying -= n;
+        for node in moved.into_iter().rev() {
+            dom.pending.push_front(node);
+        }
+        self.dispatch(d, now, acts);
+        n
     }
 
     /// Removes domain `d` when it is empty and idle.
@@ -759,6 +845,56 @@ mod tests {
             d,
             "removed, and its slot reused"
         );
+    }
+
+    #[test]
+    fn an_operators_hold_stops_connections_until_it_ends_and_a_flush_retries_now() {
+        let mut q = Queues::new(&config(|_| {}));
+        let t0 = Instant::now();
+        // Held before anything is queued for it.
+        q.hold(
+            "a.example",
+            t0 + Duration::from_secs(60),
+            "asked".into(),
+            t0,
+        );
+        let d = q.domain_id("a.example", None);
+        q.push(d, node());
+        let mut acts = Vec::new();
+        q.dispatch(d, t0, &mut acts);
+        assert_eq!(
+            acts,
+            vec![Action::ResumeAt(d, t0 + Duration::from_secs(60))]
+        );
+        assert_eq!(q.held_until(d, t0), Some(t0 + Duration::from_secs(60)));
+        let view = &q.views(None, t0)[0];
+        assert_eq!(view.suspended.as_ref().unwrap().reason, "asked");
+        acts.clear();
+        assert!(q.release("a.example", t0, &mut acts));
+        assert_eq!(acts, vec![Action::Open(d)], "released: a connection opens");
+        assert!(
+            !q.release("a.example", t0, &mut acts),
+            "nothing holds any more"
+        );
+        // A hold that ran out holds nothing.
+        q.hold("a.example", t0 + Duration::from_secs(1), "brief".into(), t0);
+        assert_eq!(q.held_until(d, t0 + Duration::from_secs(2)), None);
+        // A deferred recipient waits for its due time, unless flushed.
+        let batch = q.take_batch(d);
+        q.defer(
+            d,
+            batch.into_iter().next().unwrap(),
+            t0 + Duration::from_secs(600),
+        );
+        assert!(!q.has_pending(d));
+        acts.clear();
+        assert_eq!(
+            q.flush("a.example", t0 + Duration::from_secs(2), &mut acts),
+            1
+        );
+        assert!(q.has_pending(d));
+        assert_eq!(q.next_due(), None, "taken out of the retry timers");
+        assert_eq!(q.flush("other.example", t0, &mut acts), 0);
     }
 
     #[test]

@@ -143,9 +143,7 @@ pub(crate) fn run(
             let ctx = ctx.clone();
             tokio_uring::spawn(async move {
                 while let Some(ask) = asks.recv().await {
-                    crate::control::answer(ask, |filter, now| {
-                        ctx.read_core(|c| c.views(filter, now))
-                    });
+                    crate::control::answer(ask, &*ctx);
                 }
             })
         };

@@ -18,9 +18,10 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 
+use crate::control::Steer;
 use crate::monitor::Monitor;
 
 /// What the handlers share.
@@ -118,6 +119,9 @@ fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/queues", get(list_queues))
         .route("/api/v1/queues/{domain}", get(show_queue))
+        .route("/api/v1/queues/{domain}/suspend", post(suspend))
+        .route("/api/v1/queues/{domain}/resume", post(resume))
+        .route("/api/v1/queues/{domain}/flush", post(flush))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
@@ -230,6 +234,110 @@ async fn show_queue(State(state): State<Arc<AdminState>>, Path(domain): Path<Str
             StatusCode::NOT_FOUND,
             format!("no queue for {domain}: nothing is queued for it"),
         ),
+    }
+}
+
+/// The domain of a path as the queues name it, or why it is not one.
+fn domain_of(raw: &str) -> Result<String, String> {
+    volley_units::domain::routing_key(raw.trim_end_matches('.'))
+        .map_err(|e| format!("{raw:?} is not a domain: {e}"))
+}
+
+/// What `POST .../suspend` takes.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuspendBody {
+    /// How long, as `30m`, `1h`, `2d`.
+    #[serde(rename = "for")]
+    duration: String,
+    /// Why, for the log and the queue listing.
+    reason: Option<String>,
+}
+
+/// The steer's answer: 503 when a shard did not answer.
+async fn steer(state: &AdminState, domain: &str, how: Steer) -> Result<usize, Response> {
+    state.monitor.steer(domain, how).await.ok_or_else(|| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a shard did not answer in time (is Volley stopping?)",
+        )
+    })
+}
+
+async fn suspend(
+    State(state): State<Arc<AdminState>>,
+    Path(raw): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let domain = match domain_of(&raw) {
+        Ok(d) => d,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    let body: SuspendBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be {{\"for\": \"1h\", \"reason\": \"...\"}}: {e}"),
+            );
+        }
+    };
+    let duration = match volley_units::parse_duration(&body.duration) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "\"for\" must be longer than zero"),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("\"for\": {e}")),
+    };
+    let reason = body
+        .reason
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| "suspended by the operator".into());
+    tracing::warn!(
+        target: "volley",
+        "admin: {domain} suspended for {}: {reason}",
+        volley_units::format_duration(duration)
+    );
+    let how = Steer::Suspend {
+        duration,
+        reason: reason.clone(),
+    };
+    match steer(&state, &domain, how).await {
+        Ok(_) => axum::Json(json!({
+            "domain": domain,
+            "suspended_for_secs": duration.as_secs_f64(),
+            "reason": reason,
+        }))
+        .into_response(),
+        Err(e) => e,
+    }
+}
+
+async fn resume(State(state): State<Arc<AdminState>>, Path(raw): Path<String>) -> Response {
+    let domain = match domain_of(&raw) {
+        Ok(d) => d,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    match steer(&state, &domain, Steer::Resume).await {
+        Ok(n) => {
+            if n > 0 {
+                tracing::info!(target: "volley", "admin: {domain} resumed");
+            }
+            axum::Json(json!({ "domain": domain, "was_suspended": n > 0 })).into_response()
+        }
+        Err(e) => e,
+    }
+}
+
+async fn flush(State(state): State<Arc<AdminState>>, Path(raw): Path<String>) -> Response {
+    let domain = match domain_of(&raw) {
+        Ok(d) => d,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    match steer(&state, &domain, Steer::Flush).await {
+        Ok(n) => {
+            tracing::info!(target: "volley", "admin: {domain} flushed: {n} deferred recipients retried now");
+            axum::Json(json!({ "domain": domain, "retried": n })).into_response()
+        }
+        Err(e) => e,
     }
 }
 

@@ -23,7 +23,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use volley_smtp::Reply;
 
@@ -174,6 +174,28 @@ impl Core {
     }
 
     /// Recipients queued in this shard (waiting, retrying or in flight).
+    /// An operator suspends domain `name` for `duration`.
+    pub(crate) fn suspend(&mut self, name: &str, duration: Duration, reason: String, now: Instant) {
+        self.queues.hold(name, now + duration, reason, now);
+    }
+
+    /// An operator ends the suspension of `name`; whether one held.
+    pub(crate) fn resume(&mut self, name: &str, now: Instant) -> bool {
+        let mut decided = std::mem::take(&mut self.decided);
+        let was = self.queues.release(name, now, &mut decided);
+        self.absorb(decided);
+        was
+    }
+
+    /// An operator asks for a retry now of `name`'s deferred recipients;
+    /// how many there were.
+    pub(crate) fn flush(&mut self, name: &str, now: Instant) -> usize {
+        let mut decided = std::mem::take(&mut self.decided);
+        let n = self.queues.flush(name, now, &mut decided);
+        self.absorb(decided);
+        n
+    }
+
     /// The domain queues as the admin API lists them.
     pub(crate) fn views(
         &self,

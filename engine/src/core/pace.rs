@@ -28,6 +28,9 @@ impl Throttled {
 impl Core {
     /// Asks to start one transaction on `d` now; `Err(at)`: not before `at`.
     pub(crate) fn acquire(&mut self, d: DomainId, now: Instant) -> Result<(), Instant> {
+        if let Some(until) = self.queues.held_until(d, now) {
+            return Err(until);
+        }
         match self.queues.rate_mut(d, now) {
             Some(c) => c.try_acquire(now),
             None => Ok(()),
