@@ -48,6 +48,15 @@ pub(crate) enum QueueCommand {
         /// The domain.
         domain: String,
     },
+    /// Give up on what is queued for the domain: each recipient bounces
+    /// (logged, and its sender gets a DSN).
+    Bounce {
+        /// The domain.
+        domain: String,
+        /// Why, for the log, the bounces and the DSNs.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -80,6 +89,10 @@ pub(crate) fn run(command: QueueCommand, admin: AdminArgs) -> anyhow::Result<()>
         }
         QueueCommand::Resume { domain } => return steer(domain, "resume", "{}".into()),
         QueueCommand::Flush { domain } => return steer(domain, "flush", "{}".into()),
+        QueueCommand::Bounce { domain, reason } => {
+            let body = serde_json::json!({ "reason": reason }).to_string();
+            return steer(domain, "bounce", body);
+        }
         QueueCommand::List {
             sort,
             domain,
@@ -122,6 +135,11 @@ fn said(what: &str, v: &serde_json::Value) -> String {
         ),
         "resume" if v["was_suspended"] == true => format!("{domain}: resumed"),
         "resume" => format!("{domain}: was not suspended"),
+        "bounce" => format!(
+            "{domain}: {} queued recipients bounced ({})",
+            v["bounced"].as_u64().unwrap_or(0),
+            v["reason"].as_str().unwrap_or("")
+        ),
         _ => format!(
             "{domain}: {} deferred recipients retried now",
             v["retried"].as_u64().unwrap_or(0)

@@ -415,3 +415,73 @@ fn an_operator_suspends_resumes_and_flushes_a_domain() {
     );
     engine.shutdown();
 }
+
+#[test]
+fn an_operator_bounces_a_domains_queue_and_the_sender_hears_of_it() {
+    // d0.test defers everyone; the sender's domain d1.test takes the DSN.
+    let world = World::generated(2, 2, |k| Script {
+        rcpt: (k == 0).then(|| {
+            Box::new(|_: &str, _: usize| {
+                Some(volley_smtp::Reply::new(
+                    451,
+                    volley_smtp::EnhancedCode::new(4, 3, 0),
+                    "not now",
+                ))
+            }) as Box<_>
+        }),
+        ..Script::default()
+    });
+    let mut config = world.config();
+    config.admin.enabled = true;
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config.general_queue.retry_schedule = vec![Duration::from_secs(60)];
+    let engine = Engine::start(config).unwrap();
+    let base = format!("http://{}", engine.admin_addr().unwrap());
+    let tx = Transaction {
+        body_type: None,
+        reverse_path: "bounces@d1.test".into(),
+        recipients: vec!["a@d0.test".into(), "b@d0.test".into()],
+        body: Bytes::from_static(b"Subject: closing\r\n\r\nbody\r\n"),
+    };
+    composer::send(engine.listen_addrs()[0], false, vec![tx]).unwrap();
+    crate::support::wait_stats(&engine, "both deferred", |s| s.deferred >= 2);
+    let out = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args([
+            "queue",
+            "bounce",
+            "d0.test",
+            "--reason",
+            "the domain closed",
+        ])
+        .args(["--admin", &base])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        said.contains("d0.test: 2 queued recipients bounced"),
+        "{said}"
+    );
+    crate::support::wait_stats(&engine, "bounced, none queued", |s| {
+        s.bounced == 2 && s.queued == 0 && s.dsn_sent == 1
+    });
+    wait_until(
+        "the DSN at the sender's domain",
+        Duration::from_secs(10),
+        || world.sinks[1].count() == 1,
+    );
+    let dsn = world.sinks[1].received.lock()[0].clone();
+    assert_eq!(dsn.sender, "");
+    let text = String::from_utf8_lossy(&dsn.body);
+    assert!(
+        text.contains("given up by the operator: the domain closed"),
+        "{text}"
+    );
+    assert!(text.contains("Final-Recipient: rfc822; a@d0.test"));
+    assert!(text.contains("Final-Recipient: rfc822; b@d0.test"));
+    engine.shutdown();
+}

@@ -23,7 +23,7 @@ use volley_dns::MxResolver;
 
 use crate::auth::AuthGuard;
 use crate::config::Config;
-use crate::control::{Answerer, ShardLines, Steer};
+use crate::control::ShardLines;
 use crate::core::{Action, ConnId, Core, DomainId};
 use crate::dkim::DkimKeys;
 use crate::dlog::DeliveryLog;
@@ -33,7 +33,6 @@ use crate::events::EventFeed;
 use crate::message::{Budget, Message};
 use crate::metrics::{Counters, Latencies, RateBoard, bump};
 use crate::mta_sts::MtaSts;
-use crate::queues::DomainView;
 use crate::routing::{Handoff, Router};
 use crate::tls::{BrokenTls, TlsContext};
 
@@ -82,23 +81,6 @@ impl Shared {
         } else {
             let i = self.next_source.fetch_add(1, Ordering::Relaxed) as usize;
             Some(config.source_ips[i % config.source_ips.len()])
-        }
-    }
-}
-
-impl Answerer for ShardCtx {
-    fn views(&self, filter: Option<&str>, now: Instant) -> Vec<DomainView> {
-        self.read_core(|c| c.views(filter, now))
-    }
-
-    fn steer(&self, domain: &str, steer: Steer, now: Instant) -> usize {
-        match steer {
-            Steer::Suspend { duration, reason } => {
-                self.with_core(|c| c.suspend(domain, duration, reason, now));
-                1
-            }
-            Steer::Resume => usize::from(self.with_core(|c| c.resume(domain, now))),
-            Steer::Flush => self.with_core(|c| c.flush(domain, now)),
         }
     }
 }

@@ -22,6 +22,10 @@ pub(crate) enum Steer {
     Resume,
     /// Retry its deferred recipients now.
     Flush,
+    /// Give up on what is queued for it (not what is in a transaction):
+    /// each recipient bounces with this reason, logged and reported to
+    /// its sender like any bounce.
+    Bounce { reason: String },
 }
 
 /// A question for one shard.

@@ -740,6 +740,23 @@ impl Queues {
         let Some(&d) = self.by_name.get(name) else {
             return 0;
         };
+        let n = self.unretry(d);
+        self.dispatch(d, now, acts);
+        n
+    }
+
+    /// Every recipient of `name` not in a transaction now (waiting or
+    /// retrying), taken as [`Queues::take_all`] takes them, for an
+    /// operator who gives up on the domain.
+    pub(crate) fn take_queued(&mut self, name: &str) -> Option<(DomainId, Vec<Node>)> {
+        let &d = self.by_name.get(name)?;
+        self.unretry(d);
+        Some((d, self.take_all(d)))
+    }
+
+    /// Moves `d`'s recipients out of the retry timers to the front of its
+    /// queue, in their order; how many.
+    fn unretry(&mut self, d: DomainId) -> usize {
         let keys: Vec<(Instant, u64)> = self
             .retry
             .iter()
@@ -758,7 +775,6 @@ impl Queues {
         for node in moved.into_iter().rev() {
             dom.pending.push_front(node);
         }
-        self.dispatch(d, now, acts);
         n
     }
 

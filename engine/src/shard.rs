@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use volley_dns::MxResolver;
+use volley_smtp::{EnhancedCode, Reply};
 
 use crate::config::ListenerConfig;
 use crate::context::{ShardCtx, Shared};
-use crate::control::Ask;
+use crate::control::{Answerer, Ask, Steer};
 use crate::core::Core;
+use crate::queues::DomainView;
 use crate::routing::Handoff;
 
 /// How many of a shard's busiest domains it publishes for the summary.
@@ -40,6 +42,37 @@ pub enum ShardError {
     /// The thread ended before it said it was ready.
     #[error("the shard thread ended before it was ready")]
     Ended,
+}
+
+/// The admin server's asks, answered from the shard's own core.
+impl Answerer for ShardCtx {
+    fn views(&self, filter: Option<&str>, now: Instant) -> Vec<DomainView> {
+        self.read_core(|c| c.views(filter, now))
+    }
+
+    fn steer(&self, domain: &str, steer: Steer, now: Instant) -> usize {
+        match steer {
+            Steer::Suspend { duration, reason } => {
+                self.with_core(|c| c.suspend(domain, duration, reason, now));
+                1
+            }
+            Steer::Resume => usize::from(self.with_core(|c| c.resume(domain, now))),
+            Steer::Flush => self.with_core(|c| c.flush(domain, now)),
+            Steer::Bounce { reason } => {
+                let reply = Reply::new(
+                    550,
+                    EnhancedCode::new(5, 0, 0),
+                    format!("given up by the operator: {reason}"),
+                );
+                let settled = self.with_core(|c| c.bounce_queued(domain, &reply, now));
+                let n = settled.len();
+                for s in settled {
+                    crate::outcome::report(self, s, &reply, None, None);
+                }
+                n
+            }
+        }
+    }
 }
 
 /// Opens the connections the core asked for and runs the core's timer,

@@ -122,6 +122,7 @@ fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/queues/{domain}/suspend", post(suspend))
         .route("/api/v1/queues/{domain}/resume", post(resume))
         .route("/api/v1/queues/{domain}/flush", post(flush))
+        .route("/api/v1/queues/{domain}/bounce", post(bounce))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
@@ -336,6 +337,50 @@ async fn flush(State(state): State<Arc<AdminState>>, Path(raw): Path<String>) ->
         Ok(n) => {
             tracing::info!(target: "volley", "admin: {domain} flushed: {n} deferred recipients retried now");
             axum::Json(json!({ "domain": domain, "retried": n })).into_response()
+        }
+        Err(e) => e,
+    }
+}
+
+/// What `POST .../bounce` takes.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BounceBody {
+    /// Why, for the log, the bounce replies and the DSNs.
+    reason: String,
+}
+
+async fn bounce(
+    State(state): State<Arc<AdminState>>,
+    Path(raw): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let domain = match domain_of(&raw) {
+        Ok(d) => d,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    let reason = match serde_json::from_slice::<BounceBody>(&body) {
+        Ok(b) if !b.reason.trim().is_empty() => b.reason,
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "the reason must not be empty"),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be {{\"reason\": \"...\"}}: {e}"),
+            );
+        }
+    };
+    match steer(
+        &state,
+        &domain,
+        Steer::Bounce {
+            reason: reason.clone(),
+        },
+    )
+    .await
+    {
+        Ok(n) => {
+            tracing::warn!(target: "volley", "admin: {domain}: {n} queued recipients bounced: {reason}");
+            axum::Json(json!({ "domain": domain, "bounced": n, "reason": reason })).into_response()
         }
         Err(e) => e,
     }

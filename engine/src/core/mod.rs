@@ -196,6 +196,25 @@ impl Core {
         n
     }
 
+    /// An operator gives up on `name`: every recipient not in a
+    /// transaction is settled with `reply` (a 5yz), as a bounce.
+    pub(crate) fn bounce_queued(
+        &mut self,
+        name: &str,
+        reply: &Reply,
+        now: Instant,
+    ) -> Vec<Settled> {
+        let Some((d, nodes)) = self.queues.take_queued(name) else {
+            return Vec::new();
+        };
+        let settled = nodes
+            .into_iter()
+            .map(|n| self.settle(d, n, reply, Some(crate::dlog::Category::Policy), now))
+            .collect();
+        self.queues.maybe_remove(d);
+        settled
+    }
+
     /// The domain queues as the admin API lists them.
     pub(crate) fn views(
         &self,
