@@ -13,6 +13,7 @@ mod hash_password;
 mod logging;
 mod queue_cmd;
 mod resolve;
+mod sd_notify;
 mod serve;
 mod status;
 

@@ -176,6 +176,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     for (addr, l) in engine.listen_addrs().iter().zip(&listeners) {
         info!(target: "volley", "listening on {addr} ({}, {} ack)", l.protocol, l.ack);
     }
+    // Under systemd (Type=notify): the unit is started once it listens.
+    if let Err(e) = crate::sd_notify::notify("READY=1") {
+        warn!(target: "volley", "cannot tell systemd Volley is ready: {e}");
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -191,8 +195,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
                 _ = hup.recv() => {
+                    let _ = crate::sd_notify::notify("RELOADING=1");
                     engine.reopen_delivery_log();
                     reload(&engine, &args);
+                    let _ = crate::sd_notify::notify("READY=1");
                 }
                 _ = usr1.recv() => {
                     engine.reopen_delivery_log();
@@ -208,6 +214,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     info!(target: "volley", "stopping: no new connections; finishing transactions in flight");
+    let _ = crate::sd_notify::notify("STOPPING=1");
     let report = engine.shutdown();
     info!(
         target: "volley",
