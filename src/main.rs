@@ -31,6 +31,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Ask a running Volley how it is doing (its admin API).
     Status(admin_client::AdminArgs),
+    /// Stop accepting mail, deliver what is queued, then exit (a running
+    /// Volley, through its admin API).
+    Drain(admin_client::AdminArgs),
     /// The domain queues of a running Volley (its admin API).
     Queue {
         #[command(subcommand)]
@@ -92,6 +95,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Status(args) => status::run(args),
+        Command::Drain(args) => status::drain(args),
         Command::Queue { command, admin } => queue_cmd::run(command, admin),
         Command::CheckConfig { file } => check_config::run(&file),
         Command::HashPassword => hash_password::run(),

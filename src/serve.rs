@@ -190,6 +190,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         let mut usr1 = signal(SignalKind::user_defined1())?;
         let mut tick = tokio::time::interval(interval);
         tick.tick().await;
+        // A drain (the admin API) ends the loop once nothing is queued.
+        let mut drained = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
@@ -207,6 +209,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
                 _ = tick.tick() => {
                     for line in engine.summary().lines() {
                         info!(target: "volley", "{}", line.trim_start());
+                    }
+                }
+                _ = drained.tick() => {
+                    if engine.drained() {
+                        info!(target: "volley", "drained: nothing left queued");
+                        break;
                     }
                 }
             }

@@ -16,6 +16,21 @@ pub(crate) fn run(args: AdminArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `volley drain`: asks for the drain and says how much is left.
+pub(crate) fn drain(args: AdminArgs) -> anyhow::Result<()> {
+    let body = args.post("/api/v1/drain", "{}")?;
+    if args.json {
+        println!("{body}");
+        return Ok(());
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).context("the answer is not JSON")?;
+    println!(
+        "draining: listeners closed, {} recipients left to deliver; Volley stops when none is",
+        v["queued"].as_u64().unwrap_or(0)
+    );
+    Ok(())
+}
+
 /// The status for people: one line per subject, then the busiest domains.
 fn summary(v: &serde_json::Value) -> String {
     let t = &v["totals"];
@@ -32,6 +47,8 @@ fn summary(v: &serde_json::Value) -> String {
         },
         if v["stopping"] == true {
             ", stopping"
+        } else if v["draining"] == true {
+            ", draining"
         } else {
             ""
         },

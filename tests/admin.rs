@@ -485,3 +485,74 @@ fn an_operator_bounces_a_domains_queue_and_the_sender_hears_of_it() {
     assert!(text.contains("Final-Recipient: rfc822; b@d0.test"));
     engine.shutdown();
 }
+
+#[test]
+fn a_drain_closes_the_listeners_delivers_what_is_queued_and_ends_volley_serve() {
+    // A slow MX host: the messages are still queued when the drain comes.
+    let world = World::generated(2, 1, |_| Script {
+        data_delay: Some(Duration::from_millis(300)),
+        ..Script::default()
+    });
+    let free = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (listen, admin) = (free(), free());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args(["serve", "--listen", &listen.to_string(), "--shards", "2"])
+        .args(["--admin-listen", &admin.to_string()])
+        .args(["--delivery-port", &world.port.to_string()])
+        .args(["--nameserver", &world.dns.addr().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("volley listens", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(listen).is_ok() && std::net::TcpStream::connect(admin).is_ok()
+    });
+    let txs = (0..10)
+        .map(|i| Transaction {
+            body_type: None,
+            reverse_path: "news@composer.test".into(),
+            recipients: vec![format!("u{i}@d{}.test", i % 2)],
+            body: Bytes::from_static(b"Subject: drain\r\n\r\nbody\r\n"),
+        })
+        .collect();
+    composer::send(listen, false, txs).unwrap();
+    let out = volley_status(&["--admin", &format!("http://{admin}")]);
+    assert!(out.status.success());
+    let out = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args(["drain", "--admin", &format!("http://{admin}"), "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["draining"], true);
+    // Five messages per domain, 300 ms each at the MX host: most are
+    // still queued when the drain comes.
+    assert!(answer["queued"].as_u64().unwrap() > 0, "{answer}");
+    wait_until("the listener closed", Duration::from_secs(5), || {
+        std::net::TcpStream::connect(listen).is_err()
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "volley did not stop after the drain"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        world.received_count(),
+        10,
+        "everything queued was delivered first"
+    );
+}

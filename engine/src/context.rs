@@ -47,6 +47,9 @@ pub(crate) struct Shared {
     pub(crate) rates: Vec<Arc<RateBoard>>,
     pub(crate) dlog: DeliveryLog,
     pub(crate) stop: watch::Receiver<bool>,
+    /// Set by a drain: listeners close, delivery goes on until nothing is
+    /// queued.
+    pub(crate) drain: watch::Sender<bool>,
     pub(crate) ingest_total: AtomicUsize,
     pub(crate) ingest_per_ip: Mutex<HashMap<IpAddr, usize>>,
     pub(crate) next_source: AtomicU64,

@@ -322,6 +322,7 @@ impl Engine {
             rates: (0..n).map(|_| Arc::new(RateBoard::default())).collect(),
             dlog,
             stop: stop_rx,
+            drain: watch::Sender::new(false),
             ingest_total: AtomicUsize::new(0),
             ingest_per_ip: Mutex::new(Default::default()),
             next_source: AtomicU64::new(0),
@@ -548,6 +549,23 @@ impl Engine {
         StopHandle {
             stop: self.stop.clone(),
         }
+    }
+
+    /// Stops accepting (every listener closes; sessions in progress go
+    /// on) and lets delivery go on: what `POST /api/v1/drain` asks.
+    /// `volley serve` stops once [`Engine::drained`] says so.
+    pub fn drain(&self) {
+        self.monitor.request_drain();
+    }
+
+    /// Whether a drain was asked for.
+    pub fn is_draining(&self) -> bool {
+        self.monitor.draining()
+    }
+
+    /// A drain was asked for and nothing is queued any more.
+    pub fn drained(&self) -> bool {
+        self.is_draining() && self.stats().queued == 0 && self.stats().ingest_sessions == 0
     }
 
     /// Whether a stop was asked for (by [`StopHandle::stop`]).

@@ -111,6 +111,21 @@ impl Monitor {
         self.shared.shard_lines.steer(domain, steer).await
     }
 
+    /// Asks every shard to stop accepting (a drain); logged once.
+    pub(crate) fn request_drain(&self) {
+        if !self.shared.drain.send_replace(true) {
+            tracing::warn!(
+                target: "volley",
+                "draining: listeners closed; delivering what is queued, then stopping"
+            );
+        }
+    }
+
+    /// Whether a drain was asked for.
+    pub(crate) fn draining(&self) -> bool {
+        *self.shared.drain.borrow()
+    }
+
     /// Whether a stop was asked for.
     pub(crate) fn stopping(&self) -> bool {
         *self.shared.stop.borrow()

@@ -154,7 +154,7 @@ pub(crate) fn run(
         };
         let (token, mut tasks_done) = mpsc::channel::<()>(1);
         let ctx = Rc::new(ShardCtx::new(index, shared.clone(), core, resolver, token));
-        let mut accepters = Vec::new();
+        let accepters = Rc::new(std::cell::RefCell::new(Vec::new()));
         for (l, lc) in listeners {
             let listener = Rc::new(crate::transport::Listener::from_std(l));
             let task = tokio_uring::spawn(crate::ingest::accept_loop(
@@ -162,7 +162,26 @@ pub(crate) fn run(
                 listener.clone(),
                 lc,
             ));
-            accepters.push((listener, task));
+            accepters.borrow_mut().push((listener, task));
+        }
+        // Stops accepting: on a drain, or at the stop.
+        let close_listeners = {
+            let accepters = accepters.clone();
+            move || {
+                for (l, task) in accepters.borrow_mut().drain(..) {
+                    l.close();
+                    task.abort();
+                }
+            }
+        };
+        {
+            let close = close_listeners.clone();
+            let mut drain = shared.drain.subscribe();
+            tokio_uring::spawn(async move {
+                if drain.wait_for(|d| *d).await.is_ok() {
+                    close();
+                }
+            });
         }
         let inbox_task = {
             let ctx = ctx.clone();
@@ -193,10 +212,7 @@ pub(crate) fn run(
         }
         // Stop accepting; sessions and connections finish what is in
         // flight. Each holds a token: the channel closes with the last.
-        for (l, task) in accepters {
-            l.close();
-            task.abort();
-        }
+        close_listeners();
         ctx.start_draining();
         ctx.drop_token();
         let _ = tokio::time::timeout(STOP_GRACE, tasks_done.recv()).await;

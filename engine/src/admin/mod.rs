@@ -123,6 +123,7 @@ fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/queues/{domain}/resume", post(resume))
         .route("/api/v1/queues/{domain}/flush", post(flush))
         .route("/api/v1/queues/{domain}/bounce", post(bounce))
+        .route("/api/v1/drain", post(drain))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
@@ -175,6 +176,7 @@ async fn status(State(state): State<Arc<AdminState>>) -> Response {
         "uptime_seconds": m.uptime().as_secs_f64(),
         "shards": m.shards(),
         "stopping": m.stopping(),
+        "draining": m.draining(),
         "durable": m.durable(),
         "memory": { "held_bytes": stats.held_bytes, "budget_bytes": m.memory_budget() },
         "latency_us": { "count": latency.count, "p50": latency.p50_us, "p99": latency.p99_us, "max": latency.max_us },
@@ -384,6 +386,12 @@ async fn bounce(
         }
         Err(e) => e,
     }
+}
+
+async fn drain(State(state): State<Arc<AdminState>>) -> Response {
+    state.monitor.request_drain();
+    let stats = state.monitor.stats();
+    axum::Json(json!({ "draining": true, "queued": stats.queued })).into_response()
 }
 
 async fn not_found(request: Request) -> Response {

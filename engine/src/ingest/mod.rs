@@ -29,7 +29,10 @@ pub(crate) async fn accept_loop(shard: Rc<ShardCtx>, listener: Rc<Listener>, lc:
         let conn = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                if shard.is_draining() || *shard.shared.stop.borrow() {
+                if shard.is_draining()
+                    || *shard.shared.stop.borrow()
+                    || *shard.shared.drain.borrow()
+                {
                     return;
                 }
                 // EMFILE and friends: back off instead of spinning.
