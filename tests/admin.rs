@@ -556,3 +556,94 @@ fn a_drain_closes_the_listeners_delivers_what_is_queued_and_ends_volley_serve() 
         "everything queued was delivered first"
     );
 }
+
+/// Headless Chromium (the Debian `chromium` package; .ci/run installs it)
+/// loading `url` with `args`, given five seconds of page time.
+fn chromium(url: &str, args: &[&str]) -> std::process::Output {
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+        ])
+        .arg("--virtual-time-budget=5000")
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("chromium runs")
+}
+
+#[test]
+fn the_status_page_shows_counters_and_domains_in_a_real_browser() {
+    // d0.test defers everyone (its queue stays), d1.test takes everything.
+    let world = World::generated(2, 2, |k| Script {
+        rcpt: (k == 0).then(|| {
+            Box::new(|_: &str, _: usize| {
+                Some(volley_smtp::Reply::new(
+                    451,
+                    volley_smtp::EnhancedCode::new(4, 3, 0),
+                    "not now",
+                ))
+            }) as Box<_>
+        }),
+        ..Script::default()
+    });
+    let mut config = world.config();
+    config.admin.enabled = true;
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config.general_queue.retry_schedule = vec![Duration::from_secs(60)];
+    let engine = Engine::start(config).unwrap();
+    let url = format!("http://{}/", engine.admin_addr().unwrap());
+    let txs = (0..7)
+        .map(|i| Transaction {
+            body_type: None,
+            reverse_path: "news@composer.test".into(),
+            recipients: vec![format!("u{i}@d{}.test", usize::from(i >= 3))],
+            body: Bytes::from_static(b"Subject: page\r\n\r\nbody\r\n"),
+        })
+        .collect();
+    composer::send(engine.listen_addrs()[0], false, txs).unwrap();
+    crate::support::wait_stats(&engine, "4 delivered, 3 deferred", |s| {
+        s.delivered == 4 && s.deferred >= 3
+    });
+    let out = chromium(&url, &["--dump-dom"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dom = String::from_utf8_lossy(&out.stdout);
+    // The page's script filled these in from the API.
+    assert!(dom.contains(r#"<td id="received">7</td>"#), "{dom}");
+    assert!(dom.contains(r#"<td id="delivered">4</td>"#), "{dom}");
+    assert!(dom.contains(r#"<td id="queued">3</td>"#), "{dom}");
+    assert!(!dom.contains(r#"<b id="updated">never</b>"#), "{dom}");
+    assert!(
+        dom.contains("<td>d0.test</td><td>general</td><td>3</td>"),
+        "{dom}"
+    );
+    assert!(dom.contains("<button>suspend</button>"), "{dom}");
+    // A screenshot as the test's artifact.
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = chromium(
+        &url,
+        &[
+            "--window-size=1280,900",
+            &format!("--screenshot={}", shot.display()),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(&shot).expect("the screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    engine.shutdown();
+}

@@ -24,11 +24,41 @@ use serde_json::json;
 use crate::control::Steer;
 use crate::monitor::Monitor;
 
+/// How many one-second samples of the message rates are kept: five
+/// minutes, what the status page's chart shows.
+const RATE_SAMPLES: usize = 300;
+
 /// What the handlers share.
 struct AdminState {
     monitor: Monitor,
     /// The bearer token every request must carry, when one is configured.
     token: Option<String>,
+    /// Messages per second accepted and delivered, one sample a second,
+    /// oldest first (written by the admin thread's sampler only).
+    rates: parking_lot::Mutex<RateHistory>,
+}
+
+/// The rate samples and the totals the last one was taken from.
+#[derive(Default)]
+struct RateHistory {
+    samples: std::collections::VecDeque<(f64, f64)>,
+    last: Option<(std::time::Instant, u64, u64)>,
+}
+
+impl RateHistory {
+    /// One sample from the totals `received` and `delivered` at `now`.
+    fn sample(&mut self, now: std::time::Instant, received: u64, delivered: u64) {
+        if let Some((then, r, d)) = self.last {
+            let dt = now.saturating_duration_since(then).as_secs_f64().max(0.001);
+            let per_second = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
+            self.samples
+                .push_back((per_second(received, r), per_second(delivered, d)));
+            while self.samples.len() > RATE_SAMPLES {
+                self.samples.pop_front();
+            }
+        }
+        self.last = Some((now, received, delivered));
+    }
 }
 
 /// The running server; stops (and joins its thread) when dropped.
@@ -49,7 +79,11 @@ impl AdminServer {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let state = Arc::new(AdminState { monitor, token });
+        let state = Arc::new(AdminState {
+            monitor,
+            token,
+            rates: parking_lot::Mutex::new(RateHistory::default()),
+        });
         let thread = std::thread::Builder::new()
             .name("volley-admin".into())
             .spawn(move || serve(listener, state, stopped))?;
@@ -100,6 +134,18 @@ fn serve(
                 return;
             }
         };
+        let sampler = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let s = sampler.monitor.stats();
+                sampler
+                    .rates
+                    .lock()
+                    .sample(std::time::Instant::now(), s.received, s.delivered);
+            }
+        });
         let app = router(state);
         let shutdown = async {
             let _ = stopped.await;
@@ -114,7 +160,10 @@ fn serve(
 }
 
 fn router(state: Arc<AdminState>) -> Router {
-    Router::new()
+    // The page holds no data (it asks the API, with the token), so it is
+    // served without one: a browser cannot send a header on its first load.
+    let page = Router::new().route("/", get(status_page));
+    let api = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/api/v1/status", get(status))
         .route("/api/v1/queues", get(list_queues))
@@ -126,7 +175,21 @@ fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/drain", post(drain))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
-        .with_state(state)
+        .with_state(state);
+    page.merge(api)
+}
+
+/// The live status page: one self-contained document (no external
+/// assets) that polls the status and queues endpoints every second.
+async fn status_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        include_str!("page.html"),
+    )
+        .into_response()
 }
 
 /// An error as the API gives it: a status and `{"error": "..."}`.
@@ -182,6 +245,13 @@ async fn status(State(state): State<Arc<AdminState>>) -> Response {
         "latency_us": { "count": latency.count, "p50": latency.p50_us, "p99": latency.p99_us, "max": latency.max_us },
         "totals": stats,
         "busiest_domains": m.rates(),
+        "rates_per_second": state
+            .rates
+            .lock()
+            .samples
+            .iter()
+            .map(|(i, o)| json!({ "in": i, "out": o }))
+            .collect::<Vec<_>>(),
     }))
     .into_response()
 }
@@ -408,6 +478,20 @@ async fn not_found(request: Request) -> Response {
 #[cfg(test)]
 mod tests {
     use super::same;
+
+    #[test]
+    fn rate_samples_are_per_second_and_bounded() {
+        let mut h = super::RateHistory::default();
+        let t0 = std::time::Instant::now();
+        h.sample(t0, 0, 0);
+        assert!(h.samples.is_empty(), "one sample needs two readings");
+        h.sample(t0 + std::time::Duration::from_secs(2), 100, 40);
+        assert_eq!(h.samples.back(), Some(&(50.0, 20.0)));
+        for i in 0..400u64 {
+            h.sample(t0 + std::time::Duration::from_secs(3 + i), 100 + i, 40);
+        }
+        assert_eq!(h.samples.len(), super::RATE_SAMPLES);
+    }
 
     #[test]
     fn tokens_compare_whole() {
