@@ -647,3 +647,76 @@ fn the_status_page_shows_counters_and_domains_in_a_real_browser() {
     );
     engine.shutdown();
 }
+
+#[test]
+fn in_durable_mode_a_suspension_survives_a_restart() {
+    let world = World::generated(2, 2, |_| Script::default());
+    let dir = temp_path("journal-holds");
+    let config = || {
+        let mut c = world.config();
+        c.admin.enabled = true;
+        c.admin.listen = "127.0.0.1:0".parse().unwrap();
+        c.journal.dir = Some(dir.clone());
+        c
+    };
+    // `volley queue ARGS` against the admin API at `base`.
+    let queue = |base: &str, args: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_volley"))
+            .arg("queue")
+            .args(args.split(' '))
+            .args(["--admin", base])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let engine = Engine::start(config()).unwrap();
+    let base = format!("http://{}", engine.admin_addr().unwrap());
+    queue(&base, "suspend d1.test --for 2h --reason maintenance");
+    engine.shutdown();
+
+    let engine = Engine::start(config()).unwrap();
+    let base = format!("http://{}", engine.admin_addr().unwrap());
+    let tx = Transaction {
+        body_type: None,
+        reverse_path: "news@composer.test".into(),
+        recipients: vec!["a@d1.test".into()],
+        body: Bytes::from_static(b"Subject: held\r\n\r\nbody\r\n"),
+    };
+    composer::send(engine.listen_addrs()[0], false, vec![tx]).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        world.received_count(),
+        0,
+        "still suspended after the restart"
+    );
+    let (status, _, body) = fetch(&format!("{base}/api/v1/queues/d1.test"), None);
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["suspended"]["reason"], "maintenance", "{v}");
+    assert!(v["suspended"]["for_secs"].as_f64().unwrap() > 7000.0);
+    queue(&base, "resume d1.test");
+    wait_until(
+        "delivered after the resume",
+        Duration::from_secs(10),
+        || world.received_count() == 1,
+    );
+    engine.shutdown();
+    // Resumed: the next start holds nothing.
+    let engine = Engine::start(config()).unwrap();
+    let tx = Transaction {
+        body_type: None,
+        reverse_path: "news@composer.test".into(),
+        recipients: vec!["b@d1.test".into()],
+        body: Bytes::from_static(b"Subject: free\r\n\r\nbody\r\n"),
+    };
+    composer::send(engine.listen_addrs()[0], false, vec![tx]).unwrap();
+    wait_until("delivered at once", Duration::from_secs(10), || {
+        world.received_count() == 2
+    });
+    engine.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}

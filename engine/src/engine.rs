@@ -106,7 +106,46 @@ pub enum EngineError {
 }
 
 /// Binds the admin address, reads the token and starts the server.
-fn start_admin(settings: &AdminSettings, monitor: Monitor) -> Result<AdminServer, EngineError> {
+/// Applies suspensions restored from the journal's directory on every
+/// shard.
+fn restore_holds(shared: &Shared, saved: &[crate::admin::holds::SavedHold]) {
+    if saved.is_empty() {
+        return;
+    }
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    else {
+        tracing::warn!(target: "volley", "no runtime to restore the suspensions with");
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    for h in saved {
+        let Some(left) = h.left(now) else { continue };
+        let steer = crate::control::Steer::Suspend {
+            duration: left,
+            reason: h.reason.clone(),
+        };
+        if rt
+            .block_on(shared.shard_lines.steer(&h.domain, steer))
+            .is_some()
+        {
+            tracing::info!(
+                target: "volley",
+                "{} suspended again for {} (kept across the restart): {}",
+                h.domain,
+                volley_units::format_duration(left),
+                h.reason
+            );
+        }
+    }
+}
+
+fn start_admin(
+    settings: &AdminSettings,
+    monitor: Monitor,
+    holds: Option<crate::admin::HoldBook>,
+) -> Result<AdminServer, EngineError> {
     let token = match &settings.token_file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| EngineError::AdminToken {
@@ -127,11 +166,12 @@ fn start_admin(settings: &AdminSettings, monitor: Monitor) -> Result<AdminServer
     let addr = settings.listen;
     let listener =
         std::net::TcpListener::bind(addr).map_err(|source| EngineError::Listen { addr, source })?;
-    let server =
-        AdminServer::start(listener, monitor, token).map_err(|source| EngineError::Thread {
+    let server = AdminServer::start(listener, monitor, token, holds).map_err(|source| {
+        EngineError::Thread {
             name: "volley-admin".into(),
             source,
-        })?;
+        }
+    })?;
     tracing::info!(target: "volley", "admin API on http://{}", server.addr());
     Ok(server)
 }
@@ -409,9 +449,16 @@ impl Engine {
                     })?,
                 );
         }
-        let admin = engine.shared.config.load().admin.clone();
-        if admin.enabled {
-            engine.admin = Some(start_admin(&admin, engine.monitor.clone())?);
+        let config = engine.shared.config.load_full();
+        // Durable mode keeps the operators' suspensions across restarts.
+        let holds = config.journal.dir.as_ref().map(|dir| {
+            let file = crate::admin::holds::path(dir);
+            let saved = crate::admin::holds::load(&file, std::time::SystemTime::now());
+            restore_holds(&engine.shared, &saved);
+            crate::admin::HoldBook::new(file, saved)
+        });
+        if config.admin.enabled {
+            engine.admin = Some(start_admin(&config.admin, engine.monitor.clone(), holds)?);
         }
         Ok(engine)
     }

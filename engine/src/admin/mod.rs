@@ -7,6 +7,7 @@
 //! `[admin] token_file` (check-config refuses such an address without
 //! one). Errors are JSON objects with an `error` message.
 
+pub(crate) mod holds;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -36,6 +37,50 @@ struct AdminState {
     /// Messages per second accepted and delivered, one sample a second,
     /// oldest first (written by the admin thread's sampler only).
     rates: parking_lot::Mutex<RateHistory>,
+    /// Durable mode: the suspensions in force, and the file they are
+    /// kept in across restarts.
+    holds: Option<HoldBook>,
+}
+
+/// The suspensions kept on disk.
+pub(crate) struct HoldBook {
+    file: std::path::PathBuf,
+    saved: parking_lot::Mutex<Vec<holds::SavedHold>>,
+}
+
+impl HoldBook {
+    /// The book of `file`, holding `saved` (what start restored).
+    pub(crate) fn new(file: std::path::PathBuf, saved: Vec<holds::SavedHold>) -> HoldBook {
+        HoldBook {
+            file,
+            saved: parking_lot::Mutex::new(saved),
+        }
+    }
+
+    /// Records that `domain` is suspended until `until` (or no longer,
+    /// with `None`) and writes the file.
+    fn set(&self, domain: &str, until: Option<(std::time::SystemTime, String)>) {
+        let now = std::time::SystemTime::now();
+        let mut saved = self.saved.lock();
+        saved.retain(|h| h.domain != domain && h.left(now).is_some());
+        if let Some((until, reason)) = until {
+            let until_unix = until
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            saved.push(holds::SavedHold {
+                domain: domain.to_string(),
+                until_unix,
+                reason,
+            });
+        }
+        if let Err(e) = holds::save(&self.file, &saved) {
+            tracing::warn!(
+                target: "volley",
+                "{}: {e}: the suspensions will not survive a restart",
+                self.file.display()
+            );
+        }
+    }
 }
 
 /// The rate samples and the totals the last one was taken from.
@@ -75,6 +120,7 @@ impl AdminServer {
         listener: std::net::TcpListener,
         monitor: Monitor,
         token: Option<String>,
+        holds: Option<HoldBook>,
     ) -> std::io::Result<AdminServer> {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
@@ -83,6 +129,7 @@ impl AdminServer {
             monitor,
             token,
             rates: parking_lot::Mutex::new(RateHistory::default()),
+            holds,
         });
         let thread = std::thread::Builder::new()
             .name("volley-admin".into())
@@ -374,12 +421,18 @@ async fn suspend(
         reason: reason.clone(),
     };
     match steer(&state, &domain, how).await {
-        Ok(_) => axum::Json(json!({
+        Ok(_) => {
+            if let Some(book) = &state.holds {
+                let until = std::time::SystemTime::now() + duration;
+                book.set(&domain, Some((until, reason.clone())));
+            }
+            axum::Json(json!({
             "domain": domain,
             "suspended_for_secs": duration.as_secs_f64(),
             "reason": reason,
-        }))
-        .into_response(),
+            }))
+            .into_response()
+        }
         Err(e) => e,
     }
 }
@@ -391,6 +444,9 @@ async fn resume(State(state): State<Arc<AdminState>>, Path(raw): Path<String>) -
     };
     match steer(&state, &domain, Steer::Resume).await {
         Ok(n) => {
+            if let Some(book) = &state.holds {
+                book.set(&domain, None);
+            }
             if n > 0 {
                 tracing::info!(target: "volley", "admin: {domain} resumed");
             }
