@@ -720,3 +720,69 @@ fn in_durable_mode_a_suspension_survives_a_restart() {
     engine.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_message_shows_its_envelope_and_where_its_queued_recipients_are() {
+    // d0.test defers everyone; d1.test takes everything.
+    let world = World::generated(2, 2, |k| Script {
+        rcpt: (k == 0).then(|| {
+            Box::new(|_: &str, _: usize| {
+                Some(volley_smtp::Reply::new(
+                    451,
+                    volley_smtp::EnhancedCode::new(4, 3, 0),
+                    "not now",
+                ))
+            }) as Box<_>
+        }),
+        ..Script::default()
+    });
+    let mut config = world.config();
+    config.admin.enabled = true;
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config.general_queue.retry_schedule = vec![Duration::from_secs(60)];
+    let engine = Engine::start(config).unwrap();
+    let base = format!("http://{}", engine.admin_addr().unwrap());
+    let tx = Transaction {
+        body_type: None,
+        reverse_path: "news@composer.test".into(),
+        recipients: vec!["a@d0.test".into(), "x@d1.test".into(), "b@d0.test".into()],
+        body: Bytes::from_static(
+            b"Message-ID: <m7@composer.test>\r\nSubject: where\r\n\r\nbody\r\n",
+        ),
+    };
+    composer::send(engine.listen_addrs()[0], false, vec![tx]).unwrap();
+    crate::support::wait_stats(&engine, "one delivered, two deferred", |s| {
+        s.delivered == 1 && s.deferred >= 2
+    });
+    let log = crate::support::log_lines(&world.log);
+    let id = log
+        .iter()
+        .find(|l| l["recipient"] == "x@d1.test")
+        .and_then(|l| l["message_id"].as_str())
+        .unwrap()
+        .to_string();
+    let (status, _, body) = fetch(&format!("{base}/api/v1/messages/{id}"), None);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["id"], id.as_str());
+    assert_eq!(v["sender"], "news@composer.test");
+    assert_eq!(v["message_id_header"], "<m7@composer.test>");
+    assert_eq!(
+        v["envelope"],
+        serde_json::json!(["a@d0.test", "x@d1.test", "b@d0.test"])
+    );
+    let queued = v["queued"].as_array().unwrap();
+    assert_eq!(queued.len(), 2, "the delivered one is not queued: {v}");
+    for (q, (index, rcpt)) in queued.iter().zip([(0, "a@d0.test"), (2, "b@d0.test")]) {
+        assert_eq!(q["index"], index);
+        assert_eq!(q["recipient"], rcpt);
+        assert_eq!(q["state"], "retrying");
+        assert_eq!(q["attempts"], 1);
+        assert!(q["next_attempt_secs"].as_f64().unwrap() > 50.0, "{q}");
+    }
+    let (status, _, body) = fetch(&format!("{base}/api/v1/messages/00000000000000ff"), None);
+    assert_eq!(status, 404, "{body}");
+    let (status, _, _) = fetch(&format!("{base}/api/v1/messages/not-hex"), None);
+    assert_eq!(status, 400);
+    engine.shutdown();
+}

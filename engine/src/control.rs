@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::queues::DomainView;
+use crate::queues::{DomainView, FoundMessage, FoundRecipient};
 
 /// How long the admin server waits for a shard's answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
@@ -35,6 +35,11 @@ pub(crate) enum Ask {
         filter: Option<String>,
         reply: oneshot::Sender<Vec<DomainView>>,
     },
+    /// The recipients of message `id` queued on the shard.
+    Message {
+        id: u64,
+        reply: oneshot::Sender<Option<MessageView>>,
+    },
     /// Steer `domain`'s queue; the answer counts what it touched (for a
     /// resume: 1 if a suspension held; for a flush: recipients moved).
     Steer {
@@ -42,6 +47,19 @@ pub(crate) enum Ask {
         steer: Steer,
         reply: oneshot::Sender<usize>,
     },
+}
+
+/// A message as one shard knows it: its envelope, and its recipients
+/// queued there.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct MessageView {
+    pub(crate) id: String,
+    pub(crate) sender: String,
+    pub(crate) message_id_header: Option<String>,
+    /// Every recipient of the envelope, in order.
+    pub(crate) envelope: Vec<String>,
+    pub(crate) age_secs: f64,
+    pub(crate) queued: Vec<FoundRecipient>,
 }
 
 /// The admin side's end of every shard's channel.
@@ -80,6 +98,31 @@ impl ShardLines {
         all
     }
 
+    /// Message `id` as the shards know it: its envelope, and every
+    /// recipient of it queued on any shard; `None` when none is.
+    pub(crate) async fn message(&self, id: u64) -> Option<MessageView> {
+        let mut waiting = Vec::with_capacity(self.lines.len());
+        for line in &self.lines {
+            let (reply, answer) = oneshot::channel();
+            if line.send(Ask::Message { id, reply }).is_ok() {
+                waiting.push(answer);
+            }
+        }
+        let mut view: Option<MessageView> = None;
+        for answer in waiting {
+            if let Ok(Ok(Some(part))) = tokio::time::timeout(ANSWER_WITHIN, answer).await {
+                match &mut view {
+                    Some(v) => v.queued.extend(part.queued),
+                    None => view = Some(part),
+                }
+            }
+        }
+        if let Some(v) = &mut view {
+            v.queued.sort_by_key(|r| r.index);
+        }
+        view
+    }
+
     /// Steers `domain` on every shard (a suspension is kept by each, so it
     /// holds whichever shard the domain's recipients are on); the sum of
     /// the shards' answers, or `None` when one did not answer in time.
@@ -113,6 +156,8 @@ pub(crate) trait Answerer {
     fn views(&self, filter: Option<&str>, now: Instant) -> Vec<DomainView>;
     /// Applies `steer` to `domain`; what it touched.
     fn steer(&self, domain: &str, steer: Steer, now: Instant) -> usize;
+    /// Message `id`'s recipients queued on this shard.
+    fn message(&self, id: u64, now: Instant) -> Option<FoundMessage>;
 }
 
 /// Answers one ask with `shard`.
@@ -128,6 +173,25 @@ pub(crate) fn answer(ask: Ask, shard: &impl Answerer) {
             reply,
         } => {
             let _ = reply.send(shard.steer(&domain, steer, now));
+        }
+        Ask::Message { id, reply } => {
+            let view = shard.message(id, now).map(|found| {
+                let msg = &found.msg;
+                MessageView {
+                    id: format!("{id:016x}"),
+                    sender: msg.sender().to_string(),
+                    message_id_header: msg.header_message_id().map(str::to_string),
+                    envelope: (0..)
+                        .map_while(|i| {
+                            let r = msg.recipient(i);
+                            (!r.is_empty()).then(|| r.to_string())
+                        })
+                        .collect(),
+                    age_secs: now.saturating_duration_since(msg.received).as_secs_f64(),
+                    queued: found.recipients,
+                }
+            });
+            let _ = reply.send(view);
         }
     }
 }

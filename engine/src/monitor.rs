@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::context::Shared;
-use crate::control::Steer;
+use crate::control::{MessageView, Steer};
 use crate::metrics::{DomainRate, Stats};
 use crate::queues::DomainView;
 
@@ -109,6 +109,11 @@ impl Monitor {
     /// when a shard did not answer in time.
     pub(crate) async fn steer(&self, domain: &str, steer: Steer) -> Option<usize> {
         self.shared.shard_lines.steer(domain, steer).await
+    }
+
+    /// Message `id` as the shards know it (see [`MessageView`]).
+    pub(crate) async fn message(&self, id: u64) -> Option<MessageView> {
+        self.shared.shard_lines.message(id).await
     }
 
     /// Asks every shard to stop accepting (a drain); logged once.

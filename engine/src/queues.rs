@@ -141,6 +141,26 @@ pub(crate) struct DomainView {
     pub(crate) rate: Option<crate::rate::RateSnapshot>,
 }
 
+/// A message's recipients queued on one shard.
+pub(crate) struct FoundMessage {
+    pub(crate) msg: Arc<crate::message::Message>,
+    pub(crate) recipients: Vec<FoundRecipient>,
+}
+
+/// One queued recipient of a message, as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct FoundRecipient {
+    /// Its place in the message's envelope.
+    pub(crate) index: u32,
+    pub(crate) recipient: String,
+    pub(crate) domain: String,
+    /// `waiting` (for a connection) or `retrying` (for its due time).
+    pub(crate) state: &'static str,
+    pub(crate) attempts: u16,
+    /// For a retrying recipient: seconds until its next attempt.
+    pub(crate) next_attempt_secs: Option<f64>,
+}
+
 /// An operator's suspension as the admin API shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct Suspension {
@@ -702,6 +722,37 @@ impl Queues {
                 rate: d.rate.as_ref().map(|r| r.snapshot(now)),
             })
             .collect()
+    }
+
+    /// The recipients of message `id` queued here (waiting or retrying),
+    /// with the message; `None` when none is.
+    pub(crate) fn find_message(&self, id: u64, now: Instant) -> Option<FoundMessage> {
+        let mut found: Option<FoundMessage> = None;
+        let mut add = |node: &Node, domain: &Domain, state: &'static str, due: Option<Instant>| {
+            let entry = found.get_or_insert_with(|| FoundMessage {
+                msg: node.msg.clone(),
+                recipients: Vec::new(),
+            });
+            entry.recipients.push(FoundRecipient {
+                index: node.rcpt,
+                recipient: node.recipient().to_string(),
+                domain: domain.name.to_string(),
+                state,
+                attempts: node.attempts,
+                next_attempt_secs: due.map(|t| t.saturating_duration_since(now).as_secs_f64()),
+            });
+        };
+        for dom in self.domains.iter().flatten() {
+            for node in dom.pending.iter().filter(|n| n.msg.id == id) {
+                add(node, dom, "waiting", None);
+            }
+        }
+        for ((due, _), (d, node)) in &self.retry {
+            if node.msg.id == id {
+                add(node, self.domain(*d), "retrying", Some(*due));
+            }
+        }
+        found
     }
 
     /// Until when an operator's suspension holds domain `d`, if it does.

@@ -20,7 +20,7 @@ use crate::config::ListenerConfig;
 use crate::context::{ShardCtx, Shared};
 use crate::control::{Answerer, Ask, Steer};
 use crate::core::Core;
-use crate::queues::DomainView;
+use crate::queues::{DomainView, FoundMessage};
 use crate::routing::Handoff;
 
 /// How many of a shard's busiest domains it publishes for the summary.
@@ -48,6 +48,10 @@ pub enum ShardError {
 impl Answerer for ShardCtx {
     fn views(&self, filter: Option<&str>, now: Instant) -> Vec<DomainView> {
         self.read_core(|c| c.views(filter, now))
+    }
+
+    fn message(&self, id: u64, now: Instant) -> Option<FoundMessage> {
+        self.read_core(|c| c.find_message(id, now))
     }
 
     fn steer(&self, domain: &str, steer: Steer, now: Instant) -> usize {

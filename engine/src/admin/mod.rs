@@ -220,6 +220,7 @@ fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/queues/{domain}/flush", post(flush))
         .route("/api/v1/queues/{domain}/bounce", post(bounce))
         .route("/api/v1/drain", post(drain))
+        .route("/api/v1/messages/{id}", get(show_message))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
@@ -511,6 +512,24 @@ async fn bounce(
             axum::Json(json!({ "domain": domain, "bounced": n, "reason": reason })).into_response()
         }
         Err(e) => e,
+    }
+}
+
+async fn show_message(State(state): State<Arc<AdminState>>, Path(raw): Path<String>) -> Response {
+    let Ok(id) = u64::from_str_radix(raw.trim(), 16) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{raw:?} is not a message id (hex, as the 250 reply and the log give it)"),
+        );
+    };
+    match state.monitor.message(id).await {
+        Some(view) => axum::Json(view).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no recipient of message {id:016x} is queued (delivered, bounced, in a transaction now, or unknown)"
+            ),
+        ),
     }
 }
 

@@ -215,6 +215,15 @@ impl Core {
         settled
     }
 
+    /// Message `id`'s recipients queued on this shard.
+    pub(crate) fn find_message(
+        &self,
+        id: u64,
+        now: Instant,
+    ) -> Option<crate::queues::FoundMessage> {
+        self.queues.find_message(id, now)
+    }
+
     /// The domain queues as the admin API lists them.
     pub(crate) fn views(
         &self,
