@@ -39,7 +39,9 @@ use crate::tls::{BrokenTls, TlsContext};
 /// State shared by every shard: rarely written, or atomic.
 pub(crate) struct Shared {
     pub(crate) config: ArcSwap<Config>,
-    pub(crate) counters: Counters,
+    /// Each shard's counters, then one set for the threads that are not
+    /// shards (the DSN writer).
+    pub(crate) counters: Vec<Counters>,
     pub(crate) budget: Arc<Budget>,
     pub(crate) router: Router,
     pub(crate) latencies: Vec<Arc<Latencies>>,
@@ -256,6 +258,11 @@ impl ShardCtx {
         self.token.borrow_mut().take();
     }
 
+    /// This shard's own counters.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.shared.counters[self.index]
+    }
+
     /// A message id unique in this run: shard number, then a sequence.
     pub(crate) fn next_message_id(&self) -> u64 {
         let n = self.next_msg.get();
@@ -266,9 +273,8 @@ impl ShardCtx {
     /// Hands a message's recipients to their owner shards: the local ones
     /// go straight into this shard's queues, the others over the channels.
     pub(crate) fn route_message(&self, msg: Arc<Message>, keys: Vec<Box<str>>) {
-        bump(&self.shared.counters.received);
-        self.shared
-            .counters
+        bump(&self.counters().received);
+        self.counters()
             .recipients_received
             .fetch_add(keys.len() as u64, Ordering::Relaxed);
         let kept = self
@@ -292,7 +298,7 @@ impl ShardCtx {
 
     /// Queues recipients this shard owns.
     pub(crate) fn accept_handoff(&self, h: Handoff) {
-        self.shared.counters.queued_add(h.rcpts.len() as u64);
+        self.counters().queued_add(h.rcpts.len() as u64);
         self.with_core(|c| c.accept(&h.msg, &h.rcpts, Instant::now()));
     }
 }

@@ -44,7 +44,7 @@ struct Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.conn.shutdown();
-        self.ctx.shared.counters.connection_closed();
+        self.ctx.counters().connection_closed();
     }
 }
 
@@ -346,7 +346,7 @@ async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
                     break;
                 }
             };
-            ctx.shared.counters.connection_opened();
+            ctx.counters().connection_opened();
             let mut session = Session {
                 conn,
                 client: Client::new(ClientConfig {
@@ -531,7 +531,7 @@ async fn greet(
     policy: &Policy,
 ) -> Greeted {
     let ctx = session.ctx.clone();
-    let counters = &ctx.shared.counters;
+    let counters = ctx.counters();
     loop {
         match session.next_event(s, deadline).await {
             ClientEvent::StartTls => {

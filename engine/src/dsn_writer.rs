@@ -191,7 +191,9 @@ impl Gatherer {
         self.next_id += 1;
         match queue_notification(&shared, id, &b) {
             Ok(()) => {
-                bump(&shared.counters.dsn_sent);
+                if let Some(own) = shared.counters.last() {
+                    bump(&own.dsn_sent);
+                }
                 for n in &b.notes {
                     if n.holds_finish() {
                         b.msg.finished(n.rcpt, false);

@@ -19,7 +19,7 @@ use crate::dsn_writer::DsnWriter;
 use crate::durable::{self, QuotaFlusher, WallClock};
 use crate::journal::RecoveryReport;
 use crate::message::Budget;
-use crate::metrics::{DomainRate, Latencies, RateBoard, Stats};
+use crate::metrics::{Counters, DomainRate, Latencies, RateBoard, Stats};
 use crate::monitor::{LatencySummary, Monitor};
 use crate::mta_sts::MtaSts;
 use crate::port_holder;
@@ -355,7 +355,7 @@ impl Engine {
         let (shard_lines, shard_ends) = crate::control::lines(n);
         let shared = Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
-            counters: Default::default(),
+            counters: (0..=n).map(|_| Counters::default()).collect(),
             budget: Arc::new(Budget::default()),
             router: Router::new(inboxes),
             latencies: (0..n).map(|_| Arc::new(Latencies::default())).collect(),

@@ -51,6 +51,9 @@ pub struct Stats {
     pub events_dropped: u64,
 }
 
+/// One writer's counters: each shard has its own (and the threads that
+/// are not shards share one more), so no counter's cache line is written
+/// by two cores on the hot path; a snapshot sums them ([`sum`]).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) received: AtomicU64,
@@ -117,6 +120,35 @@ impl Counters {
             events_dropped: 0,
         }
     }
+}
+
+/// The counters of every writer added up. A peak is the sum of each
+/// writer's peak: at least the true peak, and what a shard held at most.
+pub(crate) fn sum(parts: &[Counters], held_bytes: u64) -> Stats {
+    let mut total = Stats {
+        held_bytes,
+        ..Stats::default()
+    };
+    for p in parts {
+        let s = p.snapshot(0);
+        total.received += s.received;
+        total.recipients_received += s.recipients_received;
+        total.delivered += s.delivered;
+        total.deferred += s.deferred;
+        total.bounced += s.bounced;
+        total.expired += s.expired;
+        total.queued += s.queued;
+        total.peak_queued += s.peak_queued;
+        total.connections_open += s.connections_open;
+        total.peak_connections += s.peak_connections;
+        total.ingest_sessions += s.ingest_sessions;
+        total.tls_full_handshakes += s.tls_full_handshakes;
+        total.tls_resumed += s.tls_resumed;
+        total.tls_failed += s.tls_failed;
+        total.ingest_tls += s.ingest_tls;
+        total.dsn_sent += s.dsn_sent;
+    }
+    total
 }
 
 /// One destination's pace as its shard last published it (every half
@@ -194,6 +226,23 @@ impl Latencies {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_sums_every_writers_counters() {
+        let parts: Vec<Counters> = (0..3).map(|_| Counters::default()).collect();
+        bump(&parts[0].delivered);
+        bump(&parts[2].delivered);
+        bump(&parts[1].dsn_sent);
+        parts[0].queued_add(4);
+        parts[1].queued_add(2);
+        parts[0].queued_sub(1);
+        let s = sum(&parts, 99);
+        assert_eq!(s.delivered, 2);
+        assert_eq!(s.dsn_sent, 1);
+        assert_eq!(s.queued, 5);
+        assert_eq!(s.peak_queued, 6, "the sum of each writer's peak");
+        assert_eq!(s.held_bytes, 99);
+    }
 
     #[test]
     fn peaks_follow_the_highest_level_seen() {

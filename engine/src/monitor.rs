@@ -45,7 +45,7 @@ impl Monitor {
 
     /// The counters now.
     pub(crate) fn stats(&self) -> Stats {
-        let mut stats = self.shared.counters.snapshot(self.shared.budget.held());
+        let mut stats = crate::metrics::sum(&self.shared.counters, self.shared.budget.held());
         stats.events_dropped = self.shared.events.as_ref().map_or(0, |e| e.dropped());
         stats
     }

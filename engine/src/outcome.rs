@@ -33,7 +33,7 @@ pub(crate) fn report(
     target: Option<&Target>,
     tx_latency: Option<Duration>,
 ) {
-    let counters = &ctx.shared.counters;
+    let counters = ctx.counters();
     let dsn = ctx.shared.config.load().dsn;
     let note = match dsn.enabled {
         true => crate::dsn::note_for(&s, reply, target.map(|t| &*t.host), dsn.delay_after),

@@ -18,6 +18,8 @@ use crate::context::Shared;
 /// A session's place in the connection limits; released on drop.
 pub(crate) struct Admission {
     shared: Arc<Shared>,
+    /// The shard whose counters count the session.
+    shard: usize,
     ip: IpAddr,
     /// False for a client outside the trusted networks: it gets only the
     /// 554 greeting and a wait for QUIT.
@@ -34,8 +36,7 @@ impl Admission {
 impl Drop for Admission {
     fn drop(&mut self) {
         self.shared.ingest_total.fetch_sub(1, Ordering::Relaxed);
-        self.shared
-            .counters
+        self.shared.counters[self.shard]
             .ingest_sessions
             .fetch_sub(1, Ordering::Relaxed);
         if self.trusted {
@@ -57,7 +58,8 @@ pub(super) enum Refusal {
     TooManyFromIp,
 }
 
-pub(super) fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Result<Admission, Refusal> {
+/// Admits a session from `ip` on shard `shard` (whose counters count it).
+pub(super) fn admit(shared: &Arc<Shared>, shard: usize, ip: IpAddr) -> Result<Admission, Refusal> {
     let config = shared.config.load();
     let trusted = config.ingest.is_trusted(ip);
     let mut map = shared.ingest_per_ip.lock();
@@ -72,12 +74,12 @@ pub(super) fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Result<Admission, Refus
         *n += 1;
     }
     shared.ingest_total.fetch_add(1, Ordering::Relaxed);
-    shared
-        .counters
+    shared.counters[shard]
         .ingest_sessions
         .fetch_add(1, Ordering::Relaxed);
     Ok(Admission {
         shared: shared.clone(),
+        shard,
         ip,
         trusted,
     })

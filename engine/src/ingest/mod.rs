@@ -49,7 +49,7 @@ pub(crate) async fn accept_loop(shard: Rc<ShardCtx>, listener: Rc<Listener>, lc:
             let config = shard.shared.config.load();
             !config.users.is_empty() && shard.shared.tls.load().server.is_some()
         };
-        match admit(&shard.shared, ip) {
+        match admit(&shard.shared, shard.index, ip) {
             Ok(admission) if admission.trusted || auth_offered => {
                 let this = shard.clone();
                 let lc = lc.clone();

@@ -176,7 +176,7 @@ async fn handshake(
     let session = rustls::ServerConnection::new(certificate).ok()?;
     match conn.start_tls(session.into(), timeout).await {
         Ok(summary) => {
-            bump(&shard.shared.counters.ingest_tls);
+            bump(&shard.counters().ingest_tls);
             Some(summary)
         }
         Err(e) => {
