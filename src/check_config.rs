@@ -1,11 +1,31 @@
 //! `volley check-config FILE`: validate a configuration file, explaining
-//! each problem with its line.
+//! each problem with its line; with `--diff RUNNING`, what a reload from
+//! RUNNING to FILE changes.
 
 use std::path::Path;
 
 use volley_engine::Config;
 
-pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn run(path: &Path, running: Option<&Path>) -> anyhow::Result<()> {
+    let running = match running {
+        Some(r) => Some(load(r)?),
+        None => None,
+    };
+    let new = load(path)?;
+    if let Some(running) = running {
+        let changes = volley_engine::config_changes(&running, &new, running.shard_count());
+        if changes.is_empty() {
+            println!("no changes: a reload changes nothing");
+        }
+        for c in changes {
+            println!("{c}");
+        }
+    }
+    Ok(())
+}
+
+/// Reads and checks one file, as `serve` would; prints its summary.
+fn load(path: &Path) -> anyhow::Result<Config> {
     match Config::load(path) {
         Ok(c) => {
             // The certificate, key and CA files, read as `serve` reads them.
@@ -23,7 +43,7 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<()> {
                 c.queues.len(),
                 c.delivery_port
             );
-            Ok(())
+            Ok(c)
         }
         Err(errors) => {
             for e in &errors {

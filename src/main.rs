@@ -41,8 +41,13 @@ enum Command {
         #[command(flatten)]
         admin: admin_client::AdminArgs,
     },
-    /// Check a configuration file and explain each problem with its line.
+    /// Check a configuration file and explain each problem with its line;
+    /// with `--diff RUNNING`, also say what a reload from RUNNING to it
+    /// would change, and what of that needs a restart.
     CheckConfig {
+        /// The configuration in force, to compare the file with.
+        #[arg(long, value_name = "RUNNING")]
+        diff: Option<std::path::PathBuf>,
         /// The TOML file.
         file: std::path::PathBuf,
     },
@@ -97,7 +102,7 @@ fn main() -> std::process::ExitCode {
         Command::Status(args) => status::run(args),
         Command::Drain(args) => status::drain(args),
         Command::Queue { command, admin } => queue_cmd::run(command, admin),
-        Command::CheckConfig { file } => check_config::run(&file),
+        Command::CheckConfig { diff, file } => check_config::run(&file, diff.as_deref()),
         Command::HashPassword => hash_password::run(),
         Command::DkimKeygen {
             domain,

@@ -240,10 +240,13 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 fn reload(engine: &Engine, args: &ServeArgs) {
     match args.config() {
         Ok(c) => match engine.reload(c) {
-            Ok(notes) => {
+            Ok(changes) => {
                 info!(target: "volley", "configuration reloaded; delivery log reopened");
-                for n in notes {
-                    warn!(target: "volley", "{n}");
+                for c in changes {
+                    match c.applies {
+                        volley_engine::Applies::Now => info!(target: "volley", "{c}"),
+                        volley_engine::Applies::AtRestart => warn!(target: "volley", "{c}"),
+                    }
                 }
             }
             Err(e) => warn!(target: "volley", "reload refused: {e}"),

@@ -13,6 +13,7 @@ mod layering;
 mod outcomes;
 mod rate;
 mod relay;
+mod reload;
 mod resolve;
 mod support;
 mod tls;

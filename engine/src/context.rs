@@ -104,7 +104,9 @@ pub(crate) type TaskToken = mpsc::Sender<()>;
 pub(crate) struct ShardCtx {
     pub(crate) index: usize,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) resolver: MxResolver,
+    /// Replaced whole when a reload changes `[resolver]` (lookups under
+    /// way finish on the old one).
+    resolver: RefCell<MxResolver>,
     pub(crate) latencies: Arc<Latencies>,
     core: RefCell<Core>,
     conns: RefCell<HashMap<ConnId, Rc<ConnCtl>>>,
@@ -133,7 +135,7 @@ impl ShardCtx {
             index,
             latencies: shared.latencies[index].clone(),
             shared,
-            resolver,
+            resolver: RefCell::new(resolver),
             core: RefCell::new(core),
             conns: RefCell::new(HashMap::new()),
             next_conn: Cell::new(1),
@@ -256,6 +258,26 @@ impl ShardCtx {
     /// when the last task ends.
     pub(crate) fn drop_token(&self) {
         self.token.borrow_mut().take();
+    }
+
+    /// The shard's resolver (a cheap handle to its cache).
+    pub(crate) fn resolver(&self) -> MxResolver {
+        self.resolver.borrow().clone()
+    }
+
+    /// Applies a reloaded configuration to this shard: its queues and
+    /// rules, and a new resolver when `[resolver]` changed (its cache
+    /// starts empty). The engine checked both before sending it.
+    pub(crate) fn reconfigure(&self, config: &crate::config::Config) {
+        if self.resolver.borrow().config() != &config.resolver {
+            match MxResolver::new(config.resolver.clone()) {
+                Ok(r) => *self.resolver.borrow_mut() = r,
+                Err(e) => tracing::warn!(shard = self.index, "resolver kept: {e}"),
+            }
+        }
+        if let Err(e) = self.with_core(|c| c.reconfigure(config, Instant::now())) {
+            tracing::warn!(shard = self.index, "rules kept: {e}");
+        }
     }
 
     /// This shard's own counters.

@@ -40,6 +40,9 @@ pub(crate) enum Ask {
         id: u64,
         reply: oneshot::Sender<Option<MessageView>>,
     },
+    /// Apply a reloaded configuration (checked already) to the shard's
+    /// queues, rules and resolver.
+    Reconfigure(std::sync::Arc<crate::config::Config>),
     /// Steer `domain`'s queue; the answer counts what it touched (for a
     /// resume: 1 if a suspension held; for a flush: recipients moved).
     Steer {
@@ -75,6 +78,14 @@ pub(crate) fn lines(shards: usize) -> (ShardLines, Vec<mpsc::UnboundedReceiver<A
 }
 
 impl ShardLines {
+    /// Sends every shard a reloaded configuration; each applies it on its
+    /// own loop, in order with the asks before and after it.
+    pub(crate) fn reconfigure(&self, config: &std::sync::Arc<crate::config::Config>) {
+        for line in &self.lines {
+            let _ = line.send(Ask::Reconfigure(config.clone()));
+        }
+    }
+
     /// Every shard's domain queues matching `filter`; a shard that does not
     /// answer in time (stopping, say) is left out.
     pub(crate) async fn queues(&self, filter: Option<&str>) -> Vec<DomainView> {
@@ -158,6 +169,8 @@ pub(crate) trait Answerer {
     fn steer(&self, domain: &str, steer: Steer, now: Instant) -> usize;
     /// Message `id`'s recipients queued on this shard.
     fn message(&self, id: u64, now: Instant) -> Option<FoundMessage>;
+    /// Applies a reloaded configuration.
+    fn reconfigure(&self, config: &crate::config::Config);
 }
 
 /// Answers one ask with `shard`.
@@ -174,6 +187,7 @@ pub(crate) fn answer(ask: Ask, shard: &impl Answerer) {
         } => {
             let _ = reply.send(shard.steer(&domain, steer, now));
         }
+        Ask::Reconfigure(config) => shard.reconfigure(&config),
         Ask::Message { id, reply } => {
             let view = shard.message(id, now).map(|found| {
                 let msg = &found.msg;

@@ -118,7 +118,7 @@ async fn targets(
             .collect();
         return Ok((fixed, false));
     }
-    let mx = ctx.resolver.resolve(&route.name).await?;
+    let mx = ctx.resolver().resolve(&route.name).await?;
     let mut out = Vec::new();
     for h in mx.hosts.iter().take(s.mx_limit.max(1)) {
         let host: Rc<str> = h.name.as_str().into();
@@ -485,7 +485,7 @@ async fn dane_records(
     port: u16,
 ) -> Result<Option<Vec<volley_dns::TlsaRecord>>, String> {
     let answer = ctx
-        .resolver
+        .resolver()
         .tlsa(host, port)
         .await
         .map_err(|e| format!("TLSA lookup failed: {e}"))?;
@@ -623,7 +623,7 @@ async fn work(slot: &mut Slot, conn: &ConnCtl, session: &mut Session, route: &Ro
         // close when it is further off than an idle connection may wait
         // (the queues come back to the domain then).
         let pace = ctx.with_core(|c| {
-            if c.over_limit(d) {
+            if c.over_limit(d) || !c.route_is_current(d, route) {
                 Err(None)
             } else if c.has_pending(d) {
                 c.acquire(d, Instant::now()).map_err(Some)

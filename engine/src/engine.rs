@@ -77,6 +77,12 @@ pub enum EngineError {
     /// A certificate, key or CA file could not be used.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The rate rules do not compile.
+    #[error("rules: {0}")]
+    Rules(#[from] crate::rate::RuleError),
+    /// The resolver's settings cannot work.
+    #[error("resolver: {0}")]
+    Resolver(#[from] volley_dns::ConfigError),
     /// A shard did not start (e.g. its resolver found no nameserver).
     #[error("shard {index} did not start")]
     Shard {
@@ -536,52 +542,39 @@ impl Engine {
         line
     }
 
-    /// Applies a new configuration without dropping a connection: trusted
-    /// networks apply to the next connection, relay domains to the next RCPT,
-    /// the memory budget to the next MAIL, other ingest limits to new
-    /// sessions, the `[tls]` certificate (read again from its files) to the
-    /// next handshake. Listeners, shard count, resolver and queue settings
-    /// need a restart; the returned notes say which of those changed.
-    pub fn reload(&self, config: Config) -> Result<Vec<String>, EngineError> {
+    /// Applies a new configuration without dropping a connection or a
+    /// queued recipient, and returns every change it found (see
+    /// [`crate::config::changes`]). Trusted networks apply to the next
+    /// connection, relay domains to the next RCPT, the memory budget to
+    /// the next MAIL, the `[tls]` certificate (read again from its files)
+    /// to the next handshake. Each shard takes the queues (specific queues
+    /// added or removed, their domains moved with their recipients in
+    /// order, every limit), the rules and the resolver on its own loop.
+    /// What needs a restart (listeners, shard count, journal, quota,
+    /// MTA-STS, events, admin, delivery log, summary interval) keeps its
+    /// running value, and its change says so. A configuration with any
+    /// error changes nothing.
+    pub fn reload(&self, mut config: Config) -> Result<Vec<crate::config::Change>, EngineError> {
         let problems = config.problems();
         if !problems.is_empty() {
             return Err(EngineError::Config(problems));
         }
-        let old = self.shared.config.load();
+        crate::rate::RuleSet::new(&config.rules_in_force())?;
+        config.resolver.validate()?;
+        let old = self.shared.config.load_full();
         // Certificate files are read again even when their paths did not
         // change: a renewed certificate applies now.
         let tls = TlsContext::load(&config, Some(&self.shared.tls.load_full()))?;
         let dkim = DkimKeys::load(&config.dkim)?;
-        let mut notes = Vec::new();
-        if old.listeners != config.listeners {
-            notes.push("listeners changed: takes effect after a restart".to_string());
-        }
-        // The setting, not its value: with `shards = 0` the count follows
-        // the cores this thread may use at the moment it is asked.
-        if old.shards != config.shards && config.shard_count() != self.threads.len() {
-            notes.push("shard count changed: takes effect after a restart".to_string());
-        }
-        if old.general_queue != config.general_queue || old.queues != config.queues {
-            notes.push("queue settings changed: take effect after a restart".to_string());
-        }
-        if old.journal != config.journal || old.quota != config.quota {
-            notes
-                .push("journal or quota settings changed: take effect after a restart".to_string());
-        }
-        if old.rules != config.rules || old.default_rules != config.default_rules {
-            notes.push("rate rules changed: take effect after a restart".to_string());
-        }
-        if old.resolver != config.resolver {
-            notes.push("resolver settings changed: take effect after a restart".to_string());
-        }
-        if old.delivery_log != config.delivery_log {
-            notes.push("delivery log path changed: takes effect after a restart".to_string());
-        }
+        let changes = crate::config::changes(&old, &config, self.threads.len());
+        keep_what_needs_a_restart(&mut config, &old);
+        let config = Arc::new(config);
         self.shared.tls.store(Arc::new(tls));
         self.shared.dkim.store(Arc::new(dkim));
         self.shared.dkim_unsigned.lock().clear();
-        self.shared.config.store(Arc::new(config));
-        Ok(notes)
+        self.shared.config.store(config.clone());
+        self.shared.shard_lines.reconfigure(&config);
+        Ok(changes)
     }
 
     /// Closes the delivery log and opens its path again, after the lines
@@ -655,4 +648,18 @@ impl Drop for Engine {
             w.join();
         }
     }
+}
+
+/// Puts back into a reloaded `config` the running values of what only a
+/// restart applies, so that nothing reads a value that is not in force.
+fn keep_what_needs_a_restart(config: &mut Config, running: &Config) {
+    config.shards = running.shards;
+    config.listeners = running.listeners.clone();
+    config.journal = running.journal.clone();
+    config.quota = running.quota;
+    config.mta_sts = running.mta_sts.clone();
+    config.events = running.events.clone();
+    config.admin = running.admin.clone();
+    config.delivery_log = running.delivery_log.clone();
+    config.summary_interval = running.summary_interval;
 }

@@ -76,9 +76,10 @@ mod tls;
 mod transport;
 
 pub use config::{
-    AckMode, AdminSettings, Config, ConfigError, DkimAlgorithm, DkimConfig, DsnSettings,
-    EventsSettings, IngestConfig, JournalSettings, ListenerConfig, MtaStsSettings, Policy,
-    Protocol, QueueSettings, SchedulerConfig, SpecificQueue, TlsFiles, TlsPolicy, UserConfig,
+    AckMode, AdminSettings, Applies, Change, Config, ConfigError, DkimAlgorithm, DkimConfig,
+    DsnSettings, EventsSettings, IngestConfig, JournalSettings, ListenerConfig, MtaStsSettings,
+    Policy, Protocol, QueueSettings, SchedulerConfig, SpecificQueue, TlsFiles, TlsPolicy,
+    UserConfig, changes as config_changes,
 };
 pub use dkim::{DkimError, check_keys as check_dkim_keys};
 pub use durable::WallClock;

@@ -54,6 +54,10 @@ impl Answerer for ShardCtx {
         self.read_core(|c| c.find_message(id, now))
     }
 
+    fn reconfigure(&self, config: &crate::config::Config) {
+        ShardCtx::reconfigure(self, config);
+    }
+
     fn steer(&self, domain: &str, steer: Steer, now: Instant) -> usize {
         match steer {
             Steer::Suspend { duration, reason } => {
@@ -118,8 +122,8 @@ async fn housekeeping(ctx: Rc<ShardCtx>) {
             )
         });
         ctx.shared.rates[ctx.index].publish(h.top_rates);
-        ctx.resolver.prefetch(h.next_in_line.iter().map(|d| &**d));
-        ctx.resolver
+        ctx.resolver().prefetch(h.next_in_line.iter().map(|d| &**d));
+        ctx.resolver()
             .tick(Instant::now(), |d| ctx.read_core(|c| c.has_work(d)));
         for (domain, n, total) in h.hints {
             tracing::warn!(

@@ -73,7 +73,10 @@ pub struct Script {
 pub struct Sink {
     pub addr: SocketAddr,
     pub received: Arc<Mutex<Vec<Received>>>,
+    /// Connections accepted so far.
     pub connections: Arc<AtomicUsize>,
+    /// Connections open now.
+    pub open: Arc<AtomicUsize>,
     _serving: MxSink,
 }
 
@@ -86,14 +89,17 @@ impl Sink {
             script,
             received: Arc::new(Mutex::new(Vec::new())),
             connections: Arc::new(AtomicUsize::new(0)),
+            open: Arc::new(AtomicUsize::new(0)),
             seen: Mutex::new(HashMap::new()),
         });
         let (received, connections) = (state.received.clone(), state.connections.clone());
+        let open = state.open.clone();
         let service = Arc::new(Scripted(state));
         Ok(Sink {
             addr,
             received,
             connections,
+            open,
             _serving: MxSink::start(vec![(listener, service)], 1)?,
         })
     }
@@ -110,6 +116,7 @@ struct State {
     script: Script,
     received: Arc<Mutex<Vec<Received>>>,
     connections: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
     /// RCPTs seen per address, over every connection.
     seen: Mutex<HashMap<String, usize>>,
 }
@@ -131,6 +138,7 @@ impl MxService for Scripted {
 
     fn connect(&self, peer: SocketAddr) -> Result<Session, Reply> {
         self.0.connections.fetch_add(1, Ordering::Relaxed);
+        self.0.open.fetch_add(1, Ordering::SeqCst);
         Ok(Session {
             sink: self.0.clone(),
             peer: peer.ip(),
@@ -147,6 +155,12 @@ struct Session {
     sender: String,
     body_type: Option<BodyType>,
     body: Vec<u8>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.sink.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl MxSession for Session {

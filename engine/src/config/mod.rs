@@ -6,6 +6,7 @@
 
 mod admin;
 mod check;
+mod diff;
 mod document;
 mod dsn;
 mod events;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 
 use crate::rate::{RateSettings, RuleConfig};
 pub use admin::AdminSettings;
+pub use diff::{Applies, Change, changes};
 use document::Document;
 pub use dsn::DsnSettings;
 pub(crate) use events::Endpoint;
@@ -335,7 +337,7 @@ impl Default for SchedulerConfig {
 
 /// Settings of one queue: its connection limits, timeouts and retries.
 /// Connection counts are per shard.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueSettings {
     /// Connections opened at once when a domain gets its first work

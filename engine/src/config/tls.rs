@@ -28,7 +28,7 @@ impl TlsFiles {
 }
 
 /// What delivery does about TLS with a queue's MX hosts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsPolicy {
     /// STARTTLS whenever the MX host offers it, with no certificate check

@@ -58,6 +58,10 @@ pub(crate) struct Route {
     pub(crate) settings: Arc<QueueSettings>,
     /// Fixed MX addresses (no DNS), when the queue has them.
     pub(crate) fixed: Rc<[SocketAddr]>,
+    /// The queue and its generation when the route was read: once either
+    /// changes (a reload), the connection closes after its transaction.
+    queue: usize,
+    generation: u64,
 }
 
 /// What the shard's periodic housekeeping learns from the core.
@@ -80,8 +84,6 @@ pub(crate) struct Core {
     rules: RuleSet,
     /// MX addresses that failed, with when they may be tried again.
     host_down: HashMap<SocketAddr, Instant>,
-    /// Index of the fallback queue of each queue, when configured.
-    fallback_of: Vec<Option<usize>>,
     /// Suspended domains and when their controller lets them go again.
     resumes: BTreeSet<(Instant, DomainId)>,
     /// What the drivers have yet to carry out, oldest first.
@@ -95,24 +97,12 @@ impl Core {
     /// has already checked).
     pub(crate) fn new(index: usize, config: &Config) -> Result<Core, RuleError> {
         let rules = RuleSet::new(&config.rules_in_force())?;
-        let mut queues = Queues::new(config);
-        let mut fallback_of = Vec::new();
-        let mut made: HashMap<SocketAddr, usize> = HashMap::new();
-        for q in 0..queues.queue_count() {
-            let settings = queues.queue(q).settings.clone();
-            fallback_of.push(settings.fallback_relay.map(|relay| {
-                *made
-                    .entry(relay)
-                    .or_insert_with(|| queues.add_fallback_queue(relay, &settings))
-            }));
-        }
-        fallback_of.resize(queues.queue_count(), None);
+        let queues = Queues::new(config);
         Ok(Core {
             index,
             queues,
             rules,
             host_down: HashMap::new(),
-            fallback_of,
             resumes: BTreeSet::new(),
             actions: Vec::new(),
             decided: Vec::new(),
@@ -245,7 +235,27 @@ impl Core {
             name: dom.name.clone(),
             settings: queue.settings.clone(),
             fixed: queue.fixed_mx.clone(),
+            queue: dom.queue,
+            generation: queue.generation,
         }
+    }
+
+    /// Whether a connection of `d` opened on `route` still has the
+    /// domain's queue and settings (a reload may have changed either).
+    pub(crate) fn route_is_current(&self, d: DomainId, route: &Route) -> bool {
+        let q = self.queues.domain(d).queue;
+        q == route.queue && self.queues.queue(q).generation == route.generation
+    }
+
+    /// Applies a reloaded configuration: the operator's rules, then the
+    /// queues (see [`Queues::reconfigure`]). Rules that do not compile
+    /// change nothing.
+    pub(crate) fn reconfigure(&mut self, config: &Config, now: Instant) -> Result<(), RuleError> {
+        self.rules = RuleSet::new(&config.rules_in_force())?;
+        let mut decided = std::mem::take(&mut self.decided);
+        self.queues.reconfigure(config, now, &mut decided);
+        self.absorb(decided);
+        Ok(())
     }
 
     /// Whether MX address `addr` failed recently and is still left alone.

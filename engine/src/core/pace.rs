@@ -40,7 +40,7 @@ impl Core {
     /// Whether `d` has more connections than its limit allows now (the
     /// controller cut it): the connection asking should close.
     pub(crate) fn over_limit(&self, d: DomainId) -> bool {
-        self.queues.conns_of(d) > self.queues.conn_limit(d)
+        self.queues.conns_of(d) > self.queues.conn_limit(d) || self.queues.queue_over_limit(d)
     }
 
     /// One reply from the destination that is a pace signal: every 4yz and

@@ -87,7 +87,7 @@ impl Core {
             && !safe
             && (attempt >= settings.max_attempts || age >= settings.max_age)
         {
-            match self.fallback_of.get(q).copied().flatten() {
+            match self.queues.fallback_of(q) {
                 Some(fq) => {
                     fallback = Some(fq);
                     text = format!(

@@ -13,6 +13,8 @@
 //! asks the shard to come back then). A controller outlives its domain's
 //! queue for a while, so what was learned survives a quiet spell.
 
+mod reconfigure;
+
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -58,6 +60,30 @@ pub(crate) struct Queue {
     queued: usize,
     /// Most connections of this queue open at once.
     pub(crate) peak_open: usize,
+    /// For a fallback queue, the relay it sends to.
+    relay: Option<SocketAddr>,
+    /// Counts changes of its settings or hosts: a connection opened under
+    /// another generation finishes its transaction and closes.
+    pub(crate) generation: u64,
+    /// A specific queue that a reload removed: it keeps its place (queue
+    /// indices never change) but serves no domain.
+    retired: bool,
+}
+
+impl Queue {
+    fn new(name: &str, settings: QueueSettings, fixed_mx: Vec<SocketAddr>) -> Queue {
+        Queue {
+            name: name.into(),
+            settings: Arc::new(settings),
+            fixed_mx: fixed_mx.into(),
+            open: 0,
+            queued: 0,
+            peak_open: 0,
+            relay: None,
+            generation: 0,
+            retired: false,
+        }
+    }
 }
 
 /// One destination domain's queue.
@@ -110,6 +136,8 @@ pub(crate) struct Queues {
     /// apart from the domains, so a suspension also holds a domain that
     /// has nothing queued yet.
     held: HashMap<Rc<str>, Hold>,
+    /// The fallback queue of each queue, when its settings name a relay.
+    fallback_of: Vec<Option<usize>>,
 }
 
 /// An operator's suspension of a domain.
@@ -181,14 +209,11 @@ pub(crate) const GENERAL: usize = 0;
 
 impl Queues {
     pub(crate) fn new(config: &Config) -> Queues {
-        let mut queues = vec![Queue {
-            name: "general".into(),
-            settings: Arc::new(config.general_queue.clone()),
-            fixed_mx: Rc::from(Vec::new()),
-            open: 0,
-            queued: 0,
-            peak_open: 0,
-        }];
+        let mut queues = vec![Queue::new(
+            "general",
+            config.general_queue.clone(),
+            Vec::new(),
+        )];
         let mut specific = HashMap::new();
         for q in &config.queues {
             let idx = queues.len();
@@ -198,16 +223,13 @@ impl Queues {
                     specific.insert(key, idx);
                 }
             }
-            queues.push(Queue {
-                name: q.name.as_str().into(),
-                settings: Arc::new(q.limits.clone()),
-                fixed_mx: q.mx_addrs(config.delivery_port).unwrap_or_default().into(),
-                open: 0,
-                queued: 0,
-                peak_open: 0,
-            });
+            queues.push(Queue::new(
+                &q.name,
+                q.limits.clone(),
+                q.mx_addrs(config.delivery_port).unwrap_or_default(),
+            ));
         }
-        Queues {
+        let mut made = Queues {
             domains: Vec::new(),
             free: Vec::new(),
             by_name: HashMap::new(),
@@ -221,26 +243,58 @@ impl Queues {
             queued: 0,
             learned: HashMap::new(),
             held: HashMap::new(),
+            fallback_of: Vec::new(),
+        };
+        made.link_fallbacks();
+        made
+    }
+
+    /// Gives each queue whose settings name a fallback relay its fallback
+    /// queue: one per relay, with the settings of the first queue that
+    /// names it (less the relay).
+    fn link_fallbacks(&mut self) {
+        let mut linked: HashSet<SocketAddr> = HashSet::new();
+        let mut fallback_of = vec![None; self.queues.len()];
+        for (q, slot) in fallback_of.iter_mut().enumerate() {
+            let queue = &self.queues[q];
+            if queue.relay.is_some() || queue.retired {
+                continue;
+            }
+            let settings = queue.settings.clone();
+            let Some(relay) = settings.fallback_relay else {
+                continue;
+            };
+            let found = self.queues.iter().position(|x| x.relay == Some(relay));
+            let f = match found {
+                Some(f) if linked.contains(&relay) => f,
+                Some(f) => {
+                    let mut s = (*settings).clone();
+                    s.fallback_relay = None;
+                    self.update(f, &s, vec![relay]);
+                    f
+                }
+                None => self.add_fallback_queue(relay, &settings),
+            };
+            linked.insert(relay);
+            *slot = Some(f);
         }
+        fallback_of.resize(self.queues.len(), None);
+        self.fallback_of = fallback_of;
+    }
+
+    /// The fallback queue of queue `q`, when it has one.
+    pub(crate) fn fallback_of(&self, q: usize) -> Option<usize> {
+        self.fallback_of.get(q).copied().flatten()
     }
 
     /// Adds a queue that takes what others give up on (the fallback relay);
     /// returns its index.
-    pub(crate) fn add_fallback_queue(
-        &mut self,
-        relay: SocketAddr,
-        settings: &QueueSettings,
-    ) -> usize {
+    fn add_fallback_queue(&mut self, relay: SocketAddr, settings: &QueueSettings) -> usize {
         let mut settings = settings.clone();
         settings.fallback_relay = None;
-        self.queues.push(Queue {
-            name: "fallback".into(),
-            settings: Arc::new(settings),
-            fixed_mx: Rc::from(vec![relay]),
-            open: 0,
-            queued: 0,
-            peak_open: 0,
-        });
+        let mut queue = Queue::new("fallback", settings, vec![relay]);
+        queue.relay = Some(relay);
+        self.queues.push(queue);
         self.queues.len() - 1
     }
 
@@ -254,10 +308,6 @@ impl Queues {
 
     pub(crate) fn queue(&self, q: usize) -> &Queue {
         &self.queues[q]
-    }
-
-    pub(crate) fn queue_count(&self) -> usize {
-        self.queues.len()
     }
 
     /// Recipients queued in this shard (waiting, retrying or in flight).
@@ -343,6 +393,13 @@ impl Queues {
             Some(c) => max.min(c.connection_limit() as usize),
             None => max,
         }
+    }
+
+    /// Whether the queue of `d` has more connections open than it may
+    /// (a reload lowered its limit).
+    pub(crate) fn queue_over_limit(&self, d: DomainId) -> bool {
+        let q = &self.queues[self.domain(d).queue];
+        q.open > q.settings.max_connections
     }
 
     /// A connection of `d` was refused or failed at `now`: while others are
@@ -854,7 +911,7 @@ mod tests {
     use bytes::Bytes;
     use std::time::Duration;
 
-    fn msg(rcpts: usize) -> Arc<Message> {
+    pub(super) fn msg(rcpts: usize) -> Arc<Message> {
         let r: Vec<String> = (0..rcpts).map(|i| format!("u{i}@a.example")).collect();
         Arc::new(Message::new(
             1,
@@ -869,7 +926,7 @@ mod tests {
 
     /// A static configuration (no rate controller) changed by `f`: these
     /// tests are about the queues' own rules.
-    fn config(f: impl FnOnce(&mut Config)) -> Config {
+    pub(super) fn config(f: impl FnOnce(&mut Config)) -> Config {
         let mut c = Config::default();
         c.general_queue.adaptive = false;
         f(&mut c);
@@ -1107,7 +1164,7 @@ mod tests {
         assert!(q.hints(0.5, 5).is_empty(), "once per domain");
     }
 
-    fn node() -> Node {
+    pub(super) fn node() -> Node {
         Node::new(msg(1), 0)
     }
 
