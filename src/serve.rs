@@ -12,7 +12,7 @@ use volley_engine::{AckMode, Config, Engine, ListenerConfig, Protocol};
 use crate::logging::{self, LogFormat};
 
 /// Settings of `volley serve`; each flag overrides the file.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub(crate) struct ServeArgs {
     /// Configuration file (TOML); without it, built-in defaults.
     #[arg(long, value_name = "FILE")]
@@ -173,6 +173,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
     }
     warn_if_no_nameserver_answers(resolver);
+    // POST /api/v1/reload reads the file as SIGHUP does.
+    let from_file = args.clone();
+    engine.set_config_source(move || from_file.config().map_err(|e| format!("{e:#}")));
     for (addr, l) in engine.listen_addrs().iter().zip(&listeners) {
         info!(target: "volley", "listening on {addr} ({}, {} ack)", l.protocol, l.ack);
     }
@@ -240,15 +243,11 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 fn reload(engine: &Engine, args: &ServeArgs) {
     match args.config() {
         Ok(c) => match engine.reload(c) {
-            Ok(changes) => {
-                info!(target: "volley", "configuration reloaded; delivery log reopened");
-                for c in changes {
-                    match c.applies {
-                        volley_engine::Applies::Now => info!(target: "volley", "{c}"),
-                        volley_engine::Applies::AtRestart => warn!(target: "volley", "{c}"),
-                    }
-                }
-            }
+            Ok(changes) => info!(
+                target: "volley",
+                "configuration reloaded ({} change(s)); delivery log reopened",
+                changes.len()
+            ),
             Err(e) => warn!(target: "volley", "reload refused: {e}"),
         },
         Err(e) => warn!(target: "volley", "reload refused: {e:#}"),

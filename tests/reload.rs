@@ -26,6 +26,12 @@ struct Serve {
 
 impl Serve {
     fn start(world: &World, toml: &str) -> Serve {
+        Serve::start_with(world, toml, &["--no-admin"])
+    }
+
+    /// With `extra` flags (`--admin-listen ADDR`, say) instead of
+    /// `--no-admin`.
+    fn start_with(world: &World, toml: &str, extra: &[&str]) -> Serve {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
@@ -35,7 +41,8 @@ impl Serve {
         let log = temp_path("reload.stderr");
         std::fs::write(&file, toml).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_volley"))
-            .args(["serve", "--no-admin", "--config", file.to_str().unwrap()])
+            .args(["serve", "--config", file.to_str().unwrap()])
+            .args(extra)
             .args(["--listen", &listen, "--shards", "2"])
             .args(["--delivery-port", &world.port.to_string()])
             .args(["--nameserver", &world.dns.addr().to_string()])
@@ -105,6 +112,35 @@ fn slow_sinks(delay_ms: u64) -> impl Fn(usize) -> Script {
 }
 
 const RELAY: &str = "[ingest]\nrelay_domains = [\"*\"]\n";
+
+/// POSTs sys.argv[2] to sys.argv[1]; prints the status, then the body.
+const POST: &str = r#"
+import sys, urllib.request, urllib.error
+req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST")
+try:
+    with urllib.request.urlopen(req, timeout=10) as r:
+        status, body = r.status, r.read().decode()
+except urllib.error.HTTPError as e:
+    status, body = e.code, e.read().decode()
+print(status)
+sys.stdout.write(body)
+"#;
+
+/// (status, JSON body) of POST `body` to `url`, by Python's urllib.
+fn post(url: &str, body: &str) -> (u16, serde_json::Value) {
+    let out = crate::support::python(POST, &[&url, &body]);
+    let (status, body) = out.split_once('\n').unwrap();
+    (status.parse().unwrap(), serde_json::from_str(body).unwrap())
+}
+
+fn change_lines(json: &serde_json::Value) -> Vec<String> {
+    json["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["line"].as_str().unwrap().to_string())
+        .collect()
+}
 
 #[test]
 fn a_sighup_adds_a_specific_queue_under_load_and_its_domain_goes_to_the_queues_hosts() {
@@ -247,6 +283,127 @@ fn a_sighup_lowers_a_domains_connection_limit_from_20_to_2_within_a_second() {
 }
 
 #[test]
+fn a_reload_adds_and_removes_listeners_and_the_removed_ones_sessions_finish() {
+    let world = World::generated(1, 1, |_| Script::default());
+    let mut config = world.config();
+    config.ingest.relay_domains = vec!["*".into()];
+    let engine = Engine::start(config.clone()).unwrap();
+    let old = engine.listen_addrs()[0];
+    let mut session = TcpStream::connect(old).unwrap();
+    session
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert!(read_reply(&mut session).starts_with("220 "));
+    assert!(command(&mut session, "EHLO composer.test\r\n").starts_with("250"));
+
+    let new: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut moved = config.clone();
+    moved.listeners[0].address = new;
+    moved.listeners[0].protocol = volley_engine::Protocol::Lmtp;
+    let changes = engine.reload(moved).unwrap();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.to_string()
+                == format!("listener {new}: added (lmtp, fast ack) (applies now)"))
+    );
+    assert_eq!(engine.listen_addrs(), [new]);
+    // The new listener speaks LMTP; the old one stops accepting.
+    let mut lmtp = TcpStream::connect(new).unwrap();
+    lmtp.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert!(read_reply(&mut lmtp).starts_with("220 "));
+    assert!(command(&mut lmtp, "LHLO composer.test\r\n").starts_with("250"));
+    wait_until("the old listener closed", Duration::from_secs(5), || {
+        TcpStream::connect(old).is_err()
+    });
+    // The session it accepted before goes on to the end.
+    for line in [
+        "MAIL FROM:<n@composer.test>\r\n",
+        "RCPT TO:<a@d0.test>\r\n",
+        "DATA\r\n",
+    ] {
+        assert!(!command(&mut session, line).starts_with('4'), "{line}");
+    }
+    let r = command(
+        &mut session,
+        "Subject: s\r\n\r\nsent after the listener went\r\n.\r\n",
+    );
+    assert!(r.starts_with("250 "), "{r}");
+    wait_until("delivered", Duration::from_secs(10), || {
+        world.received_count() == 1
+    });
+    engine.shutdown();
+}
+
+#[test]
+fn the_admin_api_reloads_the_file_and_says_what_another_would_change() {
+    let world = World::generated(1, 1, |_| Script::default());
+    let pinned = Sink::start(Ipv4Addr::new(127, 0, 0, 202), world.port, Script::default())
+        .expect("the pinned host");
+    let admin = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let serve = Serve::start_with(&world, RELAY, &["--admin-listen", &admin.to_string()]);
+    wait_until("the admin API", Duration::from_secs(10), || {
+        TcpStream::connect(admin).is_ok()
+    });
+    let with_queue = format!(
+        "{RELAY}[[queue]]\nname = \"pinned\"\ndomains = [\"d0.test\"]\nmx = [\"127.0.0.202\"]\n"
+    );
+    let added = "queue \"pinned\": added for d0.test, fixed MX 127.0.0.202 (applies now)";
+    let (status, json) = post(&format!("http://{admin}/api/v1/config/diff"), &with_queue);
+    assert_eq!(status, 200, "{json}");
+    assert!(change_lines(&json).contains(&added.to_string()), "{json}");
+    let (status, json) = post(
+        &format!("http://{admin}/api/v1/config/diff"),
+        "[general_queue]\nmax_connections = 0\n",
+    );
+    assert_eq!(status, 422, "{json}");
+    assert!(
+        json["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("max_connections"),
+        "{json}"
+    );
+
+    std::fs::write(&serve.file, &with_queue).unwrap();
+    let (status, json) = post(&format!("http://{admin}/api/v1/reload"), "");
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["reloaded"], true);
+    assert_eq!(
+        change_lines(&json),
+        [added],
+        "the command line's flags still apply"
+    );
+    let out = composer::send(serve.addr, false, vec![message("a@d0.test".into())]).unwrap();
+    assert_eq!(out[0].delivered(), 1);
+    wait_until(
+        "delivered to the pinned host",
+        Duration::from_secs(10),
+        || pinned.count() == 1,
+    );
+    assert_eq!(world.received_count(), 0);
+
+    std::fs::write(&serve.file, "[general_queue]\nmax_connections = 0\n").unwrap();
+    let (status, json) = post(&format!("http://{admin}/api/v1/reload"), "");
+    assert_eq!(status, 422, "{json}");
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("reload refused"),
+        "{json}"
+    );
+    serve.stop();
+}
+
+#[test]
 fn a_reload_with_an_error_anywhere_applies_nothing_and_says_why() {
     let world = World::generated(2, 1, |_| Script::default());
     let mut config = world.config();
@@ -263,6 +420,17 @@ fn a_reload_with_an_error_anywhere_applies_nothing_and_says_why() {
     bad.queues.push(queue);
     let err = engine.reload(bad).unwrap_err().to_string();
     assert!(err.contains("max_connections"), "{err}");
+    // A listener that cannot be bound refuses the whole reload too.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut unbindable = config.clone();
+    unbindable.ingest.relay_domains = vec!["d1.test".into()];
+    unbindable.listeners.push(volley_engine::ListenerConfig {
+        address: held.local_addr().unwrap(),
+        ..Default::default()
+    });
+    let err = engine.reload(unbindable).unwrap_err().to_string();
+    assert!(err.contains("cannot listen on"), "{err}");
+    assert_eq!(engine.listen_addrs().len(), 1);
     // The running configuration stays: d0.test is still relayed, d1.test not.
     let mut s = TcpStream::connect(engine.listen_addrs()[0]).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -300,7 +468,8 @@ fn check_config_says_what_a_reload_would_change() {
     for expected in [
         "[general_queue]: max_connections_per_domain 20 -> 2 (applies now)",
         "queue \"bulk\": added for big.example, fixed MX 192.0.2.7 (applies now)",
-        "[[listener]]: changed (takes effect after a restart)",
+        "listener 127.0.0.1:2601: added (smtp, fast ack) (applies now)",
+        "listener 127.0.0.1:2600: removed: its sessions finish (applies now)",
     ] {
         assert!(stdout.contains(expected), "{expected:?} not in {stdout}");
     }

@@ -74,6 +74,11 @@ pub(crate) struct Shared {
     pub(crate) dsn: DsnQueue,
     /// The admin server's channel to each shard.
     pub(crate) shard_lines: ShardLines,
+    /// The listeners in force (a reload adds and removes them).
+    pub(crate) listeners: Mutex<Vec<crate::listeners::Running>>,
+    /// Where a reload asked through the admin API reads the configuration
+    /// (`volley serve` reads its file, as on SIGHUP); `None`: nowhere.
+    pub(crate) config_source: Mutex<Option<Arc<ConfigSource>>>,
     /// From domains already logged as having no DKIM key (once each).
     pub(crate) dkim_unsigned: Mutex<std::collections::HashSet<String>>,
 }
@@ -121,6 +126,19 @@ pub(crate) struct ShardCtx {
     draining: Cell<bool>,
     /// Cloned into every task; `None` once the shard waits for them.
     token: RefCell<Option<TaskToken>>,
+    /// The shard's accept loops, one per listener.
+    pub(crate) accepting: RefCell<Vec<Accepting>>,
+}
+
+/// Reads the configuration again, as SIGHUP would; the error says why not.
+pub(crate) type ConfigSource = dyn Fn() -> Result<Config, String> + Send + Sync;
+
+/// One listener's accept loop on a shard.
+pub(crate) struct Accepting {
+    /// The listener's address as configured (what a reload names).
+    pub(crate) address: std::net::SocketAddr,
+    pub(crate) listener: Rc<crate::transport::Listener>,
+    pub(crate) task: tokio::task::JoinHandle<()>,
 }
 
 impl ShardCtx {
@@ -145,6 +163,7 @@ impl ShardCtx {
             armed: Cell::new(None),
             draining: Cell::new(false),
             token: RefCell::new(Some(token)),
+            accepting: RefCell::new(Vec::new()),
         }
     }
 

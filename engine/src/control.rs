@@ -43,6 +43,14 @@ pub(crate) enum Ask {
     /// Apply a reloaded configuration (checked already) to the shard's
     /// queues, rules and resolver.
     Reconfigure(std::sync::Arc<crate::config::Config>),
+    /// Accept on this socket (a listener a reload added).
+    Listen {
+        socket: std::net::TcpListener,
+        config: crate::config::ListenerConfig,
+    },
+    /// Stop accepting on the listener configured at this address (a
+    /// reload removed it); its sessions finish.
+    Unlisten(std::net::SocketAddr),
     /// Steer `domain`'s queue; the answer counts what it touched (for a
     /// resume: 1 if a suspension held; for a flush: recipients moved).
     Steer {
@@ -83,6 +91,27 @@ impl ShardLines {
     pub(crate) fn reconfigure(&self, config: &std::sync::Arc<crate::config::Config>) {
         for line in &self.lines {
             let _ = line.send(Ask::Reconfigure(config.clone()));
+        }
+    }
+
+    /// Hands each shard its socket of a new listener (one per shard, in
+    /// shard order).
+    pub(crate) fn listen(
+        &self,
+        sockets: Vec<std::net::TcpListener>,
+        config: &crate::config::ListenerConfig,
+    ) {
+        for (line, socket) in self.lines.iter().zip(sockets) {
+            let config = config.clone();
+            let _ = line.send(Ask::Listen { socket, config });
+        }
+    }
+
+    /// Asks every shard to stop accepting on the listener configured at
+    /// `address`.
+    pub(crate) fn unlisten(&self, address: std::net::SocketAddr) {
+        for line in &self.lines {
+            let _ = line.send(Ask::Unlisten(address));
         }
     }
 
@@ -171,6 +200,10 @@ pub(crate) trait Answerer {
     fn message(&self, id: u64, now: Instant) -> Option<FoundMessage>;
     /// Applies a reloaded configuration.
     fn reconfigure(&self, config: &crate::config::Config);
+    /// Accepts on `socket` as `config` says.
+    fn listen(&self, socket: std::net::TcpListener, config: crate::config::ListenerConfig);
+    /// Stops accepting on the listener configured at `address`.
+    fn unlisten(&self, address: std::net::SocketAddr);
 }
 
 /// Answers one ask with `shard`.
@@ -188,6 +221,8 @@ pub(crate) fn answer(ask: Ask, shard: &impl Answerer) {
             let _ = reply.send(shard.steer(&domain, steer, now));
         }
         Ask::Reconfigure(config) => shard.reconfigure(&config),
+        Ask::Listen { socket, config } => shard.listen(socket, config),
+        Ask::Unlisten(address) => shard.unlisten(address),
         Ask::Message { id, reply } => {
             let view = shard.message(id, now).map(|found| {
                 let msg = &found.msg;

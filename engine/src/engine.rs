@@ -22,11 +22,10 @@ use crate::message::Budget;
 use crate::metrics::{Counters, DomainRate, Latencies, RateBoard, Stats};
 use crate::monitor::{LatencySummary, Monitor};
 use crate::mta_sts::MtaSts;
-use crate::port_holder;
+use crate::reload::ReloadError;
 use crate::routing::Router;
 use crate::shard::{self, ShardError};
 use crate::tls::{BrokenTls, TlsContext};
-use crate::transport::{bind_reuseport, probe_free};
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -77,12 +76,6 @@ pub enum EngineError {
     /// A certificate, key or CA file could not be used.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
-    /// The rate rules do not compile.
-    #[error("rules: {0}")]
-    Rules(#[from] crate::rate::RuleError),
-    /// The resolver's settings cannot work.
-    #[error("resolver: {0}")]
-    Resolver(#[from] volley_dns::ConfigError),
     /// A shard did not start (e.g. its resolver found no nameserver).
     #[error("shard {index} did not start")]
     Shard {
@@ -182,12 +175,6 @@ fn start_admin(
     Ok(server)
 }
 
-/// How long a listening socket that no process holds may keep `addr`
-/// before Volley gives up: a process killed with its sockets still in an
-/// io_uring ring leaves them listening until the kernel has torn the ring
-/// down, which a restart right after a crash runs into.
-const ORPHANED_LISTENER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// The MTA-STS thread, when `[mta_sts]` is on. Without the roots to check
 /// policy hosts against (no system CA certificates and no `ca_file`), it
 /// stays off, with a warning: delivery goes on as without policies.
@@ -212,25 +199,12 @@ fn start_mta_sts(config: &Config, tls: &TlsContext) -> Result<Option<MtaSts>, En
     Ok(Some(m))
 }
 
-/// Fails when anyone already listens on `addr`, naming who.
-fn refuse_if_held(addr: SocketAddr) -> Result<(), EngineError> {
-    let deadline = std::time::Instant::now() + ORPHANED_LISTENER_WAIT;
-    loop {
-        match probe_free(addr) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                if let Some(holder) = port_holder::holder_of(addr) {
-                    return Err(EngineError::AddressHeld { addr, holder });
-                }
-                if std::time::Instant::now() >= deadline {
-                    return Err(EngineError::AddressHeld {
-                        addr,
-                        holder: "a process this user cannot see".into(),
-                    });
-                }
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            Err(source) => return Err(EngineError::Listen { addr, source }),
+impl From<crate::listeners::BindError> for EngineError {
+    fn from(e: crate::listeners::BindError) -> EngineError {
+        use crate::listeners::BindError;
+        match e {
+            BindError::Listen { addr, source } => EngineError::Listen { addr, source },
+            BindError::Held { addr, holder } => EngineError::AddressHeld { addr, holder },
         }
     }
 }
@@ -264,7 +238,6 @@ pub struct Engine {
     stop: Arc<watch::Sender<bool>>,
     threads: Vec<JoinHandle<usize>>,
     writer: Option<LogWriter>,
-    listen: Vec<SocketAddr>,
     /// Stores the delivered count (durable mode); dropped after the shards.
     quota_flusher: Option<QuotaFlusher>,
     recovery: Vec<RecoveryReport>,
@@ -323,24 +296,13 @@ impl Engine {
         };
         // Bind every listener once per shard on one port (SO_REUSEPORT).
         let mut per_shard: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
-        let mut listen = Vec::new();
+        let mut running = Vec::new();
         for lc in &config.listeners {
-            refuse_if_held(lc.address)?;
-            let first = bind_reuseport(lc.address).map_err(|source| EngineError::Listen {
-                addr: lc.address,
-                source,
-            })?;
-            let addr = first.local_addr().map_err(|source| EngineError::Listen {
-                addr: lc.address,
-                source,
-            })?;
-            listen.push(addr);
-            per_shard[0].push((first, lc.clone()));
-            for list in per_shard.iter_mut().skip(1) {
-                let l =
-                    bind_reuseport(addr).map_err(|source| EngineError::Listen { addr, source })?;
-                list.push((l, lc.clone()));
+            let bound = crate::listeners::bind(lc, n, &[])?;
+            for (list, socket) in per_shard.iter_mut().zip(bound.sockets) {
+                list.push((socket, lc.clone()));
             }
+            running.push(bound.running);
         }
         let opened = match &config.journal.dir {
             Some(root) => Some(
@@ -381,6 +343,8 @@ impl Engine {
             events,
             dsn,
             shard_lines,
+            listeners: Mutex::new(running),
+            config_source: Mutex::new(None),
             dkim_unsigned: Mutex::new(Default::default()),
         });
         let dsn_writer =
@@ -417,7 +381,6 @@ impl Engine {
             stop,
             threads,
             writer,
-            listen,
             quota_flusher: None,
             recovery: Vec::new(),
             dsn_writer: Some(dsn_writer),
@@ -480,9 +443,15 @@ impl Engine {
         &self.recovery
     }
 
-    /// The bound address of each listener, in configuration order.
-    pub fn listen_addrs(&self) -> &[SocketAddr] {
-        &self.listen
+    /// The bound address of each listener, in configuration order (a
+    /// listener a reload added comes last).
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.shared
+            .listeners
+            .lock()
+            .iter()
+            .map(|l| l.addr)
+            .collect()
     }
 
     /// The counters now.
@@ -543,38 +512,21 @@ impl Engine {
     }
 
     /// Applies a new configuration without dropping a connection or a
-    /// queued recipient, and returns every change it found (see
-    /// [`crate::config::changes`]). Trusted networks apply to the next
-    /// connection, relay domains to the next RCPT, the memory budget to
-    /// the next MAIL, the `[tls]` certificate (read again from its files)
-    /// to the next handshake. Each shard takes the queues (specific queues
-    /// added or removed, their domains moved with their recipients in
-    /// order, every limit), the rules and the resolver on its own loop.
-    /// What needs a restart (listeners, shard count, journal, quota,
-    /// MTA-STS, events, admin, delivery log, summary interval) keeps its
-    /// running value, and its change says so. A configuration with any
-    /// error changes nothing.
-    pub fn reload(&self, mut config: Config) -> Result<Vec<crate::config::Change>, EngineError> {
-        let problems = config.problems();
-        if !problems.is_empty() {
-            return Err(EngineError::Config(problems));
-        }
-        crate::rate::RuleSet::new(&config.rules_in_force())?;
-        config.resolver.validate()?;
-        let old = self.shared.config.load_full();
-        // Certificate files are read again even when their paths did not
-        // change: a renewed certificate applies now.
-        let tls = TlsContext::load(&config, Some(&self.shared.tls.load_full()))?;
-        let dkim = DkimKeys::load(&config.dkim)?;
-        let changes = crate::config::changes(&old, &config, self.threads.len());
-        keep_what_needs_a_restart(&mut config, &old);
-        let config = Arc::new(config);
-        self.shared.tls.store(Arc::new(tls));
-        self.shared.dkim.store(Arc::new(dkim));
-        self.shared.dkim_unsigned.lock().clear();
-        self.shared.config.store(config.clone());
-        self.shared.shard_lines.reconfigure(&config);
-        Ok(changes)
+    /// queued recipient, and returns every change it found; a
+    /// configuration with any error changes nothing. What applies when is
+    /// [`crate::reload::apply`]'s to say.
+    pub fn reload(&self, config: Config) -> Result<Vec<crate::config::Change>, ReloadError> {
+        crate::reload::apply(&self.shared, self.threads.len(), config)
+    }
+
+    /// Where `POST /api/v1/reload` reads the configuration: `volley
+    /// serve` gives the reading of its file that SIGHUP does. Without one
+    /// the API answers that there is nothing to read again.
+    pub fn set_config_source(
+        &self,
+        source: impl Fn() -> Result<Config, String> + Send + Sync + 'static,
+    ) {
+        *self.shared.config_source.lock() = Some(Arc::new(source));
     }
 
     /// Closes the delivery log and opens its path again, after the lines
@@ -648,18 +600,4 @@ impl Drop for Engine {
             w.join();
         }
     }
-}
-
-/// Puts back into a reloaded `config` the running values of what only a
-/// restart applies, so that nothing reads a value that is not in force.
-fn keep_what_needs_a_restart(config: &mut Config, running: &Config) {
-    config.shards = running.shards;
-    config.listeners = running.listeners.clone();
-    config.journal = running.journal.clone();
-    config.quota = running.quota;
-    config.mta_sts = running.mta_sts.clone();
-    config.events = running.events.clone();
-    config.admin = running.admin.clone();
-    config.delivery_log = running.delivery_log.clone();
-    config.summary_interval = running.summary_interval;
 }

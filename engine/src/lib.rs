@@ -59,6 +59,7 @@ mod engine;
 mod events;
 mod ingest;
 pub mod journal;
+mod listeners;
 mod message;
 mod metrics;
 mod monitor;
@@ -68,6 +69,7 @@ mod port_holder;
 mod queues;
 pub mod rate;
 mod receivers;
+mod reload;
 mod routing;
 mod shard;
 #[cfg(feature = "test-hooks")]
@@ -84,7 +86,9 @@ pub use config::{
 pub use dkim::{DkimError, check_keys as check_dkim_keys};
 pub use durable::WallClock;
 pub use engine::{Engine, EngineError, ShutdownReport, StopHandle};
+pub use listeners::BindError;
 pub use metrics::{DomainRate, Stats};
 pub use monitor::LatencySummary;
+pub use reload::ReloadError;
 pub use shard::ShardError;
 pub use tls::{TlsError, check_files as check_tls_files};

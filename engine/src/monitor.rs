@@ -116,6 +116,27 @@ impl Monitor {
         self.shared.shard_lines.message(id).await
     }
 
+    /// Reads the configuration again from the engine's source and applies
+    /// it, off the admin thread's loop (binding a listener may wait).
+    pub(crate) async fn reload(&self) -> Result<Vec<crate::config::Change>, String> {
+        let Some(source) = self.shared.config_source.lock().clone() else {
+            return Err("this Volley has no configuration file to read again".into());
+        };
+        let (shared, shards) = (self.shared.clone(), self.shards);
+        let done = tokio::task::spawn_blocking(move || {
+            let config = source()?;
+            crate::reload::apply(&shared, shards, config).map_err(|e| e.to_string())
+        });
+        done.await
+            .map_err(|e| format!("the reload did not finish: {e}"))?
+    }
+
+    /// What a reload to `new` would change, against the configuration in
+    /// force.
+    pub(crate) fn changes_to(&self, new: &crate::config::Config) -> Vec<crate::config::Change> {
+        crate::config::changes(&self.shared.config.load(), new, self.shards)
+    }
+
     /// Asks every shard to stop accepting (a drain); logged once.
     pub(crate) fn request_drain(&self) {
         if !self.shared.drain.send_replace(true) {

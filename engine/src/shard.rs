@@ -44,8 +44,9 @@ pub enum ShardError {
     Ended,
 }
 
-/// The admin server's asks, answered from the shard's own core.
-impl Answerer for ShardCtx {
+/// The admin server's and the reload's asks, answered from the shard's
+/// own core.
+impl Answerer for Rc<ShardCtx> {
     fn views(&self, filter: Option<&str>, now: Instant) -> Vec<DomainView> {
         self.read_core(|c| c.views(filter, now))
     }
@@ -56,6 +57,26 @@ impl Answerer for ShardCtx {
 
     fn reconfigure(&self, config: &crate::config::Config) {
         ShardCtx::reconfigure(self, config);
+    }
+
+    fn listen(&self, socket: std::net::TcpListener, config: ListenerConfig) {
+        // A drain closed the listeners for good.
+        if self.is_draining() || *self.shared.drain.borrow() {
+            return;
+        }
+        accept_on(self, socket, config);
+    }
+
+    fn unlisten(&self, address: std::net::SocketAddr) {
+        let mut accepting = self.accepting.borrow_mut();
+        accepting.retain(|a| {
+            let keep = a.address != address;
+            if !keep {
+                a.listener.close();
+                a.task.abort();
+            }
+            keep
+        });
     }
 
     fn steer(&self, domain: &str, steer: Steer, now: Instant) -> usize {
@@ -81,6 +102,22 @@ impl Answerer for ShardCtx {
             }
         }
     }
+}
+
+/// Starts an accept loop on `socket` (this shard's one of a listener).
+fn accept_on(ctx: &Rc<ShardCtx>, socket: std::net::TcpListener, lc: ListenerConfig) {
+    let address = lc.address;
+    let listener = Rc::new(crate::transport::Listener::from_std(socket));
+    let task = tokio_uring::spawn(crate::ingest::accept_loop(
+        ctx.clone(),
+        listener.clone(),
+        lc,
+    ));
+    ctx.accepting.borrow_mut().push(crate::context::Accepting {
+        address,
+        listener,
+        task,
+    });
 }
 
 /// Opens the connections the core asked for and runs the core's timer,
@@ -162,23 +199,16 @@ pub(crate) fn run(
         };
         let (token, mut tasks_done) = mpsc::channel::<()>(1);
         let ctx = Rc::new(ShardCtx::new(index, shared.clone(), core, resolver, token));
-        let accepters = Rc::new(std::cell::RefCell::new(Vec::new()));
         for (l, lc) in listeners {
-            let listener = Rc::new(crate::transport::Listener::from_std(l));
-            let task = tokio_uring::spawn(crate::ingest::accept_loop(
-                ctx.clone(),
-                listener.clone(),
-                lc,
-            ));
-            accepters.borrow_mut().push((listener, task));
+            accept_on(&ctx, l, lc);
         }
         // Stops accepting: on a drain, or at the stop.
         let close_listeners = {
-            let accepters = accepters.clone();
+            let ctx = ctx.clone();
             move || {
-                for (l, task) in accepters.borrow_mut().drain(..) {
-                    l.close();
-                    task.abort();
+                for a in ctx.accepting.borrow_mut().drain(..) {
+                    a.listener.close();
+                    a.task.abort();
                 }
             }
         };
@@ -203,7 +233,7 @@ pub(crate) fn run(
             let ctx = ctx.clone();
             tokio_uring::spawn(async move {
                 while let Some(ask) = asks.recv().await {
-                    crate::control::answer(ask, &*ctx);
+                    crate::control::answer(ask, &ctx);
                 }
             })
         };

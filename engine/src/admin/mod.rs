@@ -220,6 +220,8 @@ fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/queues/{domain}/flush", post(flush))
         .route("/api/v1/queues/{domain}/bounce", post(bounce))
         .route("/api/v1/drain", post(drain))
+        .route("/api/v1/reload", post(reload))
+        .route("/api/v1/config/diff", post(config_diff))
         .route("/api/v1/messages/{id}", get(show_message))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -537,6 +539,50 @@ async fn drain(State(state): State<Arc<AdminState>>) -> Response {
     state.monitor.request_drain();
     let stats = state.monitor.stats();
     axum::Json(json!({ "draining": true, "queued": stats.queued })).into_response()
+}
+
+/// One change of a reload as the API gives it.
+fn change_json(c: &crate::config::Change) -> serde_json::Value {
+    let applies = match c.applies {
+        crate::config::Applies::Now => "now",
+        crate::config::Applies::AtRestart => "restart",
+    };
+    json!({ "setting": c.setting, "detail": c.detail, "applies": applies, "line": c.to_string() })
+}
+
+/// Reads the configuration file again and applies it, as SIGHUP does.
+async fn reload(State(state): State<Arc<AdminState>>) -> Response {
+    match state.monitor.reload().await {
+        Ok(changes) => axum::Json(json!({
+            "reloaded": true,
+            "changes": changes.iter().map(change_json).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(why) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("reload refused: {why}"),
+        ),
+    }
+}
+
+/// What a reload to the TOML in the body would change (the file as
+/// given: `volley serve`'s command-line flags are not applied to it).
+async fn config_diff(State(state): State<Arc<AdminState>>, body: String) -> Response {
+    match crate::config::Config::from_toml(&body) {
+        Ok(new) => {
+            let changes = state.monitor.changes_to(&new);
+            axum::Json(json!({ "changes": changes.iter().map(change_json).collect::<Vec<_>>() }))
+                .into_response()
+        }
+        Err(problems) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({
+                "error": format!("the configuration has {} problem(s)", problems.len()),
+                "problems": problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })),
+        )
+            .into_response(),
+    }
 }
 
 async fn not_found(request: Request) -> Response {

@@ -47,6 +47,7 @@ impl fmt::Display for Change {
 pub fn changes(old: &Config, new: &Config, running_shards: usize) -> Vec<Change> {
     let mut out = Vec::new();
     queue_changes(old, new, &mut out);
+    listener_changes(old, new, &mut out);
     let mut section = |setting: &str, differs: bool, applies: Applies| {
         if differs {
             out.push(Change {
@@ -78,7 +79,6 @@ pub fn changes(old: &Config, new: &Config, running_shards: usize) -> Vec<Change>
         old.shards != new.shards && new.shard_count() != running_shards,
         AtRestart,
     );
-    section("[[listener]]", old.listeners != new.listeners, AtRestart);
     section("[journal]", old.journal != new.journal, AtRestart);
     section("[quota]", old.quota != new.quota, AtRestart);
     section("[mta_sts]", old.mta_sts != new.mta_sts, AtRestart);
@@ -144,6 +144,33 @@ fn queue_changes(old: &Config, new: &Config, out: &mut Vec<Change>) {
                 ),
                 applies: Applies::Now,
             });
+        }
+    }
+}
+
+/// Each listener added, removed or changed, by its address.
+fn listener_changes(old: &Config, new: &Config, out: &mut Vec<Change>) {
+    let at = |c: &Config, a| c.listeners.iter().find(|l| l.address == a).cloned();
+    let mut push = |address, detail: String| {
+        out.push(Change {
+            setting: format!("listener {address}"),
+            detail,
+            applies: Applies::Now,
+        })
+    };
+    for l in &new.listeners {
+        match at(old, l.address) {
+            None => push(l.address, format!("added ({}, {} ack)", l.protocol, l.ack)),
+            Some(was) if was != *l => push(
+                l.address,
+                format!("changed to {}, {} ack (opened again)", l.protocol, l.ack),
+            ),
+            Some(_) => {}
+        }
+    }
+    for l in &old.listeners {
+        if at(new, l.address).is_none() {
+            push(l.address, "removed: its sessions finish".to_string());
         }
     }
 }
@@ -233,14 +260,22 @@ mod tests {
     fn what_needs_a_restart_says_so_and_the_same_file_changes_nothing() {
         let old = config("[[listener]]\naddress = \"127.0.0.1:2525\"\n");
         let new = config(
-            "[[listener]]\naddress = \"127.0.0.1:2526\"\n[resolver]\nnameservers = [\"127.0.0.1:5353\"]\n",
+            "[[listener]]\naddress = \"127.0.0.1:2526\"\n\
+             [resolver]\nnameservers = [\"127.0.0.1:5353\"]\n[journal]\ndir = \"/tmp/j\"\n",
         );
-        let c = changes(&old, &new, 1);
-        assert_eq!(c.len(), 2, "{c:?}");
-        assert_eq!(c[0].setting, "[resolver]");
-        assert_eq!(c[0].applies, Applies::Now);
-        assert_eq!(c[1].setting, "[[listener]]");
-        assert_eq!(c[1].applies, Applies::AtRestart);
+        let lines: Vec<String> = changes(&old, &new, 1)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "listener 127.0.0.1:2526: added (smtp, fast ack) (applies now)",
+                "listener 127.0.0.1:2525: removed: its sessions finish (applies now)",
+                "[resolver]: changed (applies now)",
+                "[journal]: changed (takes effect after a restart)",
+            ]
+        );
         assert!(changes(&new, &new.clone(), 1).is_empty());
     }
 
