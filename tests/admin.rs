@@ -162,6 +162,80 @@ fn metrics_and_status_describe_the_running_engine() {
 }
 
 #[test]
+fn metrics_count_connections_lookups_journal_commits_and_failures_by_category() {
+    use volley_smtp::{EnhancedCode, Reply};
+    let world = World::generated(1, 1, |_| Script {
+        rcpt: Some(Box::new(|addr: &str, _| {
+            if addr.starts_with("gone@") {
+                Some(Reply::new(550, EnhancedCode::new(5, 1, 1), "no such user"))
+            } else if addr.starts_with("full@") {
+                Some(Reply::new(452, EnhancedCode::new(4, 2, 2), "mailbox full"))
+            } else {
+                None
+            }
+        })),
+        ..Script::default()
+    });
+    let dir = temp_path("metrics-journal");
+    let mut config = world.config();
+    config.admin.enabled = true;
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config.journal.dir = Some(dir.clone());
+    config.general_queue.max_attempts = 1;
+    config.dsn.enabled = false;
+    let engine = Engine::start(config).unwrap();
+    let admin = engine.admin_addr().expect("the admin server runs");
+    let txs = ["ok", "gone", "full"]
+        .iter()
+        .map(|who| Transaction {
+            body_type: None,
+            reverse_path: "news@composer.test".into(),
+            recipients: vec![format!("{who}@d0.test")],
+            body: Bytes::from_static(b"Subject: metrics\r\n\r\nbody\r\n"),
+        })
+        .collect();
+    composer::send(engine.listen_addrs()[0], false, txs).unwrap();
+    crate::support::wait_stats(&engine, "each outcome", |s| {
+        s.delivered == 1 && s.bounced == 1 && s.expired == 1
+    });
+    let value = |samples: &[String], name: &str| -> f64 {
+        samples
+            .iter()
+            .find_map(|s| s.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {samples:#?}"))
+    };
+    let mut samples = Vec::new();
+    // The resolver's counters are copied twice a second.
+    wait_until("the lookups counted", Duration::from_secs(5), || {
+        samples = metrics_samples(&fetch(&format!("http://{admin}/metrics"), None).2);
+        samples.iter().any(|s| {
+            s.strip_prefix("volley_dns_lookups_total{} ")
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|v| v >= 1.0)
+        })
+    });
+    for want in [
+        "volley_bounced_by_category_total{category=bad_mailbox} 1.0",
+        "volley_bounced_by_category_total{category=policy} 0.0",
+        "volley_expired_by_category_total{category=mailbox_full} 1.0",
+        "volley_journal_commit_failures_total{} 0.0",
+    ] {
+        assert!(samples.iter().any(|s| s == want), "{want} in {samples:#?}");
+    }
+    assert!(value(&samples, "volley_connections_opened_total{}") >= 1.0);
+    assert!(value(&samples, "volley_dns_cache_misses_total{}") >= 1.0);
+    assert!(value(&samples, "volley_dns_cache_hits_total{}") >= 0.0);
+    let commits = value(&samples, "volley_journal_commits_total{}");
+    assert!(commits >= 1.0);
+    assert_eq!(
+        value(&samples, "volley_journal_commit_seconds_count{}"),
+        commits
+    );
+    engine.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn with_a_token_every_request_must_carry_it() {
     let world = World::generated(1, 1, |_| Script::default());
     let token_file = temp_path("admin-token");

@@ -88,10 +88,17 @@ impl Serve {
     fn stop(mut self) -> String {
         self.signal("-TERM");
         assert!(self.child.wait().unwrap().success());
-        let log = self.log();
+        self.log()
+    }
+}
+
+/// A test that fails leaves no `volley serve` behind.
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.file);
         let _ = std::fs::remove_file(&self.log);
-        log
     }
 }
 

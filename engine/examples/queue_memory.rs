@@ -5,7 +5,10 @@
 //!
 //!     cargo run --release -p volley-engine --example queue_memory -- [RECIPIENTS] [DOMAINS] [BODY_BYTES]
 //!
-//! `SHARDS=N` in the environment runs N shards instead of 2.
+//! `SHARDS=N` in the environment runs N shards instead of 2. `SCRAPE=1`
+//! also runs the admin server (on a free loopback port) and, once every
+//! recipient is queued, times its answers with that many domain queues
+//! held: `/metrics`, `/api/v1/status` and `/api/v1/queues?limit=100`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -116,6 +119,17 @@ fn send(addr: SocketAddr, txs: impl Iterator<Item = Transaction>) -> usize {
     }
 }
 
+/// One HTTP/1.0 GET: how long until the whole answer was read, and its
+/// size (headers included).
+fn http_get(addr: SocketAddr, path: &str) -> (Duration, usize) {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).expect("the admin server");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).expect("answer");
+    (started.elapsed(), answer.len())
+}
+
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -151,8 +165,11 @@ fn main() {
         ..Config::default()
     };
     config.ingest.max_connections_per_ip = 10_000;
-    // A measurement, not a service: no admin port to collide on.
-    config.admin.enabled = false;
+    // A measurement, not a service: no admin port to collide on, unless
+    // the admin server is what is measured.
+    let scrape = std::env::var_os("SCRAPE").is_some();
+    config.admin.enabled = scrape;
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
     let mut q = SpecificQueue {
         name: "paused".into(),
         domains: (0..domains).map(|d| format!("d{d}.test")).collect(),
@@ -264,6 +281,20 @@ fn main() {
         .collect();
     println!("live blocks added, by size: {}", classes.join(", "));
     println!("peak connections {} (paused sink)", stats.peak_connections);
+    if let Some(admin) = engine.admin_addr() {
+        for path in ["/metrics", "/api/v1/status", "/api/v1/queues?limit=100"] {
+            // The first request warms up; the median of five counts.
+            let _ = http_get(admin, path);
+            let mut runs: Vec<(Duration, usize)> = (0..5).map(|_| http_get(admin, path)).collect();
+            runs.sort();
+            let (took, bytes) = runs[2];
+            println!(
+                "GET {path} with {} domain queues held: {bytes} bytes in {:.1} ms (median of 5)",
+                domains.min(sent),
+                took.as_secs_f64() * 1e3
+            );
+        }
+    }
     drop(paused);
     std::process::exit(0);
 }

@@ -112,6 +112,9 @@ pub(crate) struct ShardCtx {
     /// Replaced whole when a reload changes `[resolver]` (lookups under
     /// way finish on the old one).
     resolver: RefCell<MxResolver>,
+    /// What resolvers this shard replaced had done, so the counters read
+    /// from the resolver never go back.
+    dns_before: Cell<volley_dns::ResolverStats>,
     pub(crate) latencies: Arc<Latencies>,
     core: RefCell<Core>,
     conns: RefCell<HashMap<ConnId, Rc<ConnCtl>>>,
@@ -154,6 +157,7 @@ impl ShardCtx {
             latencies: shared.latencies[index].clone(),
             shared,
             resolver: RefCell::new(resolver),
+            dns_before: Cell::new(Default::default()),
             core: RefCell::new(core),
             conns: RefCell::new(HashMap::new()),
             next_conn: Cell::new(1),
@@ -290,13 +294,40 @@ impl ShardCtx {
     pub(crate) fn reconfigure(&self, config: &crate::config::Config) {
         if self.resolver.borrow().config() != &config.resolver {
             match MxResolver::new(config.resolver.clone()) {
-                Ok(r) => *self.resolver.borrow_mut() = r,
+                Ok(r) => {
+                    self.publish_dns_stats();
+                    self.dns_before.set(self.dns_stats());
+                    *self.resolver.borrow_mut() = r;
+                }
                 Err(e) => tracing::warn!(shard = self.index, "resolver kept: {e}"),
             }
         }
         if let Err(e) = self.with_core(|c| c.reconfigure(config, Instant::now())) {
             tracing::warn!(shard = self.index, "rules kept: {e}");
         }
+    }
+
+    /// What this shard's resolvers did so far.
+    fn dns_stats(&self) -> volley_dns::ResolverStats {
+        let (a, b) = (self.dns_before.get(), self.resolver.borrow().stats());
+        volley_dns::ResolverStats {
+            hits: a.hits + b.hits,
+            misses: a.misses + b.misses,
+            joined: a.joined + b.joined,
+            fetches: a.fetches + b.fetches,
+            refreshes: a.refreshes + b.refreshes,
+            prefetches: a.prefetches + b.prefetches,
+        }
+    }
+
+    /// Copies the resolver's counters into the shard's (the housekeeping
+    /// does, twice a second).
+    pub(crate) fn publish_dns_stats(&self) {
+        let d = self.dns_stats();
+        let c = self.counters();
+        c.dns_cache_hits.store(d.hits, Ordering::Relaxed);
+        c.dns_cache_misses.store(d.misses, Ordering::Relaxed);
+        c.dns_lookups.store(d.fetches, Ordering::Relaxed);
     }
 
     /// This shard's own counters.

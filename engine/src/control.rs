@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::queues::{DomainView, FoundMessage, FoundRecipient};
+use crate::queues::{FoundMessage, FoundRecipient, Listed, Listing};
 
 /// How long the admin server waits for a shard's answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
@@ -30,10 +30,10 @@ pub(crate) enum Steer {
 
 /// A question for one shard.
 pub(crate) enum Ask {
-    /// Its domain queues whose names contain `filter` (all without one).
+    /// The domain queues `listing` asks for, and how many matched.
     Queues {
-        filter: Option<String>,
-        reply: oneshot::Sender<Vec<DomainView>>,
+        listing: Listing,
+        reply: oneshot::Sender<Listed>,
     },
     /// The recipients of message `id` queued on the shard.
     Message {
@@ -115,26 +115,30 @@ impl ShardLines {
         }
     }
 
-    /// Every shard's domain queues matching `filter`; a shard that does not
-    /// answer in time (stopping, say) is left out.
-    pub(crate) async fn queues(&self, filter: Option<&str>) -> Vec<DomainView> {
+    /// The domain queues `listing` asks for, of every shard: each sends its
+    /// first `limit`, and they are merged in the listing's order; a shard
+    /// that does not answer in time (stopping, say) is left out.
+    pub(crate) async fn queues(&self, listing: &Listing) -> Listed {
         let mut waiting = Vec::with_capacity(self.lines.len());
         for line in &self.lines {
             let (reply, answer) = oneshot::channel();
             let ask = Ask::Queues {
-                filter: filter.map(str::to_string),
+                listing: listing.clone(),
                 reply,
             };
             if line.send(ask).is_ok() {
                 waiting.push(answer);
             }
         }
-        let mut all = Vec::new();
+        let mut all = Listed::default();
         for answer in waiting {
-            if let Ok(Ok(views)) = tokio::time::timeout(ANSWER_WITHIN, answer).await {
-                all.extend(views);
+            if let Ok(Ok(part)) = tokio::time::timeout(ANSWER_WITHIN, answer).await {
+                all.views.extend(part.views);
+                all.matched += part.matched;
             }
         }
+        all.views.sort_by(|a, b| listing.order(a, b));
+        all.views.truncate(listing.limit);
         all
     }
 
@@ -192,8 +196,8 @@ impl ShardLines {
 /// What a shard does with the admin server's asks: it answers them from
 /// its core.
 pub(crate) trait Answerer {
-    /// Its domain queues whose names contain `filter`.
-    fn views(&self, filter: Option<&str>, now: Instant) -> Vec<DomainView>;
+    /// The domain queues `listing` asks for.
+    fn views(&self, listing: &Listing, now: Instant) -> Listed;
     /// Applies `steer` to `domain`; what it touched.
     fn steer(&self, domain: &str, steer: Steer, now: Instant) -> usize;
     /// Message `id`'s recipients queued on this shard.
@@ -210,8 +214,8 @@ pub(crate) trait Answerer {
 pub(crate) fn answer(ask: Ask, shard: &impl Answerer) {
     let now = Instant::now();
     match ask {
-        Ask::Queues { filter, reply } => {
-            let _ = reply.send(shard.views(filter.as_deref(), now));
+        Ask::Queues { listing, reply } => {
+            let _ = reply.send(shard.views(&listing, now));
         }
         Ask::Steer {
             domain,

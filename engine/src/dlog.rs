@@ -51,6 +51,40 @@ pub(crate) enum Category {
 }
 
 impl Category {
+    /// How many categories there are.
+    pub(crate) const COUNT: usize = 11;
+    /// Every category, in the order of their numbers (`c as usize`).
+    pub(crate) const ALL: [Category; Category::COUNT] = [
+        Category::BadMailbox,
+        Category::MailboxFull,
+        Category::Policy,
+        Category::Throttled,
+        Category::Dns,
+        Category::Connection,
+        Category::Authentication,
+        Category::Reputation,
+        Category::Rate,
+        Category::Tls,
+        Category::Other,
+    ];
+
+    /// Its name in the delivery log and the metrics.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Category::BadMailbox => "bad_mailbox",
+            Category::MailboxFull => "mailbox_full",
+            Category::Policy => "policy",
+            Category::Throttled => "throttled",
+            Category::Dns => "dns",
+            Category::Connection => "connection",
+            Category::Authentication => "authentication",
+            Category::Reputation => "reputation",
+            Category::Rate => "rate",
+            Category::Tls => "tls",
+            Category::Other => "other",
+        }
+    }
+
     /// Classifies a remote reply: a big receiver's documented policy reply
     /// by what its documentation says, others by RFC 3463 subject, then
     /// by the text.
@@ -287,6 +321,15 @@ impl LogWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_category_is_listed_at_its_number_with_its_log_name() {
+        for (i, c) in Category::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+            let logged = serde_json::to_value(c).unwrap();
+            assert_eq!(logged, c.name());
+        }
+    }
     use volley_smtp::EnhancedCode;
 
     fn reply(code: u16, e: (u8, u16, u16), text: &str) -> Reply {

@@ -138,6 +138,15 @@ impl Durable {
         self.writers[shard].append_many(batch)
     }
 
+    /// What every writer's group commits have cost so far.
+    pub(crate) fn commit_stats(&self) -> crate::journal::CommitStats {
+        let mut all = crate::journal::CommitStats::default();
+        for w in &self.writers {
+            all.add(&w.commit_stats());
+        }
+        all
+    }
+
     /// How many journal writers there are (one per shard directory).
     pub(crate) fn writer_count(&self) -> usize {
         self.writers.len()

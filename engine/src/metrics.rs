@@ -1,14 +1,16 @@
 //! Counters for the operator: what came in, what went out, what waits.
 //!
-//! Counters are relaxed atomics shared by every shard (one cache line each is
-//! not worth it at these rates); latency histograms are per shard, keyed by
-//! domain, and merged when asked for.
+//! Counters are relaxed atomics, one set per shard (and one for the threads
+//! that are not shards), summed when read; latency histograms are per
+//! shard, keyed by domain, and merged when asked for.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
+
+use crate::dlog::Category;
 
 /// A snapshot of the engine's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -49,6 +51,22 @@ pub struct Stats {
     pub dsn_sent: u64,
     /// Events the feed dropped because its queue was full.
     pub events_dropped: u64,
+    /// Delivery connections opened so far.
+    pub connections_opened: u64,
+    /// MX lookups asked of the shards' resolvers and answered from their
+    /// caches.
+    pub dns_cache_hits: u64,
+    /// MX lookups that had to wait for DNS.
+    pub dns_cache_misses: u64,
+    /// Route lookups sent to DNS (on demand, refresh or prefetch).
+    pub dns_lookups: u64,
+    /// Recipients bounced, by the category of the reply that bounced them
+    /// (in [`Category::ALL`] order).
+    #[serde(skip)]
+    pub(crate) bounced_by: [u64; Category::COUNT],
+    /// Recipients expired, by the category of their last failure.
+    #[serde(skip)]
+    pub(crate) expired_by: [u64; Category::COUNT],
 }
 
 /// One writer's counters: each shard has its own (and the threads that
@@ -72,6 +90,13 @@ pub(crate) struct Counters {
     pub(crate) tls_failed: AtomicU64,
     pub(crate) ingest_tls: AtomicU64,
     pub(crate) dsn_sent: AtomicU64,
+    connections_opened: AtomicU64,
+    /// Copied from the shard's resolver by its housekeeping.
+    pub(crate) dns_cache_hits: AtomicU64,
+    pub(crate) dns_cache_misses: AtomicU64,
+    pub(crate) dns_lookups: AtomicU64,
+    bounced_by: [AtomicU64; Category::COUNT],
+    expired_by: [AtomicU64; Category::COUNT],
 }
 
 pub(crate) fn bump(c: &AtomicU64) {
@@ -88,7 +113,18 @@ impl Counters {
         self.queued.fetch_sub(n, Ordering::Relaxed);
     }
 
+    /// A recipient bounced (`expired` false) or expired, for `category`.
+    pub(crate) fn given_up(&self, expired: bool, category: Option<Category>) {
+        let (total, by) = match expired {
+            true => (&self.expired, &self.expired_by),
+            false => (&self.bounced, &self.bounced_by),
+        };
+        bump(total);
+        bump(&by[category.unwrap_or(Category::Other) as usize]);
+    }
+
     pub(crate) fn connection_opened(&self) {
+        bump(&self.connections_opened);
         let now = self.connections_open.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak_connections.fetch_max(now, Ordering::Relaxed);
     }
@@ -118,6 +154,12 @@ impl Counters {
             ingest_tls: g(&self.ingest_tls),
             dsn_sent: g(&self.dsn_sent),
             events_dropped: 0,
+            connections_opened: g(&self.connections_opened),
+            dns_cache_hits: g(&self.dns_cache_hits),
+            dns_cache_misses: g(&self.dns_cache_misses),
+            dns_lookups: g(&self.dns_lookups),
+            bounced_by: self.bounced_by.each_ref().map(g),
+            expired_by: self.expired_by.each_ref().map(g),
         }
     }
 }
@@ -147,6 +189,14 @@ pub(crate) fn sum(parts: &[Counters], held_bytes: u64) -> Stats {
         total.tls_failed += s.tls_failed;
         total.ingest_tls += s.ingest_tls;
         total.dsn_sent += s.dsn_sent;
+        total.connections_opened += s.connections_opened;
+        total.dns_cache_hits += s.dns_cache_hits;
+        total.dns_cache_misses += s.dns_cache_misses;
+        total.dns_lookups += s.dns_lookups;
+        for c in 0..Category::COUNT {
+            total.bounced_by[c] += s.bounced_by[c];
+            total.expired_by[c] += s.expired_by[c];
+        }
     }
     total
 }

@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use crate::context::Shared;
 use crate::control::{MessageView, Steer};
 use crate::metrics::{DomainRate, Stats};
-use crate::queues::DomainView;
+use crate::queues::{Listed, Listing};
 
 /// Latency figures of delivered transactions, in microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -94,15 +94,20 @@ impl Monitor {
         self.shared.config.load().memory_budget
     }
 
+    /// The journal's group commits so far, in durable mode.
+    pub(crate) fn journal_commits(&self) -> Option<crate::journal::CommitStats> {
+        self.shared.durable.as_ref().map(|d| d.commit_stats())
+    }
+
     /// Whether the journal keeps the queue (durable mode).
     pub(crate) fn durable(&self) -> bool {
         self.shared.durable.is_some()
     }
 
-    /// Every shard's domain queues whose names contain `filter`, asked of
-    /// each shard over its channel.
-    pub(crate) async fn queues(&self, filter: Option<&str>) -> Vec<DomainView> {
-        self.shared.shard_lines.queues(filter).await
+    /// The domain queues `listing` asks for, asked of each shard over its
+    /// channel.
+    pub(crate) async fn queues(&self, listing: &Listing) -> Listed {
+        self.shared.shard_lines.queues(listing).await
     }
 
     /// Steers `domain`'s queue on every shard (see [`Steer`]); `None`

@@ -85,8 +85,8 @@ pub(crate) fn report(
                 ctx.latencies.record(&s.domain, l.as_micros() as u64);
             }
         }
-        Status::Bounced => bump(&counters.bounced),
-        Status::Expired => bump(&counters.expired),
+        Status::Bounced => counters.given_up(false, s.category),
+        Status::Expired => counters.given_up(true, s.category),
         Status::Deferred => bump(&counters.deferred),
     }
     match s.verdict {

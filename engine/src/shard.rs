@@ -20,7 +20,7 @@ use crate::config::ListenerConfig;
 use crate::context::{ShardCtx, Shared};
 use crate::control::{Answerer, Ask, Steer};
 use crate::core::Core;
-use crate::queues::{DomainView, FoundMessage};
+use crate::queues::{FoundMessage, Listed, Listing};
 use crate::routing::Handoff;
 
 /// How many of a shard's busiest domains it publishes for the summary.
@@ -47,8 +47,8 @@ pub enum ShardError {
 /// The admin server's and the reload's asks, answered from the shard's
 /// own core.
 impl Answerer for Rc<ShardCtx> {
-    fn views(&self, filter: Option<&str>, now: Instant) -> Vec<DomainView> {
-        self.read_core(|c| c.views(filter, now))
+    fn views(&self, listing: &Listing, now: Instant) -> Listed {
+        self.read_core(|c| c.views(listing, now))
     }
 
     fn message(&self, id: u64, now: Instant) -> Option<FoundMessage> {
@@ -159,6 +159,7 @@ async fn housekeeping(ctx: Rc<ShardCtx>) {
             )
         });
         ctx.shared.rates[ctx.index].publish(h.top_rates);
+        ctx.publish_dns_stats();
         ctx.resolver().prefetch(h.next_in_line.iter().map(|d| &**d));
         ctx.resolver()
             .tick(Instant::now(), |d| ctx.read_core(|c| c.has_work(d)));

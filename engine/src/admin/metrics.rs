@@ -15,6 +15,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::dlog::Category;
 use crate::metrics::{DomainRate, Stats};
 use crate::monitor::Monitor;
 
@@ -35,6 +36,7 @@ struct Scrape {
     uptime_seconds: f64,
     budget: u64,
     shards: usize,
+    journal: Option<crate::journal::CommitStats>,
 }
 
 /// The exposition text of `monitor` now.
@@ -46,6 +48,7 @@ pub(super) fn render(monitor: &Monitor) -> String {
         uptime_seconds: monitor.uptime().as_secs_f64(),
         budget: monitor.memory_budget(),
         shards: monitor.shards(),
+        journal: monitor.journal_commits(),
     };
     let mut registry = Registry::default();
     registry.register_collector(Box::new(scrape));
@@ -65,6 +68,42 @@ fn counter(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> std
 fn gauge(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: i64) -> std::fmt::Result {
     let g = ConstGauge::new(v);
     g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+/// One counter per category of failure, labelled with its name.
+fn by_category(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    counts: &[u64; Category::COUNT],
+) -> std::fmt::Result {
+    let mut family = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for c in Category::ALL {
+        let labels = [("category", c.name())];
+        ConstCounter::new(counts[c as usize]).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A histogram from per-bucket counts (not cumulative; the last is the
+/// overflow) under `bounds`.
+fn histogram(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    counts: &[u64],
+    sum: f64,
+) -> std::fmt::Result {
+    let buckets: Vec<(f64, u64)> = bounds
+        .iter()
+        .copied()
+        .chain([f64::INFINITY])
+        .zip(counts.iter().copied())
+        .collect();
+    let total = counts.iter().sum();
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    m.encode_histogram::<[(&str, &str); 0]>(sum, total, &buckets, None)
 }
 
 /// One gauge per busy domain, labelled with its name.
@@ -124,6 +163,64 @@ impl Collector for Scrape {
             "Recipients given up after max attempts or max age",
             s.expired,
         )?;
+        by_category(
+            &mut e,
+            "volley_bounced_by_category",
+            "Recipients bounced, by the category of the reply",
+            &s.bounced_by,
+        )?;
+        by_category(
+            &mut e,
+            "volley_expired_by_category",
+            "Recipients expired, by the category of their last failure",
+            &s.expired_by,
+        )?;
+        counter(
+            &mut e,
+            "volley_connections_opened",
+            "Delivery connections opened",
+            s.connections_opened,
+        )?;
+        counter(
+            &mut e,
+            "volley_dns_cache_hits",
+            "MX lookups answered from a shard's cache",
+            s.dns_cache_hits,
+        )?;
+        counter(
+            &mut e,
+            "volley_dns_cache_misses",
+            "MX lookups that waited for DNS",
+            s.dns_cache_misses,
+        )?;
+        counter(
+            &mut e,
+            "volley_dns_lookups",
+            "Route lookups sent to DNS (on demand, refresh, prefetch)",
+            s.dns_lookups,
+        )?;
+        if let Some(j) = &self.journal {
+            counter(
+                &mut e,
+                "volley_journal_commits",
+                "Group commits of the journal (write and fsync)",
+                j.commits,
+            )?;
+            counter(
+                &mut e,
+                "volley_journal_commit_failures",
+                "Group commits that failed (their messages refused)",
+                j.failed,
+            )?;
+            histogram(
+                &mut e,
+                "volley_journal_commit_seconds",
+                "Time of one group commit: its writes and its fsync",
+                &crate::journal::COMMIT_BUCKETS,
+                &j.buckets,
+                j.seconds,
+            )?;
+        }
         counter(
             &mut e,
             "volley_dsn_sent",

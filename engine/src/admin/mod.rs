@@ -24,6 +24,7 @@ use serde_json::json;
 
 use crate::control::Steer;
 use crate::monitor::Monitor;
+use crate::queues::Listing;
 
 /// How many one-second samples of the message rates are kept: five
 /// minutes, what the status page's chart shows.
@@ -328,30 +329,26 @@ async fn list_queues(State(state): State<Arc<AdminState>>, Query(q): Query<ListQ
             );
         }
     };
-    let mut views = state.monitor.queues(q.domain.as_deref()).await;
-    let total = views.len();
-    if by_age {
-        views.sort_by(|a, b| {
-            b.oldest_secs
-                .unwrap_or(0.0)
-                .total_cmp(&a.oldest_secs.unwrap_or(0.0))
-                .then_with(|| a.domain.cmp(&b.domain))
-        });
-    } else {
-        views.sort_by(|a, b| {
-            b.depth()
-                .cmp(&a.depth())
-                .then_with(|| a.domain.cmp(&b.domain))
-        });
-    }
-    views.truncate(q.limit.unwrap_or(100).min(10_000));
+    let listing = Listing {
+        filter: q.domain,
+        by_age,
+        limit: q.limit.unwrap_or(100).min(10_000),
+    };
+    let listed = state.monitor.queues(&listing).await;
+    let (total, views) = (listed.matched, listed.views);
     axum::Json(json!({ "total": total, "queues": views })).into_response()
 }
 
 async fn show_queue(State(state): State<Arc<AdminState>>, Path(domain): Path<String>) -> Response {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    let views = state.monitor.queues(Some(&domain)).await;
-    match views.into_iter().find(|v| v.domain == domain) {
+    // Names that contain this one come too: enough room for them.
+    let listing = Listing {
+        filter: Some(domain.clone()),
+        by_age: false,
+        limit: 10_000,
+    };
+    let listed = state.monitor.queues(&listing).await;
+    match listed.views.into_iter().find(|v| v.domain == domain) {
         Some(v) => axum::Json(v).into_response(),
         None => error(
             StatusCode::NOT_FOUND,

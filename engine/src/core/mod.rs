@@ -217,10 +217,10 @@ impl Core {
     /// The domain queues as the admin API lists them.
     pub(crate) fn views(
         &self,
-        filter: Option<&str>,
+        listing: &crate::queues::Listing,
         now: Instant,
-    ) -> Vec<crate::queues::DomainView> {
-        self.queues.views(filter, now)
+    ) -> crate::queues::Listed {
+        self.queues.views(listing, now)
     }
 
     pub(crate) fn queued(&self) -> usize {

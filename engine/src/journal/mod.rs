@@ -36,6 +36,7 @@
 
 mod bits;
 mod body_log;
+mod commits;
 mod config;
 mod error;
 mod frame;
@@ -49,6 +50,7 @@ mod writer;
 mod tests;
 
 pub use self::{
+    commits::{COMMIT_BUCKETS, CommitStats},
     config::JournalConfig,
     error::JournalError,
     frame::DamageKind,

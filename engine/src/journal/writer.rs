@@ -12,6 +12,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
+use super::commits::{CommitCounters, CommitStats};
 use super::config::JournalConfig;
 use super::error::JournalError;
 use super::store::{Recovery, ShardJournal};
@@ -49,6 +50,7 @@ pub struct JournalWriter {
     /// wakes it about twice per commit instead of once per batch.
     facts: FactInbox,
     thread: Option<JoinHandle<()>>,
+    commits: Arc<CommitCounters>,
 }
 
 impl JournalWriter {
@@ -63,15 +65,18 @@ impl JournalWriter {
             dir.file_name().map_or("".into(), |n| n.to_string_lossy())
         );
         let inbox = facts.clone();
+        let commits = Arc::new(CommitCounters::default());
+        let counted = commits.clone();
         let thread = thread::Builder::new()
             .name(name)
-            .spawn(move || Writer::new(journal, inbox).run(rx))
+            .spawn(move || Writer::new(journal, inbox, counted).run(rx))
             .map_err(|e| JournalError::io("spawn writer thread", dir, e))?;
         Ok((
             JournalWriter {
                 tx: Some(tx),
                 facts,
                 thread: Some(thread),
+                commits,
             },
             recovery,
         ))
@@ -116,6 +121,11 @@ impl JournalWriter {
             // A writer that is gone has nothing left to record into.
             let _ = self.send(Command::FactsWaiting);
         }
+    }
+
+    /// What this writer's group commits have cost so far.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.commits.read()
     }
 
     fn send(&self, cmd: Command) -> Result<(), mpsc::SendError<Command>> {
@@ -173,10 +183,11 @@ struct Writer {
     oldest_append: Option<Instant>,
     oldest_fact: Option<Instant>,
     open: bool,
+    commits: Arc<CommitCounters>,
 }
 
 impl Writer {
-    fn new(j: ShardJournal, inbox: FactInbox) -> Self {
+    fn new(j: ShardJournal, inbox: FactInbox, commits: Arc<CommitCounters>) -> Self {
         Writer {
             gather: GATHER.min(j.config().commit_interval),
             append_wait: j.config().commit_interval,
@@ -187,6 +198,7 @@ impl Writer {
             oldest_append: None,
             oldest_fact: None,
             open: true,
+            commits,
         }
     }
 
@@ -304,7 +316,10 @@ impl Writer {
 
     fn commit_appends(&mut self, now: Instant) {
         self.oldest_append = None;
-        match self.j.commit_bodies(now) {
+        let started = Instant::now();
+        let committed = self.j.commit_bodies(now);
+        self.commits.record(started.elapsed(), committed.is_ok());
+        match committed {
             Ok(upto) => {
                 for (seq, reply) in self.waiting.drain(..) {
                     debug_assert!(seq <= upto);
@@ -328,7 +343,10 @@ impl Writer {
                 tracing::warn!(error = %e, "journal: finish ignored");
             }
         }
-        match self.j.commit_progress(now) {
+        let started = Instant::now();
+        let committed = self.j.commit_progress(now);
+        self.commits.record(started.elapsed(), committed.is_ok());
+        match committed {
             Ok(()) => self.oldest_fact = None,
             Err(e) if !self.open => {
                 tracing::warn!(error = %e, "journal: last finished recipients not recorded");

@@ -204,6 +204,46 @@ impl DomainView {
     }
 }
 
+/// Which domain queues a listing wants: those whose names contain
+/// `filter` (all without one), the first `limit` of them by depth (most
+/// recipients first) or by age (oldest waiting recipient first), ties by
+/// name.
+#[derive(Debug, Clone)]
+pub(crate) struct Listing {
+    pub(crate) filter: Option<String>,
+    pub(crate) by_age: bool,
+    pub(crate) limit: usize,
+}
+
+impl Listing {
+    /// The listing's order between two views.
+    pub(crate) fn order(&self, a: &DomainView, b: &DomainView) -> std::cmp::Ordering {
+        let key = |v: &DomainView| match self.by_age {
+            true => v.oldest_secs.unwrap_or(0.0),
+            false => v.depth() as f64,
+        };
+        key(b)
+            .total_cmp(&key(a))
+            .then_with(|| a.domain.cmp(&b.domain))
+    }
+}
+
+/// What one shard (or all of them) listed: the views asked for, and how
+/// many domain queues matched in all.
+#[derive(Debug, Default)]
+pub(crate) struct Listed {
+    pub(crate) views: Vec<DomainView>,
+    pub(crate) matched: usize,
+}
+
+/// Seconds the oldest waiting recipient of `d` has been in Volley.
+fn oldest_secs(d: &Domain, now: Instant) -> Option<f64> {
+    d.pending
+        .iter()
+        .map(|n| now.saturating_duration_since(n.msg.received).as_secs_f64())
+        .fold(None, |m: Option<f64>, a| Some(m.map_or(a, |m| m.max(a))))
+}
+
 /// Queue 0 is the general queue; specific queues follow in file order.
 pub(crate) const GENERAL: usize = 0;
 
@@ -752,33 +792,53 @@ impl Queues {
             .collect()
     }
 
-    /// Every domain queued here whose name contains `filter` (all without
-    /// one), as the admin API lists them. Oldest ages are those of the
-    /// waiting recipients (the retrying ones wait in the retry timers).
-    pub(crate) fn views(&self, filter: Option<&str>, now: Instant) -> Vec<DomainView> {
-        self.domains
+    /// The domain queues `listing` asks for: of those whose names match,
+    /// the first `limit` in its order, with how many matched. Only those
+    /// are made into views, so a listing of a few costs the shard little
+    /// even with a million domains. Oldest ages are those of the waiting
+    /// recipients (the retrying ones wait in the retry timers).
+    pub(crate) fn views(&self, listing: &Listing, now: Instant) -> Listed {
+        let load = |d: &Domain| d.pending.len() + d.retrying + d.in_flight;
+        let mut keyed: Vec<(f64, &Domain)> = self
+            .domains
             .iter()
             .flatten()
-            .filter(|d| filter.is_none_or(|f| d.name.contains(f)))
-            .map(|d| DomainView {
+            .filter(|d| listing.filter.as_deref().is_none_or(|f| d.name.contains(f)))
+            .map(|d| {
+                let key = match listing.by_age {
+                    true => oldest_secs(d, now).unwrap_or(0.0),
+                    false => load(d) as f64,
+                };
+                (key, d)
+            })
+            .collect();
+        let matched = keyed.len();
+        let order = |a: &(f64, &Domain), b: &(f64, &Domain)| {
+            b.0.total_cmp(&a.0).then_with(|| a.1.name.cmp(&b.1.name))
+        };
+        if keyed.len() > listing.limit {
+            keyed.select_nth_unstable_by(listing.limit, order);
+            keyed.truncate(listing.limit);
+        }
+        keyed.sort_by(order);
+        let views = keyed
+            .into_iter()
+            .map(|(_, d)| DomainView {
                 domain: d.name.to_string(),
                 queue: self.queues[d.queue].name.to_string(),
                 waiting: d.pending.len(),
                 retrying: d.retrying,
                 in_flight: d.in_flight,
                 connections: d.conns,
-                oldest_secs: d
-                    .pending
-                    .iter()
-                    .map(|n| now.saturating_duration_since(n.msg.received).as_secs_f64())
-                    .fold(None, |m: Option<f64>, a| Some(m.map_or(a, |m| m.max(a)))),
+                oldest_secs: oldest_secs(d, now),
                 suspended: self.hold_of(&d.name, now).map(|h| Suspension {
                     for_secs: h.until.saturating_duration_since(now).as_secs_f64(),
                     reason: h.reason.clone(),
                 }),
                 rate: d.rate.as_ref().map(|r| r.snapshot(now)),
             })
-            .collect()
+            .collect();
+        Listed { views, matched }
     }
 
     /// The recipients of message `id` queued here (waiting or retrying),
@@ -991,7 +1051,12 @@ mod tests {
             vec![Action::ResumeAt(d, t0 + Duration::from_secs(60))]
         );
         assert_eq!(q.held_until(d, t0), Some(t0 + Duration::from_secs(60)));
-        let view = &q.views(None, t0)[0];
+        let all = Listing {
+            filter: None,
+            by_age: false,
+            limit: 10,
+        };
+        let view = &q.views(&all, t0).views[0];
         assert_eq!(view.suspended.as_ref().unwrap().reason, "asked");
         acts.clear();
         assert!(q.release("a.example", t0, &mut acts));
@@ -1162,6 +1227,29 @@ mod tests {
         assert_eq!(h.len(), 1);
         assert_eq!(&*h[0].0, "big.example");
         assert!(q.hints(0.5, 5).is_empty(), "once per domain");
+    }
+
+    #[test]
+    fn a_listing_makes_views_of_the_first_few_only_and_counts_the_rest() {
+        let mut q = Queues::new(&config(|_| {}));
+        let t0 = Instant::now();
+        for (i, n) in [3, 1, 5, 2].into_iter().enumerate() {
+            let d = q.domain_id(&format!("d{i}.example"), None);
+            for _ in 0..n {
+                q.push(d, node());
+            }
+        }
+        let listing = |filter: Option<&str>, limit| Listing {
+            filter: filter.map(str::to_string),
+            by_age: false,
+            limit,
+        };
+        let listed = q.views(&listing(None, 2), t0);
+        assert_eq!(listed.matched, 4);
+        let names: Vec<&str> = listed.views.iter().map(|v| v.domain.as_str()).collect();
+        assert_eq!(names, ["d2.example", "d0.example"], "deepest first");
+        let listed = q.views(&listing(Some("d3"), 10), t0);
+        assert_eq!((listed.matched, listed.views[0].depth()), (1, 2));
     }
 
     pub(super) fn node() -> Node {
