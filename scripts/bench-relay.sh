@@ -20,6 +20,7 @@
 #
 #   scripts/bench-relay.sh      # MESSAGES=200000 DIRECT_CONNECTIONS="32 128 400" CONNECTIONS="32 128" SHARDS=2
 #   MESSAGES=50000 MEMORY_RECIPIENTS=100000 scripts/bench-relay.sh
+#   STATIC=1 scripts/bench-relay.sh   # also adaptive = false (scripts/relay-static.toml) at the best Composer count
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +30,8 @@ CONNECTIONS=${CONNECTIONS:-32 128}
 SHARDS=${SHARDS:-2}
 MEMORY_RECIPIENTS=${MEMORY_RECIPIENTS:-1000000}
 RUN_TIMEOUT=${RUN_TIMEOUT:-300}
-SCENARIO=scripts/relay-bench.toml
+SCENARIO=${SCENARIO:-scripts/relay-bench.toml}
+STATIC=${STATIC:-}
 
 PROFILE=${PROFILE:-release} # debug: only to try the script out
 # shellcheck source=scripts/lib.sh
@@ -43,7 +45,7 @@ BEST=0
 BEST_C=
 DIRECT_RATES=
 for c in $DIRECT_CONNECTIONS; do
-    echo "== 1. direct: Composer -> the 100 sinks ($MESSAGES messages, $c connections over the MX hosts)"
+    echo "== 1. direct: Composer -> the sinks ($MESSAGES messages, $c connections over the MX hosts)"
     start_internet "direct$c"
     "$BIN" bench compose --scenario "$SCENARIO" --routes "$TMP/direct$c.routes" \
         --messages "$MESSAGES" --connections "$c" --sent-out "$TMP/direct$c.sent" \
@@ -60,7 +62,7 @@ VBEST=0
 VBEST_C=
 VOLLEY_RATES=
 for c in $CONNECTIONS; do
-    echo "== 2. through Volley: Composer ($c connections) -> volley serve ($SHARDS shards, fast) -> the 100 sinks"
+    echo "== 2. through Volley: Composer ($c connections) -> volley serve ($SHARDS shards, fast) -> the sinks"
     start_internet "volley$c"
     "$BIN" serve --listen 127.0.0.1:0 --shards "$SHARDS" --delivery-port "$PORT" \
         --nameserver "$DNS" --summary-interval 1s >"$TMP/serve$c.out" 2>"$TMP/serve$c.err" &
@@ -85,6 +87,26 @@ done
 VOLLEY=$VBEST
 RATIO=$(awk -v e="$VOLLEY" -v d="$BEST" 'BEGIN {printf "%.0f", 100 * e / d}')
 
+if [ -n "$STATIC" ]; then
+    c=$VBEST_C
+    echo "== 2b. through Volley in static mode (adaptive = false): Composer ($c connections)"
+    start_internet "static$c"
+    "$BIN" serve --listen 127.0.0.1:0 --shards "$SHARDS" --delivery-port "$PORT" \
+        --config scripts/relay-static.toml \
+        --nameserver "$DNS" --summary-interval 1s >"$TMP/static$c.out" 2>"$TMP/static$c.err" &
+    SERVE=$!
+    VADDR=$(listen_address "$TMP/static$c.err")
+    "$BIN" bench compose --scenario "$SCENARIO" --target "$VADDR" \
+        --messages "$MESSAGES" --connections "$c" --sent-out "$TMP/static$c.sent" \
+        2>/dev/null | grep '^compose'
+    finish_run "static$c"
+    kill -TERM "$SERVE"
+    wait "$SERVE" || true
+    STATIC_RATE=$RATE
+    STATIC_RATIO=$(awk -v e="$VOLLEY" -v s="$STATIC_RATE" 'BEGIN {printf "%.0f", 100 * e / s}')
+    STATIC_DIRECT=$(awk -v s="$STATIC_RATE" -v d="$BEST" 'BEGIN {printf "%.0f", 100 * s / d}')
+fi
+
 echo "== 3. memory: $MEMORY_RECIPIENTS queued recipients over 1,000 domains, sinks paused"
 target/$PROFILE/examples/queue_memory "$MEMORY_RECIPIENTS" 1000 2048 | tee "$TMP/memory.out"
 
@@ -96,4 +118,7 @@ echo "through Volley, end to end (Composer connections:msg/s):$VOLLEY_RATES"
 echo "best through Volley:           $VOLLEY msg/s ($VBEST_C Composer connections) = $RATIO% of the best direct (goal >= 50%)"
 echo "  accepted by Volley:          $INGEST msg/s (Composer's clock)"
 echo "  Volley:                      $VPEAKS"
+if [ -n "$STATIC" ]; then
+    echo "static mode (adaptive = false): $STATIC_RATE msg/s = $STATIC_DIRECT% of the best direct; adaptive / static = $STATIC_RATIO%"
+fi
 grep -m1 -o 'beyond bodies: [0-9]* bytes per queued recipient' "$TMP/memory.out" | sed 's/^/memory /'

@@ -33,6 +33,9 @@ const KNEE_INTERVALS: u32 = 2;
 /// With latency above tolerance at a steady pace, deliveries below this
 /// share of the sends say a queue is building at the destination.
 const KEEP_UP: f64 = 0.9;
+/// The shortest round trip slow start grows by (seconds): a reply faster
+/// than this grows the rate no faster.
+const MIN_ROUND_TRIP: f64 = 0.001;
 /// When the approach toward the plateau is this close, it snaps to it.
 const SNAP: f64 = 0.01;
 /// Longest span any deadline is set ahead, so that absurd configured
@@ -261,6 +264,7 @@ impl RateController {
                 self.successes += 1;
                 self.period_delivered += 1;
                 self.delivered.record(now);
+                self.grow_with_acceptance(now);
             }
             ReplyKind::RateThrottle => {
                 self.throttles += 1;
@@ -562,6 +566,40 @@ impl RateController {
         // The interval that held the suspension says nothing about demand.
         self.period_start = until;
         self.reset_period();
+    }
+
+    /// Slow start on the receiver's clock, as TCP's follows its
+    /// acknowledgements: each accepted message adds one round trip's worth
+    /// (1 / the transaction latency floor) to the rate, so the rate doubles
+    /// about once per round trip while nothing says stop; never above
+    /// `slow_start_factor` times what the destination accepted over the
+    /// last 100-200 ms, so it cannot run ahead of what the receiver has
+    /// shown it takes, and only while latency stays within half the
+    /// tolerance. A throttling reply or a knee ends slow start as before; the interval's own doubling stays for destinations that
+    /// answer slower than an interval.
+    fn grow_with_acceptance(&mut self, now: Instant) {
+        if !self.s.round_trip_growth
+            || self.phase != Phase::SlowStart
+            || self.suspended_until(now).is_some()
+        {
+            return;
+        }
+        // Latency that rises says a queue may be building there: growth
+        // waits for the interval's judgement (the knee test).
+        let half = 1.0 + (self.s.latency_tolerance - 1.0) / 2.0;
+        if self.gradient_at(half) < 1.0 {
+            return;
+        }
+        let Some(round_trip) = self.transaction_latency.floor() else {
+            return;
+        };
+        let round_trip = round_trip.as_secs_f64().max(MIN_ROUND_TRIP);
+        let shown = self.s.slow_start_factor * self.delivered.recent_per_second(now);
+        let next = (self.rate + 1.0 / round_trip).min(shown);
+        if next > self.rate {
+            self.set_rate(next);
+            self.refresh_connection_limit();
+        }
     }
 
     /// Starts accumulating a new interval.

@@ -66,6 +66,26 @@ impl RateCounter {
     }
 }
 
+impl RateCounter {
+    /// Events per second over the current slot and the one before it
+    /// (100 to 200 ms; less right after the counter was created): what the
+    /// destination takes now, for growth that must follow it closely.
+    pub(crate) fn recent_per_second(&mut self, now: Instant) -> f64 {
+        self.advance(now);
+        let cur = (self.head % SLOTS as u64) as usize;
+        let prev = ((self.head + SLOTS as u64 - 1) % SLOTS as u64) as usize;
+        let total = u64::from(self.counts[cur]) + u64::from(self.counts[prev]);
+        let age = now.saturating_duration_since(self.origin);
+        let into_slot = Duration::from_nanos((age.as_nanos() % SLOT.as_nanos()) as u64);
+        let span = (SLOT + into_slot).min(age).max(MIN_RECENT_SPAN);
+        total as f64 / span.as_secs_f64()
+    }
+}
+
+/// The shortest span [`RateCounter::recent_per_second`] divides by, so the
+/// first events of a young counter do not read as a huge rate.
+const MIN_RECENT_SPAN: Duration = Duration::from_millis(20);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,8 +38,12 @@
 //! (with headroom) and capped by what connection throttling taught. The rate
 //! is what receivers meter; connections are the means to carry it.
 //!
-//! - Slow start: while the rate is what limits sending and no throttling
-//!   reply comes, the rate doubles each interval.
+//! - Slow start: while no throttling reply or knee says stop, each
+//!   accepted message adds one round trip's worth to the rate (it doubles
+//!   about once per round trip, as TCP's slow start follows its
+//!   acknowledgements), bounded by twice what the destination accepted
+//!   over the last 100-200 ms and only while latency stays flat; and while
+//!   the rate is what limits sending, it also doubles each interval.
 //! - Latency: the floor is a windowed minimum, the recent value a moving
 //!   average. Latency above `floor * latency_tolerance` is a question, not
 //!   a verdict: some receivers answer slower the more connections they

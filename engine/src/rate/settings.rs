@@ -33,6 +33,12 @@ pub struct RateSettings {
     /// Slow start multiplies the rate by this per interval until the first
     /// throttling reply or knee; it also bounds a probe's step.
     pub slow_start_factor: f64,
+    /// In slow start, also let each accepted message grow the rate by one
+    /// round trip's worth, so it doubles about once per round trip (bounded
+    /// by `slow_start_factor` times what the destination accepted over the
+    /// last 100-200 ms, and only while latency stays flat). Off: the rate
+    /// grows once per interval only, as classic slow start by the clock.
+    pub round_trip_growth: bool,
     /// Fraction by which the rate grows in the first interval of a probe
     /// above a learned ceiling (0.1 = +10%); the step doubles each interval
     /// while latency stays flat.
@@ -100,6 +106,7 @@ impl Default for RateSettings {
             initial_rate: 50.0,
             adjust_interval: Duration::from_secs(1),
             slow_start_factor: 2.0,
+            round_trip_growth: true,
             increase_ratio: 0.1,
             decrease_factor: 0.85,
             plateau: 0.97,

@@ -82,8 +82,46 @@ fn close(a: f64, b: f64, tolerance: f64) -> bool {
 }
 
 #[test]
+fn slow_start_follows_the_receivers_round_trips_not_the_clock() {
+    // 10 ms round trips, everything accepted: the rate doubles about once
+    // per round trip (bounded by twice what was accepted over the last
+    // 100-200 ms), so it is past 1,000/s within a quarter of a second,
+    // where slow start on the interval's clock is still at 50.
+    let mut d = Drive::new(RateSettings::default());
+    d.busy(ms(250), ms(10));
+    assert!(d.ctl.rate() >= 1000.0, "{}", d.ctl.rate());
+    assert_eq!(d.state(), RateState::SlowStart);
+    let mut by_clock = Drive::new(RateSettings {
+        round_trip_growth: false,
+        ..RateSettings::default()
+    });
+    by_clock.busy(ms(250), ms(10));
+    assert_eq!(by_clock.ctl.rate(), 50.0);
+    // It never runs ahead of what the destination takes: a destination
+    // that accepts 1 message a second keeps the rate near where it began.
+    let mut d = Drive::new(RateSettings::default());
+    d.trickle(secs(5), ms(10));
+    assert!(d.ctl.rate() <= 200.0, "{}", d.ctl.rate());
+}
+
+#[test]
+fn rising_latency_stops_round_trip_growth_until_the_interval_judges() {
+    // A destination that takes 500 a second and queues the rest: once its
+    // latency climbs, accepted messages grow the rate no more, and the
+    // rate stays nearer what it takes than the bound of twice that.
+    let mut d = Drive::new(RateSettings::default());
+    let mut queue = 0.0;
+    queueing(&mut d, ms(600), 500.0, ms(10), &mut queue);
+    // (Without the latency check: 1,100/s and 290 queued there.)
+    assert!(d.ctl.rate() < 900.0, "{}", d.ctl.rate());
+    assert!(queue < 200.0, "{queue}");
+}
+
+#[test]
 fn slow_start_doubles_each_interval_up_to_max() {
     let mut d = Drive::new(RateSettings {
+        // Slow start on the interval's clock: the stage this test sets.
+        round_trip_growth: false,
         initial_rate: 10.0,
         max_rate: 200.0,
         ..RateSettings::default()
@@ -170,6 +208,8 @@ fn queueing(d: &mut Drive, dur: Duration, capacity: f64, base: Duration, queue: 
 #[test]
 fn a_rise_that_buys_no_deliveries_is_the_knee_and_the_rate_drops_under_it() {
     let mut d = Drive::new(RateSettings {
+        // Slow start on the interval's clock: the stage this test sets.
+        round_trip_growth: false,
         initial_rate: 25.0,
         max_rate: 1000.0,
         ..RateSettings::default()
@@ -266,6 +306,8 @@ fn backoff_never_exceeds_its_maximum() {
 #[test]
 fn after_a_cut_it_climbs_to_the_plateau_then_probes_above_the_ceiling() {
     let s = RateSettings {
+        // Slow start on the interval's clock: the stage this test sets.
+        round_trip_growth: false,
         initial_rate: 200.0,
         max_rate: 1000.0,
         ..RateSettings::default()
@@ -557,7 +599,9 @@ fn odd_settings_and_inputs_never_panic() {
         ..RateSettings::default()
     });
     d.busy(secs(2), ms(100));
-    assert_eq!(d.ctl.rate(), 200.0);
+    // The defaults' slow start, on the round trips of a destination that
+    // takes everything, is at their highest rate within 2 s.
+    assert_eq!(d.ctl.rate(), RateSettings::default().max_rate);
 
     // Valid but absurd durations and samples saturate.
     let mut d = Drive::new(RateSettings {
@@ -589,7 +633,11 @@ fn latency_that_rises_while_demand_is_low_does_not_cut_the_rate() {
 
 #[test]
 fn a_throttle_after_an_idle_spell_cuts_to_a_third_at_most() {
-    let mut d = Drive::new(RateSettings::default());
+    let mut d = Drive::new(RateSettings {
+        // Slow start on the interval's clock: the stage this test sets.
+        round_trip_growth: false,
+        ..RateSettings::default()
+    });
     d.busy(secs(4), ms(20));
     let rate = d.ctl.rate();
     // Nothing delivered for two seconds, then a throttling reply.
