@@ -1,6 +1,7 @@
 //! End-to-end tests of the `volley` binary over real sockets on loopback.
 
 mod admin;
+mod backlog;
 mod bench;
 mod dane;
 mod dkim;
