@@ -18,6 +18,7 @@ use crate::dlog::{DeliveryLog, LogWriter};
 use crate::dsn_writer::DsnWriter;
 use crate::durable::{self, QuotaFlusher, WallClock};
 use crate::journal::RecoveryReport;
+use crate::listeners::BindError;
 use crate::message::Budget;
 use crate::metrics::{Counters, DomainRate, Latencies, RateBoard, Stats};
 use crate::monitor::{LatencySummary, Monitor};
@@ -33,24 +34,10 @@ pub enum EngineError {
     /// The configuration has problems; each names its line when known.
     #[error("invalid configuration: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Config(Vec<ConfigError>),
-    /// A listening address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: SocketAddr,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Someone already listens on a listener's address (another Volley,
-    /// say, which SO_REUSEPORT would otherwise let share its connections).
-    #[error("cannot listen on {addr}: already in use by {holder}")]
-    AddressHeld {
-        /// The address.
-        addr: SocketAddr,
-        /// Who holds it, as far as this user can see.
-        holder: String,
-    },
+    /// A listening address could not be bound, or someone else listens
+    /// there already.
+    #[error(transparent)]
+    Listen(#[from] BindError),
     /// The delivery log could not be opened.
     #[error("cannot open the delivery log {path}: {source}")]
     DeliveryLog {
@@ -164,7 +151,7 @@ fn start_admin(
     };
     let addr = settings.listen;
     let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| EngineError::Listen { addr, source })?;
+        std::net::TcpListener::bind(addr).map_err(|source| BindError::Listen { addr, source })?;
     let server = AdminServer::start(listener, monitor, token, holds).map_err(|source| {
         EngineError::Thread {
             name: "volley-admin".into(),
@@ -197,16 +184,6 @@ fn start_mta_sts(config: &Config, tls: &TlsContext) -> Result<Option<MtaSts>, En
             source,
         })?;
     Ok(Some(m))
-}
-
-impl From<crate::listeners::BindError> for EngineError {
-    fn from(e: crate::listeners::BindError) -> EngineError {
-        use crate::listeners::BindError;
-        match e {
-            BindError::Listen { addr, source } => EngineError::Listen { addr, source },
-            BindError::Held { addr, holder } => EngineError::AddressHeld { addr, holder },
-        }
-    }
 }
 
 /// What was left when the engine stopped.
