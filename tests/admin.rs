@@ -98,9 +98,7 @@ fn volley_status(args: &[&str]) -> std::process::Output {
 #[test]
 fn metrics_and_status_describe_the_running_engine() {
     let world = World::generated(2, 1, |_| Script::default());
-    let mut config = world.config();
-    config.admin.enabled = true;
-    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    let config = world.config_with_admin();
     let engine = Engine::start(config).unwrap();
     let admin = engine.admin_addr().expect("the admin server runs");
     send(&engine, 6);
@@ -177,9 +175,7 @@ fn metrics_count_connections_lookups_journal_commits_and_failures_by_category() 
         ..Script::default()
     });
     let dir = temp_path("metrics-journal");
-    let mut config = world.config();
-    config.admin.enabled = true;
-    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = world.config_with_admin();
     config.journal.dir = Some(dir.clone());
     config.general_queue.max_attempts = 1;
     config.dsn.enabled = false;
@@ -240,9 +236,7 @@ fn with_a_token_every_request_must_carry_it() {
     let world = World::generated(1, 1, |_| Script::default());
     let token_file = temp_path("admin-token");
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
-    let mut config = world.config();
-    config.admin.enabled = true;
-    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = world.config_with_admin();
     config.admin.token_file = Some(token_file.clone());
     let engine = Engine::start(config).unwrap();
     let admin = engine.admin_addr().unwrap();
@@ -306,9 +300,7 @@ fn the_queues_are_listed_by_each_shard_and_shown_one_by_one() {
         }),
         ..Script::default()
     });
-    let mut config = world.config();
-    config.admin.enabled = true;
-    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = world.config_with_admin();
     config.general_queue.retry_schedule = vec![Duration::from_secs(60)];
     let engine = Engine::start(config).unwrap();
     let admin = engine.admin_addr().unwrap();
@@ -394,9 +386,7 @@ fn an_operator_suspends_resumes_and_flushes_a_domain() {
         }),
         ..Script::default()
     });
-    let mut config = world.config();
-    config.admin.enabled = true;
-    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = world.config_with_admin();
     // Deferred recipients would wait a minute: only a flush brings them back.
     config.general_queue.retry_schedule = vec![Duration::from_secs(60)];
     let engine = Engine::start(config).unwrap();
@@ -505,9 +495,7 @@ fn an_operator_bounces_a_domains_queue_and_the_sender_hears_of_it() {
         }),
         ..Script::default()
     });
-    let mut config = world.config();
-    config.admin.enabled = true;
-    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = world.config_with_admin();
     config.general_queue.retry_schedule = vec![Duration::from_secs(60)];
     let engine = Engine::start(config).unwrap();
     let base = format!("http://{}", engine.admin_addr().unwrap());
@@ -663,9 +651,7 @@ fn the_status_page_shows_counters_and_domains_in_a_real_browser() {
         }),
         ..Script::default()
     });
-    let mut config = world.config();
-    config.admin.enabled = true;
-    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = world.config_with_admin();
     config.general_queue.retry_schedule = vec![Duration::from_secs(60)];
     let engine = Engine::start(config).unwrap();
     let url = format!("http://{}/", engine.admin_addr().unwrap());
@@ -727,9 +713,7 @@ fn in_durable_mode_a_suspension_survives_a_restart() {
     let world = World::generated(2, 2, |_| Script::default());
     let dir = temp_path("journal-holds");
     let config = || {
-        let mut c = world.config();
-        c.admin.enabled = true;
-        c.admin.listen = "127.0.0.1:0".parse().unwrap();
+        let mut c = world.config_with_admin();
         c.journal.dir = Some(dir.clone());
         c
     };
@@ -810,9 +794,7 @@ fn a_message_shows_its_envelope_and_where_its_queued_recipients_are() {
         }),
         ..Script::default()
     });
-    let mut config = world.config();
-    config.admin.enabled = true;
-    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = world.config_with_admin();
     config.general_queue.retry_schedule = vec![Duration::from_secs(60)];
     let engine = Engine::start(config).unwrap();
     let base = format!("http://{}", engine.admin_addr().unwrap());

@@ -88,6 +88,15 @@ impl World {
         c
     }
 
+    /// [`World::config`] with the admin server on, on a free loopback port
+    /// (`Engine::admin_addr` says which).
+    pub fn config_with_admin(&self) -> Config {
+        let mut c = self.config();
+        c.admin.enabled = true;
+        c.admin.listen = "127.0.0.1:0".parse().unwrap();
+        c
+    }
+
     /// [`World::config`] with its one listener speaking `protocol` and
     /// acknowledging in `ack` mode.
     pub fn config_with_listener(&self, protocol: Protocol, ack: AckMode) -> Config {
