@@ -108,6 +108,11 @@ pub(crate) struct Domain {
 }
 
 impl Domain {
+    /// Recipients held for it: waiting, retrying or in a transaction.
+    fn depth(&self) -> usize {
+        self.pending.len() + self.retrying + self.in_flight
+    }
+
     #[cfg(test)]
     pub(crate) fn pending(&self) -> usize {
         self.pending.len()
@@ -736,7 +741,7 @@ impl Queues {
             .get(name)
             .map(|d| {
                 let dom = self.domain(*d);
-                dom.pending.len() + dom.retrying + dom.in_flight > 0
+                dom.depth() > 0
             })
             .unwrap_or(false)
     }
@@ -750,7 +755,7 @@ impl Queues {
         }
         let mut out = Vec::new();
         for dom in self.domains.iter_mut().flatten() {
-            let n = dom.pending.len() + dom.retrying + dom.in_flight;
+            let n = dom.depth();
             if dom.queue == GENERAL && !dom.hinted && n as f64 >= share * total as f64 {
                 dom.hinted = true;
                 out.push((dom.name.clone(), n, total));
@@ -777,14 +782,13 @@ impl Queues {
             .flatten()
             .filter(|d| d.rate.is_some())
             .collect();
-        let load = |d: &Domain| d.pending.len() + d.retrying + d.in_flight;
-        v.sort_by_key(|d| std::cmp::Reverse(load(d)));
+        v.sort_by_key(|d| std::cmp::Reverse(d.depth()));
         v.truncate(n);
         v.into_iter()
             .filter_map(|d| {
                 Some(crate::metrics::DomainRate {
                     domain: d.name.to_string(),
-                    queued: load(d),
+                    queued: d.depth(),
                     connections: d.conns,
                     rate: d.rate.as_ref()?.snapshot(now),
                 })
@@ -798,7 +802,6 @@ impl Queues {
     /// even with a million domains. Oldest ages are those of the waiting
     /// recipients (the retrying ones wait in the retry timers).
     pub(crate) fn views(&self, listing: &Listing, now: Instant) -> Listed {
-        let load = |d: &Domain| d.pending.len() + d.retrying + d.in_flight;
         let mut keyed: Vec<(f64, &Domain)> = self
             .domains
             .iter()
@@ -807,7 +810,7 @@ impl Queues {
             .map(|d| {
                 let key = match listing.by_age {
                     true => oldest_secs(d, now).unwrap_or(0.0),
-                    false => load(d) as f64,
+                    false => d.depth() as f64,
                 };
                 (key, d)
             })

@@ -111,7 +111,7 @@ impl Queues {
     fn move_domain(&mut self, d: DomainId, to: usize) {
         let dom = self.domains[d].as_mut().expect("live domain");
         let from = dom.queue;
-        let recipients = dom.pending.len() + dom.retrying + dom.in_flight;
+        let recipients = dom.depth();
         let conns = dom.conns;
         dom.queue = to;
         dom.hinted = false;
