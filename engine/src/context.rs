@@ -295,7 +295,6 @@ impl ShardCtx {
         if self.resolver.borrow().config() != &config.resolver {
             match MxResolver::new(config.resolver.clone()) {
                 Ok(r) => {
-                    self.publish_dns_stats();
                     self.dns_before.set(self.dns_stats());
                     *self.resolver.borrow_mut() = r;
                 }
