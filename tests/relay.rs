@@ -179,8 +179,8 @@ fn ten_thousand_messages_from_lettre_arrive_exactly_once() {
         .iter()
         .map(|s| s.connections.load(std::sync::atomic::Ordering::Relaxed))
         .sum();
-    assert!(
-        (200..2_000).contains(&conns),
-        "{conns} delivery connections"
-    );
+    // The 200 domains sit on 4 MX hosts: each shard's 4 sites carry them
+    // all, so there are fewer connections than domains, and far fewer
+    // than messages.
+    assert!((8..2_000).contains(&conns), "{conns} delivery connections");
 }

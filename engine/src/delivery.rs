@@ -29,6 +29,7 @@ use crate::message::Node;
 use crate::metrics::bump;
 use crate::mta_sts::Mode;
 use crate::outcome::{Target, report};
+use crate::queues::SiteHost;
 use crate::tls::{TlsUsed, server_name};
 use crate::transport::{Conn, TransportError};
 
@@ -141,8 +142,12 @@ async fn targets(
 /// `reopen` says so).
 struct Slot {
     ctx: Rc<ShardCtx>,
+    /// The domain the connection was opened for.
     d: DomainId,
     id: ConnId,
+    /// The domain of the held recipients: `d`, or another domain of its
+    /// site.
+    from: DomainId,
     held: Vec<Node>,
     reopen: bool,
 }
@@ -159,7 +164,7 @@ impl Slot {
         tx_latency: Option<Duration>,
     ) {
         let held = std::mem::take(&mut self.held);
-        let d = self.d;
+        let d = self.from;
         let now = Instant::now();
         let ctx = &self.ctx;
         // Reporting touches the log, counters and channels, never the
@@ -179,12 +184,12 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let held = std::mem::take(&mut self.held);
-        let (d, id, reopen) = (self.d, self.id, self.reopen);
+        let (d, from, id, reopen) = (self.d, self.from, self.id, self.reopen);
         self.ctx.forget_conn(id);
         self.ctx.with_core(|c| {
             c.conn_busy(id);
             for node in held.into_iter().rev() {
-                c.requeue(d, node);
+                c.requeue(from, node);
             }
             c.conn_ended(d, reopen, Instant::now());
         });
@@ -234,6 +239,7 @@ pub(crate) async fn run(ctx: Rc<ShardCtx>, d: DomainId, id: ConnId, conn: Rc<Con
         ctx: ctx.clone(),
         d,
         id,
+        from: d,
         held: Vec::new(),
         reopen: true,
     };
@@ -300,6 +306,22 @@ async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
     }
     // DANE needs the MX records proved, and a queue that does TLS.
     let dane_applies = config.resolver.dnssec && mx_secure && tls_policy != TlsPolicy::Disabled;
+    // A domain whose MTA-STS policy checks its connections stays alone:
+    // the policy says nothing of other domains on the same hosts.
+    if route.fixed.is_empty() && rule != MTA_STS_ENFORCE {
+        let hosts: Vec<SiteHost<'_>> = targets
+            .iter()
+            .map(|t| SiteHost {
+                name: &t.host,
+                addr: t.addr.ip(),
+            })
+            .collect();
+        if !ctx.with_core(|c| c.join_site(d, dane_applies, &hosts)) {
+            // Its site has all the connections it may: they carry the
+            // domain's recipients.
+            return None;
+        }
+    }
     for t in targets {
         if ctx.with_core(|c| c.is_host_down(t.addr, Instant::now())) {
             continue;
@@ -415,6 +437,10 @@ async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
     None
 }
 
+/// The rule's name when an MTA-STS policy in `enforce` mode checks a
+/// domain's connections.
+const MTA_STS_ENFORCE: &str = "MTA-STS enforce";
+
 /// The domain's MTA-STS policy applied to its MX hosts: in `enforce`
 /// mode only the hosts the policy names, each with its certificate
 /// verified; otherwise the queue's own TLS policy. Returns the hosts, the
@@ -463,7 +489,7 @@ async fn apply_mta_sts(
                 fail_pending(slot, false, &reply, Category::Tls);
                 return None;
             }
-            Some((targets, TlsPolicy::Verify, "MTA-STS enforce".into()))
+            Some((targets, TlsPolicy::Verify, MTA_STS_ENFORCE.into()))
         }
         Mode::Testing | Mode::None => {
             if policy.mode == Mode::Testing && !unnamed.is_empty() {
@@ -625,7 +651,7 @@ async fn work(slot: &mut Slot, conn: &ConnCtl, session: &mut Session, route: &Ro
         let pace = ctx.with_core(|c| {
             if c.over_limit(d) || !c.route_is_current(d, route) {
                 Err(None)
-            } else if c.has_pending(d) {
+            } else if c.pool_has_pending(d) {
                 c.acquire(d, Instant::now()).map_err(Some)
             } else {
                 Ok(())
@@ -643,7 +669,8 @@ async fn work(slot: &mut Slot, conn: &ConnCtl, session: &mut Session, route: &Ro
                 continue;
             }
         }
-        slot.held = ctx.with_core(|c| c.take_batch(d));
+        let (from, held) = ctx.with_core(|c| c.take_batch(d, Instant::now()));
+        (slot.from, slot.held) = (from, held);
         if slot.held.is_empty() {
             ctx.with_core(|c| c.conn_idle(d, id, Instant::now()));
             let woke = tokio::time::timeout(s.idle_timeout, conn.notify.notified())
@@ -695,7 +722,7 @@ async fn work(slot: &mut Slot, conn: &ConnCtl, session: &mut Session, route: &Ro
                         .partition(|n| n.recipient() == address);
                     ctx.with_core(|c| {
                         for node in good.into_iter().rev() {
-                            c.requeue(d, node);
+                            c.requeue(from, node);
                         }
                     });
                     slot.held = bad;

@@ -319,6 +319,16 @@ fn queue_limits(at: &str, s: &QueueSettings, p: &mut Problems) {
     if s.max_attempts == 0 {
         p.add(format!("{at}.max_attempts"), 0, "must be at least 1");
     }
+    for rule in &s.site_suffixes {
+        let suffix = rule.trim_start_matches('*').trim_start_matches('.');
+        if !suffix.contains('.') || suffix.contains(['*', ' ']) {
+            p.add(
+                format!("{at}.site_suffixes"),
+                format!("{rule:?}"),
+                "expects a host name suffix of two labels or more, as \"*.mail.example.net\"",
+            );
+        }
+    }
     if let Err(e) = s.rate.validate() {
         p.0.push(Problem {
             path: format!("{at}.rate.{}", e.field),

@@ -415,6 +415,16 @@ pub struct QueueSettings {
     /// without trying STARTTLS again (opportunistic policy).
     #[serde(with = "volley_units::serde::duration")]
     pub tls_broken_for: Duration,
+    /// Domains whose MX hosts resolve to the same addresses (or fall
+    /// under one of `site_suffixes`) share one pool of connections and one
+    /// pace, as a receiving site: big providers meter the sending address,
+    /// not the domain. `max_connections_per_domain` and the pace then
+    /// apply to the site. Off: each domain alone.
+    pub mx_rollup: bool,
+    /// Host name suffixes that make one site of every domain whose MX
+    /// hosts all end in one of them, whatever addresses they resolve to
+    /// (`"*.mail.protection.outlook.com"`).
+    pub site_suffixes: Vec<String>,
 }
 
 impl Default for QueueSettings {
@@ -448,6 +458,8 @@ impl Default for QueueSettings {
             tls: TlsPolicy::Opportunistic,
             tls_ca_file: None,
             tls_broken_for: Duration::from_secs(3 * 86400),
+            mx_rollup: true,
+            site_suffixes: Vec::new(),
         }
     }
 }
@@ -764,6 +776,16 @@ idle_timeout = "5 fortnights"
         expect(14, "general_queue.connect_timeout = \"0s\"");
         expect(15, "\"5 fortnights\"");
         assert_eq!(errors.len(), 8, "{found:#?}");
+    }
+
+    #[test]
+    fn site_suffixes_must_name_a_host_suffix() {
+        let ok = "[general_queue]\nsite_suffixes = [\"*.mail.protection.outlook.com\", \"mx.example.net\"]\n";
+        let c = Config::from_toml(ok).unwrap();
+        assert!(c.general_queue.mx_rollup, "rolled up by default");
+        let e = Config::from_toml("[general_queue]\nsite_suffixes = [\"*.com\"]\n").unwrap_err();
+        assert!(e[0].message.contains("site_suffixes"), "{e:?}");
+        assert_eq!(e[0].line, Some(2));
     }
 
     #[test]

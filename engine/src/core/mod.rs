@@ -30,7 +30,7 @@ use volley_smtp::Reply;
 use crate::config::{Config, QueueSettings};
 use crate::message::{Message, Node};
 use crate::metrics::DomainRate;
-use crate::queues::{self, Queues};
+use crate::queues::{self, Queues, SiteHost, site_key};
 use crate::rate::{RuleError, RuleSet};
 
 pub(crate) use crate::queues::{ConnId, DomainId};
@@ -279,14 +279,46 @@ impl Core {
     }
 
     /// Whether domain `d` has recipients waiting for a connection.
+    #[cfg(test)]
     pub(crate) fn has_pending(&self, d: DomainId) -> bool {
         self.queues.has_pending(d)
     }
 
-    /// The next batch for a connection of `d`: recipients of one message,
-    /// up to the queue's recipients per transaction (empty: nothing to do).
-    pub(crate) fn take_batch(&mut self, d: DomainId) -> Vec<Node> {
-        self.queues.take_batch(d)
+    /// The next batch for a connection opened for `d`: recipients of one
+    /// message, of `d` or of another domain of its site, up to the queue's
+    /// recipients per transaction (empty: nothing to do), with their
+    /// domain.
+    pub(crate) fn take_batch(&mut self, d: DomainId, now: Instant) -> (DomainId, Vec<Node>) {
+        self.queues.take_batch(d, now)
+    }
+
+    /// Whether a connection of `d` has work: recipients of `d`, or of
+    /// another domain of its site, waiting.
+    pub(crate) fn pool_has_pending(&self, d: DomainId) -> bool {
+        self.queues.pool_has_pending(d)
+    }
+
+    /// A connection of `d` found its MX hosts, `hosts` (DNSSEC proved the
+    /// records when `mx_secure`): unless its queue keeps domains alone,
+    /// `d` joins the site those hosts make. Returns whether the
+    /// connection may go on: false when joining put the site over its
+    /// connection limit (the site's other connections carry `d`'s work).
+    pub(crate) fn join_site(
+        &mut self,
+        d: DomainId,
+        mx_secure: bool,
+        hosts: &[SiteHost<'_>],
+    ) -> bool {
+        let dom = self.queues.domain(d);
+        let settings = &self.queues.queue(dom.queue).settings;
+        if !settings.mx_rollup {
+            return true;
+        }
+        let Some(key) = site_key(dom.queue, mx_secure, hosts, &settings.site_suffixes) else {
+            return true;
+        };
+        self.queues.join_site(d, key);
+        self.queues.conns_of(d) <= self.queues.conn_limit(d)
     }
 
     /// Connection `c` of `d` waits for work.

@@ -161,14 +161,14 @@ impl Core {
         }
     }
 
-    /// After a transaction: when `d` has work waiting and the controller
+    /// After a transaction: when `d` (or its site) has work waiting and the controller
     /// now allows more connections than are open, open them.
     pub(crate) fn grow(&mut self, d: DomainId, now: Instant) {
-        if self.queues.is_live(d)
-            && self.queues.has_pending(d)
-            && self.queues.conns_of(d) < self.queues.conn_limit(d)
-        {
-            self.dispatch(d, now);
+        if !self.queues.is_live(d) || self.queues.conns_of(d) >= self.queues.conn_limit(d) {
+            return;
+        }
+        if let Some(m) = self.queues.member_with_pending(d) {
+            self.dispatch(m, now);
         }
     }
 

@@ -70,7 +70,7 @@ impl Core {
             (
                 dom.queue,
                 dom.name.clone(),
-                dom.rate.as_ref().map(|c| c.snapshot(now)),
+                self.queues.rate_snapshot(d, now),
             )
         };
         let settings = self.queues.queue(q).settings.clone();

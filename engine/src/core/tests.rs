@@ -59,7 +59,7 @@ fn queued(c: Config, n: usize, t0: Instant, safe: Option<SafeReplies>) -> (Core,
 
 /// Takes one recipient and settles it with `r` at `now`.
 fn attempt(core: &mut Core, d: DomainId, r: &Reply, now: Instant) -> Settled {
-    let mut batch = core.take_batch(d);
+    let mut batch = core.take_batch(d, Instant::now()).1;
     assert_eq!(batch.len(), 1, "one recipient pending");
     core.settle(d, batch.remove(0), r, None, now)
 }
@@ -149,7 +149,7 @@ fn a_recipient_expires_by_age_whatever_its_attempts() {
 fn permanent_and_positive_replies_are_final_at_once() {
     let t0 = Instant::now();
     let (mut core, d) = queued(config(|_| {}), 2, t0, None);
-    let mut batch = core.take_batch(d);
+    let mut batch = core.take_batch(d, Instant::now()).1;
     assert_eq!(batch.len(), 2);
     let unknown = reply(550, 5, 1, 1, "no such user");
     let s = core.settle(d, batch.remove(0), &unknown, None, t0);
@@ -190,7 +190,7 @@ fn a_recipient_given_up_on_goes_to_the_fallback_relay_with_fresh_attempts() {
         route.settings.fallback_relay, None,
         "no fallback of the fallback"
     );
-    let node = core.take_batch(fd).remove(0);
+    let node = core.take_batch(fd, Instant::now()).1.remove(0);
     assert_eq!(node.attempts, 0);
 }
 
@@ -199,11 +199,11 @@ fn a_throttled_recipient_is_requeued_a_few_times_then_settled() {
     let t0 = Instant::now();
     let (mut core, d) = queued(config(|_| {}), 1, t0, None);
     for _ in 0..MAX_THROTTLE_REQUEUES {
-        let node = core.take_batch(d).remove(0);
+        let node = core.take_batch(d, Instant::now()).1.remove(0);
         assert!(core.requeue_throttled(d, node, true).is_none());
         assert!(core.has_pending(d), "back at the head of its queue");
     }
-    let node = core.take_batch(d).remove(0);
+    let node = core.take_batch(d, Instant::now()).1.remove(0);
     let node = core
         .requeue_throttled(d, node, true)
         .expect("settled as usual after the last requeue");
@@ -213,7 +213,7 @@ fn a_throttled_recipient_is_requeued_a_few_times_then_settled() {
     assert!(matches!(s.verdict, Verdict::Retry { .. }));
     // An unthrottled reply settles at once.
     core.handle_timeout(t0 + 60 * SECOND);
-    let node = core.take_batch(d).remove(0);
+    let node = core.take_batch(d, Instant::now()).1.remove(0);
     assert!(core.requeue_throttled(d, node, false).is_some());
 }
 

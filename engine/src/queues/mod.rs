@@ -7,13 +7,19 @@
 //! methods return [`Action`]s (wake an idle connection, open one, evict one)
 //! and take the time as `now`, so the tests drive it on a simulated clock.
 //!
-//! Each adaptive domain carries its [`RateController`]: its connection
-//! limit caps the queue's `max_connections_per_domain`, and while it says
-//! the domain is suspended no connection opens (a [`Action::ResumeAt`]
-//! asks the shard to come back then). A controller outlives its domain's
-//! queue for a while, so what was learned survives a quiet spell.
+//! Each domain's connections and pace live in its pool: its own, or its
+//! receiving site's once its MX hosts are known (see [`sites`]). An
+//! adaptive pool carries its [`RateController`]: its connection limit caps
+//! the queue's `max_connections_per_domain`, and while it says the pool is
+//! suspended no connection opens (a [`Action::ResumeAt`] asks the shard to
+//! come back then). A controller outlives its pool for a while, so what
+//! was learned survives a quiet spell.
 
 mod reconfigure;
+mod sites;
+
+use sites::{Pool, PoolId};
+pub(crate) use sites::{SiteHost, site_key};
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -23,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, Policy, QueueSettings};
 use crate::message::Node;
-use crate::rate::RateController;
+use crate::rate::{RateController, RateSnapshot};
 
 /// How long a removed domain's controller is kept to be taken up again.
 const LEARNED_FOR: Duration = Duration::from_secs(3600);
@@ -94,17 +100,13 @@ pub(crate) struct Domain {
     pending: VecDeque<Node>,
     retrying: usize,
     in_flight: usize,
+    /// Connections opened for this domain (they may carry other domains
+    /// of its site); the domain stays in the map while it has any.
     conns: usize,
-    ready: VecDeque<ConnId>,
     waiting: bool,
     hinted: bool,
-    /// The domain's pace, when its queue is adaptive.
-    pub(crate) rate: Option<RateController>,
-    /// A [`Action::ResumeAt`] is pending for this time.
-    resume_at: Option<Instant>,
-    /// While the domain has connections, no more open before this: one of
-    /// them was just refused or failed.
-    hold_until: Option<Instant>,
+    /// Its pool: its own, or its site's (connections, pace).
+    pool: PoolId,
 }
 
 impl Domain {
@@ -137,6 +139,14 @@ pub(crate) struct Queues {
     /// (The time is set by the first [`prune_learned`](Self::prune_learned)
     /// that sees the entry.)
     learned: HashMap<Rc<str>, (RateController, Option<Instant>)>,
+    /// Every domain's pool of connections and pace (see [`sites`]).
+    pools: Vec<Option<Pool>>,
+    free_pools: Vec<PoolId>,
+    /// The pools of sites, by site key.
+    sites: HashMap<Rc<str>, PoolId>,
+    /// The site each domain (by key) was last seen to belong to, so that
+    /// a domain queued again joins it at once.
+    site_of: HashMap<Rc<str>, Rc<str>>,
     /// Domains an operator suspended, by name: until when, and why. Kept
     /// apart from the domains, so a suspension also holds a domain that
     /// has nothing queued yet.
@@ -164,13 +174,17 @@ pub(crate) struct DomainView {
     pub(crate) retrying: usize,
     /// Recipients in a transaction now.
     pub(crate) in_flight: usize,
-    /// Connections open or opening.
+    /// Connections open or opening for it.
     pub(crate) connections: usize,
+    /// The receiving site it shares connections and pace with, when its
+    /// MX hosts made one (`queue dnssec-or-plain addresses-or-suffix`).
+    pub(crate) site: Option<String>,
     /// Seconds the oldest waiting recipient has been in Volley.
     pub(crate) oldest_secs: Option<f64>,
     /// An operator's suspension, when one holds.
     pub(crate) suspended: Option<Suspension>,
-    /// Its pace, when its queue is adaptive (state, limits, suspension).
+    /// Its pace (its site's, when it has one), when its queue is adaptive
+    /// (state, limits, suspension).
     pub(crate) rate: Option<crate::rate::RateSnapshot>,
 }
 
@@ -287,6 +301,10 @@ impl Queues {
             idle: HashMap::new(),
             queued: 0,
             learned: HashMap::new(),
+            pools: Vec::new(),
+            free_pools: Vec::new(),
+            sites: HashMap::new(),
+            site_of: HashMap::new(),
             held: HashMap::new(),
             fallback_of: Vec::new(),
         };
@@ -375,8 +393,13 @@ impl Queues {
         }
         let queue = queue.unwrap_or_else(|| self.specific.get(name).copied().unwrap_or(GENERAL));
         let rc: Rc<str> = key.into();
+        let d = self.free.pop().unwrap_or_else(|| {
+            self.domains.push(None);
+            self.domains.len() - 1
+        });
         let rate = self.learned.remove(&rc).map(|(c, _)| c);
-        let dom = Domain {
+        let pool = self.add_pool(Pool::alone(d, rate));
+        self.domains[d] = Some(Domain {
             name: name.into(),
             key: rc.clone(),
             queue,
@@ -384,25 +407,124 @@ impl Queues {
             retrying: 0,
             in_flight: 0,
             conns: 0,
-            ready: VecDeque::new(),
             waiting: false,
             hinted: false,
-            rate,
-            resume_at: None,
-            hold_until: None,
-        };
-        let d = match self.free.pop() {
-            Some(d) => {
-                self.domains[d] = Some(dom);
-                d
+            pool,
+        });
+        self.by_name.insert(rc.clone(), d);
+        if let Some(site) = self.site_of.get(&rc).cloned() {
+            self.join_site(d, site);
+        }
+        d
+    }
+
+    fn add_pool(&mut self, pool: Pool) -> PoolId {
+        match self.free_pools.pop() {
+            Some(p) => {
+                self.pools[p] = Some(pool);
+                p
             }
             None => {
-                self.domains.push(Some(dom));
-                self.domains.len() - 1
+                self.pools.push(Some(pool));
+                self.pools.len() - 1
             }
+        }
+    }
+
+    fn pool(&self, d: DomainId) -> &Pool {
+        self.pools[self.domain(d).pool].as_ref().expect("live pool")
+    }
+
+    fn pool_mut(&mut self, d: DomainId) -> &mut Pool {
+        let p = self.domain(d).pool;
+        self.pools[p].as_mut().expect("live pool")
+    }
+
+    /// Domain `d`'s MX hosts make the site `key`: from now on it shares
+    /// that site's connections and pace (see [`sites`]). A domain that
+    /// belonged to another site leaves it first. The site's pace is the
+    /// one learned for it before, or else what `d` learned alone.
+    pub(crate) fn join_site(&mut self, d: DomainId, key: Rc<str>) {
+        if self.pool(d).site.as_deref() == Some(&*key) {
+            return;
+        }
+        if self.pool(d).site.is_some() {
+            self.leave_site(d);
+        }
+        let own = self.domain(d).pool;
+        let dom_key = self.domain(d).key.clone();
+        self.site_of.insert(dom_key, key.clone());
+        let Some(&site) = self.sites.get(&key) else {
+            let learned = self.learned.remove(&key).map(|(c, _)| c);
+            let pool = self.pools[own].as_mut().expect("live pool");
+            if learned.is_some() {
+                pool.rate = learned;
+            }
+            pool.site = Some(key.clone());
+            self.sites.insert(key, own);
+            return;
         };
-        self.by_name.insert(rc, d);
-        d
+        let alone = self.pools[own].take().expect("live pool");
+        self.free_pools.push(own);
+        let pool = self.pools[site].as_mut().expect("live pool");
+        pool.members.push(d);
+        pool.conns += alone.conns;
+        pool.ready.extend(alone.ready);
+        self.dom(d).pool = site;
+    }
+
+    /// Domain `d` leaves its site for a pool of its own, with the
+    /// connections opened for it (a reload moved it to another queue, or
+    /// its MX hosts changed).
+    fn leave_site(&mut self, d: DomainId) {
+        let p = self.domain(d).pool;
+        let own_conns = self.domain(d).conns;
+        let key = self.domain(d).key.clone();
+        self.site_of.remove(&key);
+        let mine: Vec<ConnId> = self
+            .idle
+            .iter()
+            .filter(|(_, (home, _))| *home == d)
+            .map(|(c, _)| *c)
+            .collect();
+        let site = self.pools[p].as_mut().expect("live pool");
+        site.members.retain(|m| *m != d);
+        site.conns -= own_conns;
+        site.ready.retain(|c| !mine.contains(c));
+        let empty = site.members.is_empty();
+        let mut alone = Pool::alone(d, None);
+        alone.conns = own_conns;
+        alone.ready = self.idle_in_order(&mine);
+        let own = self.add_pool(alone);
+        self.dom(d).pool = own;
+        if empty {
+            self.remove_pool(p);
+        }
+    }
+
+    /// The idle connections `conns`, oldest idle first.
+    fn idle_in_order(&self, conns: &[ConnId]) -> VecDeque<ConnId> {
+        let mut v: Vec<(Instant, ConnId)> = conns
+            .iter()
+            .filter_map(|c| self.idle.get(c).map(|(_, since)| (*since, *c)))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, c)| c).collect()
+    }
+
+    /// Drops a pool that serves no domain; its pace is kept to be taken up
+    /// again, under its site's key or its domain's.
+    fn remove_pool(&mut self, p: PoolId) {
+        let pool = self.pools[p].take().expect("live pool");
+        self.free_pools.push(p);
+        if let Some(site) = &pool.site
+            && self.sites.get(site) == Some(&p)
+        {
+            self.sites.remove(site);
+        }
+        if let (Some(c), Some(site)) = (pool.rate, pool.site) {
+            self.learned.insert(site, (c, None));
+        }
     }
 
     /// A new recipient for domain `d`.
@@ -416,25 +538,31 @@ impl Queues {
     /// The domain's controller, created from its queue's settings on first
     /// use; `None` when the queue is static.
     pub(crate) fn rate_mut(&mut self, d: DomainId, now: Instant) -> Option<&mut RateController> {
-        let q = self.domain(d).queue;
-        let s = &self.queues[q].settings;
+        let dom = self.domains[d].as_ref().expect("live domain");
+        let s = &self.queues[dom.queue].settings;
         if !s.adaptive {
             return None;
         }
         let settings = &s.rate;
-        let dom = self.domains[d].as_mut().expect("live domain");
+        let pool = self.pools[dom.pool].as_mut().expect("live pool");
         Some(
-            dom.rate
+            pool.rate
                 .get_or_insert_with(|| RateController::new(settings, now)),
         )
     }
 
-    /// Connections domain `d` may have now: the queue's per-domain maximum,
-    /// capped by the controller's limit when adaptive.
+    /// The pace of `d` (its site's, when it has one) as logs show it.
+    pub(crate) fn rate_snapshot(&self, d: DomainId, now: Instant) -> Option<RateSnapshot> {
+        self.pool(d).rate.as_ref().map(|c| c.snapshot(now))
+    }
+
+    /// Connections domain `d`'s pool may have now: the queue's per-domain
+    /// maximum (per site, for a site), capped by the controller's limit
+    /// when adaptive.
     pub(crate) fn conn_limit(&self, d: DomainId) -> usize {
         let dom = self.domain(d);
         let max = self.queues[dom.queue].settings.max_connections_per_domain;
-        match &dom.rate {
+        match &self.pool(d).rate {
             Some(c) => max.min(c.connection_limit() as usize),
             None => max,
         }
@@ -454,12 +582,31 @@ impl Queues {
     pub(crate) fn hold_growth(&mut self, d: DomainId, now: Instant) {
         let q = self.domain(d).queue;
         let pause = self.queues[q].settings.rate.adjust_interval;
-        self.dom(d).hold_until = Some(now + pause);
+        self.pool_mut(d).hold_until = Some(now + pause);
     }
 
     /// Whether domain `d` has recipients waiting for a connection.
     pub(crate) fn has_pending(&self, d: DomainId) -> bool {
         !self.domain(d).pending.is_empty()
+    }
+
+    /// Whether a connection of `d` has work: recipients of `d` or of
+    /// another domain of its site waiting for a connection.
+    pub(crate) fn pool_has_pending(&self, d: DomainId) -> bool {
+        self.member_with_pending(d).is_some()
+    }
+
+    /// `d` when it has recipients waiting, else a domain of its site that
+    /// has.
+    pub(crate) fn member_with_pending(&self, d: DomainId) -> Option<DomainId> {
+        if self.has_pending(d) {
+            return Some(d);
+        }
+        self.pool(d)
+            .members
+            .iter()
+            .copied()
+            .find(|m| self.has_pending(*m))
     }
 
     /// Whether `d` names a live domain (a resume timer may outlive it).
@@ -472,8 +619,8 @@ impl Queues {
         if !self.is_live(d) {
             return;
         }
-        if self.dom(d).resume_at.is_some_and(|t| t <= now) {
-            self.dom(d).resume_at = None;
+        if self.pool(d).resume_at.is_some_and(|t| t <= now) {
+            self.pool_mut(d).resume_at = None;
         }
         self.dispatch(d, now, acts);
     }
@@ -489,29 +636,29 @@ impl Queues {
         let held = self.held_until(d, now);
         let paced = self.rate_mut(d, now).and_then(|c| c.suspended_until(now));
         if let Some(until) = held.max(paced) {
-            let dom = self.dom(d);
-            if dom.resume_at.is_none_or(|t| t < until) {
-                dom.resume_at = Some(until);
+            let pool = self.pool_mut(d);
+            if pool.resume_at.is_none_or(|t| t < until) {
+                pool.resume_at = Some(until);
                 acts.push(Action::ResumeAt(d, until));
             }
             return;
         }
         let mut limit = self.conn_limit(d);
-        let dom = self.dom(d);
-        if dom.conns > 0 && dom.hold_until.is_some_and(|t| now < t) {
-            limit = limit.min(dom.conns);
+        let pending = self.domain(d).pending.len();
+        let pool = self.pool_mut(d);
+        if pool.conns > 0 && pool.hold_until.is_some_and(|t| now < t) {
+            limit = limit.min(pool.conns);
         }
-        let mut need = dom.pending.len();
+        let mut need = pending;
         let mut woken = Vec::new();
         while need > 0 {
-            let Some(c) = dom.ready.pop_front() else {
+            let Some(c) = pool.ready.pop_front() else {
                 break;
             };
             woken.push(c);
             need = need.saturating_sub(batch);
         }
-        let conns = dom.conns;
-        let pending = dom.pending.len();
+        let conns = pool.conns;
         for c in woken {
             self.idle.remove(&c);
             acts.push(Action::Wake(c));
@@ -535,6 +682,7 @@ impl Queues {
                 queue.open += 1;
                 queue.peak_open = queue.peak_open.max(queue.open);
                 self.dom(d).conns += 1;
+                self.pool_mut(d).conns += 1;
                 acts.push(Action::Open(d));
                 to_open -= 1;
             } else {
@@ -554,23 +702,51 @@ impl Queues {
     }
 
     fn lru_idle(&self, q: usize, except: DomainId) -> Option<ConnId> {
+        let own = self.domain(except).pool;
         self.idle
             .iter()
-            .filter(|(_, (d, _))| *d != except && self.domain(*d).queue == q)
+            .filter(|(_, (d, _))| self.domain(*d).pool != own && self.domain(*d).queue == q)
             .min_by_key(|(c, (_, since))| (*since, **c))
             .map(|(c, _)| *c)
     }
 
     fn forget_idle(&mut self, c: ConnId) {
         if let Some((d, _)) = self.idle.remove(&c) {
-            self.dom(d).ready.retain(|x| *x != c);
+            self.pool_mut(d).ready.retain(|x| *x != c);
         }
     }
 
-    /// Takes the next batch for a connection of domain `d`: the first pending
-    /// recipient and the ones after it that share its message, up to the
-    /// queue's recipients per transaction.
-    pub(crate) fn take_batch(&mut self, d: DomainId) -> Vec<Node> {
+    /// Takes the next batch for a connection opened for domain `home`:
+    /// from `home`, or else from the next domain of its site with work
+    /// that no operator holds. A batch is the first pending recipient and
+    /// the ones after it that share its message, up to the queue's
+    /// recipients per transaction. Returns the batch's domain with it.
+    pub(crate) fn take_batch(&mut self, home: DomainId, now: Instant) -> (DomainId, Vec<Node>) {
+        let d = self.next_with_work(home, now).unwrap_or(home);
+        (d, self.take_batch_of(d))
+    }
+
+    /// The domain a connection of `home` serves next: `home` when it has
+    /// work, else its site's members in turn.
+    fn next_with_work(&mut self, home: DomainId, now: Instant) -> Option<DomainId> {
+        let ready = |q: &Queues, m: DomainId| {
+            !q.domain(m).pending.is_empty() && q.held_until(m, now).is_none()
+        };
+        if ready(self, home) {
+            return Some(home);
+        }
+        let pool = self.pool(home);
+        let n = pool.members.len();
+        let start = pool.cursor;
+        let found = (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| ready(self, self.pool(home).members[i]))?;
+        let pool = self.pool_mut(home);
+        pool.cursor = (found + 1) % n;
+        Some(pool.members[found])
+    }
+
+    fn take_batch_of(&mut self, d: DomainId) -> Vec<Node> {
         let q = self.domain(d).queue;
         let max = self.queues[q]
             .settings
@@ -593,9 +769,9 @@ impl Queues {
         batch
     }
 
-    /// Connections of `d` open or opening.
+    /// Connections of `d`'s pool (its site's, or its own) open or opening.
     pub(crate) fn conns_of(&self, d: DomainId) -> usize {
-        self.domain(d).conns
+        self.pool(d).conns
     }
 
     /// Every pending recipient of `d` (when its route fails as a whole).
@@ -660,7 +836,7 @@ impl Queues {
 
     /// Connection `c` of domain `d` has nothing to do.
     pub(crate) fn conn_idle(&mut self, d: DomainId, c: ConnId, now: Instant) {
-        self.dom(d).ready.push_back(c);
+        self.pool_mut(d).ready.push_back(c);
         self.idle.insert(c, (d, now));
     }
 
@@ -669,8 +845,9 @@ impl Queues {
         self.forget_idle(c);
     }
 
-    /// A connection of domain `d` closed: its slot goes to the domain itself
-    /// if it still has work, else to the waiting domain the policy picks.
+    /// A connection opened for domain `d` closed: its slot goes to the
+    /// domain's pool if one of its domains still has work, else to the
+    /// waiting domain the policy picks.
     /// `reopen` false: the connection failed while others of the domain
     /// are open; they carry its work, and no replacement is opened.
     pub(crate) fn conn_closed(
@@ -683,8 +860,9 @@ impl Queues {
         let q = self.domain(d).queue;
         self.queues[q].open -= 1;
         self.dom(d).conns -= 1;
-        if reopen && !self.domain(d).pending.is_empty() {
-            self.dispatch(d, now, acts);
+        self.pool_mut(d).conns -= 1;
+        if reopen && let Some(m) = self.member_with_pending(d) {
+            self.dispatch(m, now, acts);
         }
         while self.queues[q].open < self.queues[q].settings.max_connections {
             let Some(next) = self.pick_waiting(q) else {
@@ -770,6 +948,9 @@ impl Queues {
             let since = *since.get_or_insert(now);
             now.saturating_duration_since(since) < LEARNED_FOR
         });
+        let (sites, learned) = (&self.sites, &self.learned);
+        self.site_of
+            .retain(|_, site| sites.contains_key(site) || learned.contains_key(site));
     }
 
     /// The `n` adaptive domains with the most recipients queued (pending,
@@ -780,7 +961,7 @@ impl Queues {
             .domains
             .iter()
             .flatten()
-            .filter(|d| d.rate.is_some())
+            .filter(|d| self.pool_of(d).rate.is_some())
             .collect();
         v.sort_by_key(|d| std::cmp::Reverse(d.depth()));
         v.truncate(n);
@@ -790,7 +971,7 @@ impl Queues {
                     domain: d.name.to_string(),
                     queued: d.depth(),
                     connections: d.conns,
-                    rate: d.rate.as_ref()?.snapshot(now),
+                    rate: self.pool_of(d).rate.as_ref()?.snapshot(now),
                 })
             })
             .collect()
@@ -833,12 +1014,13 @@ impl Queues {
                 retrying: d.retrying,
                 in_flight: d.in_flight,
                 connections: d.conns,
+                site: self.pool_of(d).site.as_deref().map(str::to_string),
                 oldest_secs: oldest_secs(d, now),
                 suspended: self.hold_of(&d.name, now).map(|h| Suspension {
                     for_secs: h.until.saturating_duration_since(now).as_secs_f64(),
                     reason: h.reason.clone(),
                 }),
-                rate: d.rate.as_ref().map(|r| r.snapshot(now)),
+                rate: self.pool_of(d).rate.as_ref().map(|r| r.snapshot(now)),
             })
             .collect();
         Listed { views, matched }
@@ -893,7 +1075,7 @@ impl Queues {
     pub(crate) fn release(&mut self, name: &str, now: Instant, acts: &mut Vec<Action>) -> bool {
         let was = self.held.remove(name).is_some_and(|h| h.until > now);
         if let Some(&d) = self.by_name.get(name) {
-            self.dom(d).resume_at = None;
+            self.pool_mut(d).resume_at = None;
             self.dispatch(d, now, acts);
         }
         was
@@ -955,15 +1137,27 @@ impl Queues {
             return;
         };
         if dom.pending.is_empty() && dom.retrying == 0 && dom.in_flight == 0 && dom.conns == 0 {
-            let mut dom = self.domains[d].take().expect("checked");
+            let dom = self.domains[d].take().expect("checked");
             self.by_name.remove(&dom.key);
-            if let Some(c) = dom.rate.take() {
-                self.learned.insert(dom.key.clone(), (c, None));
+            let pool = self.pools[dom.pool].as_mut().expect("live pool");
+            pool.members.retain(|m| *m != d);
+            if pool.members.is_empty() {
+                if pool.site.is_none()
+                    && let Some(c) = pool.rate.take()
+                {
+                    self.learned.insert(dom.key.clone(), (c, None));
+                }
+                self.remove_pool(dom.pool);
+            } else if pool.cursor >= pool.members.len() {
+                pool.cursor = 0;
             }
             self.waiting.remove(&d);
-            drop(dom);
             self.free.push(d);
         }
+    }
+
+    fn pool_of(&self, d: &Domain) -> &Pool {
+        self.pools[d.pool].as_ref().expect("live pool")
     }
 }
 
@@ -1010,14 +1204,14 @@ mod tests {
         let mut acts = Vec::new();
         q.dispatch(d, Instant::now(), &mut acts);
         assert_eq!(acts, vec![Action::Open(d)]);
-        assert_eq!(q.take_batch(d).len(), 2);
+        assert_eq!(q.take_batch_of(d).len(), 2);
         assert_eq!(
-            q.take_batch(d).len(),
+            q.take_batch_of(d).len(),
             1,
             "the third recipient of the same message"
         );
-        assert_eq!(q.take_batch(d).len(), 1, "another message");
-        assert!(q.take_batch(d).is_empty());
+        assert_eq!(q.take_batch_of(d).len(), 1, "another message");
+        assert!(q.take_batch_of(d).is_empty());
         assert_eq!(q.queued(), 4);
         for _ in 0..4 {
             q.finished(d);
@@ -1072,7 +1266,7 @@ mod tests {
         q.hold("a.example", t0 + Duration::from_secs(1), "brief".into(), t0);
         assert_eq!(q.held_until(d, t0 + Duration::from_secs(2)), None);
         // A deferred recipient waits for its due time, unless flushed.
-        let batch = q.take_batch(d);
+        let batch = q.take_batch_of(d);
         q.defer(
             d,
             batch.into_iter().next().unwrap(),
@@ -1096,7 +1290,7 @@ mod tests {
         let mut acts = Vec::new();
         q.push(d, node());
         q.dispatch(d, Instant::now(), &mut acts);
-        let _ = q.take_batch(d);
+        let _ = q.take_batch_of(d);
         q.finished(d);
         q.conn_idle(d, 7, Instant::now());
         acts.clear();
@@ -1136,7 +1330,7 @@ mod tests {
         for (d, conn, t) in [(a, 1, 1), (b, 2, 2)] {
             q.push(d, node());
             q.dispatch(d, Instant::now(), &mut acts);
-            let _ = q.take_batch(d);
+            let _ = q.take_batch_of(d);
             q.finished(d);
             q.conn_idle(d, conn, t0 + Duration::from_secs(t));
         }
@@ -1178,7 +1372,7 @@ mod tests {
         let now = Instant::now();
         q.push(d, node());
         q.push(d, node());
-        let first = q.take_batch(d).pop().unwrap();
+        let first = q.take_batch_of(d).pop().unwrap();
         q.defer(d, first, now + Duration::from_secs(60));
         assert_eq!(
             q.domain(d).pending(),
@@ -1210,7 +1404,7 @@ mod tests {
             &q.next_in_line(2)[..],
             &["big.example".into(), "small.example".into()] as &[Rc<str>]
         );
-        let _ = q.take_batch(a);
+        let _ = q.take_batch_of(a);
         q.finished(a);
         acts.clear();
         q.conn_closed(a, true, Instant::now(), &mut acts);
@@ -1345,6 +1539,142 @@ mod tests {
         assert_eq!(q.domain(d).queue, 1, "the specific queue");
         let other = q.domain_id("other.example", None);
         assert_eq!(q.domain(other).queue, GENERAL);
+    }
+
+    fn site(q: &mut Queues, d: DomainId, addr: &str) {
+        let hosts = [SiteHost {
+            name: "mx.provider.example",
+            addr: addr.parse().unwrap(),
+        }];
+        let key = site_key(q.domain(d).queue, false, &hosts, &[]).unwrap();
+        q.join_site(d, key);
+    }
+
+    #[test]
+    fn domains_of_one_site_share_its_pace_connections_and_idle_pool() {
+        let mut q = Queues::new(&config(|c| {
+            c.general_queue.adaptive = true;
+            c.general_queue.queued_per_connection = 1;
+            c.general_queue.max_connections_per_domain = 3;
+            c.general_queue.rate.initial_connections = 3;
+        }));
+        let t0 = Instant::now();
+        let (a, b) = (
+            q.domain_id("a.example", None),
+            q.domain_id("b.example", None),
+        );
+        let mut acts = Vec::new();
+        for _ in 0..5 {
+            q.push(a, node());
+        }
+        q.dispatch(a, t0, &mut acts);
+        assert_eq!(opens(&acts), 3);
+        site(&mut q, a, "10.0.0.1");
+        site(&mut q, b, "10.0.0.1");
+        for _ in 0..5 {
+            q.push(b, node());
+        }
+        acts.clear();
+        q.dispatch(b, t0, &mut acts);
+        assert_eq!(
+            opens(&acts),
+            0,
+            "a's three connections fill the site's limit"
+        );
+        assert_eq!((q.conns_of(b), q.conn_limit(b)), (3, 3));
+        // A connection opened for a carries b's recipients once a has none.
+        for _ in 0..5 {
+            let (from, batch) = q.take_batch(a, t0);
+            assert_eq!((from, batch.len()), (a, 1));
+            q.finished(a);
+        }
+        let (from, batch) = q.take_batch(a, t0);
+        assert_eq!((from, batch.len()), (b, 1));
+        q.finished(b);
+        // An idle connection of a is woken for b's work.
+        q.conn_idle(a, 7, t0);
+        acts.clear();
+        q.dispatch(b, t0, &mut acts);
+        assert_eq!(acts, vec![Action::Wake(7)]);
+        let all = Listing {
+            filter: Some("b.example".into()),
+            by_age: false,
+            limit: 1,
+        };
+        assert_eq!(
+            q.views(&all, t0).views[0].site.as_deref(),
+            Some("0 plain 10.0.0.1")
+        );
+        q.rate_mut(a, t0)
+            .unwrap()
+            .on_reply(t0, 421, None, "slow down");
+        assert_eq!(
+            q.rate_mut(b, t0).unwrap().snapshot(t0).throttles,
+            1,
+            "one controller for both"
+        );
+    }
+
+    #[test]
+    fn a_domain_queued_again_rejoins_its_site_and_a_site_keeps_what_it_learned() {
+        let mut q = Queues::new(&config(|c| c.general_queue.adaptive = true));
+        let t0 = Instant::now();
+        let (a, b) = (
+            q.domain_id("a.example", None),
+            q.domain_id("b.example", None),
+        );
+        site(&mut q, a, "10.0.0.1");
+        site(&mut q, b, "10.0.0.1");
+        q.rate_mut(a, t0)
+            .unwrap()
+            .on_reply(t0, 421, None, "slow down");
+        q.maybe_remove(b);
+        let b = q.domain_id("b.example", None);
+        assert_eq!(
+            q.rate_mut(b, t0).unwrap().snapshot(t0).throttles,
+            1,
+            "rejoined"
+        );
+        q.maybe_remove(a);
+        q.maybe_remove(b);
+        let c = q.domain_id("c.example", None);
+        site(&mut q, c, "10.0.0.1");
+        assert_eq!(
+            q.rate_mut(c, t0).unwrap().snapshot(t0).throttles,
+            1,
+            "a new member takes up what the site learned"
+        );
+    }
+
+    #[test]
+    fn a_domain_whose_hosts_change_leaves_its_site_with_its_own_connections() {
+        let mut q = Queues::new(&config(|c| c.general_queue.queued_per_connection = 1));
+        let t0 = Instant::now();
+        let (a, b) = (
+            q.domain_id("a.example", None),
+            q.domain_id("b.example", None),
+        );
+        let mut acts = Vec::new();
+        for d in [a, b] {
+            q.push(d, node());
+            q.push(d, node());
+            q.dispatch(d, t0, &mut acts);
+        }
+        site(&mut q, a, "10.0.0.1");
+        site(&mut q, b, "10.0.0.1");
+        assert_eq!(q.conns_of(a), 4);
+        q.conn_idle(b, 9, t0);
+        site(&mut q, b, "10.0.0.2");
+        assert_eq!((q.conns_of(a), q.conns_of(b)), (2, 2));
+        acts.clear();
+        q.dispatch(a, t0, &mut acts);
+        assert!(
+            !acts.contains(&Action::Wake(9)),
+            "b's idle connection left with it"
+        );
+        let mut acts = Vec::new();
+        q.dispatch(b, t0, &mut acts);
+        assert_eq!(acts, vec![Action::Wake(9)]);
     }
 
     #[test]

@@ -43,6 +43,10 @@ impl Queues {
             }
             let q = self.domain(d).queue;
             let stale = q != from || before[q] != self.queues[q].generation;
+            if stale && self.pool(d).site.is_some() {
+                // What makes its site may have changed with the settings.
+                self.leave_site(d);
+            }
             self.fit_controller(d);
             self.send_away_idle(d, stale, acts);
             self.dispatch(d, now, acts);
@@ -109,6 +113,11 @@ impl Queues {
     }
 
     fn move_domain(&mut self, d: DomainId, to: usize) {
+        // A site is of one queue: the domain leaves it, and joins the
+        // new queue's site after its next lookup.
+        if self.pool(d).site.is_some() {
+            self.leave_site(d);
+        }
         let dom = self.domains[d].as_mut().expect("live domain");
         let from = dom.queue;
         let recipients = dom.depth();
@@ -128,10 +137,10 @@ impl Queues {
     fn fit_controller(&mut self, d: DomainId) {
         let q = self.domain(d).queue;
         let settings = self.queues[q].settings.clone();
-        let dom = self.dom(d);
-        match (&mut dom.rate, settings.adaptive) {
+        let pool = self.pool_mut(d);
+        match (&mut pool.rate, settings.adaptive) {
             (Some(c), true) => c.set_settings(&settings.rate),
-            (Some(_), false) => dom.rate = None,
+            (Some(_), false) => pool.rate = None,
             (None, _) => {}
         }
     }
@@ -140,8 +149,8 @@ impl Queues {
     /// (opened under other settings), else those over its limit.
     fn send_away_idle(&mut self, d: DomainId, stale: bool, acts: &mut Vec<Action>) {
         let limit = self.conn_limit(d);
-        let idle: Vec<_> = self.domain(d).ready.iter().copied().collect();
-        let mut conns = self.domain(d).conns;
+        let idle: Vec<_> = self.pool(d).ready.iter().copied().collect();
+        let mut conns = self.pool(d).conns;
         for c in idle {
             if stale || conns > limit {
                 self.forget_idle(c);
@@ -219,10 +228,10 @@ mod tests {
         assert_eq!((q.queues[GENERAL].queued, q.queues[GENERAL].open), (0, 0));
         assert_eq!(q.queued(), 3, "nothing lost or added");
         // The new queue sends one recipient per transaction, in order.
-        let taken: Vec<Node> = (0..3).flat_map(|_| q.take_batch(d)).collect();
+        let taken: Vec<Node> = (0..3).flat_map(|_| q.take_batch_of(d)).collect();
         let order: Vec<&str> = taken.iter().map(|n| n.recipient()).collect();
         assert_eq!(order, ["u0@a.example", "u1@a.example", "u2@a.example"]);
-        assert!(q.take_batch(d).is_empty());
+        assert!(q.take_batch_of(d).is_empty());
         for n in taken.into_iter().rev() {
             q.requeue(d, n);
         }
@@ -251,6 +260,7 @@ mod tests {
         }
         let mut acts = Vec::new();
         q.dom(d).conns = 5;
+        q.pool_mut(d).conns = 5;
         q.queues[GENERAL].open = 5;
         for c in 1..=5 {
             q.conn_idle(d, c, t0);
@@ -278,7 +288,7 @@ mod tests {
         q.push(d, node());
         let mut acts = Vec::new();
         q.dispatch(d, t0, &mut acts);
-        let _ = q.take_batch(d);
+        let _ = q.take_batch_of(d);
         q.conn_idle(d, 7, t0);
         acts.clear();
         q.reconfigure(

@@ -5,30 +5,15 @@
 //! Sans-IO: time comes in as `now: Instant`, nothing here sleeps, locks or
 //! touches a socket, so the tests drive it on a simulated clock.
 //!
-//! # One controller per destination domain
+//! # One controller per receiving site
 //!
-//! A [`RateController`] is kept per *domain queue*, beside the queue, by
-//! the shard that owns the domain. The alternative was one per MX host
-//! group: big providers meter per sending IP and per MX group, and many
-//! domains share one provider's MX hosts, so one learned limit could cover
-//! all of them. We key by domain because:
-//!
-//! - the owner shard is `hash(domain) % shards`, so a per-domain controller
-//!   is touched by one thread only; a per-MX-group controller would be
-//!   shared by every shard holding one of the group's domains, and need a
-//!   lock or cross-shard messages on every send;
-//! - the domain is known when a message is queued, the MX group only after
-//!   DNS, and it changes when records change; the queues, their configured
-//!   bounds and the connection pools are per domain too;
-//! - the large providers' own domains (gmail.com, outlook.com, yahoo.com)
-//!   are each a destination of their own, which is where most bulk volume
-//!   and most throttling is.
-//!
-//! What is lost: many small domains hosted by one provider each learn on
-//! their own, and together may exceed a per-IP limit they never see alone.
-//! The controller does not know its key, so the engine can later key a
-//! shard-local map by MX group (shard, group) without changing this module;
-//! operator rules cover the known cases meanwhile.
+//! A [`RateController`] is kept per *pool* of the shard's queue map: a
+//! domain's own until its MX hosts are known, then its receiving site's,
+//! shared by every domain of the shard whose MX hosts resolve to the same
+//! addresses (big providers meter the sending address, not the domain;
+//! the queue map's `sites` module says how sites are made and why each
+//! shard keeps its own). The controller does not know its key: it only
+//! sees the signals of what its pool sent.
 //!
 //! # What it steers, from what
 //!
