@@ -33,7 +33,7 @@ use crate::events::EventFeed;
 use crate::message::{Budget, Message};
 use crate::metrics::{Counters, Latencies, RateBoard, bump};
 use crate::mta_sts::MtaSts;
-use crate::routing::{Handoff, Router};
+use crate::routing::{Handoff, Moved, Router, SiteOwners};
 use crate::tls::{BrokenTls, TlsContext};
 
 /// State shared by every shard: rarely written, or atomic.
@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Vec<Counters>,
     pub(crate) budget: Arc<Budget>,
     pub(crate) router: Router,
+    /// Which shard holds each receiving site.
+    pub(crate) site_owners: SiteOwners,
     pub(crate) latencies: Vec<Arc<Latencies>>,
     /// Each shard's busiest adaptive domains, published every half second.
     pub(crate) rates: Vec<Arc<RateBoard>>,
@@ -173,12 +175,20 @@ impl ShardCtx {
 
     /// Calls the core, then carries out the actions it decided.
     pub(crate) fn with_core<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
-        let (r, actions, deadline) = {
+        let (r, actions, moving, deadline) = {
             let mut core = self.core.borrow_mut();
             let r = f(&mut core);
-            (r, core.take_actions(), core.poll_timeout())
+            (
+                r,
+                core.take_actions(),
+                core.take_moving(),
+                core.poll_timeout(),
+            )
         };
         self.carry_out(actions);
+        for (shard, moved) in moving {
+            self.move_to(shard, moved);
+        }
         if let Some(t) = deadline
             && self.armed.get().is_none_or(|armed| t < armed)
         {
@@ -365,6 +375,23 @@ impl ShardCtx {
         for h in kept {
             self.accept_handoff(h);
         }
+    }
+
+    /// Sends a domain's recipients to the shard that holds its site; they
+    /// stay here when that shard is stopping.
+    fn move_to(&self, shard: usize, moved: Moved) {
+        let n = moved.nodes.len() as u64;
+        match self.shared.router.move_to(shard, moved) {
+            Ok(()) => self.counters().queued_sub(n),
+            Err(kept) => self.with_core(|c| c.adopt(kept, Instant::now())),
+        }
+    }
+
+    /// Queues recipients of a domain whose site this shard holds, sent by
+    /// the shard the domain left.
+    pub(crate) fn adopt(&self, moved: Moved) {
+        self.counters().queued_add(moved.nodes.len() as u64);
+        self.with_core(|c| c.adopt(moved, Instant::now()));
     }
 
     /// Queues recipients this shard owns.

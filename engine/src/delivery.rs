@@ -23,7 +23,7 @@ use volley_smtp::{
 
 use crate::config::{QueueSettings, TlsPolicy};
 use crate::context::{ConnCtl, ShardCtx};
-use crate::core::{ConnId, DomainId, Route};
+use crate::core::{ConnId, DomainId, Route, SiteVerdict};
 use crate::dlog::Category;
 use crate::message::Node;
 use crate::metrics::bump;
@@ -316,9 +316,14 @@ async fn open(slot: &mut Slot, route: &Route) -> Option<Session> {
                 addr: t.addr.ip(),
             })
             .collect();
-        if !ctx.with_core(|c| c.join_site(d, dane_applies, &hosts)) {
-            // Its site has all the connections it may: they carry the
-            // domain's recipients.
+        let mut verdict = ctx.with_core(|c| c.find_site(d, dane_applies, &hosts));
+        if let SiteVerdict::Claim(key) = verdict {
+            let owner = ctx.shared.site_owners.claim(&key, ctx.index);
+            verdict = ctx.with_core(|c| c.settle_site(d, key, owner));
+        }
+        if verdict != SiteVerdict::Go {
+            // The site's other connections carry the domain's recipients,
+            // here or on the shard that holds the site.
             return None;
         }
     }

@@ -303,6 +303,7 @@ impl Engine {
             counters: (0..=n).map(|_| Counters::default()).collect(),
             budget: Arc::new(Budget::default()),
             router: Router::new(inboxes),
+            site_owners: Default::default(),
             latencies: (0..n).map(|_| Arc::new(Latencies::default())).collect(),
             rates: (0..n).map(|_| Arc::new(RateBoard::default())).collect(),
             dlog,

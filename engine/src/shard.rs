@@ -21,7 +21,7 @@ use crate::context::{ShardCtx, Shared};
 use crate::control::{Answerer, Ask, Steer};
 use crate::core::Core;
 use crate::queues::{FoundMessage, Listed, Listing};
-use crate::routing::Handoff;
+use crate::routing::Inbound;
 
 /// How many of a shard's busiest domains it publishes for the summary.
 const TOP_RATES: usize = 10;
@@ -179,7 +179,7 @@ pub(crate) fn run(
     core: Option<core_affinity::CoreId>,
     shared: Arc<Shared>,
     listeners: Vec<(std::net::TcpListener, ListenerConfig)>,
-    mut inbox: mpsc::UnboundedReceiver<Handoff>,
+    mut inbox: mpsc::UnboundedReceiver<Inbound>,
     mut asks: mpsc::UnboundedReceiver<Ask>,
     ready: std::sync::mpsc::Sender<Result<(), ShardError>>,
 ) -> usize {
@@ -225,8 +225,11 @@ pub(crate) fn run(
         let inbox_task = {
             let ctx = ctx.clone();
             tokio_uring::spawn(async move {
-                while let Some(h) = inbox.recv().await {
-                    ctx.accept_handoff(h);
+                while let Some(inbound) = inbox.recv().await {
+                    match inbound {
+                        Inbound::Handoff(h) => ctx.accept_handoff(h),
+                        Inbound::Moved(m) => ctx.adopt(m),
+                    }
                 }
             })
         };

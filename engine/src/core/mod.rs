@@ -32,6 +32,7 @@ use crate::message::{Message, Node};
 use crate::metrics::DomainRate;
 use crate::queues::{self, Queues, SiteHost, site_key};
 use crate::rate::{RuleError, RuleSet};
+use crate::routing::Moved;
 
 pub(crate) use crate::queues::{ConnId, DomainId};
 pub(crate) use pace::Throttled;
@@ -90,6 +91,24 @@ pub(crate) struct Core {
     actions: Vec<Action>,
     /// Scratch space for what the queue map decided.
     decided: Vec<queues::Action>,
+    /// Domains (by routing key) that moved to the shard holding their
+    /// site: what still arrives for them goes there.
+    forward: HashMap<Rc<str>, usize>,
+    /// Recipients for the drivers to send to other shards.
+    moving: Vec<(usize, Moved)>,
+}
+
+/// Where a domain's connection goes on, once its MX hosts are known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SiteVerdict {
+    /// Deliver (the domain is alone, or joined its site here).
+    Go,
+    /// Its site has all the connections it may (they carry its work), or
+    /// is on another shard (its recipients went there).
+    Stop,
+    /// Its site may be on another shard: ask the site owners which, with
+    /// this key, then [`Core::settle_site`].
+    Claim(Rc<str>),
 }
 
 impl Core {
@@ -106,6 +125,8 @@ impl Core {
             resumes: BTreeSet::new(),
             actions: Vec::new(),
             decided: Vec::new(),
+            forward: HashMap::new(),
+            moving: Vec::new(),
         })
     }
 
@@ -115,6 +136,10 @@ impl Core {
         let mut last: Option<(DomainId, &str)> = None;
         let mut touched = Vec::new();
         for (rcpt, key) in rcpts {
+            if let Some(&shard) = self.forward.get(&**key) {
+                self.send_away(shard, key, vec![Node::new(msg.clone(), *rcpt)]);
+                continue;
+            }
             let d = match last {
                 Some((d, k)) if k == &**key => d,
                 _ => self.queues.domain_id(key, None),
@@ -133,6 +158,37 @@ impl Core {
     /// The actions decided since the last call, oldest first.
     pub(crate) fn take_actions(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.actions)
+    }
+
+    /// Recipients to send to other shards (shard, domain and recipients)
+    /// since the last call; they have left this shard's queues.
+    pub(crate) fn take_moving(&mut self) -> Vec<(usize, Moved)> {
+        std::mem::take(&mut self.moving)
+    }
+
+    fn send_away(&mut self, shard: usize, key: &str, nodes: Vec<Node>) {
+        match self.moving.last_mut() {
+            Some((s, m)) if *s == shard && *m.key == *key => m.nodes.extend(nodes),
+            _ => self.moving.push((
+                shard,
+                Moved {
+                    key: key.into(),
+                    nodes,
+                },
+            )),
+        }
+    }
+
+    /// Recipients of domain `key` that another shard sent here, where the
+    /// domain's site is: queued with their attempts, and what arrives for
+    /// the domain is no longer forwarded.
+    pub(crate) fn adopt(&mut self, moved: Moved, now: Instant) {
+        self.forward.remove(&*moved.key);
+        let d = self.queues.domain_id(&moved.key, None);
+        for node in moved.nodes {
+            self.queues.push(d, node);
+        }
+        self.dispatch(d, now);
     }
 
     /// When the core next wants [`Core::handle_timeout`]: the earliest
@@ -300,25 +356,52 @@ impl Core {
 
     /// A connection of `d` found its MX hosts, `hosts` (DNSSEC proved the
     /// records when `mx_secure`): unless its queue keeps domains alone,
-    /// `d` joins the site those hosts make. Returns whether the
-    /// connection may go on: false when joining put the site over its
-    /// connection limit (the site's other connections carry `d`'s work).
-    pub(crate) fn join_site(
+    /// `d` belongs to the site those hosts make. When `d` is already a
+    /// member, the verdict says whether this connection fits the site's
+    /// limit; otherwise the drivers must ask which shard holds the site.
+    pub(crate) fn find_site(
         &mut self,
         d: DomainId,
         mx_secure: bool,
         hosts: &[SiteHost<'_>],
-    ) -> bool {
+    ) -> SiteVerdict {
         let dom = self.queues.domain(d);
         let settings = &self.queues.queue(dom.queue).settings;
         if !settings.mx_rollup {
-            return true;
+            return SiteVerdict::Go;
         }
         let Some(key) = site_key(dom.queue, mx_secure, hosts, &settings.site_suffixes) else {
-            return true;
+            return SiteVerdict::Go;
         };
-        self.queues.join_site(d, key);
-        self.queues.conns_of(d) <= self.queues.conn_limit(d)
+        if self.queues.site_of(d) == Some(&*key) {
+            return self.site_verdict(d);
+        }
+        SiteVerdict::Claim(key)
+    }
+
+    /// Site `key` of `d` is held by shard `owner`: here, `d` joins it; on
+    /// another shard, `d`'s queued recipients (waiting or retrying) go
+    /// there, and what arrives for it later follows them. What `d` has in
+    /// flight here finishes here.
+    pub(crate) fn settle_site(&mut self, d: DomainId, key: Rc<str>, owner: usize) -> SiteVerdict {
+        if owner == self.index {
+            self.queues.join_site(d, key);
+            return self.site_verdict(d);
+        }
+        let name = self.queues.domain(d).name.clone();
+        let nodes = self.queues.take_to_move(d);
+        self.forward.insert(name.clone(), owner);
+        if !nodes.is_empty() {
+            self.send_away(owner, &name, nodes);
+        }
+        SiteVerdict::Stop
+    }
+
+    fn site_verdict(&self, d: DomainId) -> SiteVerdict {
+        match self.queues.conns_of(d) <= self.queues.conn_limit(d) {
+            true => SiteVerdict::Go,
+            false => SiteVerdict::Stop,
+        }
     }
 
     /// Connection `c` of `d` waits for work.

@@ -355,3 +355,46 @@ fn the_deadline_is_the_earliest_of_retries_and_resumes() {
     let resume = core.poll_timeout().unwrap();
     assert!(resume < due, "the suspension ends first");
 }
+
+#[test]
+fn a_domain_whose_site_another_shard_holds_moves_there_with_its_attempts() {
+    let t0 = Instant::now();
+    let one_per_transaction = config(|c| c.general_queue.max_recipients_per_transaction = 1);
+    let (mut core, d) = queued(one_per_transaction, 3, t0, None);
+    let hosts = [SiteHost {
+        name: "mx.provider.example",
+        addr: "10.0.0.1".parse().unwrap(),
+    }];
+    let SiteVerdict::Claim(key) = core.find_site(d, false, &hosts) else {
+        panic!("a new site is claimed");
+    };
+    // One recipient failed once and waits for its retry; one is in a
+    // transaction (it finishes here); one waits for a connection.
+    let first = core.take_batch(d, t0).1.pop().unwrap();
+    let deferred = core.settle(d, first, &reply(451, 4, 3, 0, "later"), None, t0);
+    assert!(matches!(deferred.verdict, Verdict::Retry { .. }));
+    let node = core.take_batch(d, t0).1.pop().unwrap();
+    assert_eq!(core.settle_site(d, key.clone(), 1), SiteVerdict::Stop);
+    let moving = core.take_moving();
+    assert_eq!(moving.len(), 1);
+    let (shard, moved) = &moving[0];
+    assert_eq!(
+        (*shard, &*moved.key, moved.nodes.len()),
+        (1, "a.example", 2)
+    );
+    let attempts: Vec<u16> = moved.nodes.iter().map(|n| n.attempts).collect();
+    assert_eq!(attempts, [1, 0], "the retry first, with its attempt");
+    assert_eq!(core.queued(), 1, "the one in flight stays");
+    let settled = core.settle(d, node, &reply(250, 2, 0, 0, "ok"), None, t0);
+    assert_eq!(settled.verdict, Verdict::Final);
+    // What arrives later for the domain follows it.
+    core.accept(&message(t0, 1, None), &keys(1), t0);
+    assert_eq!(core.take_moving()[0].1.nodes.len(), 1);
+    assert_eq!(core.queued(), 0);
+    // The shard that holds the site queues them and sends them from there.
+    let mut other = Core::new(1, &config(|_| {})).expect("core");
+    let (_, moved) = moving.into_iter().next().unwrap();
+    other.adopt(moved, t0);
+    assert_eq!(other.queued(), 2);
+    assert!(matches!(other.take_actions()[..], [Action::Open(_)]));
+}

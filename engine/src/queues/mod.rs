@@ -473,6 +473,25 @@ impl Queues {
         self.dom(d).pool = site;
     }
 
+    /// The key of `d`'s site, when it is a member of one.
+    pub(crate) fn site_of(&self, d: DomainId) -> Option<&str> {
+        self.pool(d).site.as_deref()
+    }
+
+    /// Every recipient of `d` not in a transaction (waiting or retrying,
+    /// the retrying ones first, to be tried again at once), out of this
+    /// shard's queues: the domain moves to the shard that holds its site.
+    /// Those in flight finish here.
+    pub(crate) fn take_to_move(&mut self, d: DomainId) -> Vec<Node> {
+        self.unretry(d);
+        let q = self.domain(d).queue;
+        let nodes: Vec<Node> = self.dom(d).pending.drain(..).collect();
+        self.queues[q].queued -= nodes.len();
+        self.queued -= nodes.len();
+        self.maybe_remove(d);
+        nodes
+    }
+
     /// Domain `d` leaves its site for a pool of its own, with the
     /// connections opened for it (a reload moved it to another queue, or
     /// its MX hosts changed).

@@ -31,15 +31,18 @@
 //! connections are checked (their certificates are verified against that
 //! domain's policy, which says nothing of the other domains of a site).
 //!
-//! # Why on one shard
+//! # One shard per site
 //!
 //! Domains are spread over the shards by a hash of their names, so a
-//! site's domains are on several shards, each with its own site and pace.
-//! Sharing one budget between shards would put a lock or a cross-shard
-//! message on every transaction; instead each shard's site takes the whole
-//! receiver's signals for the part it sends, and the first refusals teach
-//! each shard its share (the connection limit a receiver names is learned
-//! per shard as one less than what that shard had open when refused).
+//! site's domains start on several shards. Sharing one budget between
+//! shards would put a lock or a cross-shard message on every transaction;
+//! instead the first shard to find a site claims it (the engine's site
+//! owners), and a domain whose site another shard holds moves there once:
+//! its waiting and retrying recipients are sent to that shard (the
+//! retrying ones are tried again there at once), and the shard it left
+//! forwards what still arrives for it. Those in a transaction finish
+//! where they are. A site of one domain never moves, so a shard's share
+//! of the domains is unchanged where no two domains share MX hosts.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
