@@ -709,6 +709,59 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_provider_is_one_line_and_its_rate_limit_counts_once() {
+        let scenario = crate::Scenario::builtin("provider-shared").unwrap();
+        let receivers = scenario.receivers().unwrap();
+        // isp.test: 10% of the load at 50/s; the provider: 90% at 200/s for
+        // its 40 domains together, the slower: 200 / 0.9. Were its limit
+        // counted once per domain, isp.test would set the pace at 500/s.
+        let best = best_rate(&receivers).unwrap();
+        assert!((best - 2000.0 / 9.0).abs() < 1e-6, "{best}");
+
+        let mut isp = DomainCounters::default();
+        isp.record(0, |c| c.accepted += 30);
+        let mut provider = DomainCounters::default();
+        provider.record(0, |c| {
+            c.accepted += 200;
+            c.refused_connections += 3;
+            c.rate_limited += 7;
+        });
+        let r = Report::build(ReportInput {
+            scenario: "provider-shared",
+            label: "volley",
+            start_micros: 0,
+            end_micros: 1_000_000,
+            load: &scenario.load,
+            composer: ComposerSummary::default(),
+            injected_micros: &[],
+            deliveries: &[],
+            receivers: &receivers,
+            counters: &[isp, provider],
+            engine: None,
+            bench: None,
+            accounting: Accounting::default(),
+            timed_out: false,
+        });
+        assert_eq!(r.best_rate, Some(best));
+        assert_eq!(r.domains.len(), 2);
+        let line = &r.domains[0];
+        assert_eq!(
+            (line.name.as_str(), line.provider, line.domains),
+            ("workspace", true, 40)
+        );
+        assert_eq!((line.max_connections, line.max_rate), (10, 200.0));
+        assert_eq!(r.totals.accepted, 230);
+        assert_eq!(r.totals.throttled(), 10);
+        let text = r.summary();
+        assert!(text.contains("workspace (40 dom"), "{text}");
+        assert!(text.contains("best possible 222/s"), "{text}");
+        // No limit at all: no best rate to speak of.
+        let mut unlimited = receivers.clone();
+        unlimited.iter_mut().for_each(|r| r.capacity.max_rate = 0.0);
+        assert_eq!(best_rate(&unlimited), None);
+    }
+
+    #[test]
     fn compare_shows_both_and_the_change() {
         let a = sample();
         let mut b = sample();

@@ -14,10 +14,18 @@ use crate::sim_domain::zipf_weights;
 pub use crate::sim_domain::{SimDomain, SimReceiver};
 use volley_units::serde::{duration as serde_text, option_duration as serde_opt};
 
-const BUILTINS: [(&str, &str); 3] = [
+const BUILTINS: [(&str, &str); 5] = [
     ("uniform", include_str!("../scenarios/uniform.toml")),
     ("realistic", include_str!("../scenarios/realistic.toml")),
     ("hostile", include_str!("../scenarios/hostile.toml")),
+    (
+        "provider-shared",
+        include_str!("../scenarios/provider-shared.toml"),
+    ),
+    (
+        "provider-per-domain",
+        include_str!("../scenarios/provider-per-domain.toml"),
+    ),
 ];
 
 /// The scenario `volley bench run` uses when given none.
@@ -559,6 +567,64 @@ mod tests {
         assert_eq!(d.changes[0].1.latency, Duration::from_millis(50));
         assert_eq!(d.changes[1].1.max_connections, 1);
         assert_eq!(d.changes[1].1.max_rate, 10.0);
+    }
+
+    /// What the provider built-ins share: `isp.test` first (its two MX
+    /// hosts take the first two addresses), then 40 provider domains.
+    fn provider_builtin(name: &str) -> (Vec<SimDomain>, Vec<SimReceiver>) {
+        let s = Scenario::builtin(name).unwrap();
+        let (domains, receivers) = s.resolve().unwrap();
+        assert_eq!(domains.len(), 41, "{name}");
+        assert_eq!(receivers.len(), 2, "{name}: isp.test and the provider");
+        let isp = &domains[0];
+        assert_eq!(isp.name, "isp.test");
+        assert_eq!(
+            isp.hosts,
+            vec![
+                ("mx0.isp.test".to_string(), Ipv4Addr::new(127, 0, 0, 2)),
+                ("mx1.isp.test".to_string(), Ipv4Addr::new(127, 0, 0, 3)),
+            ]
+        );
+        assert!(!receivers[0].provider);
+        assert_eq!(receivers[0].domains, vec![0]);
+        let provider = &receivers[1];
+        assert!(provider.provider);
+        assert_eq!(provider.domains, (1..41).collect::<Vec<_>>());
+        assert_eq!(provider.addrs, vec![Ipv4Addr::new(127, 0, 0, 4)]);
+        assert_eq!(provider.capacity.max_connections, 10);
+        assert_eq!(provider.capacity.max_rate, 200.0);
+        assert!((provider.weight - 90.0).abs() < 1e-9, "{}", provider.weight);
+        for d in &domains[1..] {
+            assert_eq!(d.receiver, 1, "{}", d.name);
+            assert_eq!(d.hosts.len(), 1, "{}", d.name);
+            assert_eq!(d.hosts[0].1, Ipv4Addr::new(127, 0, 0, 4), "{}", d.name);
+            assert_eq!(d.unknown_share, 0.01);
+        }
+        (domains, receivers)
+    }
+
+    #[test]
+    fn a_shared_provider_names_one_mx_host_for_all_its_domains() {
+        let (domains, receivers) = provider_builtin("provider-shared");
+        assert_eq!(receivers[1].name, "workspace");
+        assert_eq!(domains[1].name, "ws0.test");
+        assert_eq!(domains[40].name, "ws39.test");
+        for d in &domains[1..] {
+            assert_eq!(d.hosts[0].0, "mx.workspace.test", "{}", d.name);
+        }
+    }
+
+    #[test]
+    fn a_per_domain_provider_names_a_host_per_domain_at_one_address() {
+        let (domains, receivers) = provider_builtin("provider-per-domain");
+        assert_eq!(receivers[1].name, "office");
+        assert_eq!(domains[1].name, "corp0.test");
+        assert_eq!(domains[1].hosts[0].0, "corp0-test.mail.office.test");
+        assert_eq!(domains[40].hosts[0].0, "corp39-test.mail.office.test");
+        let mut names: Vec<&str> = domains[1..].iter().map(|d| d.hosts[0].0.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 40);
     }
 
     #[test]
