@@ -425,15 +425,15 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "  {:<18} {:>10} {:>9} {:>5} {:>6} {:>5} {:>5} {:>5} {:>5}",
+            "  {:<24} {:>10} {:>9} {:>5} {:>6} {:>5} {:>5} {:>5} {:>5}",
             "domain", "capacity", "accepted", "421", "451", "grey", "550", "drop", "peak"
         );
         let shown = 10;
         for d in self.domains.iter().take(shown) {
             let _ = writeln!(
                 s,
-                "  {:<18} {:>10} {:>9} {:>5} {:>6} {:>5} {:>5} {:>5} {:>5}",
-                truncate(&receiver_label(d), 18),
+                "  {:<24} {:>10} {:>9} {:>5} {:>6} {:>5} {:>5} {:>5} {:>5}",
+                truncate(&receiver_label(d), 24),
                 capacity_text(d),
                 d.counts.accepted,
                 d.counts.refused_connections,
@@ -753,7 +753,7 @@ pub(crate) mod tests {
         assert_eq!(r.totals.accepted, 230);
         assert_eq!(r.totals.throttled(), 10);
         let text = r.summary();
-        assert!(text.contains("workspace (40 dom"), "{text}");
+        assert!(text.contains("workspace (40 domains)"), "{text}");
         assert!(text.contains("best possible 222/s"), "{text}");
         // No limit at all: no best rate to speak of.
         let mut unlimited = receivers.clone();
