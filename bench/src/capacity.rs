@@ -1,4 +1,5 @@
-//! The hidden capacity of one simulated domain, as a sans-IO model.
+//! The hidden capacity of one simulated receiver (a domain of its own, or a
+//! provider for all of its domains together), as a sans-IO model.
 //!
 //! The sink's socket code asks this model what to answer and how long to wait
 //! before answering; the model never sleeps and never reads a clock: every
@@ -21,8 +22,9 @@ use volley_units::serde::duration as serde_text;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Capacity {
-    /// Concurrent connections across all of the domain's MX hosts; one more
-    /// gets `421 4.7.0` at connect. 0: unlimited.
+    /// Concurrent connections across all of the receiver's MX hosts (a
+    /// provider's: across all of its domains); one more gets `421 4.7.0`
+    /// at connect. 0: unlimited.
     pub max_connections: u32,
     /// Recipients accepted per second (token bucket); above it RCPT gets
     /// `451 4.7.1`. 0: unlimited.
@@ -133,8 +135,9 @@ pub enum DataVerdict {
     },
 }
 
-/// One domain's capacity in action: connection count, token bucket,
-/// greylist memory and counters. One per domain, shared by its MX hosts.
+/// One receiver's capacity in action: connection count, token bucket,
+/// greylist memory and counters. One per receiver, shared by its MX hosts
+/// and, for a provider, by all of its domains.
 #[derive(Debug)]
 pub struct DomainModel {
     capacity: Capacity,

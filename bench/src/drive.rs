@@ -129,7 +129,7 @@ pub fn drive(
         composer: outcome.summary,
         injected_micros: &outcome.injected_micros,
         deliveries: &deliveries,
-        domains: internet.domains(),
+        receivers: internet.receivers(),
         counters: &counters,
         engine,
         bench: process_usage(std::process::id()).ok(),

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::report::{Report, capacity_text, rate};
+use crate::report::{Report, capacity_text, rate, receiver_label};
 
 const W: f64 = 720.0;
 const H: f64 = 220.0;
@@ -210,12 +210,12 @@ pre{{background:#f6f6f6;padding:12px;overflow:auto}}
                 ("max", l.max_ms),
             ],
         ));
-        h.push_str("<h2>Largest domains: deliveries and throttling against capacity</h2>");
+        h.push_str("<h2>Largest receivers (a domain, or a provider for all of its domains): deliveries and throttling against capacity</h2>");
         for d in self.domains.iter().take(6) {
             h.push_str(&line_chart(
                 &format!(
                     "{} (capacity {} conns,rate{}; peak {} connections)",
-                    d.name,
+                    receiver_label(d),
                     capacity_text(d),
                     if d.capacity_changes > 0 {
                         ", * changes during the run"
@@ -247,14 +247,14 @@ pre{{background:#f6f6f6;padding:12px;overflow:auto}}
                 ],
             ));
         }
-        h.push_str("<h2>All domains</h2><table><tr><th>domain</th><th>capacity</th><th>accepted</th><th>421</th><th>451 rate</th><th>greylisted</th><th>550</th><th>dropped</th><th>peak conns</th><th>throttled %</th></tr>");
+        h.push_str("<h2>All receivers</h2><table><tr><th>domain or provider</th><th>capacity</th><th>accepted</th><th>421</th><th>451 rate</th><th>greylisted</th><th>550</th><th>dropped</th><th>peak conns</th><th>throttled %</th></tr>");
         for d in &self.domains {
             let c = &d.counts;
             let tried = c.accepted + c.throttled();
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td></tr>",
-                escape(&d.name),
+                escape(&receiver_label(d)),
                 escape(&capacity_text(d)),
                 c.accepted,
                 c.refused_connections,

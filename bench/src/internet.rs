@@ -1,8 +1,11 @@
 //! The simulated internet: a test DNS server that maps each scenario domain
-//! to its MX hosts, and one MX sink listener per host (each its own loopback
-//! address, all on one port), enforcing the domain's hidden capacity and
-//! recording every accepted message.
+//! to its MX hosts, and one MX sink listener per receiver address (all on
+//! one port), enforcing the receiver's hidden capacity and recording every
+//! accepted message. An ordinary domain is a receiver of its own with an
+//! address per MX host; a provider is one receiver, at one address, behind
+//! all of its domains, so its capacity holds for them together.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
@@ -17,7 +20,7 @@ use crate::error::{BenchError, ScenarioError};
 use crate::ledger::{Accounting, Delivery, SentRecord, reconcile};
 use crate::message::unix_micros;
 use crate::mx::{MxSink, SinkTls};
-use crate::scenario::{Scenario, SimDomain, is_expected_bounce};
+use crate::scenario::{Scenario, SimDomain, SimReceiver, is_expected_bounce};
 use crate::sink::{DomainSink, Shared};
 
 /// How to run the simulated internet.
@@ -60,7 +63,7 @@ impl SimulatedInternet {
 
     /// Starts the DNS server and the sinks of `scenario`.
     pub fn start_with(scenario: &Scenario, options: &InternetOptions) -> Result<Self, BenchError> {
-        let domains = scenario.domains()?;
+        let (domains, receivers) = scenario.resolve()?;
         let mut zone = TestZone::new();
         if let Some(latency) = scenario.dns_latency {
             zone = zone.latency(latency);
@@ -73,32 +76,39 @@ impl SimulatedInternet {
         }
         let dns = TestDnsServer::start(zone)
             .map_err(|e| BenchError::io("starting the test DNS server", e))?;
-        let (port, listeners) = bind_all(&domains, options.sink_port)?;
+        let (port, listeners) = bind_all(&receivers, options.sink_port)?;
         let start = Instant::now();
         let start_micros = unix_micros();
-        let models = domains
+        let models = receivers
             .iter()
             .enumerate()
-            .map(|(i, d)| {
+            .map(|(i, r)| {
                 Mutex::new(DomainModel::new(
-                    d.capacity.clone(),
-                    d.changes.clone(),
+                    r.capacity.clone(),
+                    r.changes.clone(),
                     start,
                     scenario.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
                 ))
             })
             .collect();
+        let by_name: HashMap<String, usize> = domains
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.name.clone(), i))
+            .collect();
         let shared = Arc::new(Shared {
             domains,
+            by_name,
+            receivers,
             models,
             deliveries: Mutex::new(Vec::new()),
         });
         let listeners = listeners
             .into_iter()
-            .map(|(domain, l)| {
+            .map(|(receiver, l)| {
                 let sink = DomainSink {
                     shared: shared.clone(),
-                    domain,
+                    receiver,
                     tls: options.tls.clone().map(SinkTls::Offer),
                 };
                 (l, Arc::new(sink))
@@ -147,19 +157,27 @@ impl SimulatedInternet {
         self.start_micros
     }
 
-    /// The domains, with their hosts and capacities.
+    /// The domains, with their hosts and receivers.
     pub fn domains(&self) -> &[SimDomain] {
         &self.shared.domains
     }
 
-    /// Changes `domain`'s hidden capacity now (an incident, a provider that
-    /// clamps down); false when the internet has no such domain.
-    pub fn set_capacity(&self, domain: &str, capacity: Capacity) -> bool {
+    /// The receivers of a capacity (ordinary domains, then providers), in
+    /// the order of [`counters`](Self::counters).
+    pub fn receivers(&self) -> &[SimReceiver] {
+        &self.shared.receivers
+    }
+
+    /// Changes the hidden capacity of the receiver `name` now (an incident,
+    /// a provider that clamps down): a domain of its own, or a provider by
+    /// its name. False when there is no such receiver, also for one domain
+    /// of a provider: its domains share the provider's capacity.
+    pub fn set_capacity(&self, name: &str, capacity: Capacity) -> bool {
         let Some(i) = self
             .shared
-            .domains
+            .receivers
             .iter()
-            .position(|d| d.name.eq_ignore_ascii_case(domain))
+            .position(|r| r.name.eq_ignore_ascii_case(name))
         else {
             return false;
         };
@@ -172,7 +190,9 @@ impl SimulatedInternet {
         }
     }
 
-    /// A copy of every domain's counters, in [`domains`](Self::domains) order.
+    /// A copy of every receiver's counters, in [`receivers`](Self::receivers)
+    /// order: a provider's count once for all of its domains; without
+    /// providers, one per domain in [`domains`](Self::domains) order.
     pub fn counters(&self) -> Vec<DomainCounters> {
         self.shared
             .models
@@ -263,10 +283,10 @@ pub fn parse_routes(text: &str) -> Result<Vec<(String, SocketAddr)>, ScenarioErr
     Ok(routes)
 }
 
-/// Binds every MX host of every domain on one port; retries with another
+/// Binds every address of every receiver on one port; retries with another
 /// port when one address has it taken already.
 fn bind_all(
-    domains: &[SimDomain],
+    receivers: &[SimReceiver],
     port: u16,
 ) -> Result<(u16, Vec<(usize, std::net::TcpListener)>), BenchError> {
     let mut last = None;
@@ -274,8 +294,8 @@ fn bind_all(
         let mut listeners = Vec::new();
         let mut chosen = port;
         let mut failed = None;
-        'all: for (i, d) in domains.iter().enumerate() {
-            for (host, addr) in &d.hosts {
+        'all: for (i, r) in receivers.iter().enumerate() {
+            for addr in &r.addrs {
                 match listen(SocketAddrV4::new(*addr, chosen)) {
                     Ok(l) => {
                         if chosen == 0 {
@@ -285,7 +305,7 @@ fn bind_all(
                     }
                     Err(e) => {
                         failed = Some(BenchError::io(
-                            format!("binding {host} at {addr}:{chosen}"),
+                            format!("binding the sink of {} at {addr}:{chosen}", r.name),
                             e,
                         ));
                         break 'all;

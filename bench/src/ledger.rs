@@ -35,7 +35,9 @@ pub struct Delivery {
     pub id: Option<String>,
     /// The recipient it was accepted for.
     pub recipient: String,
-    /// The domain of the sink that took it.
+    /// The domain of the sink that took it. A provider's sink takes mail
+    /// for all of its domains: the recipient's domain when the provider
+    /// hosts it, otherwise the provider's name.
     pub domain: String,
     /// Digest of the body after the header section.
     pub digest: u64,

@@ -3,7 +3,8 @@
 //! - A **simulated internet**: a test DNS server (from `volley-dns`) and MX
 //!   sinks on loopback addresses, each domain with a hidden [`Capacity`]
 //!   (connections, rate, latency, faults) enforced by a sans-IO
-//!   [`DomainModel`].
+//!   [`DomainModel`]; a provider's many domains share one capacity, as the
+//!   receiver meters the sending address ([`SimReceiver`]).
 //! - The **Composer load**: personalized messages with a unique id header,
 //!   spread over domains by weight ([`DomainMix`]), sent over SMTP or LMTP.
 //! - **Accounting** ([`reconcile`]) of what was sent against what the sinks
@@ -50,9 +51,11 @@ pub use crate::message::{
 pub use crate::mx::{DataEnd, Flow, MxService, MxSession, MxSink, SinkTls};
 pub use crate::procstat::process_usage;
 pub use crate::report::{
-    ComposerSummary, DomainReport, EngineUsage, LatencySummary, Report, ReportInput, compare,
+    ComposerSummary, DomainReport, EngineUsage, LatencySummary, Report, ReportInput, best_rate,
+    compare,
 };
 pub use crate::scenario::{
-    ChangeEntry, DEFAULT_SCENARIO, DomainEntry, GroupEntry, Scenario, SimDomain, is_expected_bounce,
+    ChangeEntry, DEFAULT_SCENARIO, DomainEntry, GroupEntry, MxNames, ProviderEntry, Scenario,
+    SimDomain, SimReceiver, is_expected_bounce,
 };
 pub use crate::test_ca::{Leaf, TestCa, client_config_trusting, server_config_from_files};

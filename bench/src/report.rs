@@ -1,5 +1,7 @@
 //! The run report: throughput over time, end-to-end latency percentiles,
-//! per-domain deliveries and throttling against capacity, the engine's CPU
+//! deliveries and throttling against capacity per receiver (a domain of its
+//! own, or a provider with all of its domains: what one capacity serves),
+//! the best rate those capacities allow, the engine's CPU
 //! and memory, and the loss and duplicate verdict. Serialized as JSON; also
 //! rendered as text ([`Report::summary`]) and HTML ([`Report::html`]).
 
@@ -11,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::counters::{Counts, DomainCounters};
 use crate::ledger::{Accounting, Delivery};
 use crate::load::LoadSpec;
-use crate::scenario::SimDomain;
+use crate::scenario::SimReceiver;
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -94,11 +96,19 @@ pub struct EngineUsage {
     pub peak_rss_bytes: u64,
 }
 
-/// One domain's line in the report.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// One receiver's line in the report: a domain of its own, or a provider
+/// for all of its domains together (they share its capacity, so their
+/// deliveries and throttling count against it once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DomainReport {
-    /// The domain.
+    /// The domain, or the provider.
     pub name: String,
+    /// A provider of many domains rather than a domain of its own.
+    #[serde(default)]
+    pub provider: bool,
+    /// How many domains share this capacity (1 for a domain of its own).
+    #[serde(default = "one")]
+    pub domains: usize,
     /// Its connection limit at the start (0: none).
     pub max_connections: u32,
     /// Its rate limit at the start, recipients/s (0: none).
@@ -117,6 +127,28 @@ pub struct DomainReport {
     /// deliveries against the capacity as it changed.
     #[serde(default)]
     pub max_rate_per_second: Vec<f64>,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Default for DomainReport {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            provider: false,
+            domains: one(),
+            max_connections: 0,
+            max_rate: 0.0,
+            capacity_changes: 0,
+            counts: Counts::default(),
+            peak_connections: 0,
+            accepted_per_second: Vec::new(),
+            throttled_per_second: Vec::new(),
+            max_rate_per_second: Vec::new(),
+        }
+    }
 }
 
 /// A complete run report.
@@ -142,11 +174,16 @@ pub struct Report {
     pub delivered_rate: f64,
     /// Highest one-second delivery count.
     pub delivered_peak: u64,
+    /// The best mean delivery rate the hidden rate limits at the start allow
+    /// for this mix of recipients (see [`best_rate`]); `None` when no
+    /// receiver that gets recipients has a rate limit.
+    #[serde(default)]
+    pub best_rate: Option<f64>,
     /// Injection (Composer) to acceptance at the sink.
     pub latency: LatencySummary,
-    /// Per domain, largest volume first.
+    /// Per receiver (domain or provider), largest volume first.
     pub domains: Vec<DomainReport>,
-    /// All domains together.
+    /// All receivers together.
     pub totals: Counts,
     /// CPU and memory of the server under test, when it ran as our child.
     pub engine: Option<EngineUsage>,
@@ -179,9 +216,9 @@ pub struct ReportInput<'a> {
     pub injected_micros: &'a [u64],
     /// What the sinks kept.
     pub deliveries: &'a [Delivery],
-    /// The scenario's domains, for capacities.
-    pub domains: &'a [SimDomain],
-    /// The sinks' counters, same order as `domains`.
+    /// The scenario's receivers, for capacities and shares of the load.
+    pub receivers: &'a [SimReceiver],
+    /// The sinks' counters, same order as `receivers`.
     pub counters: &'a [DomainCounters],
     /// The engine's resource use.
     pub engine: Option<EngineUsage>,
@@ -229,13 +266,15 @@ impl Report {
         );
         let mut totals = Counts::default();
         let mut domains: Vec<DomainReport> = input
-            .domains
+            .receivers
             .iter()
             .zip(input.counters)
             .map(|(d, c)| {
                 totals += &c.total;
                 DomainReport {
                     name: d.name.clone(),
+                    provider: d.provider,
+                    domains: d.domains.len(),
                     max_connections: d.capacity.max_connections,
                     max_rate: d.capacity.max_rate,
                     capacity_changes: d.changes.len(),
@@ -267,6 +306,7 @@ impl Report {
                 input.start_micros,
             ),
             delivered_peak: delivered_per_second.iter().copied().max().unwrap_or(0),
+            best_rate: best_rate(input.receivers),
             delivered_per_second,
             delivered_rate,
             latency,
@@ -319,6 +359,13 @@ impl Report {
             self.wall_secs,
             if self.timed_out { " (TIMED OUT)" } else { "" }
         );
+        if let Some(best) = self.best_rate {
+            let _ = writeln!(
+                s,
+                "  capacity   best possible {best:.0}/s for this mix (hidden rate limits); mean delivered {:.0}% of it",
+                self.delivered_rate / best * 100.0
+            );
+        }
         let l = &self.latency;
         let _ = writeln!(
             s,
@@ -378,15 +425,15 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "  {:<18} {:>10} {:>9} {:>5} {:>6} {:>5} {:>5} {:>5} {:>5}",
+            "  {:<24} {:>10} {:>9} {:>5} {:>6} {:>5} {:>5} {:>5} {:>5}",
             "domain", "capacity", "accepted", "421", "451", "grey", "550", "drop", "peak"
         );
         let shown = 10;
         for d in self.domains.iter().take(shown) {
             let _ = writeln!(
                 s,
-                "  {:<18} {:>10} {:>9} {:>5} {:>6} {:>5} {:>5} {:>5} {:>5}",
-                truncate(&d.name, 18),
+                "  {:<24} {:>10} {:>9} {:>5} {:>6} {:>5} {:>5} {:>5} {:>5}",
+                truncate(&receiver_label(d), 24),
                 capacity_text(d),
                 d.counts.accepted,
                 d.counts.refused_connections,
@@ -400,7 +447,7 @@ impl Report {
         if self.domains.len() > shown {
             let _ = writeln!(
                 s,
-                "  ... {} more domains (see the JSON or HTML report)",
+                "  ... {} more (see the JSON or HTML report)",
                 self.domains.len() - shown
             );
         }
@@ -408,8 +455,33 @@ impl Report {
     }
 }
 
+/// The best mean delivery rate `receivers`' rate limits at the start allow
+/// when recipients spread over them by weight: each receiver takes its share
+/// of the load at its own limit at most, so the one that needs longest for
+/// its share sets the pace of the whole run. A provider is one receiver with
+/// one limit for all of its domains; counting its limit once per domain
+/// would promise many times the rate it gives. Receivers without a limit do
+/// not bound it; `None` when none that gets recipients has one.
+pub fn best_rate(receivers: &[SimReceiver]) -> Option<f64> {
+    let total: f64 = receivers.iter().map(|r| r.weight).sum();
+    receivers
+        .iter()
+        .filter(|r| r.weight > 0.0 && r.capacity.max_rate > 0.0)
+        .map(|r| r.capacity.max_rate / (r.weight / total))
+        .min_by(f64::total_cmp)
+}
+
+/// A report line's name: a provider's says how many domains it stands for.
+pub(crate) fn receiver_label(d: &DomainReport) -> String {
+    if d.provider {
+        format!("{} ({} domains)", d.name, d.domains)
+    } else {
+        d.name.clone()
+    }
+}
+
 /// The rate limit of `d` in force at `second` after the start.
-fn rate_at(d: &SimDomain, second: usize) -> f64 {
+fn rate_at(d: &SimReceiver, second: usize) -> f64 {
     let t = std::time::Duration::from_secs(second as u64);
     d.changes
         .iter()
@@ -560,10 +632,12 @@ pub(crate) mod tests {
     use crate::capacity::Capacity;
 
     pub(crate) fn sample() -> Report {
-        let domains = vec![SimDomain {
+        let receivers = vec![SimReceiver {
             name: "a.test".into(),
+            provider: false,
+            domains: vec![0],
             weight: 1.0,
-            hosts: vec![("mx0.a.test".into(), std::net::Ipv4Addr::new(127, 0, 0, 2))],
+            addrs: vec![std::net::Ipv4Addr::new(127, 0, 0, 2)],
             capacity: Capacity {
                 max_connections: 5,
                 max_rate: 100.0,
@@ -602,7 +676,7 @@ pub(crate) mod tests {
             },
             injected_micros: &[start, start + 10],
             deliveries: &deliveries,
-            domains: &domains,
+            receivers: &receivers,
             counters: &[counters],
             engine: None,
             bench: None,
@@ -632,6 +706,59 @@ pub(crate) mod tests {
         assert!(text.contains("5,100/s"), "{text}");
         let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn a_provider_is_one_line_and_its_rate_limit_counts_once() {
+        let scenario = crate::Scenario::builtin("provider-shared").unwrap();
+        let receivers = scenario.receivers().unwrap();
+        // isp.test: 10% of the load at 50/s; the provider: 90% at 200/s for
+        // its 40 domains together, the slower: 200 / 0.9. Were its limit
+        // counted once per domain, isp.test would set the pace at 500/s.
+        let best = best_rate(&receivers).unwrap();
+        assert!((best - 2000.0 / 9.0).abs() < 1e-6, "{best}");
+
+        let mut isp = DomainCounters::default();
+        isp.record(0, |c| c.accepted += 30);
+        let mut provider = DomainCounters::default();
+        provider.record(0, |c| {
+            c.accepted += 200;
+            c.refused_connections += 3;
+            c.rate_limited += 7;
+        });
+        let r = Report::build(ReportInput {
+            scenario: "provider-shared",
+            label: "volley",
+            start_micros: 0,
+            end_micros: 1_000_000,
+            load: &scenario.load,
+            composer: ComposerSummary::default(),
+            injected_micros: &[],
+            deliveries: &[],
+            receivers: &receivers,
+            counters: &[isp, provider],
+            engine: None,
+            bench: None,
+            accounting: Accounting::default(),
+            timed_out: false,
+        });
+        assert_eq!(r.best_rate, Some(best));
+        assert_eq!(r.domains.len(), 2);
+        let line = &r.domains[0];
+        assert_eq!(
+            (line.name.as_str(), line.provider, line.domains),
+            ("workspace", true, 40)
+        );
+        assert_eq!((line.max_connections, line.max_rate), (10, 200.0));
+        assert_eq!(r.totals.accepted, 230);
+        assert_eq!(r.totals.throttled(), 10);
+        let text = r.summary();
+        assert!(text.contains("workspace (40 domains)"), "{text}");
+        assert!(text.contains("best possible 222/s"), "{text}");
+        // No limit at all: no best rate to speak of.
+        let mut unlimited = receivers.clone();
+        unlimited.iter_mut().for_each(|r| r.capacity.max_rate = 0.0);
+        assert_eq!(best_rate(&unlimited), None);
     }
 
     #[test]

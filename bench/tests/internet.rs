@@ -383,3 +383,141 @@ fn a_composer_sends_over_starttls_into_sinks_that_offer_it() {
     assert_eq!(outcome.summary.accepted, 20, "{:?}", outcome.summary);
     assert!(internet.accounting(&outcome.sent).is_clean());
 }
+
+/// A provider of three domains with one capacity for all of them.
+fn provider(mx_names: &str, capacity: &str) -> Scenario {
+    scenario(&format!(
+        "name = \"t\"\n[[domain]]\nname = \"own.test\"\nmx = 2\n\
+         [[provider]]\nname = \"big\"\nprefix = \"b\"\ncount = 3\nmx_names = \"{mx_names}\"\n\
+         capacity = {{ {capacity} }}\n"
+    ))
+}
+
+#[test]
+fn dns_sends_every_domain_of_a_provider_to_its_one_address() {
+    for (mx_names, hosts) in [
+        ("shared", ["mx.big.test", "mx.big.test", "mx.big.test"]),
+        (
+            "per_domain",
+            [
+                "b0-test.mail.big.test",
+                "b1-test.mail.big.test",
+                "b2-test.mail.big.test",
+            ],
+        ),
+    ] {
+        let internet = SimulatedInternet::start(&provider(mx_names, "")).unwrap();
+        let big = internet.receivers()[1].addrs.clone();
+        assert_eq!(big.len(), 1, "{mx_names}");
+        let config = internet.resolver_config();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let resolver = volley_dns::MxResolver::new(config).unwrap();
+            for (i, host) in hosts.iter().enumerate() {
+                let route = resolver.resolve(&format!("b{i}.test")).await.unwrap();
+                assert!(!route.is_implicit(), "{mx_names}: an MX record");
+                assert_eq!(route.hosts.len(), 1, "{mx_names}");
+                assert_eq!(route.hosts[0].name, *host, "{mx_names}");
+                assert_eq!(route.hosts[0].addrs, vec![IpAddr::V4(big[0])], "{mx_names}");
+            }
+            // The ordinary domain keeps its own two addresses.
+            let own = resolver.resolve("own.test").await.unwrap();
+            let mut got: Vec<IpAddr> = own.addrs().collect();
+            got.sort();
+            let want: Vec<IpAddr> = internet.receivers()[0]
+                .addrs
+                .iter()
+                .map(|a| IpAddr::V4(*a))
+                .collect();
+            assert_eq!(got, want, "{mx_names}");
+        });
+    }
+}
+
+#[test]
+fn a_provider_limits_connections_to_all_of_its_domains_together() {
+    let internet =
+        SimulatedInternet::start(&provider("per_domain", "max_connections = 10")).unwrap();
+    let at = |domain: usize| {
+        let d = &internet.domains()[domain];
+        assert!(d.name.starts_with('b'), "{}", d.name);
+        SocketAddr::new(IpAddr::V4(d.hosts[0].1), internet.sink_port())
+    };
+    // Six to the host of b0.test and five to that of b1.test: two names,
+    // one receiver, one limit of 10.
+    let mut open = Vec::new();
+    for i in 0..11 {
+        let s = TcpStream::connect(at(if i < 6 { 1 } else { 2 })).unwrap();
+        let line = first_line(&s);
+        open.push((s, line));
+    }
+    for (i, (_, line)) in open.iter().enumerate().take(10) {
+        assert!(line.starts_with("220"), "connection {i}: {line}");
+    }
+    assert!(open[10].1.starts_with("421 4.7.0"), "{}", open[10].1);
+    let counters = internet.counters();
+    assert_eq!(counters.len(), 2, "own.test and the provider");
+    assert_eq!(counters[1].total.connections, 10);
+    assert_eq!(counters[1].total.refused_connections, 1);
+    assert_eq!(counters[1].peak_connections, 10);
+    // The ordinary domain has a limit of its own, untouched.
+    let own = TcpStream::connect(sink_addr(&internet, 0)).unwrap();
+    assert!(first_line(&own).starts_with("220"));
+}
+
+#[test]
+fn a_provider_sink_takes_mail_for_all_of_its_domains_at_one_rate() {
+    let internet =
+        SimulatedInternet::start(&provider("shared", "max_rate = 10.0, burst = 5.0")).unwrap();
+    // Every recipient at a provider domain, over one connection to the
+    // provider's address. One bucket for the three domains: 5 at once, then
+    // 10/s, so 25 more take 2.5 s (a bucket per domain would let 15 through
+    // at once and the rest at 30/s, in half a second).
+    let started = Instant::now();
+    let outcome = spawn_compose(ComposeConfig {
+        target: sink_addr(&internet, 2),
+        load: LoadSpec {
+            messages: 30,
+            connections: 1,
+            ..LoadSpec::default()
+        },
+        mix: volley_bench::DomainMix::weighted(
+            ["b0.test", "b1.test", "b2.test"]
+                .iter()
+                .map(|d| (d.to_string(), 1.0))
+                .collect(),
+        )
+        .unwrap(),
+        seed: 1,
+        run_id: "p".into(),
+        timeout: Duration::from_secs(30),
+        routes: Vec::new(),
+        tls: None,
+    })
+    .unwrap()
+    .join()
+    .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(outcome.summary.accepted, 30, "{:?}", outcome.summary);
+    assert!(outcome.summary.refused_transient > 0, "never throttled");
+    assert!(elapsed >= Duration::from_millis(2200), "{elapsed:?}");
+    let c = &internet.counters()[1].total;
+    assert_eq!(c.accepted, 30);
+    assert!(c.rate_limited > 0);
+    let deliveries = internet.deliveries();
+    let mut domains: Vec<&str> = deliveries.iter().map(|d| d.domain.as_str()).collect();
+    domains.sort_unstable();
+    domains.dedup();
+    assert_eq!(domains, vec!["b0.test", "b1.test", "b2.test"]);
+    for d in &deliveries {
+        assert!(d.recipient.ends_with(&format!("@{}", d.domain)), "{d:?}");
+    }
+    assert!(internet.accounting(&outcome.sent).is_clean());
+    // The provider is one receiver, so a capacity change names it.
+    assert!(internet.set_capacity("big", Default::default()));
+    assert!(!internet.set_capacity("b0.test", Default::default()));
+}
