@@ -16,5 +16,6 @@ mod rate;
 mod relay;
 mod reload;
 mod resolve;
+mod sites;
 mod support;
 mod tls;
