@@ -165,10 +165,13 @@ fn row(q: &serde_json::Value) -> String {
     let oldest = q["oldest_secs"]
         .as_f64()
         .map_or("-".to_string(), |s| format!("{s:.0}s"));
-    let state = match q["suspended"]["reason"].as_str() {
+    let mut state = match q["suspended"]["reason"].as_str() {
         Some(reason) => format!("suspended: {reason}"),
         None => q["rate"]["state"].as_str().unwrap_or("-").to_string(),
     };
+    if let Some(site) = q["site"].as_str() {
+        state += &format!(" (site {site})");
+    }
     format!(
         "{:<32} {:<12} {:>8} {:>8} {:>8} {:>6} {:>8}  {}\n",
         q["domain"].as_str().unwrap_or("?"),
@@ -236,5 +239,10 @@ mod tests {
         assert!(t.lines().nth(1).unwrap().starts_with("d0.test"), "{t}");
         assert!(t.contains("12s"));
         assert!(t.ends_with("1 of 3 domain queues\n"));
+        let v = serde_json::json!({"total": 1, "queues": [
+            {"domain": "ws1.test", "queue": "general", "site": "0 plain 127.0.0.9",
+             "rate": {"state": "steady"}}
+        ]});
+        assert!(table(&v).contains("steady (site 0 plain 127.0.0.9)"));
     }
 }

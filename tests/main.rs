@@ -8,6 +8,7 @@ mod dkim;
 mod dsn;
 mod durable;
 mod events;
+mod hostile;
 mod ingest;
 mod interop;
 mod layering;

@@ -4,7 +4,9 @@
 //! Smuggling (CVE-2023-51764 class): a line starts only after CRLF, so
 //! `\n.\r\n`, `\r.\r\n` and `\r\n.\n` never end the data; any bare CR or LF
 //! also dooms the message, so smuggled "commands" stay inside a body that is
-//! rejected.
+//! rejected. So does a NUL octet: some receivers drop NULs before they look
+//! for the end of data, so `\r\n\0.\r\n` passed on would end a message
+//! there.
 
 /// Why a message in progress was thrown away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +19,8 @@ pub enum AbortReason {
     BareLineEnding,
     /// DATA held a text line longer than `max_text_line` (500 5.5.2).
     LineTooLong,
+    /// DATA held a NUL octet (550 5.6.0).
+    NulOctet,
 }
 
 /// What one scan step found, in octets from the start of the buffer.
@@ -85,12 +89,18 @@ impl DataScan {
                 }
                 self.at_line_start = false;
             }
-            let Some(off) = memchr::memchr2(b'\r', b'\n', &buf[i..]) else {
+            let Some(off) = memchr::memchr3(b'\r', b'\n', 0, &buf[i..]) else {
                 self.grow_line(buf.len() - i);
                 return Scan::More { len: buf.len() };
             };
             let j = i + off;
             self.grow_line(off);
+            if buf[j] == 0 {
+                self.fail(AbortReason::NulOctet);
+                self.grow_line(1);
+                i = j + 1;
+                continue;
+            }
             if buf[j] == b'\n' {
                 self.fail(AbortReason::BareLineEnding);
                 self.grow_line(1);
@@ -164,6 +174,13 @@ mod tests {
             assert!(!end, "{input:?}");
             assert_eq!(fault, Some(AbortReason::BareLineEnding), "{input:?}");
         }
+        // A NUL before the dot: the data goes on, and the message is doomed.
+        let (_, end, fault) = run(b"a\r\n\0.\r\nMAIL FROM:<x@y.z>\r\n");
+        assert!(!end);
+        assert_eq!(fault, Some(AbortReason::NulOctet));
+        let (_, end, fault) = run(b"a\0b\r\n.\r\n");
+        assert!(end, "a NUL mid-line does not hide the real end");
+        assert_eq!(fault, Some(AbortReason::NulOctet));
     }
 
     #[test]

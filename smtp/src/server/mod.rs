@@ -1108,6 +1108,11 @@ fn abort_reply(why: AbortReason, config: &ServerConfig) -> (u16, EnhancedCode, S
             E_SYNTAX,
             format!("Line too long (max {} octets)", config.max_text_line),
         ),
+        AbortReason::NulOctet => (
+            550,
+            EnhancedCode::new(5, 6, 0),
+            "NUL octets not allowed in message data".into(),
+        ),
     }
 }
 
