@@ -428,3 +428,51 @@ fn the_big_receivers_documented_replies_get_their_categories_and_yahoos_tss04_su
     assert_eq!(gmail["status"], "bounced");
     assert_eq!(gmail["category"], "authentication", "{gmail}");
 }
+
+/// A recipient deferred with its next attempt an hour away expires at its
+/// `max_age` (here 2 s), not at that attempt; and one whose transaction
+/// hangs expires when the transaction's timeout ends it.
+#[test]
+fn a_recipient_expires_at_its_max_age_whether_it_waits_for_a_retry_or_in_a_hung_transaction() {
+    let world = World::generated(2, 2, |i| Script {
+        rcpt: Some(Box::new(|addr: &str, _| {
+            addr.starts_with("later@")
+                .then(|| Reply::new(451, EnhancedCode::new(4, 2, 1), "mailbox busy, try later"))
+        })),
+        // d1.test's host never answers the end of data.
+        data_delay: (i == 1).then_some(Duration::from_secs(60)),
+        ..Script::default()
+    });
+    let mut config = world.config();
+    let q = &mut config.general_queue;
+    q.retry_schedule = vec![Duration::from_secs(3600)];
+    q.max_age = Duration::from_secs(2);
+    q.data_timeout = Duration::from_secs(3);
+    let engine = Engine::start(config).unwrap();
+    let started = std::time::Instant::now();
+    composer::send(
+        engine.listen_addrs()[0],
+        false,
+        vec![
+            tx(&["later@d0.test"], "Subject: 1\r\n\r\none\r\n"),
+            tx(&["hung@d1.test"], "Subject: 2\r\n\r\ntwo\r\n"),
+        ],
+    )
+    .unwrap();
+    wait_stats(&engine, "both expired", |s| s.expired == 2);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "expired after {took:?}, not at the next attempt an hour away"
+    );
+    let report = engine.shutdown();
+    assert_eq!(report.queued, 0);
+    let log = log_lines(&world.log);
+    assert_eq!(statuses(&log, "later@d0.test"), ["deferred", "expired"]);
+    assert_eq!(statuses(&log, "hung@d1.test"), ["expired"]);
+    let swept = log
+        .iter()
+        .find(|l| l["recipient"] == "later@d0.test" && l["status"] == "expired")
+        .unwrap();
+    assert_eq!(swept["enhanced"], "4.4.7", "{swept}");
+}

@@ -137,11 +137,42 @@ async fn drive(ctx: Rc<ShardCtx>) {
     }
 }
 
+/// How often a shard looks for queued recipients past their `max_age`
+/// (a scan of all it holds: about 1 ms per 100,000): they expire at most
+/// this late.
+const EXPIRY_SCAN: Duration = Duration::from_secs(2);
+
+/// A period, on the time passed in.
+struct Every {
+    period: Duration,
+    next: Instant,
+}
+
+impl Every {
+    fn new(period: Duration, now: Instant) -> Every {
+        Every {
+            period,
+            next: now + period,
+        }
+    }
+
+    /// Whether a period has passed since the last time it said so.
+    fn due(&mut self, now: Instant) -> bool {
+        if now < self.next {
+            return false;
+        }
+        self.next = now + self.period;
+        true
+    }
+}
+
 /// Every half second: prefetch the next queues' domains, refresh routes
-/// still wanted, and log hints for the general queue.
+/// still wanted, log hints for the general queue; every few seconds,
+/// expire what waited past its `max_age`.
 async fn housekeeping(ctx: Rc<ShardCtx>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut expiry = Every::new(EXPIRY_SCAN, Instant::now());
     loop {
         tick.tick().await;
         if ctx.is_draining() {
@@ -158,6 +189,12 @@ async fn housekeeping(ctx: Rc<ShardCtx>) {
                 Instant::now(),
             )
         });
+        if expiry.due(Instant::now()) {
+            let (expired, reply) = ctx.with_core(|c| c.expire(Instant::now()));
+            for settled in expired {
+                crate::outcome::report(&ctx, settled, &reply, None, None);
+            }
+        }
         ctx.shared.rates[ctx.index].publish(h.top_rates);
         ctx.publish_dns_stats();
         ctx.resolver().prefetch(h.next_in_line.iter().map(|d| &**d));

@@ -469,6 +469,26 @@ impl Core {
         }
     }
 
+    /// Settles every queued recipient older than its queue's `max_age` at
+    /// `now` as expired (or hands it to the fallback relay, as after a
+    /// last failed attempt): whether it waits for a connection (its domain
+    /// or site suspended, its pace slow, its queue full) or for its next
+    /// attempt, it expires on time, not at its next attempt. Returns them
+    /// with the reply they are reported with.
+    pub(crate) fn expire(&mut self, now: Instant) -> (Vec<Settled>, Reply) {
+        let reply = Reply::new(
+            451,
+            volley_smtp::EnhancedCode::new(4, 4, 7),
+            "delivery time expired: queued longer than its queue's max_age",
+        );
+        let expired = self.queues.take_expired(now);
+        let settled = expired
+            .into_iter()
+            .map(|(d, node)| self.settle(d, node, &reply, Some(crate::dlog::Category::Other), now))
+            .collect();
+        (settled, reply)
+    }
+
     /// Whether domain `name` still has recipients here (DNS refresh asks).
     pub(crate) fn has_work(&self, name: &str) -> bool {
         self.queues.has_work(name)

@@ -398,3 +398,81 @@ fn a_domain_whose_site_another_shard_holds_moves_there_with_its_attempts() {
     assert_eq!(other.queued(), 2);
     assert!(matches!(other.take_actions()[..], [Action::Open(_)]));
 }
+
+/// A core whose general queue gives up after `max_age` of 1 h.
+fn aging() -> Config {
+    config(|c| c.general_queue.max_age = 3600 * SECOND)
+}
+
+fn expired_statuses(core: &mut Core, now: Instant) -> Vec<Status> {
+    core.expire(now).0.into_iter().map(|s| s.status).collect()
+}
+
+#[test]
+fn a_recipient_waiting_for_a_connection_expires_at_its_max_age() {
+    let t0 = Instant::now();
+    let (mut core, _) = queued(aging(), 2, t0, None);
+    assert!(expired_statuses(&mut core, t0 + 3599 * SECOND).is_empty());
+    let expired = core.expire(t0 + 3600 * SECOND).0;
+    assert_eq!(expired.len(), 2);
+    assert!(expired.iter().all(|s| s.status == Status::Expired));
+    assert_eq!(core.queued(), 0);
+}
+
+#[test]
+fn a_deferred_recipient_expires_at_its_max_age_not_at_its_next_attempt() {
+    let t0 = Instant::now();
+    let c = config(|c| {
+        c.general_queue.max_age = 3600 * SECOND;
+        c.general_queue.retry_schedule = vec![3000 * SECOND];
+    });
+    let (mut core, d) = queued(c, 1, t0, None);
+    let node = core.take_batch(d, t0).1.pop().unwrap();
+    let at = t0 + 1000 * SECOND;
+    let s = core.settle(d, node, &reply(451, 4, 3, 0, "later"), None, at);
+    assert!(matches!(s.verdict, Verdict::Retry { .. }), "due at 4000 s");
+    assert!(expired_statuses(&mut core, t0 + 3599 * SECOND).is_empty());
+    assert_eq!(
+        expired_statuses(&mut core, t0 + 3600 * SECOND),
+        [Status::Expired]
+    );
+    assert_eq!(core.poll_timeout(), None, "its retry timer went with it");
+}
+
+#[test]
+fn recipients_of_a_suspended_domain_or_site_expire_on_time() {
+    let t0 = Instant::now();
+    let c = config(|c| {
+        c.general_queue.max_age = 3600 * SECOND;
+        c.general_queue.adaptive = true;
+    });
+    // An operator's suspension for a day.
+    let mut core = Core::new(0, &c).expect("core");
+    core.suspend("a.example", 86400 * SECOND, "asked".into(), t0);
+    core.accept(&message(t0, 1, None), &keys(1), t0);
+    assert!(core.take_actions().is_empty(), "held: no connection");
+    assert_eq!(
+        expired_statuses(&mut core, t0 + 3600 * SECOND),
+        [Status::Expired]
+    );
+    // The pace's suspension of a site after a refusal.
+    let (mut core, d) = queued(c, 1, t0, None);
+    let refused = ClientError::GreetingRejected {
+        reply: reply(421, 4, 7, 0, "too many connections"),
+    };
+    assert!(core.session_failed(d, &refused, t0));
+    core.open_throttled(d, t0);
+    assert_eq!(
+        expired_statuses(&mut core, t0 + 3600 * SECOND),
+        [Status::Expired]
+    );
+}
+
+#[test]
+fn a_composer_waiting_in_safe_mode_is_answered_by_the_attempt_not_the_scan() {
+    let t0 = Instant::now();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (mut core, _) = queued(aging(), 1, t0, Some(tx));
+    assert!(expired_statuses(&mut core, t0 + 7200 * SECOND).is_empty());
+    assert_eq!(core.queued(), 1);
+}
