@@ -170,3 +170,117 @@ fn a_composer_cut_off_anywhere_before_the_final_dot_delivers_nothing() {
     assert_eq!(rcpts, ["whole@d0.test"], "{got:?}");
     assert_eq!(stats.queued, 0);
 }
+
+fn connect_from(local: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    s.bind(&SocketAddr::from((local, 0)).into())?;
+    s.connect(&to.into())?;
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    Ok(s)
+}
+
+/// Slowloris, bounded for a test's file descriptors (both ends live in
+/// this process): 2,000 connections from 20 untrusted addresses and 800
+/// trusted ones that dribble a command one octet a second, while a fresh
+/// Composer session is timed every 100 ms.
+#[test]
+fn slow_and_untrusted_connections_never_keep_a_composer_waiting() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    let world = World::generated(1, 1, |_| Script::default());
+    let mut config = world.config();
+    config.ingest.trusted_networks = vec![
+        "127.0.0.1/32".parse().unwrap(),
+        "127.0.0.2/32".parse().unwrap(),
+    ];
+    config.ingest.max_connections = 1000;
+    config.ingest.command_timeout = Duration::from_secs(2);
+    config.ingest.idle_timeout = Duration::from_secs(3);
+    let engine = Engine::start(config).unwrap();
+    let addr = engine.listen_addrs()[0];
+
+    // The probe: a fresh session from a trusted address, timed to its
+    // EHLO reply, every 100 ms until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let probe = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut worst = Duration::ZERO;
+            let mut probes = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let mut s = connect_from([127, 0, 0, 2], addr).unwrap();
+                assert!(read_reply(&mut s).starts_with("220 "));
+                assert!(command(&mut s, "EHLO probe.test\r\n").starts_with("250"));
+                worst = worst.max(started.elapsed());
+                probes += 1;
+                let _ = command(&mut s, "QUIT\r\n");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (probes, worst)
+        })
+    };
+
+    // Untrusted: a quarter of the total limit answered 554, the rest 421,
+    // each at once.
+    let mut untrusted = Vec::new();
+    let (mut refused_554, mut refused_421, mut slowest) = (0, 0, Duration::ZERO);
+    for i in 0..2000u32 {
+        let started = Instant::now();
+        let Ok(mut s) = connect_from([127, 0, 0, 10 + (i % 20) as u8], addr) else {
+            continue;
+        };
+        let greeting = read_reply(&mut s);
+        slowest = slowest.max(started.elapsed());
+        match &greeting[..3.min(greeting.len())] {
+            "554" => refused_554 += 1,
+            "421" => refused_421 += 1,
+            other => panic!("an untrusted client got {other:?}: {greeting}"),
+        }
+        untrusted.push(s);
+    }
+    assert!(refused_554 <= 250, "{refused_554} answered 554");
+    assert_eq!(refused_554 + refused_421, 2000);
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+
+    // Trusted and slow: greeted, then closed by the command timeout.
+    let mut slow = Vec::new();
+    for _ in 0..800 {
+        let mut s = connect_from([127, 0, 0, 1], addr).unwrap();
+        assert!(read_reply(&mut s).starts_with("220 "));
+        s.write_all(b"E").unwrap();
+        slow.push(s);
+    }
+    let dribble_started = Instant::now();
+    let mut open = slow.len();
+    for octet in b"HLO slow.test".iter().take(5) {
+        std::thread::sleep(Duration::from_secs(1));
+        for s in &mut slow {
+            // A write to a session already closed fails: that is the point.
+            let _ = s.write_all(&[*octet]);
+        }
+    }
+    for s in &mut slow {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let reply = read_reply(s);
+        if reply.starts_with("421") || reply.is_empty() {
+            open -= 1;
+        }
+    }
+    assert_eq!(open, 0, "every slow session closed by the command timeout");
+    assert!(dribble_started.elapsed() < Duration::from_secs(10));
+
+    stop.store(true, Ordering::Relaxed);
+    let (probes, worst) = probe.join().unwrap();
+    assert!(probes >= 20, "{probes} probes");
+    assert!(
+        worst < Duration::from_secs(1),
+        "a fresh session waited {worst:?} for its EHLO reply"
+    );
+    drop(untrusted);
+    engine.shutdown();
+}

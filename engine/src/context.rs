@@ -54,7 +54,10 @@ pub(crate) struct Shared {
     /// Set by a drain: listeners close, delivery goes on until nothing is
     /// queued.
     pub(crate) drain: watch::Sender<bool>,
+    /// Ingest connections from the trusted networks.
     pub(crate) ingest_total: AtomicUsize,
+    /// Ingest connections from outside the trusted networks.
+    pub(crate) ingest_untrusted: AtomicUsize,
     pub(crate) ingest_per_ip: Mutex<HashMap<IpAddr, usize>>,
     pub(crate) next_source: AtomicU64,
     /// Durable mode's journal writers and quota; `None`: memory only.

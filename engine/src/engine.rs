@@ -310,6 +310,7 @@ impl Engine {
             stop: stop_rx,
             drain: watch::Sender::new(false),
             ingest_total: AtomicUsize::new(0),
+            ingest_untrusted: AtomicUsize::new(0),
             ingest_per_ip: Mutex::new(Default::default()),
             next_source: AtomicU64::new(0),
             durable: opened.as_ref().map(|o| o.durable.clone()),

@@ -217,9 +217,13 @@ pub struct IngestConfig {
     /// Recipient domains Volley relays for: "*" (all), "example.com" (that
     /// domain) or "*.example.com" (its subdomains). Others get 550 5.7.1.
     pub relay_domains: Vec<String>,
-    /// Ingest connections in total (all shards); beyond: 421 4.7.0.
+    /// Ingest connections from the trusted networks in total (all
+    /// shards); beyond: 421 4.7.0. Clients outside them share a quarter of
+    /// this on top (they only get a 554 greeting, unless AUTH is offered),
+    /// so they can never take the places a Composer needs.
     pub max_connections: usize,
-    /// Ingest connections from one client address; beyond: 421 4.7.0.
+    /// Ingest connections from one client address outside the trusted
+    /// networks; beyond: 421 4.7.0.
     pub max_connections_per_ip: usize,
     /// A session with no complete command for this long is closed (421).
     #[serde(with = "volley_units::serde::duration")]
