@@ -196,7 +196,7 @@ impl SinkArgs {
 
 #[derive(Args)]
 pub(crate) struct RunArgs {
-    /// Built-in scenario (uniform, realistic, hostile) or a TOML file.
+    /// Built-in scenario (uniform, realistic, hostile, provider-shared, provider-per-domain) or a TOML file.
     scenario: Option<String>,
     #[command(flatten)]
     load: LoadArgs,
@@ -260,7 +260,7 @@ pub(crate) struct ComposeArgs {
 
 #[derive(Args)]
 pub(crate) struct InternetArgs {
-    /// Built-in scenario (uniform, realistic, hostile) or a TOML file.
+    /// Built-in scenario (uniform, realistic, hostile, provider-shared, provider-per-domain) or a TOML file.
     scenario: String,
     #[command(flatten)]
     sinks: SinkArgs,
@@ -310,7 +310,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
                 None => {
                     for n in Scenario::builtin_names() {
                         let s = Scenario::builtin(n).context("built-in")?;
-                        println!("{n:<10} {}", s.description);
+                        println!("{n:<20} {}", s.description);
                     }
                 }
             }
