@@ -58,6 +58,8 @@ struct Volley {
     child: Child,
     addr: SocketAddr,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Reads the child's stderr until it closes.
+    reader: std::thread::JoinHandle<()>,
 }
 
 impl Volley {
@@ -94,7 +96,7 @@ impl Volley {
         let mut child = cmd.spawn().unwrap();
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (pipe, lines) = (child.stderr.take().unwrap(), stderr.clone());
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { return };
                 lines.lock().push(line);
@@ -113,6 +115,7 @@ impl Volley {
             child,
             addr,
             stderr,
+            reader,
         }
     }
 
@@ -126,7 +129,9 @@ impl Volley {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let status = self.child.wait().unwrap();
-        assert!(status.success(), "{:?}", self.stderr.lock());
+        // Everything it said, to the end, before judging.
+        let _ = self.reader.join();
+        assert!(status.success(), "{status}: {:?}", self.stderr.lock());
     }
 
     fn recovery_lines(&self) -> Vec<String> {

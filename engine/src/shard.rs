@@ -137,9 +137,10 @@ async fn drive(ctx: Rc<ShardCtx>) {
     }
 }
 
-/// How often a shard looks for queued recipients past their `max_age`:
-/// they expire at most this late. Each look scans every recipient the
-/// shard holds, so it is not made per event.
+/// How often a shard looks for recipients waiting for a connection past
+/// their `max_age` (and the core's grace): they expire at most this much
+/// later. Each look scans every waiting recipient the shard holds, so it
+/// is not made per event.
 const EXPIRY_SCAN: Duration = Duration::from_secs(2);
 
 /// A period, on the time passed in.

@@ -38,6 +38,11 @@ pub(crate) use crate::queues::{ConnId, DomainId};
 pub(crate) use pace::Throttled;
 pub(crate) use settle::{Settled, Verdict};
 
+/// How long past its `max_age` a recipient waiting for a connection is
+/// left before it is expired without an attempt: long enough for one whose
+/// last retry just came due to be taken by its connection.
+pub(crate) const EXPIRY_GRACE: Duration = Duration::from_secs(2);
+
 /// How many times in a row a throttling reply may send a recipient back to
 /// its queue before it is deferred to its retry schedule like any 4yz.
 pub(crate) const MAX_THROTTLE_REQUEUES: u8 = 5;
@@ -469,19 +474,20 @@ impl Core {
         }
     }
 
-    /// Settles every queued recipient older than its queue's `max_age` at
-    /// `now` as expired (or hands it to the fallback relay, as after a
-    /// last failed attempt): whether it waits for a connection (its domain
-    /// or site suspended, its pace slow, its queue full) or for its next
-    /// attempt, it expires on time, not at its next attempt. Returns them
-    /// with the reply they are reported with.
+    /// Settles as expired (or hands to the fallback relay, as after a
+    /// last failed attempt) every recipient waiting for a connection
+    /// longer than its queue's `max_age` and [`EXPIRY_GRACE`]: its domain
+    /// or site suspended, its pace slow, its queue full, it expires on
+    /// time all the same. (One waiting for a retry gets its last attempt
+    /// by its `max_age`: see [`Core::settle`].) Returns them with the
+    /// reply they are reported with.
     pub(crate) fn expire(&mut self, now: Instant) -> (Vec<Settled>, Reply) {
         let reply = Reply::new(
             451,
             volley_smtp::EnhancedCode::new(4, 4, 7),
-            "delivery time expired: queued longer than its queue's max_age",
+            "delivery time expired: waited longer than its queue's max_age",
         );
-        let expired = self.queues.take_expired(now);
+        let expired = self.queues.take_expired(now, EXPIRY_GRACE);
         let settled = expired
             .into_iter()
             .map(|(d, node)| self.settle(d, node, &reply, Some(crate::dlog::Category::Other), now))

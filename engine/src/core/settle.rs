@@ -55,7 +55,9 @@ pub(crate) struct Settled {
 impl Core {
     /// Applies the outcome of one attempt to a recipient taken from `d`:
     /// `reply` is the remote one, or one Volley made up for a local failure
-    /// (then `category` says which kind).
+    /// (then `category` says which kind). A deferred recipient's next
+    /// attempt comes by its `max_age` at the latest: it expires then, with
+    /// the receiver's reply.
     pub(crate) fn settle(
         &mut self,
         d: DomainId,
@@ -124,7 +126,9 @@ impl Core {
                 }
                 None => {
                     node.attempts = node.attempts.saturating_add(1);
-                    let due = now + settings.retry_delay(attempt);
+                    // The last attempt comes at its max_age, not after.
+                    let expires = node.msg.received + settings.max_age;
+                    let due = (now + settings.retry_delay(attempt)).min(expires);
                     self.queues.defer(d, node, due);
                     Verdict::Retry { due }
                 }

@@ -478,41 +478,34 @@ impl Queues {
         self.pool(d).site.as_deref()
     }
 
-    /// Every recipient not in a transaction (waiting for a connection,
-    /// whatever holds its domain, or for its next attempt) that has been
-    /// in Volley for its queue's `max_age` by `now`, out of the queues as
-    /// [`Queues::take_all`] takes them, with its domain. A Composer waiting
-    /// in safe mode keeps its own: it is answered when the attempt ends.
-    /// A scan of every queued recipient: the shard runs it every few
-    /// seconds, not per event.
-    pub(crate) fn take_expired(&mut self, now: Instant) -> Vec<(DomainId, Node)> {
-        let max_age: Vec<Duration> = self.queues.iter().map(|q| q.settings.max_age).collect();
-        let too_old_in = |q: usize, n: &Node| {
+    /// Every recipient waiting for a connection (whatever holds its
+    /// domain: a suspension, its pace, a full queue) that has been in
+    /// Volley for its queue's `max_age` and `grace` more by `now`, out of
+    /// the queues as [`Queues::take_all`] takes them, with its domain.
+    /// (Recipients waiting for a retry have theirs due by their `max_age`
+    /// at the latest, so the last attempt reads the receiver's own reply;
+    /// `grace` leaves such a recipient to its connection.) A Composer
+    /// waiting in safe mode keeps its own: it is answered when the attempt
+    /// ends. A scan of every waiting recipient: the shard runs it every
+    /// few seconds, not per event.
+    pub(crate) fn take_expired(&mut self, now: Instant, grace: Duration) -> Vec<(DomainId, Node)> {
+        let max_age: Vec<Duration> = self
+            .queues
+            .iter()
+            .map(|q| q.settings.max_age + grace)
+            .collect();
+        let too_old = |q: usize, n: &Node| {
             !n.msg.composer_waits() && now.saturating_duration_since(n.msg.received) >= max_age[q]
         };
-        let too_old = |d: &Domain, n: &Node| too_old_in(d.queue, n);
         let mut out = Vec::new();
-        let due: Vec<(Instant, u64)> = self
-            .retry
-            .iter()
-            .filter(|(_, (d, n))| too_old(self.domains[*d].as_ref().expect("live domain"), n))
-            .map(|(k, _)| *k)
-            .collect();
-        for k in due {
-            let (d, node) = self.retry.remove(&k).expect("listed");
-            let dom = self.domains[d].as_mut().expect("live domain");
-            dom.retrying -= 1;
-            dom.in_flight += 1;
-            out.push((d, node));
-        }
         for (d, slot) in self.domains.iter_mut().enumerate() {
             let Some(dom) = slot else { continue };
-            if !dom.pending.iter().any(|n| too_old(dom, n)) {
+            let q = dom.queue;
+            if !dom.pending.iter().any(|n| too_old(q, n)) {
                 continue;
             }
-            let q = dom.queue;
             let (old, young): (VecDeque<Node>, VecDeque<Node>) =
-                dom.pending.drain(..).partition(|n| too_old_in(q, n));
+                dom.pending.drain(..).partition(|n| too_old(q, n));
             dom.pending = young;
             dom.in_flight += old.len();
             out.extend(old.into_iter().map(|n| (d, n)));
