@@ -217,10 +217,17 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
         if let Some(&next) = tail.get(k + 1) {
             prefetch(&body_log::segment_path(dir, next));
         }
-        let start = if seg == body_pos.seg { body_pos.off } else { 0 };
         let path = body_log::segment_path(dir, seg);
         read_into(&path, &mut data)?;
-        let from = (start as usize).min(data.len());
+        // A segment shorter than the checkpoint says (its tail lost behind
+        // the journal's back) has no tail; what the checkpoint lists past
+        // its end is reported missing below.
+        let start = if seg == body_pos.seg {
+            body_pos.off.min(data.len() as u64)
+        } else {
+            0
+        };
+        let from = start as usize;
         let mut padding = 0;
         let scan = frame::scan(&data[from..], BODY_MAGIC, |off, payload| {
             let Some((seq, count)) = body_log::peek(payload) else {

@@ -719,3 +719,30 @@ fn a_listed_message_whose_segment_is_gone_is_reported_missing() {
     assert_eq!(r.report.missing.len() + r.messages.len(), 40);
     assert!(r.report.to_string().contains("unfinished messages lost"));
 }
+
+/// Found by the `journal_recovery` fuzz target: a checkpoint that puts the
+/// body log's end past the end of its segment (the segment lost its tail
+/// behind the journal's back) made recovery subtract past zero, a panic
+/// wherever overflow checks are on, instead of reporting what the
+/// checkpoint lists there as missing.
+#[test]
+fn a_segment_shorter_than_its_checkpoint_says_is_reported_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    // The fuzzer's journal file: a checkpoint frame (next sequence number 3,
+    // body log at segment 1 offset 127, message 1 at segment 1 offset 0 with
+    // two recipients, the first finished), then five bytes of garbage.
+    let journal: &[u8] = b"VJL1\x3e\x00\x00\x00\x01\
+        \x03\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\
+        \x7f\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\
+        \x01\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\
+        \x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x01\
+        \x0a\x87\x0f\xb8VJ\x00le";
+    fs::write(journal_path(dir.path(), 2), journal).unwrap();
+    // ... and an empty segment 1.
+    fs::write(segment_path(dir.path(), 1), b"").unwrap();
+
+    let (_, r) = open(dir.path(), small());
+    assert!(r.report.checkpoint, "{}", r.report);
+    assert_eq!(r.report.missing, vec![1], "{}", r.report);
+    assert!(r.messages.is_empty());
+}
