@@ -15,7 +15,7 @@
 //! whole checkpoint the whole body log is scanned and every record in it is
 //! taken as unfinished unless a fact says otherwise: duplicates, never loss.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::Read;
@@ -180,9 +180,13 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
         .unwrap_or(0)
         .max(next_seq.saturating_sub(1));
 
+    // A sequence number is recovered once: a second listing or record of
+    // it (damage no checksum caught) would be delivered twice.
+    let mut seen = HashSet::new();
     // Checkpointed messages, with every fact applied.
     let mut listed: Vec<Live> = entries
         .into_iter()
+        .filter(|e| seen.insert(e.seq))
         .map(|e| {
             let mut finished = e.finished;
             for &i in facts.get(&e.seq).into_iter().flatten() {
@@ -239,6 +243,9 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
             }
             if seq < next_seq {
                 return true; // covered by the checkpoint
+            }
+            if !seen.insert(seq) {
+                return false;
             }
             let mut finished = Bits::new(count);
             for &i in facts.get(&seq).into_iter().flatten() {

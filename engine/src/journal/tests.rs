@@ -746,3 +746,25 @@ fn a_segment_shorter_than_its_checkpoint_says_is_reported_not_a_panic() {
     assert_eq!(r.report.missing, vec![1], "{}", r.report);
     assert!(r.messages.is_empty());
 }
+
+/// Found by the `journal_recovery` fuzz target: a segment holding the same
+/// record twice (message 1: sender s@x, recipients a@x, b@x and c@x, body
+/// "b"), with no checkpoint, handed message 1 back twice, so it would have
+/// been delivered twice. The second copy is now damage.
+#[test]
+fn a_record_found_twice_is_recovered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let record: &[u8] = b"VBL1\x21\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\
+        \x03\x00s@x\x03\x00\x00\x00\x03\x00a@x\x03\x00b@x\x03\x00c@xb\x84\x6e\x00\xed";
+    let segment = [b"\x001\x01\x02", record, b"x", record].concat();
+    fs::write(segment_path(dir.path(), 0), segment).unwrap();
+
+    let (_, r) = open(dir.path(), small());
+    assert_eq!(unfinished(&r), vec![(1, vec![0, 1, 2])], "{}", r.report);
+    assert!(
+        r.report
+            .damage
+            .iter()
+            .any(|d| d.kind == DamageKind::BadContent)
+    );
+}
