@@ -27,7 +27,7 @@ use bytes::Bytes;
 use super::bits::Bits;
 use super::body_log::{self, BODY_MAGIC, Loc};
 use super::error::JournalError;
-use super::frame::{self, DamageKind};
+use super::frame::{self, DamageKind, SEQ_LIMIT};
 use super::progress::{self, Checkpoint, JOURNAL_MAGIC, JournalFrame};
 
 /// A message that still has unfinished recipients after a restart.
@@ -172,10 +172,12 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
         body_pos: Loc { seg: 0, off: 0 },
         entries: Vec::new(),
     });
-    // Never reuse a number a fact names, even one whose record is gone.
+    // Never reuse a number a fact names, even one whose record is gone
+    // (but one past the limit names no message: it is damage).
     let mut last_seq = facts
         .keys()
         .copied()
+        .filter(|&s| s < SEQ_LIMIT)
         .max()
         .unwrap_or(0)
         .max(next_seq.saturating_sub(1));

@@ -768,3 +768,20 @@ fn a_record_found_twice_is_recovered_once() {
             .any(|d| d.kind == DamageKind::BadContent)
     );
 }
+
+/// Found by the `journal_recovery` fuzz target: a whole record numbered
+/// 2^64 - 1 made recovery's next sequence number overflow (a panic where
+/// overflow checks are on; 0 otherwise, so numbers would have been reused).
+/// A number that high is damage.
+#[test]
+fn a_record_numbered_past_the_limit_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let record: &[u8] = b"VBL1\x21\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff\
+        \x01\x00\x00\x00\x00\x00\x00\x00\x03\x00s@\xb8\x00\x00xb@x\x03\x00c\x00@x6A'\xc3";
+    fs::write(segment_path(dir.path(), 0), record).unwrap();
+
+    let (_, r) = open(dir.path(), small());
+    assert!(r.messages.is_empty());
+    assert_eq!(r.report.damage.len(), 1, "{}", r.report);
+    assert_eq!(r.report.damage[0].kind, DamageKind::BadContent);
+}
