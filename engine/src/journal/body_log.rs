@@ -150,7 +150,7 @@ pub(crate) fn is_padding(payload: &[u8]) -> bool {
 /// The sequence number and recipient count of a payload, without copying.
 pub(crate) fn peek(payload: &[u8]) -> Option<(u64, u32)> {
     let mut r = Reader::new(payload);
-    let seq = r.u64()?;
+    let seq = r.seq()?;
     let n = r.u16()? as usize;
     r.bytes(n)?;
     Some((seq, r.u32()?))
@@ -159,7 +159,7 @@ pub(crate) fn peek(payload: &[u8]) -> Option<(u64, u32)> {
 /// Parses a whole payload; `None` if it does not parse.
 pub(crate) fn parse(payload: &[u8]) -> Option<BodyRecord> {
     let mut r = Reader::new(payload);
-    let seq = r.u64()?;
+    let seq = r.seq()?;
     let addr = |r: &mut Reader<'_>| {
         let n = r.u16()? as usize;
         String::from_utf8(r.bytes(n)?.to_vec()).ok()

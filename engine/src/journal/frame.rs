@@ -159,6 +159,11 @@ pub(crate) fn scan(buf: &[u8], magic: [u8; 4], mut each: impl FnMut(u64, &[u8]) 
     out
 }
 
+/// Sequence numbers are below this. No journal numbers 2^63 messages, so a
+/// larger one is damage the checksum did not catch, and would leave no room
+/// to number the messages after it.
+pub(crate) const SEQ_LIMIT: u64 = 1 << 63;
+
 /// Little-endian reader over a payload; `None` means "does not parse".
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
@@ -194,6 +199,11 @@ impl<'a> Reader<'a> {
     pub(crate) fn u64(&mut self) -> Option<u64> {
         self.bytes(8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+
+    /// A sequence number: a u64 below [`SEQ_LIMIT`].
+    pub(crate) fn seq(&mut self) -> Option<u64> {
+        self.u64().filter(|&s| s < SEQ_LIMIT)
     }
 
     pub(crate) fn rest(&mut self) -> &'a [u8] {

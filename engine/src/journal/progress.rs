@@ -121,7 +121,7 @@ pub(crate) fn parse(payload: &[u8]) -> Option<JournalFrame> {
     let mut r = Reader::new(payload);
     match r.u8()? {
         KIND_CHECKPOINT => {
-            let next_seq = r.u64()?;
+            let next_seq = r.seq()?;
             let body_pos = Loc {
                 seg: r.u64()?,
                 off: r.u64()?,
@@ -130,7 +130,7 @@ pub(crate) fn parse(payload: &[u8]) -> Option<JournalFrame> {
             // Each entry takes at least 28 bytes: a bound on the allocation.
             let mut entries = Vec::with_capacity((count as usize).min(payload.len() / 28));
             for _ in 0..count {
-                let seq = r.u64()?;
+                let seq = r.seq()?;
                 let loc = Loc {
                     seg: r.u64()?,
                     off: r.u64()?,

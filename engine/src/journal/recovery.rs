@@ -15,7 +15,7 @@
 //! whole checkpoint the whole body log is scanned and every record in it is
 //! taken as unfinished unless a fact says otherwise: duplicates, never loss.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::Read;
@@ -27,7 +27,7 @@ use bytes::Bytes;
 use super::bits::Bits;
 use super::body_log::{self, BODY_MAGIC, Loc};
 use super::error::JournalError;
-use super::frame::{self, DamageKind};
+use super::frame::{self, DamageKind, SEQ_LIMIT};
 use super::progress::{self, Checkpoint, JOURNAL_MAGIC, JournalFrame};
 
 /// A message that still has unfinished recipients after a restart.
@@ -172,17 +172,23 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
         body_pos: Loc { seg: 0, off: 0 },
         entries: Vec::new(),
     });
-    // Never reuse a number a fact names, even one whose record is gone.
+    // Never reuse a number a fact names, even one whose record is gone
+    // (but one past the limit names no message: it is damage).
     let mut last_seq = facts
         .keys()
         .copied()
+        .filter(|&s| s < SEQ_LIMIT)
         .max()
         .unwrap_or(0)
         .max(next_seq.saturating_sub(1));
 
+    // A sequence number is recovered once: a second listing or record of
+    // it (damage no checksum caught) would be delivered twice.
+    let mut seen = HashSet::new();
     // Checkpointed messages, with every fact applied.
     let mut listed: Vec<Live> = entries
         .into_iter()
+        .filter(|e| seen.insert(e.seq))
         .map(|e| {
             let mut finished = e.finished;
             for &i in facts.get(&e.seq).into_iter().flatten() {
@@ -217,10 +223,17 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
         if let Some(&next) = tail.get(k + 1) {
             prefetch(&body_log::segment_path(dir, next));
         }
-        let start = if seg == body_pos.seg { body_pos.off } else { 0 };
         let path = body_log::segment_path(dir, seg);
         read_into(&path, &mut data)?;
-        let from = (start as usize).min(data.len());
+        // A segment shorter than the checkpoint says (its tail lost behind
+        // the journal's back) has no tail; what the checkpoint lists past
+        // its end is reported missing below.
+        let start = if seg == body_pos.seg {
+            body_pos.off.min(data.len() as u64)
+        } else {
+            0
+        };
+        let from = start as usize;
         let mut padding = 0;
         let scan = frame::scan(&data[from..], BODY_MAGIC, |off, payload| {
             let Some((seq, count)) = body_log::peek(payload) else {
@@ -232,6 +245,9 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
             }
             if seq < next_seq {
                 return true; // covered by the checkpoint
+            }
+            if !seen.insert(seq) {
+                return false;
             }
             let mut finished = Bits::new(count);
             for &i in facts.get(&seq).into_iter().flatten() {

@@ -719,3 +719,69 @@ fn a_listed_message_whose_segment_is_gone_is_reported_missing() {
     assert_eq!(r.report.missing.len() + r.messages.len(), 40);
     assert!(r.report.to_string().contains("unfinished messages lost"));
 }
+
+/// Found by the `journal_recovery` fuzz target: a checkpoint that puts the
+/// body log's end past the end of its segment (the segment lost its tail
+/// behind the journal's back) made recovery subtract past zero, a panic
+/// wherever overflow checks are on, instead of reporting what the
+/// checkpoint lists there as missing.
+#[test]
+fn a_segment_shorter_than_its_checkpoint_says_is_reported_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    // The fuzzer's journal file: a checkpoint frame (next sequence number 3,
+    // body log at segment 1 offset 127, message 1 at segment 1 offset 0 with
+    // two recipients, the first finished), then five bytes of garbage.
+    let journal: &[u8] = b"VJL1\x3e\x00\x00\x00\x01\
+        \x03\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\
+        \x7f\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\
+        \x01\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\
+        \x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x00\x00\x01\
+        \x0a\x87\x0f\xb8VJ\x00le";
+    fs::write(journal_path(dir.path(), 2), journal).unwrap();
+    // ... and an empty segment 1.
+    fs::write(segment_path(dir.path(), 1), b"").unwrap();
+
+    let (_, r) = open(dir.path(), small());
+    assert!(r.report.checkpoint, "{}", r.report);
+    assert_eq!(r.report.missing, vec![1], "{}", r.report);
+    assert!(r.messages.is_empty());
+}
+
+/// Found by the `journal_recovery` fuzz target: a segment holding the same
+/// record twice (message 1: sender s@x, recipients a@x, b@x and c@x, body
+/// "b"), with no checkpoint, handed message 1 back twice, so it would have
+/// been delivered twice. The second copy is now damage.
+#[test]
+fn a_record_found_twice_is_recovered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let record: &[u8] = b"VBL1\x21\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\
+        \x03\x00s@x\x03\x00\x00\x00\x03\x00a@x\x03\x00b@x\x03\x00c@xb\x84\x6e\x00\xed";
+    let segment = [b"\x001\x01\x02", record, b"x", record].concat();
+    fs::write(segment_path(dir.path(), 0), segment).unwrap();
+
+    let (_, r) = open(dir.path(), small());
+    assert_eq!(unfinished(&r), vec![(1, vec![0, 1, 2])], "{}", r.report);
+    assert!(
+        r.report
+            .damage
+            .iter()
+            .any(|d| d.kind == DamageKind::BadContent)
+    );
+}
+
+/// Found by the `journal_recovery` fuzz target: a whole record numbered
+/// 2^64 - 1 made recovery's next sequence number overflow (a panic where
+/// overflow checks are on; 0 otherwise, so numbers would have been reused).
+/// A number that high is damage.
+#[test]
+fn a_record_numbered_past_the_limit_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let record: &[u8] = b"VBL1\x21\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff\
+        \x01\x00\x00\x00\x00\x00\x00\x00\x03\x00s@\xb8\x00\x00xb@x\x03\x00c\x00@x6A'\xc3";
+    fs::write(segment_path(dir.path(), 0), record).unwrap();
+
+    let (_, r) = open(dir.path(), small());
+    assert!(r.messages.is_empty());
+    assert_eq!(r.report.damage.len(), 1, "{}", r.report);
+    assert_eq!(r.report.damage[0].kind, DamageKind::BadContent);
+}
