@@ -33,11 +33,16 @@
 //! [`ShardJournal`] is blocking file I/O for a dedicated writer thread, with
 //! time passed in; [`JournalWriter`] is that thread, answering each append
 //! with a ticket that resolves once the message is durable.
+//!
+//! Every file operation goes through the small `Disk` trait (`disk`): real
+//! files in production, held as an `Arc<dyn Disk>` so that no type
+//! parameter reaches the rest of the engine.
 
 mod bits;
 mod body_log;
 mod commits;
 mod config;
+mod disk;
 mod error;
 mod frame;
 mod progress;

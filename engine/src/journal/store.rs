@@ -7,14 +7,14 @@
 //! time passed in for the group-commit deadline.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::bits::Bits;
 use super::body_log::{self, BodyLog, Loc};
 use super::config::JournalConfig;
+use super::disk::{Disk, LockGuard, RealDisk};
 use super::error::JournalError;
 use super::progress::{self, ProgressLog};
 use super::recovery::{self, RecoveredMessage, RecoveryReport};
@@ -58,10 +58,11 @@ struct Message {
 /// `journal` for the guarantees.
 #[derive(Debug)]
 pub struct ShardJournal {
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
     config: JournalConfig,
     /// Held for the journal's lifetime: the flock on `lock`.
-    _lock: File,
+    _lock: LockGuard,
     body: BodyLog,
     progress: ProgressLog,
     messages: HashMap<u64, Message>,
@@ -84,11 +85,28 @@ impl ShardJournal {
     /// recovery starts from here. Damage is reported, not fatal; I/O errors
     /// and a directory locked by another process are.
     pub fn open(dir: &Path, config: JournalConfig) -> Result<(Self, Recovery), JournalError> {
-        fs::create_dir_all(dir).map_err(|e| JournalError::io("create", dir, e))?;
-        let lock = lock(dir)?;
-        let rec = recovery::recover(dir)?;
+        Self::open_on(Arc::new(RealDisk), dir, config)
+    }
+
+    /// [`ShardJournal::open`] on another disk than the real one (the
+    /// tests' simulated disk).
+    pub(crate) fn open_on(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        config: JournalConfig,
+    ) -> Result<(Self, Recovery), JournalError> {
+        disk.create_dir_all(dir)
+            .map_err(|e| JournalError::io("create", dir, e))?;
+        let lock = lock(&*disk, dir)?;
+        let rec = recovery::recover(&*disk, dir)?;
         let next_segment = rec.segments.last().map_or(1, |s| s + 1);
-        let body = BodyLog::new(dir, config.segment_bytes, next_segment, rec.last_seq);
+        let body = BodyLog::new(
+            disk.clone(),
+            dir,
+            config.segment_bytes,
+            next_segment,
+            rec.last_seq,
+        );
         let mut segments: BTreeMap<u64, u64> = rec.segments.iter().map(|&s| (s, 0)).collect();
         let mut messages = HashMap::with_capacity(rec.live.len());
         for l in rec.live {
@@ -103,8 +121,9 @@ impl ShardJournal {
         }
         let mut cp = Vec::new();
         encode_checkpoint(&mut cp, &messages, rec.last_seq, body.end());
-        let progress = ProgressLog::start(dir, rec.last_generation + 1, &cp)?;
+        let progress = ProgressLog::start(disk.clone(), dir, rec.last_generation + 1, &cp)?;
         let mut journal = ShardJournal {
+            disk,
             dir: dir.to_path_buf(),
             config,
             _lock: lock,
@@ -335,7 +354,7 @@ impl ShardJournal {
         let mut removed = false;
         for seg in empty {
             let path = body_log::segment_path(&self.dir, seg);
-            match fs::remove_file(&path) {
+            match self.disk.remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
@@ -349,7 +368,7 @@ impl ShardJournal {
         if removed {
             // Not needed for safety (a deleted segment coming back is only
             // read if the journal lists it), but keeps the directory tidy.
-            let _ = body_log::sync_dir(&self.dir);
+            let _ = body_log::sync_dir(&*self.disk, &self.dir);
         }
     }
 }
@@ -376,18 +395,13 @@ fn encode_checkpoint(
 }
 
 /// Takes the shard directory's lock, so two processes never share it.
-fn lock(dir: &Path) -> Result<File, JournalError> {
+fn lock(disk: &dyn Disk, dir: &Path) -> Result<LockGuard, JournalError> {
     let path = dir.join("lock");
-    let f = body_log::open_or_create(&path)?;
-    // SAFETY: flock on a descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            JournalError::Locked { path }
+    disk.lock(&path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            JournalError::Locked { path: path.clone() }
         } else {
             JournalError::io("lock", &path, e)
-        });
-    }
-    Ok(f)
+        }
+    })
 }

@@ -4,9 +4,22 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::body_log::{list_segments, segment_path, truncate_durably};
-use super::progress::{journal_path, list_generations};
+use super::body_log::{self, segment_path};
+use super::disk::RealDisk;
+use super::progress::{self, journal_path};
 use super::*;
+
+fn list_segments(dir: &Path) -> Result<Vec<u64>, JournalError> {
+    body_log::list_segments(&RealDisk, dir)
+}
+
+fn list_generations(dir: &Path) -> Result<Vec<u64>, JournalError> {
+    progress::list_generations(&RealDisk, dir)
+}
+
+fn truncate_durably(path: &Path, len: u64) -> std::io::Result<()> {
+    body_log::truncate_durably(&RealDisk, path, len)
+}
 
 fn small() -> JournalConfig {
     JournalConfig {
