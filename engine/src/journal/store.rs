@@ -165,7 +165,11 @@ impl ShardJournal {
         *self.segments.entry(loc.seg).or_default() += 1;
         let finished = Bits::new(recipients.len() as u32);
         if finished.all() {
-            self.done.push(seq); // no recipients: finished at once
+            // No recipients: finished at once. A fact names its number, or
+            // once its segment is deleted nothing on disk would, and after
+            // a crash the number could be given again.
+            self.progress.push(seq, 0);
+            self.done.push(seq);
         }
         self.messages.insert(seq, Message { loc, finished });
         self.first_pending.get_or_insert(seq);

@@ -715,6 +715,35 @@ fn kill_9_at_random_points_loses_nothing_acknowledged() {
     assert!(!fin.is_empty());
 }
 
+/// Found by the power-loss simulation (seed 266).
+#[test]
+fn a_message_without_recipients_keeps_its_number_after_its_segment_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    // One record per segment.
+    let config = JournalConfig {
+        segment_bytes: 300,
+        ..JournalConfig::default()
+    };
+    let (mut j, _) = open(dir.path(), config.clone());
+    j.append(now, "s@x", &["r@y"], &body(0)).unwrap();
+    let none = j
+        .append(now, "s@x", &Vec::<String>::new(), &body(1))
+        .unwrap();
+    assert_eq!(j.commit_bodies(now).unwrap(), none);
+    // Never committed; it closes the segment of the message without
+    // recipients, which then goes.
+    j.append(now, "s@x", &["r@y"], &body(2)).unwrap();
+    j.commit_progress(now).unwrap();
+    assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
+    drop(j);
+
+    let (mut j, r) = open(dir.path(), config);
+    assert_eq!(unfinished(&r), vec![(1, vec![0])]);
+    let next = j.append(now, "s@x", &["r@y"], &body(3)).unwrap();
+    assert!(next > none, "number {next} given again");
+}
+
 #[test]
 fn a_listed_message_whose_segment_is_gone_is_reported_missing() {
     let dir = tempfile::tempdir().unwrap();
