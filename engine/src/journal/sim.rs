@@ -492,6 +492,56 @@ fn power_cuts_at_random_points_lose_nothing_acknowledged() {
     }
 }
 
+/// A failed fsync may have lost the facts it was to make durable (Linux
+/// marks the pages clean; the platter never got them): the next commit
+/// must write them again, not only sync again.
+#[test]
+fn facts_whose_fsync_failed_are_written_again() {
+    let disk = SimDisk::new();
+    let dir = Path::new("/sim/shard-0");
+    let config = JournalConfig::default();
+    let now = Instant::now();
+    let (mut j, _) = open(&disk, dir, &config).unwrap();
+    let seq = j.append(now, "s@x", &["a@y", "b@y"], b"body").unwrap();
+    assert_eq!(j.commit_bodies(now).unwrap(), seq);
+    j.finish(now, seq, 0).unwrap();
+    disk.inject(Fault::Sync, None);
+    assert!(j.commit_progress(now).is_err());
+    j.commit_progress(now).unwrap();
+    drop(j);
+    disk.power_cut(&mut Rng::new(0));
+    let (_, rec) = open(&disk, dir, &config).unwrap();
+    assert_eq!(unfinished(&rec), vec![(seq, vec![1])], "{}", rec.report);
+}
+
+/// Messages whose fsync failed are rejected, never acknowledged by a
+/// later commit, and do not come back; the next batch is written anew.
+#[test]
+fn messages_whose_fsync_failed_are_rejected_and_the_next_ones_kept() {
+    let disk = SimDisk::new();
+    let dir = Path::new("/sim/shard-0");
+    let config = JournalConfig::default();
+    let now = Instant::now();
+    let (mut j, _) = open(&disk, dir, &config).unwrap();
+    let a = j.append(now, "s@x", &["r@y"], b"first").unwrap();
+    assert_eq!(j.commit_bodies(now).unwrap(), a);
+    j.append(now, "s@x", &["r@y"], b"second").unwrap();
+    disk.inject(Fault::Sync, None);
+    assert!(j.commit_bodies(now).is_err());
+    let c = j.append(now, "s@x", &["r@y"], b"third").unwrap();
+    assert_eq!(j.commit_bodies(now).unwrap(), c);
+    drop(j);
+    disk.power_cut(&mut Rng::new(0));
+    let (_, rec) = open(&disk, dir, &config).unwrap();
+    assert_eq!(
+        unfinished(&rec),
+        vec![(a, vec![0]), (c, vec![0])],
+        "{}",
+        rec.report
+    );
+    assert!(rec.report.is_clean(), "{}", rec.report);
+}
+
 /// A message without recipients lost its number with its segment, and
 /// the next start gave that number again.
 #[test]
