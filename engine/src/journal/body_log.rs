@@ -250,6 +250,8 @@ pub(crate) struct BodyLog {
     last_seq: u64,
     /// Total bytes written to segment files (for the benchmark's ratio).
     bytes_written: u64,
+    /// Whether records of the last failed commit could not be cut off.
+    uncut: bool,
 }
 
 impl BodyLog {
@@ -274,6 +276,7 @@ impl BodyLog {
             durable_upto: last_seq,
             last_seq,
             bytes_written: 0,
+            uncut: false,
         }
     }
 
@@ -346,6 +349,12 @@ impl BodyLog {
         self.bytes_written
     }
 
+    /// Whether records the last failed commit rejected may still be on
+    /// disk, whole: cutting them off failed, so recovery would read them.
+    pub(crate) fn rejected_left_on_disk(&self) -> bool {
+        self.uncut
+    }
+
     /// Writes and fsyncs everything pending; returns the highest durable
     /// sequence number. On error, every pending record is dropped (it was
     /// never durable, so never acknowledged), the segment is cut back to its
@@ -414,7 +423,9 @@ impl BodyLog {
 
     /// Cuts the segments of failed chunks back to their durable length.
     /// If a cut fails, new records go to a fresh segment, so no record is
-    /// ever written after garbage; recovery reports the garbage as damage.
+    /// ever written after garbage; recovery reports the garbage as damage,
+    /// and whole records left behind are marked finished by the caller
+    /// (see [`BodyLog::rejected_left_on_disk`]).
     /// Sequence numbers of the dropped records are not reused.
     fn undo(&mut self, failed: &[Pending]) {
         let mut clean = true;
@@ -428,6 +439,7 @@ impl BodyLog {
         }
         let first = &failed[0];
         self.file = None;
+        self.uncut = !clean;
         if clean {
             self.active = first.seg;
             self.active_len = first.base;

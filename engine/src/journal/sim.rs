@@ -542,6 +542,50 @@ fn messages_whose_fsync_failed_are_rejected_and_the_next_ones_kept() {
     assert!(rec.report.is_clean(), "{}", rec.report);
 }
 
+/// A commit fails after one of its chunks was synced, and cutting that
+/// chunk off fails too: its messages were rejected (answered 452), so
+/// they must not come back after a crash either.
+#[test]
+fn rejected_messages_whose_cut_failed_do_not_come_back() {
+    let disk = SimDisk::new();
+    let dir = Path::new("/sim/shard-0");
+    // Two records per segment.
+    let config = JournalConfig {
+        segment_bytes: 200,
+        ..JournalConfig::default()
+    };
+    let now = Instant::now();
+    let (mut j, _) = open(&disk, dir, &config).unwrap();
+    let body = [b'x'; 50];
+    let a = j.append(now, "s@x", &["r@y"], &body).unwrap();
+    assert_eq!(j.commit_bodies(now).unwrap(), a);
+    let b = j.append(now, "s@x", &["r@y"], &body).unwrap();
+    let c = j.append(now, "s@x", &["r@y"], &body).unwrap();
+    assert_eq!(
+        j.stats().segments,
+        2,
+        "b closes the first segment, c opens the next"
+    );
+    // b is written and synced; creating c's segment is not made durable;
+    // the cut back of b's segment is not either.
+    let first = super::body_log::segment_path(dir, 1);
+    disk.inject(Fault::SyncDir, None);
+    disk.inject_later(Fault::Sync, Some(&first), 1);
+    assert!(j.commit_bodies(now).is_err());
+    assert_eq!(disk.stats().faults, 2);
+    j.commit_progress(now).unwrap();
+    drop(j);
+    disk.power_cut(&mut Rng::new(0));
+    let (_, rec) = open(&disk, dir, &config).unwrap();
+    let seqs: Vec<u64> = rec.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(
+        seqs,
+        vec![a],
+        "b {b} and c {c} were rejected; {}",
+        rec.report
+    );
+}
+
 /// A message without recipients lost its number with its segment, and
 /// the next start gave that number again.
 #[test]

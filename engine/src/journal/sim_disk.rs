@@ -151,8 +151,9 @@ struct State {
     synced_names: BTreeMap<PathBuf, usize>,
     /// Directory changes since the last directory sync, in order.
     dir_pending: Vec<DirChange>,
-    /// Faults to inject, each once, optionally only for one path.
-    faults: Vec<(Fault, Option<PathBuf>)>,
+    /// Faults to inject, each once, optionally only for one path, after
+    /// letting this many matching operations pass.
+    faults: Vec<(Fault, Option<PathBuf>, u32)>,
     /// Changing operations left before the power goes.
     ops_left: Option<u64>,
     dead: bool,
@@ -190,15 +191,20 @@ impl State {
 
     /// Whether an injected fault hits this operation (and uses it up).
     fn fault(&mut self, kind: Fault, path: &Path) -> bool {
-        let hit = self
-            .faults
-            .iter()
-            .position(|(k, p)| *k == kind && p.as_deref().is_none_or(|p| p == path));
-        if let Some(i) = hit {
-            self.faults.remove(i);
-            self.stats.faults += 1;
-        }
-        hit.is_some()
+        let mut hit = false;
+        self.faults.retain_mut(|(k, p, pass)| {
+            if hit || *k != kind || p.as_deref().is_some_and(|p| p != path) {
+                return true;
+            }
+            if *pass > 0 {
+                *pass -= 1;
+                return true;
+            }
+            hit = true;
+            false
+        });
+        self.stats.faults += u64::from(hit);
+        hit
     }
 
     fn dir_change(&mut self, change: DirChange) {
@@ -249,10 +255,16 @@ impl SimDisk {
 
     /// Fails the next `fault` operation, of `path` only if given.
     pub(crate) fn inject(&self, fault: Fault, path: Option<&Path>) {
+        self.inject_later(fault, path, 0);
+    }
+
+    /// [`SimDisk::inject`], letting `pass` matching operations succeed
+    /// first.
+    pub(crate) fn inject_later(&self, fault: Fault, path: Option<&Path>, pass: u32) {
         self.state
             .lock()
             .faults
-            .push((fault, path.map(Path::to_path_buf)));
+            .push((fault, path.map(Path::to_path_buf), pass));
     }
 
     /// The power cut: keeps what was synced and a random part of the rest

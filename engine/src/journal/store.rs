@@ -219,7 +219,10 @@ impl ShardJournal {
     /// On error, every message appended since the last commit is rejected:
     /// forgotten here, its sequence number never reused, and the caller
     /// must answer it with a temporary failure (452 4.3.1) and not deliver
-    /// it. What was durable before stays durable.
+    /// it. Records that could not be cut off the disk get facts marking
+    /// every recipient finished (durable with the next `commit_progress`),
+    /// so a crash does not bring them back. What was durable before stays
+    /// durable.
     ///
     /// `now` paces retries: after a failure the next commit is due one
     /// `commit_interval` later, not at once.
@@ -237,13 +240,19 @@ impl ShardJournal {
             }
             Err(e) => {
                 let rejected = |seq: u64| (first..=last).contains(&seq);
+                self.progress.forget(rejected);
+                // Records that could not be cut off would be delivered
+                // after a crash; facts mark their recipients finished.
+                let left = self.body.rejected_left_on_disk();
                 for seq in first..=last {
                     if let Some(m) = self.messages.remove(&seq) {
                         self.unref_segment(m.loc.seg);
+                        if left {
+                            (0..m.finished.len()).for_each(|i| self.progress.push(seq, i));
+                        }
                     }
                 }
                 self.done.retain(|&s| !rejected(s));
-                self.progress.forget(rejected);
                 self.pending_since = (self.progress.pending_bytes() > 0).then_some(now);
                 Err(e)
             }
