@@ -19,13 +19,13 @@
 //! again. Every fsync cleans the page it wrote last; without padding, the
 //! next commit would write that page a second time. Readers skip padding.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::disk::{Disk, DiskFile};
 use super::error::JournalError;
 use super::frame::{self, Decoded, FRAME_OVERHEAD, MAX_PAYLOAD, Reader};
 
@@ -65,12 +65,12 @@ pub(crate) fn segment_path(dir: &Path, id: u64) -> PathBuf {
 }
 
 /// Segment ids present in `dir`, ascending.
-pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>, JournalError> {
+pub(crate) fn list_segments(disk: &dyn Disk, dir: &Path) -> Result<Vec<u64>, JournalError> {
     let mut ids = Vec::new();
-    let rd = fs::read_dir(dir).map_err(|e| JournalError::io("list", dir, e))?;
-    for entry in rd {
-        let entry = entry.map_err(|e| JournalError::io("list", dir, e))?;
-        let name = entry.file_name();
+    let names = disk
+        .list(dir)
+        .map_err(|e| JournalError::io("list", dir, e))?;
+    for name in names {
         let Some(name) = name.to_str() else { continue };
         if let Some(id) = name
             .strip_prefix("body-")
@@ -183,7 +183,7 @@ pub(crate) fn parse(payload: &[u8]) -> Option<BodyRecord> {
 /// Reads the record at `off` of an open segment of `file_len` bytes
 /// (recovery only).
 pub(crate) fn read_at(
-    file: &File,
+    file: &dyn DiskFile,
     file_len: u64,
     off: u64,
 ) -> io::Result<Result<BodyRecord, frame::DamageKind>> {
@@ -233,10 +233,11 @@ struct Pending {
 /// The writing side of one shard's body log.
 #[derive(Debug)]
 pub(crate) struct BodyLog {
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
     segment_bytes: u64,
     /// The segment being filled, if its file is open.
-    file: Option<(u64, File)>,
+    file: Option<(u64, Box<dyn DiskFile>)>,
     /// Id of the segment new records go to, and its length counting
     /// pending bytes.
     active: u64,
@@ -249,13 +250,22 @@ pub(crate) struct BodyLog {
     last_seq: u64,
     /// Total bytes written to segment files (for the benchmark's ratio).
     bytes_written: u64,
+    /// Whether records of the last failed commit could not be cut off.
+    uncut: bool,
 }
 
 impl BodyLog {
     /// A log whose next record goes to a new segment `next_segment` and gets
     /// a sequence number above `last_seq`.
-    pub(crate) fn new(dir: &Path, segment_bytes: u64, next_segment: u64, last_seq: u64) -> Self {
+    pub(crate) fn new(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        segment_bytes: u64,
+        next_segment: u64,
+        last_seq: u64,
+    ) -> Self {
         BodyLog {
+            disk,
             dir: dir.to_path_buf(),
             segment_bytes: segment_bytes.max(1),
             file: None,
@@ -266,6 +276,7 @@ impl BodyLog {
             durable_upto: last_seq,
             last_seq,
             bytes_written: 0,
+            uncut: false,
         }
     }
 
@@ -338,6 +349,12 @@ impl BodyLog {
         self.bytes_written
     }
 
+    /// Whether records the last failed commit rejected may still be on
+    /// disk, whole: cutting them off failed, so recovery would read them.
+    pub(crate) fn rejected_left_on_disk(&self) -> bool {
+        self.uncut
+    }
+
     /// Writes and fsyncs everything pending; returns the highest durable
     /// sequence number. On error, every pending record is dropped (it was
     /// never durable, so never acknowledged), the segment is cut back to its
@@ -360,7 +377,7 @@ impl BodyLog {
                 return Err(e);
             }
         }
-        if created && let Err(e) = sync_dir(&self.dir) {
+        if created && let Err(e) = sync_dir(&*self.disk, &self.dir) {
             self.undo(&pending);
             return Err(e);
         }
@@ -388,7 +405,7 @@ impl BodyLog {
     fn write_chunk(&mut self, chunk: &Pending, created: &mut bool) -> Result<(), JournalError> {
         let path = segment_path(&self.dir, chunk.seg);
         if self.file.as_ref().map(|(id, _)| *id) != Some(chunk.seg) {
-            let f = open_or_create(&path)?;
+            let f = open_or_create(&*self.disk, &path)?;
             *created |= chunk.base == 0;
             self.file = Some((chunk.seg, f));
         }
@@ -406,13 +423,15 @@ impl BodyLog {
 
     /// Cuts the segments of failed chunks back to their durable length.
     /// If a cut fails, new records go to a fresh segment, so no record is
-    /// ever written after garbage; recovery reports the garbage as damage.
+    /// ever written after garbage; recovery reports the garbage as damage,
+    /// and whole records left behind are marked finished by the caller
+    /// (see [`BodyLog::rejected_left_on_disk`]).
     /// Sequence numbers of the dropped records are not reused.
     fn undo(&mut self, failed: &[Pending]) {
         let mut clean = true;
         for chunk in failed {
             let path = segment_path(&self.dir, chunk.seg);
-            match truncate_durably(&path, chunk.base) {
+            match truncate_durably(&*self.disk, &path, chunk.base) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(_) => clean = false,
@@ -420,6 +439,7 @@ impl BodyLog {
         }
         let first = &failed[0];
         self.file = None;
+        self.uncut = !clean;
         if clean {
             self.active = first.seg;
             self.active_len = first.base;
@@ -431,52 +451,59 @@ impl BodyLog {
 }
 
 /// Opens `path` for writing, creating it if needed, keeping what it holds.
-pub(crate) fn open_or_create(path: &Path) -> Result<File, JournalError> {
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
+pub(crate) fn open_or_create(
+    disk: &dyn Disk,
+    path: &Path,
+) -> Result<Box<dyn DiskFile>, JournalError> {
+    disk.open_or_create(path)
         .map_err(|e| JournalError::io("open", path, e))
 }
 
 /// Cuts `path` to `len` bytes and makes the cut durable. The raw
 /// `io::Error` is returned so a caller can tell a missing file apart.
-pub(crate) fn truncate_durably(path: &Path, len: u64) -> io::Result<()> {
-    OpenOptions::new()
-        .write(true)
-        .open(path)
+pub(crate) fn truncate_durably(disk: &dyn Disk, path: &Path, len: u64) -> io::Result<()> {
+    disk.open_write(path)
         .and_then(|f| f.set_len(len).and_then(|()| f.sync_all()))
 }
 
 /// Makes a file's creation, rename or removal durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), JournalError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+pub(crate) fn sync_dir(disk: &dyn Disk, dir: &Path) -> Result<(), JournalError> {
+    disk.sync_dir(dir)
         .map_err(|e| JournalError::io("fsync directory", dir, e))
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file, fsync, rename,
 /// fsync of the directory.
-pub(crate) fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
+pub(crate) fn write_atomic(
+    disk: &dyn Disk,
+    dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), JournalError> {
     let tmp = path.with_extension("tmp");
     let result = (|| {
-        let mut f = File::create(&tmp).map_err(|e| JournalError::io("create", &tmp, e))?;
-        f.write_all(bytes)
+        let f = disk
+            .create(&tmp)
+            .map_err(|e| JournalError::io("create", &tmp, e))?;
+        f.write_all_at(bytes, 0)
             .map_err(|e| JournalError::io("write", &tmp, e))?;
         f.sync_all()
             .map_err(|e| JournalError::io("fsync", &tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| JournalError::io("rename", path, e))?;
-        sync_dir(dir)
+        disk.rename(&tmp, path)
+            .map_err(|e| JournalError::io("rename", path, e))?;
+        sync_dir(disk, dir)
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = disk.remove_file(&tmp);
     }
     result
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
+    use super::super::disk::RealDisk;
     use super::*;
 
     #[test]
@@ -506,7 +533,7 @@ mod tests {
     #[test]
     fn a_large_commit_ends_on_a_page_boundary_and_padding_reads_as_padding() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = BodyLog::new(dir.path(), 1 << 20, 1, 0);
+        let mut log = BodyLog::new(Arc::new(RealDisk), dir.path(), 1 << 20, 1, 0);
         let body = vec![b'x'; 3000];
         let (_, first) = log.append("s@a", &["r@b"], &body).unwrap();
         log.append("s@a", &["r@b"], &body).unwrap();
@@ -544,23 +571,25 @@ mod tests {
     #[test]
     fn segments_roll_at_the_configured_size() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = BodyLog::new(dir.path(), 1000, 1, 0);
+        let mut log = BodyLog::new(Arc::new(RealDisk), dir.path(), 1000, 1, 0);
         let body = vec![b'x'; 300];
         let mut locs = Vec::new();
         for _ in 0..7 {
             locs.push(log.append("s@a", &["r@b"], &body).unwrap().1);
         }
         assert_eq!(log.commit().unwrap(), 7);
-        let segs = list_segments(dir.path()).unwrap();
+        let segs = list_segments(&RealDisk, dir.path()).unwrap();
         assert!(segs.len() >= 3, "{segs:?}");
         for id in &segs {
             let len = fs::metadata(segment_path(dir.path(), *id)).unwrap().len();
             assert!(len <= 1000, "segment {id} has {len} bytes");
         }
         for (i, loc) in locs.iter().enumerate() {
-            let f = File::open(segment_path(dir.path(), loc.seg)).unwrap();
-            let len = f.metadata().unwrap().len();
-            let rec = read_at(&f, len, loc.off).unwrap().unwrap();
+            let f = RealDisk
+                .open_read(&segment_path(dir.path(), loc.seg))
+                .unwrap();
+            let len = f.size().unwrap();
+            let rec = read_at(&*f, len, loc.off).unwrap().unwrap();
             assert_eq!(rec.seq, i as u64 + 1);
         }
     }

@@ -15,12 +15,12 @@
 //! finished:   2u8, n x (seq u64, index u32)
 //! ```
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::bits::Bits;
 use super::body_log::{Loc, sync_dir, write_atomic};
+use super::disk::{Disk, DiskFile};
 use super::error::JournalError;
 use super::frame::{self, Reader};
 
@@ -38,12 +38,12 @@ pub(crate) fn journal_path(dir: &Path, generation: u64) -> PathBuf {
 }
 
 /// Journal generations present in `dir`, ascending.
-pub(crate) fn list_generations(dir: &Path) -> Result<Vec<u64>, JournalError> {
+pub(crate) fn list_generations(disk: &dyn Disk, dir: &Path) -> Result<Vec<u64>, JournalError> {
     let mut gens = Vec::new();
-    let rd = fs::read_dir(dir).map_err(|e| JournalError::io("list", dir, e))?;
-    for entry in rd {
-        let entry = entry.map_err(|e| JournalError::io("list", dir, e))?;
-        let name = entry.file_name();
+    let names = disk
+        .list(dir)
+        .map_err(|e| JournalError::io("list", dir, e))?;
+    for name in names {
         let Some(name) = name.to_str() else { continue };
         if let Some(g) = name
             .strip_prefix("journal-")
@@ -168,10 +168,11 @@ pub(crate) fn parse(payload: &[u8]) -> Option<JournalFrame> {
 /// The writing side of one shard's recovery journal.
 #[derive(Debug)]
 pub(crate) struct ProgressLog {
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
     generation: u64,
     path: PathBuf,
-    file: File,
+    file: Box<dyn DiskFile>,
     /// Durable length of the current generation's file.
     len: u64,
     pending: Vec<(u64, u32)>,
@@ -184,17 +185,18 @@ impl ProgressLog {
     /// Starts generation `generation` with the checkpoint `checkpoint` (one
     /// encoded frame), then removes every older generation.
     pub(crate) fn start(
+        disk: Arc<dyn Disk>,
         dir: &Path,
         generation: u64,
         checkpoint: &[u8],
     ) -> Result<Self, JournalError> {
         let path = journal_path(dir, generation);
-        write_atomic(dir, &path, checkpoint)?;
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&path)
+        write_atomic(&*disk, dir, &path, checkpoint)?;
+        let file = disk
+            .open_write(&path)
             .map_err(|e| JournalError::io("open", &path, e))?;
         let log = ProgressLog {
+            disk,
             dir: dir.to_path_buf(),
             generation,
             path,
@@ -216,7 +218,12 @@ impl ProgressLog {
         checkpoint: &[u8],
         keep: impl Fn(u64) -> bool,
     ) -> Result<(), JournalError> {
-        let mut next = ProgressLog::start(&self.dir, self.generation + 1, checkpoint)?;
+        let mut next = ProgressLog::start(
+            self.disk.clone(),
+            &self.dir,
+            self.generation + 1,
+            checkpoint,
+        )?;
         next.bytes_written += self.bytes_written;
         next.pending = std::mem::take(&mut self.pending);
         next.pending.retain(|(seq, _)| keep(*seq));
@@ -226,15 +233,17 @@ impl ProgressLog {
 
     fn remove_older(&self) -> Result<(), JournalError> {
         let mut removed = false;
-        for g in list_generations(&self.dir)? {
+        for g in list_generations(&*self.disk, &self.dir)? {
             if g < self.generation {
                 let p = journal_path(&self.dir, g);
-                fs::remove_file(&p).map_err(|e| JournalError::io("remove", &p, e))?;
+                self.disk
+                    .remove_file(&p)
+                    .map_err(|e| JournalError::io("remove", &p, e))?;
                 removed = true;
             }
         }
         if removed {
-            sync_dir(&self.dir)?;
+            sync_dir(&*self.disk, &self.dir)?;
         }
         Ok(())
     }

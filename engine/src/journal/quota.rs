@@ -7,12 +7,13 @@
 //! the old count or the new one, never a torn one. Days are UTC days of the
 //! clock passed in, so tests can move the date.
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::body_log::write_atomic;
+use super::disk::{Disk, RealDisk};
 use super::error::JournalError;
 
 const QUOTA_MAGIC: [u8; 4] = *b"VQT1";
@@ -69,6 +70,7 @@ pub struct QuotaCounts {
 /// The persisted delivery counter with its limits.
 #[derive(Debug)]
 pub struct SendQuota {
+    disk: Arc<dyn Disk>,
     path: PathBuf,
     dir: PathBuf,
     limits: QuotaLimits,
@@ -87,13 +89,25 @@ impl SendQuota {
     /// Opens the counter stored at `path` (a missing file is a zero count).
     /// A damaged file is an error: the count is not silently reset.
     pub fn open(path: &Path, limits: QuotaLimits) -> Result<Self, JournalError> {
+        Self::open_on(Arc::new(RealDisk), path, limits)
+    }
+
+    /// [`SendQuota::open`] on another disk than the real one (the tests'
+    /// simulated disk).
+    pub(crate) fn open_on(
+        disk: Arc<dyn Disk>,
+        path: &Path,
+        limits: QuotaLimits,
+    ) -> Result<Self, JournalError> {
         let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| JournalError::io("create", &dir, e))?;
+        disk.create_dir_all(&dir)
+            .map_err(|e| JournalError::io("create", &dir, e))?;
         let mut q = SendQuota {
+            disk,
             path: path.to_path_buf(),
             dir,
             limits,
@@ -101,8 +115,9 @@ impl SendQuota {
             day: 0,
             today: 0,
         };
-        match fs::read(path) {
-            Ok(data) => q.load(&data)?,
+        let mut data = Vec::new();
+        match q.disk.read_to_end(path, &mut data) {
+            Ok(()) => q.load(&data)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(JournalError::io("read", path, e)),
         }
@@ -178,7 +193,7 @@ impl SendQuota {
         buf.extend_from_slice(&today.to_le_bytes());
         let crc = crc32c::crc32c(&buf);
         buf.extend_from_slice(&crc.to_le_bytes());
-        write_atomic(&self.dir, &self.path, &buf)?;
+        write_atomic(&*self.disk, &self.dir, &self.path, &buf)?;
         self.total = total;
         self.day = u64::from(day32);
         self.today = today;
@@ -193,6 +208,8 @@ impl SendQuota {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
     use std::time::Duration;
 

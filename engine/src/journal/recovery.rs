@@ -17,15 +17,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::fs::{self, File};
-use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
 use super::bits::Bits;
 use super::body_log::{self, BODY_MAGIC, Loc};
+use super::disk::{Disk, DiskFile};
 use super::error::JournalError;
 use super::frame::{self, DamageKind, SEQ_LIMIT};
 use super::progress::{self, Checkpoint, JOURNAL_MAGIC, JournalFrame};
@@ -159,9 +157,9 @@ pub(crate) struct Recovered {
     pub(crate) last_generation: u64,
 }
 
-pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
+pub(crate) fn recover(disk: &dyn Disk, dir: &Path) -> Result<Recovered, JournalError> {
     let mut report = RecoveryReport::default();
-    let (checkpoint, facts, last_generation) = read_journal(dir, &mut report)?;
+    let (checkpoint, facts, last_generation) = read_journal(disk, dir, &mut report)?;
     report.checkpoint = checkpoint.is_some();
     let Checkpoint {
         next_seq,
@@ -203,7 +201,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
         .filter(|l| !l.finished.all())
         .collect();
 
-    let segments = body_log::list_segments(dir)?;
+    let segments = body_log::list_segments(disk, dir)?;
     let mut messages = Vec::new();
     let mut live = Vec::new();
 
@@ -214,17 +212,17 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
         .filter(|&s| s >= body_pos.seg)
         .collect();
     if let Some(&first) = tail.first() {
-        prefetch(&body_log::segment_path(dir, first));
+        disk.prefetch(&body_log::segment_path(dir, first));
     }
     // One buffer for every segment: no fresh pages to fault in each time.
     let mut data = Vec::new();
     for (k, &seg) in tail.iter().enumerate() {
         // The disk reads the next segment while this one is parsed.
         if let Some(&next) = tail.get(k + 1) {
-            prefetch(&body_log::segment_path(dir, next));
+            disk.prefetch(&body_log::segment_path(dir, next));
         }
         let path = body_log::segment_path(dir, seg);
-        read_into(&path, &mut data)?;
+        read_into(disk, &path, &mut data)?;
         // A segment shorter than the checkpoint says (its tail lost behind
         // the journal's back) has no tail; what the checkpoint lists past
         // its end is reported missing below.
@@ -274,7 +272,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
         let end = data.len() as u64 - start;
         record_damage(&path, start, end, &scan, &mut report);
         if scan.skipped.last().is_some_and(|s| s.offset + s.len == end) {
-            cut(&path, start + scan.good_end)?;
+            cut(disk, &path, start + scan.good_end)?;
         }
     }
 
@@ -282,18 +280,19 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
     listed.sort_unstable_by_key(|l| l.loc);
     let mut wanted: Vec<u64> = listed.iter().map(|l| l.loc.seg).collect();
     wanted.dedup();
-    let mut open: Option<(u64, Option<(File, u64)>)> = None;
+    // The segment being read: its id, and its file and length unless it is gone.
+    let mut open: Option<(u64, Option<OpenSegment>)> = None;
     for l in listed {
         if open.as_ref().map(|(s, _)| *s) != Some(l.loc.seg) {
             let path = body_log::segment_path(dir, l.loc.seg);
             if open.is_none() {
-                prefetch(&path);
+                disk.prefetch(&path);
             }
             let k = wanted.partition_point(|&s| s <= l.loc.seg);
             if let Some(&next) = wanted.get(k) {
-                prefetch(&body_log::segment_path(dir, next));
+                disk.prefetch(&body_log::segment_path(dir, next));
             }
-            let f = match File::open(&path).and_then(|f| Ok((f.metadata()?.len(), f))) {
+            let f = match disk.open_read(&path).and_then(|f| Ok((f.size()?, f))) {
                 Ok((len, f)) => Some((f, len)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => return Err(JournalError::io("open", &path, e)),
@@ -305,7 +304,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
             continue;
         };
         let path = body_log::segment_path(dir, l.loc.seg);
-        match body_log::read_at(file, *file_len, l.loc.off)
+        match body_log::read_at(&**file, *file_len, l.loc.off)
             .map_err(|e| JournalError::io("read", &path, e))?
         {
             Ok(rec) if rec.seq == l.seq && rec.recipients.len() == l.finished.len() as usize => {
@@ -353,26 +352,33 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
 
 type Facts = HashMap<u64, Vec<u32>>;
 
+type OpenSegment = (Box<dyn DiskFile>, u64);
+
 /// Reads every generation: the newest whole checkpoint, and all facts.
 fn read_journal(
+    disk: &dyn Disk,
     dir: &Path,
     report: &mut RecoveryReport,
 ) -> Result<(Option<Checkpoint>, Facts, u64), JournalError> {
     // Leftovers of a checkpoint or quota write cut short by a crash.
-    for entry in fs::read_dir(dir).map_err(|e| JournalError::io("list", dir, e))? {
-        let entry = entry.map_err(|e| JournalError::io("list", dir, e))?;
-        if entry.path().extension().is_some_and(|x| x == "tmp")
-            && entry.file_name().to_string_lossy().starts_with("journal-")
+    for name in disk
+        .list(dir)
+        .map_err(|e| JournalError::io("list", dir, e))?
+    {
+        let path = dir.join(&name);
+        if path.extension().is_some_and(|x| x == "tmp")
+            && name.to_string_lossy().starts_with("journal-")
         {
-            let _ = fs::remove_file(entry.path());
+            let _ = disk.remove_file(&path);
         }
     }
-    let generations = progress::list_generations(dir)?;
+    let generations = progress::list_generations(disk, dir)?;
     let mut checkpoint: Option<Checkpoint> = None;
     let mut facts = Facts::new();
     for &g in generations.iter().rev() {
         let path = progress::journal_path(dir, g);
-        let data = fs::read(&path).map_err(|e| JournalError::io("read", &path, e))?;
+        let mut data = Vec::new();
+        read_into(disk, &path, &mut data)?;
         let mut own_checkpoint = None;
         let scan = frame::scan(&data, JOURNAL_MAGIC, |off, payload| {
             match progress::parse(payload) {
@@ -391,7 +397,7 @@ fn read_journal(
         let end = data.len() as u64;
         record_damage(&path, 0, end, &scan, report);
         if scan.skipped.last().is_some_and(|s| s.offset + s.len == end) {
-            cut(&path, scan.good_end)?;
+            cut(disk, &path, scan.good_end)?;
         }
         if checkpoint.is_none() {
             checkpoint = own_checkpoint;
@@ -419,26 +425,16 @@ fn record_damage(
 }
 
 /// Reads a whole file into `buf`, reusing its allocation.
-fn read_into(path: &Path, buf: &mut Vec<u8>) -> Result<(), JournalError> {
+fn read_into(disk: &dyn Disk, path: &Path, buf: &mut Vec<u8>) -> Result<(), JournalError> {
     buf.clear();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(buf))
-        .map_err(|e| JournalError::io("read", path, e))?;
-    Ok(())
-}
-
-/// Asks the kernel to start reading a whole file into the page cache.
-fn prefetch(path: &Path) {
-    if let Ok(f) = File::open(path) {
-        // SAFETY: an advisory call on a descriptor we own.
-        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
-    }
+    disk.read_to_end(path, buf)
+        .map_err(|e| JournalError::io("read", path, e))
 }
 
 /// Cuts a file after its last good record, so the damage is not
 /// found again and the file ends clean.
-fn cut(path: &Path, len: u64) -> Result<(), JournalError> {
-    body_log::truncate_durably(path, len).map_err(|e| JournalError::io("truncate", path, e))
+fn cut(disk: &dyn Disk, path: &Path, len: u64) -> Result<(), JournalError> {
+    body_log::truncate_durably(disk, path, len).map_err(|e| JournalError::io("truncate", path, e))
 }
 
 fn unfinished(rec: body_log::BodyRecord, finished: &Bits) -> RecoveredMessage {

@@ -7,14 +7,14 @@
 //! time passed in for the group-commit deadline.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::bits::Bits;
 use super::body_log::{self, BodyLog, Loc};
 use super::config::JournalConfig;
+use super::disk::{Disk, LockGuard, RealDisk};
 use super::error::JournalError;
 use super::progress::{self, ProgressLog};
 use super::recovery::{self, RecoveredMessage, RecoveryReport};
@@ -58,10 +58,11 @@ struct Message {
 /// `journal` for the guarantees.
 #[derive(Debug)]
 pub struct ShardJournal {
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
     config: JournalConfig,
     /// Held for the journal's lifetime: the flock on `lock`.
-    _lock: File,
+    _lock: LockGuard,
     body: BodyLog,
     progress: ProgressLog,
     messages: HashMap<u64, Message>,
@@ -84,11 +85,28 @@ impl ShardJournal {
     /// recovery starts from here. Damage is reported, not fatal; I/O errors
     /// and a directory locked by another process are.
     pub fn open(dir: &Path, config: JournalConfig) -> Result<(Self, Recovery), JournalError> {
-        fs::create_dir_all(dir).map_err(|e| JournalError::io("create", dir, e))?;
-        let lock = lock(dir)?;
-        let rec = recovery::recover(dir)?;
+        Self::open_on(Arc::new(RealDisk), dir, config)
+    }
+
+    /// [`ShardJournal::open`] on another disk than the real one (the
+    /// tests' simulated disk).
+    pub(crate) fn open_on(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        config: JournalConfig,
+    ) -> Result<(Self, Recovery), JournalError> {
+        disk.create_dir_all(dir)
+            .map_err(|e| JournalError::io("create", dir, e))?;
+        let lock = lock(&*disk, dir)?;
+        let rec = recovery::recover(&*disk, dir)?;
         let next_segment = rec.segments.last().map_or(1, |s| s + 1);
-        let body = BodyLog::new(dir, config.segment_bytes, next_segment, rec.last_seq);
+        let body = BodyLog::new(
+            disk.clone(),
+            dir,
+            config.segment_bytes,
+            next_segment,
+            rec.last_seq,
+        );
         let mut segments: BTreeMap<u64, u64> = rec.segments.iter().map(|&s| (s, 0)).collect();
         let mut messages = HashMap::with_capacity(rec.live.len());
         for l in rec.live {
@@ -103,8 +121,9 @@ impl ShardJournal {
         }
         let mut cp = Vec::new();
         encode_checkpoint(&mut cp, &messages, rec.last_seq, body.end());
-        let progress = ProgressLog::start(dir, rec.last_generation + 1, &cp)?;
+        let progress = ProgressLog::start(disk.clone(), dir, rec.last_generation + 1, &cp)?;
         let mut journal = ShardJournal {
+            disk,
             dir: dir.to_path_buf(),
             config,
             _lock: lock,
@@ -146,7 +165,11 @@ impl ShardJournal {
         *self.segments.entry(loc.seg).or_default() += 1;
         let finished = Bits::new(recipients.len() as u32);
         if finished.all() {
-            self.done.push(seq); // no recipients: finished at once
+            // No recipients: finished at once. A fact names its number, or
+            // once its segment is deleted nothing on disk would, and after
+            // a crash the number could be given again.
+            self.progress.push(seq, 0);
+            self.done.push(seq);
         }
         self.messages.insert(seq, Message { loc, finished });
         self.first_pending.get_or_insert(seq);
@@ -196,7 +219,10 @@ impl ShardJournal {
     /// On error, every message appended since the last commit is rejected:
     /// forgotten here, its sequence number never reused, and the caller
     /// must answer it with a temporary failure (452 4.3.1) and not deliver
-    /// it. What was durable before stays durable.
+    /// it. Records that could not be cut off the disk get facts marking
+    /// every recipient finished (durable with the next `commit_progress`),
+    /// so a crash does not bring them back. What was durable before stays
+    /// durable.
     ///
     /// `now` paces retries: after a failure the next commit is due one
     /// `commit_interval` later, not at once.
@@ -214,13 +240,19 @@ impl ShardJournal {
             }
             Err(e) => {
                 let rejected = |seq: u64| (first..=last).contains(&seq);
+                self.progress.forget(rejected);
+                // Records that could not be cut off would be delivered
+                // after a crash; facts mark their recipients finished.
+                let left = self.body.rejected_left_on_disk();
                 for seq in first..=last {
                     if let Some(m) = self.messages.remove(&seq) {
                         self.unref_segment(m.loc.seg);
+                        if left {
+                            (0..m.finished.len()).for_each(|i| self.progress.push(seq, i));
+                        }
                     }
                 }
                 self.done.retain(|&s| !rejected(s));
-                self.progress.forget(rejected);
                 self.pending_since = (self.progress.pending_bytes() > 0).then_some(now);
                 Err(e)
             }
@@ -335,7 +367,7 @@ impl ShardJournal {
         let mut removed = false;
         for seg in empty {
             let path = body_log::segment_path(&self.dir, seg);
-            match fs::remove_file(&path) {
+            match self.disk.remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
@@ -349,7 +381,7 @@ impl ShardJournal {
         if removed {
             // Not needed for safety (a deleted segment coming back is only
             // read if the journal lists it), but keeps the directory tidy.
-            let _ = body_log::sync_dir(&self.dir);
+            let _ = body_log::sync_dir(&*self.disk, &self.dir);
         }
     }
 }
@@ -376,18 +408,13 @@ fn encode_checkpoint(
 }
 
 /// Takes the shard directory's lock, so two processes never share it.
-fn lock(dir: &Path) -> Result<File, JournalError> {
+fn lock(disk: &dyn Disk, dir: &Path) -> Result<LockGuard, JournalError> {
     let path = dir.join("lock");
-    let f = body_log::open_or_create(&path)?;
-    // SAFETY: flock on a descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            JournalError::Locked { path }
+    disk.lock(&path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            JournalError::Locked { path: path.clone() }
         } else {
             JournalError::io("lock", &path, e)
-        });
-    }
-    Ok(f)
+        }
+    })
 }

@@ -4,9 +4,22 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::body_log::{list_segments, segment_path, truncate_durably};
-use super::progress::{journal_path, list_generations};
+use super::body_log::{self, segment_path};
+use super::disk::RealDisk;
+use super::progress::{self, journal_path};
 use super::*;
+
+fn list_segments(dir: &Path) -> Result<Vec<u64>, JournalError> {
+    body_log::list_segments(&RealDisk, dir)
+}
+
+fn list_generations(dir: &Path) -> Result<Vec<u64>, JournalError> {
+    progress::list_generations(&RealDisk, dir)
+}
+
+fn truncate_durably(path: &Path, len: u64) -> std::io::Result<()> {
+    body_log::truncate_durably(&RealDisk, path, len)
+}
 
 fn small() -> JournalConfig {
     JournalConfig {
@@ -700,6 +713,35 @@ fn kill_9_at_random_points_loses_nothing_acknowledged() {
         acked.len()
     );
     assert!(!fin.is_empty());
+}
+
+/// Found by the power-loss simulation (seed 266).
+#[test]
+fn a_message_without_recipients_keeps_its_number_after_its_segment_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    // One record per segment.
+    let config = JournalConfig {
+        segment_bytes: 300,
+        ..JournalConfig::default()
+    };
+    let (mut j, _) = open(dir.path(), config.clone());
+    j.append(now, "s@x", &["r@y"], &body(0)).unwrap();
+    let none = j
+        .append(now, "s@x", &Vec::<String>::new(), &body(1))
+        .unwrap();
+    assert_eq!(j.commit_bodies(now).unwrap(), none);
+    // Never committed; it closes the segment of the message without
+    // recipients, which then goes.
+    j.append(now, "s@x", &["r@y"], &body(2)).unwrap();
+    j.commit_progress(now).unwrap();
+    assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
+    drop(j);
+
+    let (mut j, r) = open(dir.path(), config);
+    assert_eq!(unfinished(&r), vec![(1, vec![0])]);
+    let next = j.append(now, "s@x", &["r@y"], &body(3)).unwrap();
+    assert!(next > none, "number {next} given again");
 }
 
 #[test]
