@@ -12,7 +12,7 @@ use volley_engine::Engine;
 
 use crate::support::composer::{command, read_reply};
 use crate::support::sink::Script;
-use crate::support::{World, wait_stats};
+use crate::support::{World, connect_from, wait_stats};
 
 /// Smuggled after the fake end of data: a second transaction that a
 /// receiver fooled by the fake end would take as commands.
@@ -171,16 +171,6 @@ fn a_composer_cut_off_anywhere_before_the_final_dot_delivers_nothing() {
     assert_eq!(stats.queued, 0);
 }
 
-fn connect_from(local: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-    s.bind(&SocketAddr::from((local, 0)).into())?;
-    s.connect(&to.into())?;
-    let s: TcpStream = s.into();
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    Ok(s)
-}
-
 /// Slowloris, bounded for a test's file descriptors (both ends live in
 /// this process): 2,000 connections from 20 untrusted addresses and 800
 /// trusted ones that dribble a command one octet a second, while a fresh
@@ -213,7 +203,7 @@ fn slow_and_untrusted_connections_never_keep_a_composer_waiting() {
             let mut probes = 0;
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
-                let mut s = connect_from([127, 0, 0, 2], addr).unwrap();
+                let mut s = connect_from([127, 0, 0, 2], addr, Duration::from_secs(5)).unwrap();
                 assert!(read_reply(&mut s).starts_with("220 "));
                 assert!(command(&mut s, "EHLO probe.test\r\n").starts_with("250"));
                 worst = worst.max(started.elapsed());
@@ -231,7 +221,11 @@ fn slow_and_untrusted_connections_never_keep_a_composer_waiting() {
     let (mut refused_554, mut refused_421, mut slowest) = (0, 0, Duration::ZERO);
     for i in 0..2000u32 {
         let started = Instant::now();
-        let Ok(mut s) = connect_from([127, 0, 0, 10 + (i % 20) as u8], addr) else {
+        let Ok(mut s) = connect_from(
+            [127, 0, 0, 10 + (i % 20) as u8],
+            addr,
+            Duration::from_secs(5),
+        ) else {
             continue;
         };
         let greeting = read_reply(&mut s);
@@ -250,7 +244,7 @@ fn slow_and_untrusted_connections_never_keep_a_composer_waiting() {
     // Trusted and slow: greeted, then closed by the command timeout.
     let mut slow = Vec::new();
     for _ in 0..800 {
-        let mut s = connect_from([127, 0, 0, 1], addr).unwrap();
+        let mut s = connect_from([127, 0, 0, 1], addr, Duration::from_secs(5)).unwrap();
         assert!(read_reply(&mut s).starts_with("220 "));
         s.write_all(b"E").unwrap();
         slow.push(s);

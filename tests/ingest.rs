@@ -16,13 +16,7 @@ use crate::support::sink::Script;
 use crate::support::{World, check_config, composer, temp_path, wait_stats, wait_until};
 
 fn connect_from(local: [u8; 4], to: SocketAddr) -> TcpStream {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    s.bind(&SocketAddr::from((local, 0)).into()).unwrap();
-    s.connect(&to.into()).unwrap();
-    let s: TcpStream = s.into();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
+    crate::support::connect_from(local, to, Duration::from_secs(10)).unwrap()
 }
 
 /// A session from 127.0.0.1 that has said EHLO and MAIL FROM.

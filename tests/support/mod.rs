@@ -196,3 +196,20 @@ pub fn statuses(log: &[serde_json::Value], rcpt: &str) -> Vec<String> {
         .map(|l| l["status"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// A TCP connection to `to` from the loopback address `local` (any port),
+/// reading with `read_timeout`: how the tests speak as clients of
+/// different addresses.
+pub fn connect_from(
+    local: [u8; 4],
+    to: std::net::SocketAddr,
+    read_timeout: Duration,
+) -> std::io::Result<std::net::TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    s.bind(&std::net::SocketAddr::from((local, 0)).into())?;
+    s.connect(&to.into())?;
+    let s: std::net::TcpStream = s.into();
+    s.set_read_timeout(Some(read_timeout))?;
+    Ok(s)
+}
