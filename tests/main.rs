@@ -10,6 +10,7 @@ mod durable;
 mod events;
 mod hostile;
 mod ingest;
+mod inject;
 mod interop;
 mod layering;
 mod outcomes;

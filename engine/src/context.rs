@@ -86,6 +86,8 @@ pub(crate) struct Shared {
     pub(crate) config_source: Mutex<Option<Arc<ConfigSource>>>,
     /// From domains already logged as having no DKIM key (once each).
     pub(crate) dkim_unsigned: Mutex<std::collections::HashSet<String>>,
+    /// Templated mailings' contents, compiled once for all their messages.
+    pub(crate) templates: crate::template::TemplateCache,
 }
 
 impl Shared {

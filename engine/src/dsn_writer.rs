@@ -258,6 +258,14 @@ fn queue_notification(shared: &Shared, id: u64, b: &Batch) -> Result<(), String>
         Some(Ret::Full) if msg.body_type() != Some(BodyType::BinaryMime) => Returned::Full,
         _ => Returned::Headers,
     };
+    // A templated message's recipient was sent its own message: that one
+    // goes back (rendered again: it is the same).
+    let original = match b.notes.first() {
+        Some(n) if msg.is_templated() => msg
+            .content_for(n.rcpt, config.ingest.max_message_size)
+            .unwrap_or_default(),
+        _ => msg.body.clone(),
+    };
     let message_id = format!("<{id:016x}.dsn@{host}>");
     let boundary = format!("{id:016x}/{host}");
     let (mut body, eight_bit) = Report {
@@ -269,7 +277,7 @@ fn queue_notification(shared: &Shared, id: u64, b: &Batch) -> Result<(), String>
         message_id: &message_id,
         boundary: &boundary,
         recipients: &recipients,
-        original: &msg.body,
+        original: &original,
         returned,
     }
     .render();

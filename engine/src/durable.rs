@@ -34,6 +34,7 @@ use crate::journal::{
 };
 use crate::message::{Budget, FinishRecord, Message, address_of};
 use crate::routing::Router;
+use crate::template::TemplateCache;
 
 /// The wall clock the quota's days are counted by. [`Engine::start`]
 /// uses the system clock; tests pass their own to move the date.
@@ -355,6 +356,7 @@ impl Drop for QuotaFlusher {
 pub(crate) fn requeue(
     router: &Router,
     budget: &Arc<Budget>,
+    templates: &TemplateCache,
     durable: &Arc<Durable>,
     recovered: Vec<crate::journal::Recovery>,
 ) -> u64 {
@@ -389,6 +391,23 @@ pub(crate) fn requeue(
                 continue;
             }
             let identity = indexes.iter().zip(0u32..).all(|(a, b)| *a == b);
+            let templated = m.sender.starts_with(crate::template::MAILING_MARKER);
+            let mailing = if templated {
+                match crate::template::Personal::from_body(&m.body, templates) {
+                    Ok(p) => Some(p),
+                    Err(why) => {
+                        // It compiled when it was accepted: the record is
+                        // damaged. Kept in the journal for a later version.
+                        tracing::error!(
+                            seq = m.seq,
+                            "journal: a recovered mailing: {why}; not queued"
+                        );
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
             let mut msg = Message::new(
                 journal_id(writer, m.seq),
                 Instant::now(),
@@ -398,6 +417,9 @@ pub(crate) fn requeue(
                 None,
                 budget.clone(),
             );
+            if let Some(p) = mailing {
+                msg = msg.personalized(p);
+            }
             let indexes = (!identity).then(|| indexes.into_boxed_slice());
             msg.journal = Some(Journaled::boxed(durable, writer, m.seq, indexes));
             let msg = Arc::new(msg);

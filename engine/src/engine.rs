@@ -325,6 +325,7 @@ impl Engine {
             listeners: Mutex::new(running),
             config_source: Mutex::new(None),
             dkim_unsigned: Mutex::new(Default::default()),
+            templates: Default::default(),
         });
         let dsn_writer =
             DsnWriter::start(Arc::downgrade(&shared), dsn_inbox).map_err(|source| {
@@ -385,7 +386,13 @@ impl Engine {
         if let Some(o) = opened {
             engine.recovery = o.recovered.iter().map(|r| r.report.clone()).collect();
             let shared = &engine.shared;
-            let queued = durable::requeue(&shared.router, &shared.budget, &o.durable, o.recovered);
+            let queued = durable::requeue(
+                &shared.router,
+                &shared.budget,
+                &shared.templates,
+                &o.durable,
+                o.recovered,
+            );
             if queued > 0 {
                 tracing::info!("journal: {queued} unfinished recipients queued again");
             }

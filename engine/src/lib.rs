@@ -72,6 +72,7 @@ mod receivers;
 mod reload;
 mod routing;
 mod shard;
+mod template;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
 mod tls;

@@ -43,6 +43,11 @@ impl Monitor {
         }
     }
 
+    /// What the engine's threads share (the injection API queues through it).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The counters now.
     pub(crate) fn stats(&self) -> Stats {
         let mut stats = crate::metrics::sum(&self.shared.counters, self.shared.budget.held());

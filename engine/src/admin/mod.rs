@@ -8,6 +8,7 @@
 //! one). Errors are JSON objects with an `error` message.
 
 pub(crate) mod holds;
+mod inject;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -198,6 +199,7 @@ fn serve(
         let shutdown = async {
             let _ = stopped.await;
         };
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
@@ -211,6 +213,14 @@ fn router(state: Arc<AdminState>) -> Router {
     // The page holds no data (it asks the API, with the token), so it is
     // served without one: a browser cannot send a header on its first load.
     let page = Router::new().route("/", get(status_page));
+    // Injection asks for the token only of clients outside the trusted
+    // networks, as SMTP ingest does: it checks for itself. Its body is
+    // read under the ingest size limit, not axum's default.
+    let inject = Router::new()
+        .route("/api/inject/v1", post(inject::inject_v1))
+        .route("/api/v1/inject", post(inject::inject_volley))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state.clone());
     let api = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/api/v1/status", get(status))
@@ -227,7 +237,7 @@ fn router(state: Arc<AdminState>) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state);
-    page.merge(api)
+    page.merge(inject).merge(api)
 }
 
 /// The live status page: one self-contained document (no external

@@ -8,8 +8,8 @@
 
 mod admission;
 mod held;
-mod received;
-mod relay;
+pub(crate) mod received;
+pub(crate) mod relay;
 mod session;
 
 use std::rc::Rc;

@@ -9,27 +9,27 @@ use crate::date::rfc5322_date;
 use crate::transport::TlsSummary;
 
 /// What the header says about one message's arrival.
-pub(super) struct Arrival<'a> {
+pub(crate) struct Arrival<'a> {
     /// The name the client gave in EHLO, HELO or LHLO.
-    pub(super) helo: Option<&'a str>,
+    pub(crate) helo: Option<&'a str>,
     /// The client's address.
-    pub(super) peer: IpAddr,
+    pub(crate) peer: IpAddr,
     /// Volley's host name.
-    pub(super) by: &'a str,
+    pub(crate) by: &'a str,
     /// The protocol keyword of RFC 3848, from [`with_keyword`].
-    pub(super) with: &'static str,
+    pub(crate) with: &'static str,
     /// How TLS went, when the session ran inside it.
-    pub(super) tls: Option<TlsSummary>,
+    pub(crate) tls: Option<TlsSummary>,
     /// Volley's id for the message, when it is final at ingest.
-    pub(super) id: Option<u64>,
+    pub(crate) id: Option<u64>,
     /// The recipient, named only when the message has exactly one.
-    pub(super) only_recipient: Option<&'a str>,
+    pub(crate) only_recipient: Option<&'a str>,
     /// Seconds since the Unix epoch.
-    pub(super) unix_secs: u64,
+    pub(crate) unix_secs: u64,
 }
 
 /// The header, folded over three lines (four with TLS), CRLF-terminated.
-pub(super) fn received_header(a: &Arrival<'_>) -> String {
+pub(crate) fn received_header(a: &Arrival<'_>) -> String {
     let mut h = String::with_capacity(160);
     let helo = a.helo.map(printable).unwrap_or_else(|| "unknown".into());
     let peer = match a.peer {

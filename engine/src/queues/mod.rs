@@ -811,7 +811,10 @@ impl Queues {
         while batch.len() < max {
             let same = match (batch.first(), dom.pending.front()) {
                 (None, Some(_)) => true,
-                (Some(first), Some(next)) => Arc::ptr_eq(&first.msg, &next.msg),
+                // A templated message's recipients each get their own.
+                (Some(first), Some(next)) => {
+                    !first.msg.is_templated() && Arc::ptr_eq(&first.msg, &next.msg)
+                }
                 _ => false,
             };
             if !same {
