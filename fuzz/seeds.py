@@ -215,3 +215,9 @@ flipped[20] ^= 4
 journal("flipped_bit", 0, [(JOURNAL_1, checkpoint(1, 1, 0, [])), (BODY_1, bytes(flipped))])
 journal("fix_checksums", 1, [(JOURNAL_1, checkpoint(2, 1, 0, [(1, 1, 0, 3, [1])])),
                              (BODY_1, body_record(1, "s@x", ["a@x", "b@x", "c@x"], b"b"))])
+
+# inject_request: request bodies as the injection API's tests post them.
+write("inject_request", "whole", '{"envelope_sender": "news@c.example", "content": "Subject: {{ greeting }} {{ name }}\\n\\nDear {{ name }} of {{ city }},\\n{% for i in items %}* {{ i }}\\n{% endfor %}", "substitutions": {"greeting": "Hello", "items": ["a", "b"]}, "recipients": [{"email": "ann@d0.example", "name": "Ann", "substitutions": {"city": "Oslo"}}, {"email": "eve@d0.example", "substitutions": {"city": "x\\r\\nBcc: y"}}]}')
+write("inject_request", "built", '{"envelope_sender": "news@c.example", "content": {"from": {"email": "n@c.example", "name": "N"}, "subject": "Hi {{ name }}", "headers": {"X-Id": "{{ id }}"}, "text_body": "Hi {{ name }}", "html_body": "<p>{{ name }}</p>", "attachments": [{"data": "aGk=", "base64": true, "content_type": "text/plain", "file_name": "a.txt"}]}, "recipients": [{"email": "z@d1.example", "name": "Zoë", "substitutions": {"id": 7}}]}')
+write("inject_request", "static", '{"envelope_sender": "", "content": "Subject: {{ x }}\\n\\nbody", "template_dialect": "Static", "recipients": [{"email": "a@b.example"}]}')
+write("inject_request", "loop", '{"envelope_sender": "a@b.example", "content": "{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}", "recipients": [{"email": "a@b.example"}]}')

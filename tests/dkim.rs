@@ -13,7 +13,7 @@ use crate::support::sink::Script;
 use crate::support::{World, check_config, composer, python, temp_path, wait_until};
 
 /// A key made by `volley dkim-keygen`: its entry and its TXT record.
-fn keygen(selector: &str, algorithm: &str) -> (DkimConfig, String) {
+pub(crate) fn keygen(selector: &str, algorithm: &str) -> (DkimConfig, String) {
     let path = temp_path(&format!("{selector}.pem"));
     let out = Command::new(env!("CARGO_BIN_EXE_volley"))
         .args([
@@ -57,7 +57,7 @@ fn keygen(selector: &str, algorithm: &str) -> (DkimConfig, String) {
 
 /// Verifies every DKIM signature of each message file with dkimpy; prints
 /// one line per message: the results, and the `d=`/`s=` of each.
-const VERIFY: &str = r#"
+pub(crate) const VERIFY: &str = r#"
 import dkim, json, sys
 records = json.loads(sys.argv[1])
 def dns(name, timeout=5):

@@ -394,3 +394,62 @@ fn the_stats_count_injected_messages() {
         s.delivered == 3 && s.received == 1
     });
 }
+
+#[test]
+fn each_rendered_message_is_dkim_signed_and_an_independent_verifier_agrees() {
+    let world = World::generated(2, 1, |_| Script::default());
+    let (key, record) = crate::dkim::keygen("inject1", "ed25519-sha256");
+    let mut config = world.config_with_admin();
+    config.dkim = vec![key.clone()];
+    let engine = Engine::start(config).unwrap();
+    let admin = engine.admin_addr().unwrap();
+    let (status, answer) = curl(
+        &format!("http://{admin}/api/inject/v1"),
+        request().to_string().as_bytes(),
+        None,
+        None,
+    );
+    assert_eq!(status, 200, "{answer}");
+    wait_until("three delivered", Duration::from_secs(10), || {
+        world.received_count() == 3
+    });
+    let mut paths = Vec::new();
+    for (i, r) in world.received().into_iter().enumerate() {
+        let path = temp_path(&format!("inject-signed-{i}.eml"));
+        let mut whole = r.trace.into_bytes();
+        whole.extend_from_slice(&r.body);
+        std::fs::write(&path, whole).unwrap();
+        paths.push(path);
+    }
+    let records = json!({ "inject1._domainkey.composer.test": record }).to_string();
+    let mut args: Vec<&dyn std::fmt::Display> = vec![&records];
+    let shown: Vec<std::path::Display<'_>> = paths.iter().map(|p| p.display()).collect();
+    args.extend(shown.iter().map(|d| d as &dyn std::fmt::Display));
+    let out = python(crate::dkim::VERIFY, &args);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for line in lines {
+        assert_eq!(line, "1 True DKIM-Signature: v=1", "{out}");
+    }
+    for p in paths.iter().chain([&key.key]) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[test]
+fn a_full_memory_budget_answers_503_with_a_json_error() {
+    let world = World::generated(1, 1, |_| Script::default());
+    let mut config = world.config_with_admin();
+    config.memory_budget = 1;
+    let engine = Engine::start(config).unwrap();
+    let admin = engine.admin_addr().unwrap();
+    let (status, answer) = curl(
+        &format!("http://{admin}/api/inject/v1"),
+        request().to_string().as_bytes(),
+        None,
+        None,
+    );
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("memory budget"));
+    assert_eq!(engine.stats().received, 0);
+}

@@ -92,4 +92,5 @@ pub use metrics::{DomainRate, Stats};
 pub use monitor::LatencySummary;
 pub use reload::ReloadError;
 pub use shard::ShardError;
+pub use template::render_request;
 pub use tls::{TlsError, check_files as check_tls_files};

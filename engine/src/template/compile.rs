@@ -256,14 +256,15 @@ impl Compiled {
         Ok(Compiled { key, env, form })
     }
 
-    /// The message for one recipient, whose variables are `ctx`, at most
-    /// `limit` bytes, with CRLF line ends throughout.
-    pub(crate) fn render(
+    /// Appends the message for one recipient, whose variables are `ctx`,
+    /// to `message`: at most `limit` bytes, with CRLF line ends throughout.
+    pub(crate) fn render_into(
         &self,
         ctx: &Value,
         stamp: &Stamp<'_>,
         limit: usize,
-    ) -> Result<String, RenderError> {
+        message: &mut Vec<u8>,
+    ) -> Result<(), RenderError> {
         let mut out = Limited::new(limit);
         match &self.form {
             Form::Whole {
@@ -279,13 +280,31 @@ impl Compiled {
             }
             Form::Built(b) => self.build(b, ctx, stamp, &mut out)?,
         }
-        let text = String::from_utf8(out.buf)
-            .map_err(|_| RenderError::Template("the rendered message is not UTF-8".into()))?;
-        let mut text = mime::crlf(&text);
-        if !text.ends_with("\r\n") {
-            text.push_str("\r\n");
+        // MiniJinja writes text only: the output is UTF-8 already.
+        mime::crlf_into(&out.buf, message);
+        if !message.ends_with(b"\r\n") {
+            message.extend_from_slice(b"\r\n");
         }
-        Ok(text)
+        Ok(())
+    }
+
+    /// The message for one recipient, as [`Compiled::render_into`] makes it.
+    #[cfg(test)]
+    pub(crate) fn render(
+        &self,
+        ctx: &Value,
+        stamp: &Stamp<'_>,
+        limit: usize,
+    ) -> Result<String, RenderError> {
+        let mut message = Vec::new();
+        self.render_into(ctx, stamp, limit, &mut message)?;
+        Ok(String::from_utf8(message).expect("UTF-8"))
+    }
+
+    /// About how large a rendered message is: its template's size and
+    /// some room for the values.
+    pub(crate) fn size_hint(&self) -> usize {
+        self.key.len() + 512
     }
 
     /// Renders only what becomes header fields, to learn whether this
@@ -528,7 +547,7 @@ struct Limited {
 impl Limited {
     fn new(limit: usize) -> Limited {
         Limited {
-            buf: Vec::new(),
+            buf: Vec::with_capacity(limit.min(4096)),
             limit,
             over: false,
         }

@@ -37,21 +37,31 @@ pub(crate) fn text_body(text: &str) -> Encoded {
 
 /// Every line end (CRLF, bare LF, bare CR) as CRLF, as SMTP carries them.
 pub(crate) fn crlf(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + s.len() / 32);
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' => {
-                if chars.peek() == Some(&'\n') {
-                    chars.next();
-                }
-                out.push_str("\r\n");
-            }
-            '\n' => out.push_str("\r\n"),
-            c => out.push(c),
+    let mut out = Vec::with_capacity(s.len() + s.len() / 32);
+    crlf_into(s.as_bytes(), &mut out);
+    // Only ASCII line ends were replaced by ASCII line ends.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends `src` to `out` with every line end as CRLF: one pass that
+/// copies the text between line ends whole.
+pub(crate) fn crlf_into(src: &[u8], out: &mut Vec<u8>) {
+    out.reserve(src.len() + src.len() / 32);
+    let mut at = 0;
+    for i in memchr::memchr2_iter(b'\r', b'\n', src) {
+        if i < at {
+            // The LF of a CRLF already copied.
+            continue;
         }
+        out.extend_from_slice(&src[at..i]);
+        out.extend_from_slice(b"\r\n");
+        at = if src[i] == b'\r' && src.get(i + 1) == Some(&b'\n') {
+            i + 2
+        } else {
+            i + 1
+        };
     }
-    out
+    out.extend_from_slice(&src[at..]);
 }
 
 /// Quoted-printable of CRLF-delimited `text`: lines of at most 76
@@ -141,6 +151,16 @@ pub(crate) fn base64_lines(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_line_end_becomes_crlf() {
+        assert_eq!(
+            crlf("a\nb\r\nc\rd\n\n\r\r\ne"),
+            "a\r\nb\r\nc\r\nd\r\n\r\n\r\n\r\ne"
+        );
+        assert_eq!(crlf("ünï\ncödé"), "ünï\r\ncödé");
+        assert_eq!(crlf(""), "");
+    }
 
     #[test]
     fn short_ascii_text_is_sent_as_it_is_with_crlf_line_ends() {

@@ -105,11 +105,11 @@ impl Personal {
     /// substitutions over the mailing's, `email` and `name` between.
     pub(crate) fn render(&self, line: &str, limit: usize) -> Result<Vec<u8>, RenderError> {
         let room = limit.saturating_sub(self.received.len());
-        let text =
-            self.with_recipient(line, |ctx, stamp| self.compiled.render(ctx, stamp, room))?;
-        let mut out = Vec::with_capacity(self.received.len() + text.len());
+        let mut out = Vec::with_capacity(self.received.len() + self.compiled.size_hint());
         out.extend_from_slice(self.received.as_bytes());
-        out.extend_from_slice(text.as_bytes());
+        self.with_recipient(line, |ctx, stamp| {
+            self.compiled.render_into(ctx, stamp, room, &mut out)
+        })?;
         Ok(out)
     }
 
@@ -161,6 +161,43 @@ impl Personal {
         };
         f(&ctx, &stamp)
     }
+}
+
+/// What the injection API makes of a request body, short of checking
+/// addresses and queueing: the request parsed, its content compiled, and
+/// each recipient's message rendered (at most `limit` bytes each), in
+/// order; a recipient that cannot be rendered gets its error. The fuzz
+/// target of the injection API drives this with arbitrary bytes.
+pub fn render_request(body: &[u8], limit: usize) -> Result<Vec<Result<Vec<u8>, String>>, String> {
+    let request = request::parse(body)?;
+    let keys = vars::key_list(request.recipients.first().map(|r| &r.substitutions));
+    let mailing = Mailing {
+        dialect: request.template_dialect,
+        content: request.content,
+        substitutions: request.substitutions,
+        keys: keys.clone(),
+        received: String::new(),
+        date: crate::date::rfc5322_date(0),
+        token: "0".into(),
+        hostname: "volley.invalid".into(),
+    };
+    let body = serde_json::to_vec(&mailing).map_err(|e| e.to_string())?;
+    let personal = Personal::from_body(&body, &TemplateCache::default())?;
+    Ok(request
+        .recipients
+        .iter()
+        .map(|r| {
+            if r.name
+                .as_deref()
+                .is_some_and(|n| n.chars().any(char::is_control))
+            {
+                return Err("the name holds a control character".to_string());
+            }
+            let mut line = r.email.replace(['\n', '\u{1e}', '\u{1f}'], " ");
+            vars::encode(&mut line, r.name.as_deref(), &r.substitutions, &keys);
+            personal.render(&line, limit).map_err(|e| e.to_string())
+        })
+        .collect())
 }
 
 /// A stable 32-bit hash of an address, so that a recipient's Message-ID
