@@ -308,9 +308,15 @@ fn kill_9_in_durable_mode_delivers_every_accepted_recipient_rendered_the_same() 
         let recipients: Vec<Value> = (0..40)
             .map(|i| json!({"email": format!("u{batch}-{i}@d{}.test", i % 4), "substitutions": {"n": format!("{batch}/{i}")}}))
             .collect();
+        // Built messages, and whole ones with 8-bit text (BODY=8BITMIME).
+        let content = if batch % 2 == 0 {
+            json!({"subject": "Number {{ n }}", "text_body": "You are {{ n }}.", "from": {"email": "news@composer.test"}})
+        } else {
+            json!("From: news@composer.test\nSubject: Number {{ n }}\n\nGrüße, {{ n }}.\n")
+        };
         let r = json!({
             "envelope_sender": "news@composer.test",
-            "content": {"subject": "Number {{ n }}", "text_body": "You are {{ n }}.", "from": {"email": "news@composer.test"}},
+            "content": content,
             "recipients": recipients,
         });
         let (status, answer) = curl(&url, r.to_string().as_bytes(), None, None);

@@ -391,7 +391,7 @@ pub(crate) fn requeue(
                 continue;
             }
             let identity = indexes.iter().zip(0u32..).all(|(a, b)| *a == b);
-            let templated = m.sender.starts_with(crate::template::MAILING_MARKER);
+            let templated = crate::message::is_mailing_sender(&m.sender);
             let mailing = if templated {
                 match crate::template::Personal::from_body(&m.body, templates) {
                     Ok(p) => Some(p),

@@ -120,6 +120,14 @@ fn params_of(line: &str) -> &str {
     line.split_once(PARAMS_SEPARATOR).map_or("", |(_, p)| p)
 }
 
+/// Whether sender line `line` (as the journal keeps it) is that of a
+/// templated mailing, whatever BODY marker stands before it.
+pub(crate) fn is_mailing_sender(line: &str) -> bool {
+    line.chars()
+        .take_while(|&c| is_marker(c))
+        .any(|c| c == MAILING_MARKER)
+}
+
 /// Whether `c` is one of the markers before the sender: a declared BODY,
 /// or that the body is a templated mailing.
 fn is_marker(c: char) -> bool {
@@ -453,6 +461,22 @@ mod tests {
         .declaring(Some(BodyType::EightBitMime));
         assert_eq!(null_sender.sender(), "");
         assert_eq!(null_sender.body_type(), Some(BodyType::EightBitMime));
+        // A templated mailing's marker, with or without a BODY before it.
+        let mailing = Message::new(
+            3,
+            Instant::now(),
+            "\u{5}news@x.example",
+            &["b@y.example".into()],
+            Bytes::new(),
+            None,
+            budget.clone(),
+        )
+        .declaring(Some(BodyType::EightBitMime));
+        assert_eq!(mailing.sender(), "news@x.example");
+        assert_eq!(mailing.body_type(), Some(BodyType::EightBitMime));
+        assert!(is_mailing_sender(mailing.journal_sender()));
+        assert!(is_mailing_sender("\u{5}a@b"));
+        assert!(!is_mailing_sender("\u{2}a@b"));
     }
 
     #[test]
