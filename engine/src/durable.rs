@@ -27,12 +27,13 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::Mutex;
 use volley_smtp::{EnhancedCode, Mailbox, Reply};
 
+use crate::address_line::address_of;
 use crate::config::JournalSettings;
 use crate::journal::{
     AppendTicket, JournalError, JournalWriter, NewMessage, QuotaExceeded, QuotaLimits, SendQuota,
     shard_dir,
 };
-use crate::message::{Budget, FinishRecord, Message, address_of};
+use crate::message::{Budget, FinishRecord, Message};
 use crate::routing::Router;
 use crate::template::TemplateCache;
 

@@ -25,7 +25,8 @@
 //! - `durable`: the journal's glue (append, finish, recovery requeue).
 //! - `routing`: which shard owns a domain, and the hand-off to it.
 //! - `core` -> `queues`: decisions, no I/O.
-//! - `message`, `dlog`, `metrics`, `rate`, `journal`, `config`,
+//! - `message`, `address_line` (the layout of one line of address text:
+//!   address, DSN parameters, a templated recipient's variables), `dlog`, `metrics`, `rate`, `journal`, `config`,
 //!   `port_holder` (who holds a listening address, read from /proc),
 //!   `transport` (the only module that touches sockets): leaves.
 //!
@@ -42,6 +43,7 @@
 //! # Ok::<(), volley_engine::EngineError>(())
 //! ```
 
+mod address_line;
 mod admin;
 mod auth;
 mod config;

@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use volley_smtp::{BodyType, Reply};
 
-use crate::template::vars::PERSONAL_SEPARATOR;
+use crate::address_line::{address_of, params_of};
 use crate::template::{MAILING_MARKER, RenderError};
 
 /// Where a safe-mode ingest session waits for its recipients' outcomes:
@@ -98,28 +98,6 @@ fn body_type_of(c: char) -> Option<BodyType> {
     }
 }
 
-/// Separates an address from the DSN parameters its Composer gave with it
-/// (RFC 3461: RET and ENVID after the sender, NOTIFY and ORCPT after a
-/// recipient), kept in their SMTP form (xtext) on the same line of the
-/// address text. Addresses never hold control characters, and the journal
-/// keeps each line whole, so the parameters survive a restart without a
-/// field of their own.
-pub(crate) const PARAMS_SEPARATOR: char = '\u{1f}';
-
-/// The address of one line of address text, without its DSN parameters
-/// or a templated recipient's variables.
-pub(crate) fn address_of(line: &str) -> &str {
-    line.split([PARAMS_SEPARATOR, PERSONAL_SEPARATOR])
-        .next()
-        .unwrap_or("")
-}
-
-/// The DSN parameters of one line of address text ("" when none).
-fn params_of(line: &str) -> &str {
-    let line = line.split(PERSONAL_SEPARATOR).next().unwrap_or("");
-    line.split_once(PARAMS_SEPARATOR).map_or("", |(_, p)| p)
-}
-
 /// Whether sender line `line` (as the journal keeps it) is that of a
 /// templated mailing, whatever BODY marker stands before it.
 pub(crate) fn is_mailing_sender(line: &str) -> bool {
@@ -151,7 +129,7 @@ fn cost(body: &Bytes, addrs: &str) -> u64 {
 impl Message {
     /// Builds a message accepted at `received` and charges its size to
     /// `budget` until it is dropped. The sender and each recipient may
-    /// carry their DSN parameters after [`PARAMS_SEPARATOR`].
+    /// carry their DSN parameters after [`PARAMS_SEPARATOR`](crate::address_line::PARAMS_SEPARATOR).
     pub(crate) fn new(
         id: u64,
         received: Instant,

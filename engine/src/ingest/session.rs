@@ -15,11 +15,12 @@ use super::admission::Admission;
 use super::held::{Held, Pending};
 use super::received::{Arrival, received_header, with_keyword};
 use super::relay::{Accepted, rcpt_policy};
+use crate::address_line::PARAMS_SEPARATOR;
 use crate::auth;
 use crate::config::{AckMode, Config, ListenerConfig, Protocol};
 use crate::context::ShardCtx;
 use crate::dkim::{self, Signed};
-use crate::message::{Message, PARAMS_SEPARATOR};
+use crate::message::Message;
 use crate::metrics::bump;
 use crate::transport::{Conn, TlsSummary, TransportError};
 

@@ -32,6 +32,8 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
+use crate::address_line;
+
 pub(crate) use compile::RenderError;
 use compile::{Compiled, Stamp};
 use request::{Content, Dialect};
@@ -130,10 +132,8 @@ impl Personal {
         line: &str,
         f: impl FnOnce(&Value, &Stamp<'_>) -> Result<R, RenderError>,
     ) -> Result<R, RenderError> {
-        let address = crate::message::address_of(line);
-        let part = line
-            .split_once(vars::PERSONAL_SEPARATOR)
-            .map_or("\u{1d}", |(_, p)| p);
+        let address = address_line::address_of(line);
+        let part = address_line::personal_of(line).unwrap_or("\u{1d}");
         let own = vars::decode(part, &self.keys).map_err(RenderError::Damaged)?;
         // A name not given stays undefined (it renders as nothing).
         let predefined = match own.name {

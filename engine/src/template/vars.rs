@@ -12,9 +12,8 @@
 
 use serde_json::{Map, Value};
 
-/// Where a recipient's personal part starts on its line. Addresses and DSN
-/// parameters never hold control characters.
-pub(crate) const PERSONAL_SEPARATOR: char = '\u{1e}';
+use crate::address_line::PERSONAL_SEPARATOR;
+
 /// Ends the display name.
 const NAME_END: char = '\u{1d}';
 /// Starts values kept in the mailing's key order.
