@@ -24,6 +24,10 @@ pub(crate) enum BenchCommand {
     Compose(Box<ComposeArgs>),
     /// Only the simulated internet (DNS and MX sinks), to point another MTA at.
     Internet(InternetArgs),
+    /// Volley in durable mode under a steady load for a long time, with
+    /// faults over time and a kill -9 every few minutes: a line per minute
+    /// and the accounting at the end.
+    Soak(Box<crate::soak_cmd::SoakArgs>),
     /// Two JSON reports side by side.
     Compare {
         /// The first report (the baseline).
@@ -288,6 +292,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Run(args) => bench_run(*args),
         BenchCommand::Compose(args) => bench_compose(*args),
         BenchCommand::Internet(args) => bench_internet(args),
+        BenchCommand::Soak(args) => crate::soak_cmd::run(*args),
         BenchCommand::Compare { a, b } => {
             let a = Report::load(&a).with_context(|| format!("reading {}", a.display()))?;
             let b = Report::load(&b).with_context(|| format!("reading {}", b.display()))?;
@@ -350,8 +355,12 @@ fn bench_run(args: RunArgs) -> anyhow::Result<()> {
                 }
             };
             let lmtp = load.protocol == Protocol::Lmtp;
-            let (addr, child) =
-                start_volley(&internet, &config, &args.out, lmtp, &args.serve_args)?;
+            let addr = free_port()?;
+            let log = std::fs::File::create(args.out.join("volley.log"))?;
+            // Its own admin port, so that runs side by side do not collide.
+            let mut extra = vec!["--admin-listen".to_string(), "127.0.0.1:0".to_string()];
+            extra.extend(args.serve_args.iter().cloned());
+            let child = start_volley(&internet, &config, addr, lmtp, log, &extra)?;
             eprintln!(
                 "volley serve: ingest {addr}, config {}, log {}",
                 config.display(),
@@ -407,7 +416,7 @@ fn write_report(report: &Report, dir: &Path) -> anyhow::Result<()> {
 /// host back-off measured in seconds (and more attempts to match), so the
 /// simulated internet's throttling and greylisting drain within a run rather
 /// than in hours.
-const BENCH_VOLLEY_CONFIG: &str = "\
+pub(crate) const BENCH_VOLLEY_CONFIG: &str = "\
 # Written by `volley bench run`: Volley's defaults with short retries.
 [general_queue]
 retry_schedule = [\"1s\", \"2s\", \"5s\"]
@@ -416,26 +425,25 @@ host_down_for = \"1s\"
 max_attempts = 100
 ";
 
+/// A free port on 127.0.0.1 (for a child's listener).
+pub(crate) fn free_port() -> anyhow::Result<SocketAddr> {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(probe.local_addr()?)
+}
+
 /// Starts `volley serve` (this same executable) relaying into `internet`,
-/// its output going to OUT/volley.log.
-fn start_volley(
+/// taking Composers at `listen`, its output going to `log`.
+pub(crate) fn start_volley(
     internet: &SimulatedInternet,
     config: &Path,
-    out: &Path,
+    listen: SocketAddr,
     lmtp: bool,
+    log: std::fs::File,
     extra: &[String],
-) -> anyhow::Result<(SocketAddr, Child)> {
-    let listen: SocketAddr = {
-        // A free port on 127.0.0.1 for Volley's ingest.
-        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-        probe.local_addr()?
-    };
+) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("finding the volley executable")?;
-    let log = std::fs::File::create(out.join("volley.log"))?;
-    let child = Command::new(exe)
+    Command::new(exe)
         .arg("serve")
-        // Its own admin port, so that runs side by side do not collide.
-        .args(["--admin-listen", "127.0.0.1:0"])
         .arg("--config")
         .arg(config)
         .arg(if lmtp { "--lmtp-listen" } else { "--listen" })
@@ -449,11 +457,10 @@ fn start_volley(
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
-        .context("starting volley serve")?;
-    Ok((listen, child))
+        .context("starting volley serve")
 }
 
-fn stop_child(child: &mut Child) {
+pub(crate) fn stop_child(child: &mut Child) {
     // SIGTERM first so it can finish cleanly, then SIGKILL.
     if let Ok(pid) = i32::try_from(child.id()) {
         // SAFETY: kill(2) on our own child's pid with a valid signal number.

@@ -15,6 +15,7 @@ mod queue_cmd;
 mod resolve;
 mod sd_notify;
 mod serve;
+mod soak_cmd;
 mod status;
 
 /// Volley: an outbound mass-mail accelerator.

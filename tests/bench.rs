@@ -140,3 +140,75 @@ fn internet_compose_and_check_work_as_separate_commands() {
         let _ = std::fs::remove_file(f);
     }
 }
+
+/// A short soak: every fault once (drops after the data, MX hosts down,
+/// DNS timing out, capacity halved), two kill -9s of Volley in durable
+/// mode, and at the end nothing lost, no duplicate away from a kill and
+/// the queue empty. Memory flatness needs a long run (scripts/soak.sh);
+/// here it is only measured.
+#[test]
+fn a_short_soak_with_every_fault_and_two_kills_loses_nothing() {
+    let out = temp_path("soak");
+    let result = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args([
+            "bench",
+            "soak",
+            "--duration",
+            "40s",
+            "--cycle",
+            "40s",
+            "--fault-for",
+            "5s",
+            "--kill-every",
+            "15s",
+            "--warm-up",
+            "5s",
+            "--load-share",
+            "0.5",
+            "--memory-spread",
+            "10",
+            "--drain",
+            "60s",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        result.status.success(),
+        "soak failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(stdout.contains("; 2 kills"), "{stdout}");
+    assert!(stdout.contains("lost 0,"), "{stdout}");
+    assert!(stdout.contains("queued at the end: 0"), "{stdout}");
+    assert!(stdout.contains("drained every time"), "{stdout}");
+    for fault in [
+        "drops after data (bigmail.test)",
+        "MX hosts down (webmail.test)",
+        "DNS times out (isp.test)",
+        "capacity halved (corp.test)",
+    ] {
+        assert!(stdout.contains(fault), "{fault}: {stdout}");
+    }
+    // The sinks saw the faults happen.
+    let seen = stdout
+        .lines()
+        .find(|l| l.starts_with("faults as the sinks saw them"))
+        .unwrap_or_default();
+    let numbers: Vec<u64> = seen
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        numbers.len() == 3 && numbers[0] > 0 && numbers[1] > 0,
+        "{seen}"
+    );
+    assert!(
+        std::fs::read_to_string(out.join("soak.txt"))
+            .unwrap()
+            .contains("PASSED")
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}

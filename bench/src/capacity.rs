@@ -52,6 +52,10 @@ pub struct Capacity {
     /// Slow DATA: delay before the `354` reply.
     #[serde(with = "serde_text")]
     pub data_delay: Duration,
+    /// The receiver's MX hosts are down: every connection is reset at
+    /// once, before a greeting, as by a host that is off the network or
+    /// has nothing listening on the SMTP port.
+    pub down: bool,
 }
 
 impl Default for Capacity {
@@ -67,6 +71,7 @@ impl Default for Capacity {
             greylist: false,
             drop_share: 0.0,
             data_delay: Duration::ZERO,
+            down: false,
         }
     }
 }
@@ -202,6 +207,16 @@ impl DomainModel {
     /// Connections open now.
     pub fn active_connections(&self) -> u32 {
         self.active
+    }
+
+    /// Whether the receiver's hosts are down now; a connection made while
+    /// they are is reset at once, and counted.
+    pub fn is_down(&mut self, now: Instant) -> bool {
+        self.advance(now);
+        if self.capacity.down {
+            self.count(now, |c| c.reset_connections += 1);
+        }
+        self.capacity.down
     }
 
     /// A sender connects. On `Accept` the caller must call

@@ -28,9 +28,10 @@ use crate::report::ComposerSummary;
 const MAX_ATTEMPTS: u32 = 50;
 /// Pause before connecting again after a failed session.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
-/// Connection attempts in a row that may fail before a connection gives up
-/// (the server is gone: about three seconds of refusals).
-const MAX_FAILED_CONNECTS: u32 = 30;
+/// How long connection attempts may fail in a row before a connection
+/// gives up (the server is gone, not restarting: a server killed and
+/// started again, as the soak does, is back well within it).
+const RECONNECT_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Where and what to send.
 #[derive(Debug, Clone)]
@@ -451,17 +452,17 @@ async fn connection(ctx: Arc<Ctx>, lanes: Vec<usize>) -> Result<(), BenchError> 
 
 async fn connection_to(ctx: &Ctx, lane: &Lane) -> Result<(), BenchError> {
     let target = lane.addr;
-    let mut failed_connects = 0u32;
+    let mut failing_since: Option<Instant> = None;
     loop {
         let mut stream = match TcpStream::connect(target).await {
             Ok(s) => {
-                failed_connects = 0;
+                failing_since = None;
                 s
             }
             Err(e) => {
                 ctx.progress.session_errors.fetch_add(1, Ordering::Relaxed);
-                failed_connects += 1;
-                if failed_connects >= MAX_FAILED_CONNECTS
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= RECONNECT_PATIENCE
                     || Instant::now() + RECONNECT_PAUSE >= ctx.deadline
                 {
                     return Err(BenchError::io(format!("connecting to {target}"), e));
@@ -555,6 +556,8 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     let mut ready = false;
     let mut current: Option<(Pending, Composed)> = None;
     let mut quitting = false;
+    // Whether the body in flight was out when the session last could fail.
+    let mut body_was_out = false;
     loop {
         // Events first: they may free the session for the next message.
         while let Some(event) = client.poll_event() {
@@ -576,7 +579,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 ClientEvent::Closed => return SessionEnd::Done,
                 ClientEvent::Failed { error, .. } => {
                     if let Some((pending, message)) = current.take() {
-                        let finish = if error.stage() == Stage::Body {
+                        let finish = if error.stage() == Stage::Body || body_was_out {
                             Finish::Uncertain
                         } else {
                             Finish::NotSent
@@ -622,6 +625,9 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
+        // Read before each call that may end the session: once failed,
+        // the client no longer knows what it had sent.
+        body_was_out = client.body_handed_out();
         if write_out(stream, &mut client).await.is_err() {
             client.connection_closed();
             continue;

@@ -21,6 +21,8 @@ pub struct Counts {
     pub unknown: u64,
     /// Transactions where the sink closed the connection instead of replying.
     pub dropped: u64,
+    /// Connections reset at once because the receiver's hosts were down.
+    pub reset_connections: u64,
 }
 
 impl Counts {
@@ -39,6 +41,7 @@ impl AddAssign<&Counts> for Counts {
         self.greylisted += o.greylisted;
         self.unknown += o.unknown;
         self.dropped += o.dropped;
+        self.reset_connections += o.reset_connections;
     }
 }
 

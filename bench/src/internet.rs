@@ -68,6 +68,9 @@ impl SimulatedInternet {
         if let Some(latency) = scenario.dns_latency {
             zone = zone.latency(latency);
         }
+        if let Some(ttl) = scenario.dns_ttl {
+            zone = zone.ttl(u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX).max(1));
+        }
         for d in &domains {
             zone = zone.mx(&d.name, d.hosts.iter().map(|(h, _)| (10u16, h.as_str())));
             for (host, addr) in &d.hosts {
@@ -188,6 +191,25 @@ impl SimulatedInternet {
             }
             Err(_) => false,
         }
+    }
+
+    /// Starts (`true`) or ends a DNS outage of `domain`: while it lasts the
+    /// DNS server never answers a query for the domain's name (its MX
+    /// records), so a sender's lookups time out once its cache expires.
+    /// False when the scenario has no such domain.
+    pub fn set_dns_outage(&self, domain: &str, on: bool) -> bool {
+        let domain = domain.to_ascii_lowercase();
+        if !self.shared.by_name.contains_key(&domain) {
+            return false;
+        }
+        self.dns.update(|zone| {
+            if on {
+                zone.fault(&domain, volley_dns::Fault::NoAnswer)
+            } else {
+                zone.clear_fault(&domain)
+            }
+        });
+        true
     }
 
     /// A copy of every receiver's counters, in [`receivers`](Self::receivers)

@@ -30,6 +30,7 @@ mod report;
 mod scenario;
 mod sim_domain;
 mod sink;
+mod soak;
 mod test_ca;
 
 pub use crate::capacity::{
@@ -57,5 +58,9 @@ pub use crate::report::{
 pub use crate::scenario::{
     ChangeEntry, DEFAULT_SCENARIO, DomainEntry, GroupEntry, MxNames, ProviderEntry, Scenario,
     SimDomain, SimReceiver, is_expected_bounce,
+};
+pub use crate::soak::{
+    DuplicateCopy, FaultKind, FaultWindow, MinuteRow, SoakEvent, SoakMeasures, SoakPlan,
+    SoakSettings, SoakVerdict, duplicate_copies,
 };
 pub use crate::test_ca::{Leaf, TestCa, client_config_trusting, server_config_from_files};

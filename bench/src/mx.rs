@@ -38,6 +38,12 @@ pub trait MxService: Send + Sync + 'static {
     /// refuses it (sent, then the connection closes).
     fn connect(&self, peer: SocketAddr) -> Result<Self::Session, Reply>;
 
+    /// Whether the host is up now; a connection to a host that is down is
+    /// reset at once, without a greeting. Up by default.
+    fn is_up(&self) -> bool {
+        true
+    }
+
     /// Whether STARTTLS is offered, and what happens when it is asked
     /// for; `None` (the default): not offered.
     fn tls(&self) -> Option<SinkTls> {
@@ -200,6 +206,12 @@ async fn accept_loop<S: MxService>(listener: TcpListener, service: Arc<S>) {
 }
 
 async fn serve<S: MxService>(mut stream: TcpStream, peer: SocketAddr, service: Arc<S>) {
+    if !service.is_up() {
+        // A zero linger makes the close a reset, as a host with nothing
+        // listening answers.
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        return;
+    }
     let _ = stream.set_nodelay(true);
     match service.connect(peer) {
         Ok(mut session) => {

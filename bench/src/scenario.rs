@@ -14,7 +14,7 @@ use crate::sim_domain::zipf_weights;
 pub use crate::sim_domain::{SimDomain, SimReceiver};
 use volley_units::serde::{duration as serde_text, option_duration as serde_opt};
 
-const BUILTINS: [(&str, &str); 5] = [
+const BUILTINS: [(&str, &str); 6] = [
     ("uniform", include_str!("../scenarios/uniform.toml")),
     ("realistic", include_str!("../scenarios/realistic.toml")),
     ("hostile", include_str!("../scenarios/hostile.toml")),
@@ -26,6 +26,7 @@ const BUILTINS: [(&str, &str); 5] = [
         "provider-per-domain",
         include_str!("../scenarios/provider-per-domain.toml"),
     ),
+    ("soak", include_str!("../scenarios/soak.toml")),
 ];
 
 /// The scenario `volley bench run` uses when given none.
@@ -49,6 +50,10 @@ pub struct Scenario {
     /// Delay of every DNS answer.
     #[serde(default, with = "serde_opt")]
     pub dns_latency: Option<Duration>,
+    /// Time to live of every DNS answer (default 300 s). A short one makes
+    /// a DNS outage reach a sender's cache within a run.
+    #[serde(default, with = "serde_opt")]
+    pub dns_ttl: Option<Duration>,
     /// The Composer load `bench run` drives.
     #[serde(default)]
     pub load: LoadSpec,

@@ -89,6 +89,14 @@ impl MxService for DomainSink {
         }
     }
 
+    fn is_up(&self) -> bool {
+        // A model a panic poisoned answers every connection with a 421.
+        !self
+            .shared
+            .model(self.receiver, |m| m.is_down(Instant::now()))
+            .unwrap_or(false)
+    }
+
     fn connect(&self, _peer: SocketAddr) -> Result<DomainSession, Reply> {
         let verdict = self
             .shared

@@ -521,3 +521,49 @@ fn a_provider_sink_takes_mail_for_all_of_its_domains_at_one_rate() {
     assert!(internet.set_capacity("big", Default::default()));
     assert!(!internet.set_capacity("b0.test", Default::default()));
 }
+
+#[test]
+fn a_receiver_that_is_down_resets_connections_until_it_comes_back() {
+    let internet = SimulatedInternet::start(&one_domain("down = true")).unwrap();
+    let addr = sink_addr(&internet, 0);
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    // A reset reads as an error, or at best as an end with no greeting.
+    match std::io::Read::read(&mut s, &mut buf) {
+        Ok(n) => assert_eq!(n, 0, "a greeting from a host that is down"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    assert_eq!(internet.counters()[0].total.reset_connections, 1);
+    assert_eq!(internet.counters()[0].total.connections, 0);
+    assert!(internet.set_capacity("a.test", volley_bench::Capacity::default()));
+    assert!(first_line(&TcpStream::connect(addr).unwrap()).starts_with("220"));
+}
+
+#[test]
+fn a_dns_outage_leaves_the_domains_queries_unanswered_until_it_ends() {
+    let s =
+        scenario("name = \"t\"\n[[domain]]\nname = \"a.test\"\n[[domain]]\nname = \"b.test\"\n");
+    let internet = SimulatedInternet::start(&s).unwrap();
+    assert!(internet.set_dns_outage("A.test", true));
+    assert!(!internet.set_dns_outage("nowhere.test", true));
+    let mut config = internet.resolver_config();
+    config.timeout = Duration::from_millis(300);
+    config.attempts = 1;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        let resolver = volley_dns::MxResolver::new(config.clone()).unwrap();
+        let started = Instant::now();
+        assert!(resolver.resolve("a.test").await.is_err());
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(resolver.resolve("b.test").await.is_ok());
+        internet.set_dns_outage("a.test", false);
+        // A fresh resolver: the failure above may be cached for a while.
+        let fresh = volley_dns::MxResolver::new(config).unwrap();
+        assert!(fresh.resolve("a.test").await.is_ok());
+    });
+}

@@ -266,6 +266,19 @@ impl Client {
         }
     }
 
+    /// Whether the body of the transaction in flight has been put in the
+    /// output. From then on a session that fails leaves the transaction's
+    /// fate unknown: the server may have taken it before its reply was
+    /// lost (RFC 1047). With BDAT and pipelining that happens before the
+    /// reply to MAIL, so the stage a failure names does not tell it.
+    pub fn body_handed_out(&self) -> bool {
+        !self.over
+            && self
+                .expect
+                .iter()
+                .any(|e| matches!(e, Expect::Body | Expect::LmtpBody))
+    }
+
     /// True when ready, with nothing in flight or queued: a pooled connection
     /// that can take a transaction at once.
     pub fn is_idle(&self) -> bool {

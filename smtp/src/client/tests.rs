@@ -411,6 +411,9 @@ fn bdat_when_chunking_is_offered() {
         ..tx(&["a@x"], b"")
     })
     .unwrap();
+    // The body goes out before any reply: its fate is unknown from now.
+    assert!(c.body_handed_out());
+    assert_eq!(c.awaiting(), Some(Stage::Mail));
     let out = c.take_output();
     assert_eq!(
         &out[0][..],
@@ -422,6 +425,7 @@ fn bdat_when_chunking_is_offered() {
     c.receive(b"250 ok\r\n250 ok\r\n250 2.0.0 got it\r\n");
     assert_eq!(statuses(&done(events(&mut c))), vec![(250, Delivered)]);
     assert!(c.is_idle());
+    assert!(!c.body_handed_out());
 }
 
 #[test]
@@ -685,9 +689,13 @@ fn service_closing_mid_transaction_returns_it() {
 fn connection_lost_or_timed_out_mid_transaction() {
     let mut c = ready_client(config(), EHLO_FULL);
     c.send(tx(&["a@x"], b"m\r\n")).unwrap();
+    // With DATA the body waits for the 354.
+    assert!(!c.body_handed_out());
     c.receive(b"250 ok\r\n250 ok\r\n354 go\r\n");
     assert_eq!(c.awaiting(), Some(Stage::Body));
+    assert!(c.body_handed_out());
     c.connection_closed();
+    assert!(!c.body_handed_out());
     let (error, unfinished) = failed(events(&mut c));
     assert_eq!(error, ClientError::ConnectionClosed { stage: Stage::Body });
     assert_eq!(unfinished.len(), 1);
