@@ -40,7 +40,8 @@ pub(crate) struct DataScan {
     at_line_start: bool,
     line_len: usize,
     max_line: usize,
-    /// The first fault found; the message is doomed once set.
+    /// The first fault found (a message too large says so instead,
+    /// whatever came first); the message is doomed once set.
     pub(crate) fault: Option<AbortReason>,
 }
 

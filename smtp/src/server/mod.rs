@@ -632,7 +632,10 @@ impl Server {
         };
         self.txn.size += len as u64;
         if self.txn.size > self.config.max_message_size {
-            scan.fault.get_or_insert(AbortReason::TooLarge);
+            // Size wins over any other fault: the scan finds those as it
+            // goes through a whole buffer before the octets are counted,
+            // so "first" would depend on how the input was split.
+            scan.fault = Some(AbortReason::TooLarge);
         }
         if scan.fault.is_some() {
             self.input.advance(len);

@@ -305,8 +305,13 @@ fn lmtp_refused_data_gets_one_reply_per_recipient() {
         ..ServerConfig::default()
     };
     let env = "LHLO x\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<u1@d.e>\r\nRCPT TO:<u2@d.e>\r\n";
+    // Within the size limit (a message too large says so instead).
+    let roomy = ServerConfig {
+        max_message_size: 100,
+        ..c.clone()
+    };
     let seen = drive(
-        c.clone(),
+        roomy,
         &[format!("{env}DATA\r\na\nb\r\n.\r\nNOOP\r\n").as_bytes()],
     );
     assert!(seen.out.ends_with(
@@ -1189,4 +1194,29 @@ fn auth_login_challenges_refusals_and_cancel() {
         ]
     );
     assert_eq!(s.authenticated(), Some("composer"));
+}
+
+/// Found by the `smtp_server` fuzz target: a body with a NUL octet that
+/// is also over the size limit was refused as too large when it came in
+/// pieces and for its NUL when it came whole (the scan meets the NUL
+/// before the octets are counted). The size now wins however it is split.
+#[test]
+fn a_body_too_large_and_with_a_nul_is_refused_as_too_large_however_split() {
+    let config = || ServerConfig {
+        max_message_size: 8,
+        ..ServerConfig::default()
+    };
+    let input: &[u8] = b"EHLO x\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n\
+        0123456789\r\nab\0c\r\n.\r\nNOOP\r\n";
+    let whole = drive(config(), &[input]);
+    assert_eq!(
+        whole.events,
+        ["mail <a@b.c>", "rcpt <d@e.f>", "aborted TooLarge"]
+    );
+    assert!(whole.out.contains("552 5.3.4"), "{}", whole.out);
+    for cut in 1..input.len() {
+        let split = drive(config(), &[&input[..cut], &input[cut..]]);
+        assert_eq!(split.events, whole.events, "cut at {cut}");
+        assert_eq!(split.out, whole.out, "cut at {cut}");
+    }
 }
