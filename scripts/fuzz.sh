@@ -40,7 +40,7 @@ mkdir -p "$work"
 # -rss_limit_mb: more memory than that is a finding too.
 # The engine's targets need the crate's `engine` feature.
 case $target in
-journal_recovery | config) flags+=(--features engine) ;;
+journal_recovery | config | inject_request) flags+=(--features engine) ;;
 esac
 cargo fuzz run "${flags[@]}" "$target" "$work" "fuzz/corpus/$target" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "$@"

@@ -51,6 +51,10 @@ pub(crate) struct SoakArgs {
     /// smallest sample.
     #[arg(long, default_value_t = 0.10)]
     memory_spread: f64,
+    /// Most a duplicated recipient's first copy may lie from a kill (the
+    /// journal's window plus the sink's reply delay).
+    #[arg(long, default_value = "100ms", value_parser = volley_units::parse_duration)]
+    duplicate_window: Duration,
     /// How long the queue may take to drain once the Composer stops.
     #[arg(long, default_value = "3m", value_parser = volley_units::parse_duration)]
     drain: Duration,
@@ -63,6 +67,8 @@ pub(crate) struct SoakArgs {
 const TICK: Duration = Duration::from_millis(200);
 /// How often the resident set is read.
 const RSS_EVERY: Duration = Duration::from_secs(1);
+/// How often the queue of a domain whose fault is over is read.
+const DRAIN_POLL: Duration = Duration::from_secs(2);
 /// How often the accounting is read once the Composer is done.
 const ACCOUNTING_EVERY: Duration = Duration::from_secs(5);
 /// How long the sinks are watched after the last delivery, for late copies.
@@ -141,18 +147,40 @@ impl<'a> Server<'a> {
         Ok(at)
     }
 
-    /// Volley's resident set now, bytes.
-    fn rss(&self) -> Option<u64> {
+    /// Volley's resident set now, and the anonymous part of it (the heap:
+    /// what the rest, the executable's pages and mapped files, is not),
+    /// bytes.
+    fn memory(&self) -> Option<(u64, u64)> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kb * 1024)
+        let field = |name: &str| -> Option<u64> {
+            let kb: u64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            Some(kb * 1024)
+        };
+        Some((field("VmRSS:")?, field("RssAnon:")?))
+    }
+
+    /// Recipients of `domain` queued now (waiting, retrying, in flight),
+    /// from the admin API; a domain without a queue has none.
+    fn queued_for(&self, domain: &str) -> Option<u64> {
+        let body = match http_get(self.admin, &format!("/api/v1/queues/{domain}")) {
+            Ok(body) => body,
+            Err(e) if e.to_string().contains(" 404 ") => return Some(0),
+            Err(_) => return None,
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        Some(
+            ["waiting", "retrying", "in_flight"]
+                .iter()
+                .filter_map(|k| v[k].as_u64())
+                .sum(),
+        )
     }
 
     /// Recipients queued now, from the admin API's status.
@@ -197,7 +225,7 @@ pub(crate) fn run(args: SoakArgs) -> anyhow::Result<()> {
         load_share: args.load_share,
         warm_up: args.warm_up,
         memory_spread: args.memory_spread,
-        ..SoakSettings::default()
+        duplicate_window: args.duplicate_window,
     };
     let plan = SoakPlan::new(&scenario, &settings)?;
     plan.apply(&mut scenario);
@@ -257,11 +285,9 @@ pub(crate) fn run(args: SoakArgs) -> anyhow::Result<()> {
 
     let start = Instant::now();
     let mut events = plan.events.iter().peekable();
-    let mut checks: Vec<_> = plan.faults.iter().collect();
-    let mut measures = SoakMeasures {
-        drained_at_most: plan.rate.ceil() as u64,
-        ..SoakMeasures::default()
-    };
+    let mut pending_drains: Vec<_> = plan.faults.iter().collect();
+    let mut next_drain_poll = Instant::now();
+    let mut measures = SoakMeasures::default();
     let mut row = MinuteRow {
         minute: 1,
         ..MinuteRow::default()
@@ -275,34 +301,35 @@ pub(crate) fn run(args: SoakArgs) -> anyhow::Result<()> {
     loop {
         std::thread::sleep(TICK);
         let now = start.elapsed();
-        while let Some((_, event)) = events.next_if(|(at, _)| *at <= now) {
-            match event {
-                SoakEvent::DnsOutage { domain, on } => {
-                    internet.set_dns_outage(domain, *on);
+        if Instant::now() >= next_drain_poll {
+            next_drain_poll += DRAIN_POLL;
+            pending_drains.retain(|f| {
+                if f.until > now {
+                    return true;
                 }
-                SoakEvent::Kill => {
-                    measures.kills.push(server.kill_and_restart()?);
-                    row.restarts += 1;
+                let drained = server
+                    .queued_for(&f.domain)
+                    .is_some_and(|q| q <= f.drained_at_most);
+                if drained {
+                    measures.drains.push(((*f).clone(), Some(now - f.until)));
+                } else if now >= f.drain_by {
+                    measures.drains.push(((*f).clone(), None));
+                } else {
+                    return true;
                 }
-            }
+                false
+            });
         }
-        checks.retain(|f| {
-            if f.check_at > now {
-                return true;
-            }
-            measures
-                .queue_after_faults
-                .push(((*f).clone(), server.queued()));
-            false
-        });
         if Instant::now() >= next_rss {
             next_rss += RSS_EVERY;
-            if let Some(rss) = server.rss() {
+            if let Some((rss, anon)) = server.memory() {
                 row.rss_max = row.rss_max.max(rss);
+                row.anon_max = row.anon_max.max(anon);
                 if server.started.elapsed() >= settings.warm_up
                     && start.elapsed() >= settings.warm_up
                 {
                     measures.rss_after_warm_up.push(rss);
+                    measures.anon_after_warm_up.push(anon);
                 }
             }
         }
@@ -349,6 +376,19 @@ pub(crate) fn run(args: SoakArgs) -> anyhow::Result<()> {
         }
         if done {
             break;
+        }
+        // After the minute's row: a kill due at a minute's end counts in
+        // the next minute, and the row reads the queue before it.
+        while let Some((_, event)) = events.next_if(|(at, _)| *at <= now) {
+            match event {
+                SoakEvent::DnsOutage { domain, on } => {
+                    internet.set_dns_outage(domain, *on);
+                }
+                SoakEvent::Kill => {
+                    measures.kills.push(server.kill_and_restart()?);
+                    row.restarts += 1;
+                }
+            }
         }
     }
     measures.queued_at_end = server.queued();

@@ -145,7 +145,9 @@ fn internet_compose_and_check_work_as_separate_commands() {
 /// DNS timing out, capacity halved), two kill -9s of Volley in durable
 /// mode, and at the end nothing lost, no duplicate away from a kill and
 /// the queue empty. Memory flatness needs a long run (scripts/soak.sh);
-/// here it is only measured.
+/// here it is only measured, and the window for duplicates is wider than
+/// the release build's 100 ms: a debug build beside the rest of the
+/// suite on two cores commits its finish records later.
 #[test]
 fn a_short_soak_with_every_fault_and_two_kills_loses_nothing() {
     let out = temp_path("soak");
@@ -167,6 +169,8 @@ fn a_short_soak_with_every_fault_and_two_kills_loses_nothing() {
             "0.5",
             "--memory-spread",
             "10",
+            "--duplicate-window",
+            "500ms",
             "--drain",
             "60s",
             "--out",

@@ -94,9 +94,12 @@ pub struct FaultWindow {
     pub from: Duration,
     /// When it ends.
     pub until: Duration,
-    /// When its queue is read to see that it drained: just before the
-    /// next fault's slot.
-    pub check_at: Duration,
+    /// When its domain's queue must have drained: by the same fault's
+    /// start in the next cycle (or the end of the load).
+    pub drain_by: Duration,
+    /// Recipients of its domain that may still be queued once drained:
+    /// about one second of the domain's load.
+    pub drained_at_most: u64,
 }
 
 /// What the driver does at a point in time (capacity faults are scenario
@@ -163,16 +166,20 @@ impl SoakPlan {
             for (i, kind) in KINDS.iter().enumerate() {
                 let from = start + slot * (i as u32 + 1) - slot / 2;
                 let until = from + settings.fault_for;
-                let check_at = from + slot;
-                if check_at > settings.duration {
+                if from + slot > settings.duration {
                     break;
                 }
+                let domain = &scenario.domain[i];
                 faults.push(FaultWindow {
                     kind: *kind,
-                    domain: scenario.domain[i].name.to_ascii_lowercase(),
+                    domain: domain.name.to_ascii_lowercase(),
                     from,
                     until,
-                    check_at,
+                    drain_by: (from + settings.cycle).min(settings.duration),
+                    // Recipients are spread in proportion to capacity.
+                    drained_at_most: (settings.load_share * domain.capacity.max_rate)
+                        .ceil()
+                        .max(1.0) as u64,
                 });
             }
             start += settings.cycle;
@@ -267,6 +274,8 @@ pub struct MinuteRow {
     pub minute: u32,
     /// Largest resident set sampled in the minute, bytes.
     pub rss_max: u64,
+    /// Largest anonymous part of it (the heap) sampled in the minute.
+    pub anon_max: u64,
     /// Recipients queued in the server at the minute's end (`None`: it
     /// did not answer, e.g. restarting).
     pub queued: Option<u64>,
@@ -295,9 +304,10 @@ impl MinuteRow {
     /// The row as the soak prints it, under [`MinuteRow::HEADER`].
     pub fn line(&self) -> String {
         format!(
-            "{:>4} {:>8.1} {:>8} {:>9} {:>9} {:>9} {:>7.2}% {:>3} {}",
+            "{:>4} {:>8.1} {:>5.1} {:>8} {:>9} {:>9} {:>9} {:>7.2}% {:>3} {}",
             self.minute,
             self.rss_max as f64 / 1_048_576.0,
+            self.anon_max as f64 / 1_048_576.0,
             self.queued.map_or("-".to_string(), |q| q.to_string()),
             self.accepted,
             self.delivered,
@@ -310,7 +320,7 @@ impl MinuteRow {
 
     /// The heading of the per-minute table.
     pub const HEADER: &'static str =
-        " min  RSS MiB   queued  accepted delivered throttled  share  kill faults";
+        " min  RSS MiB  heap   queued  accepted delivered throttled  share  kill faults";
 }
 
 /// A recipient delivered more than once: when its first copy and the
@@ -362,11 +372,12 @@ pub struct SoakMeasures {
     pub kills: Vec<u64>,
     /// Resident set samples taken after warm-up, bytes.
     pub rss_after_warm_up: Vec<u64>,
-    /// Each fault with the queue read at its check time (`None`: no answer).
-    pub queue_after_faults: Vec<(FaultWindow, Option<u64>)>,
-    /// The most queued recipients that count as drained: about one second
-    /// of the load.
-    pub drained_at_most: u64,
+    /// The anonymous part (the heap) of the same samples.
+    pub anon_after_warm_up: Vec<u64>,
+    /// Each fault, with how long after its end its domain's queue was
+    /// back to [`FaultWindow::drained_at_most`] (`None`: not by its
+    /// [`FaultWindow::drain_by`]).
+    pub drains: Vec<(FaultWindow, Option<Duration>)>,
     /// Recipients still queued when the run ended.
     pub queued_at_end: Option<u64>,
 }
@@ -389,8 +400,13 @@ pub struct SoakVerdict {
     pub unexpected_or_corrupted: u64,
     /// Largest resident set after warm-up over the smallest, minus one.
     pub memory_spread: Option<f64>,
-    /// Faults whose queue had not drained by their check time.
+    /// The same of its anonymous part (the heap).
+    pub heap_spread: Option<f64>,
+    /// Faults whose queue had not drained in time.
     pub undrained: Vec<String>,
+    /// Per kind of fault, the longest its domain's queue took to drain
+    /// after the fault ended.
+    pub slowest_drains: Vec<(FaultKind, Duration)>,
     /// Recipients still queued at the end.
     pub queued_at_end: Option<u64>,
     /// Every check held.
@@ -428,29 +444,31 @@ impl SoakVerdict {
                 }
             }
         }
-        let memory_spread = match (
-            m.rss_after_warm_up.iter().min(),
-            m.rss_after_warm_up.iter().max(),
-        ) {
-            (Some(&lo), Some(&hi)) if lo > 0 => Some(hi as f64 / lo as f64 - 1.0),
-            _ => None,
-        };
+        let memory_spread = spread(&m.rss_after_warm_up);
+        let heap_spread = spread(&m.anon_after_warm_up);
         let undrained: Vec<String> = m
-            .queue_after_faults
+            .drains
             .iter()
-            .filter(|(_, q)| q.is_none_or(|q| q > m.drained_at_most))
-            .map(|(f, q)| {
+            .filter(|(_, d)| d.is_none())
+            .map(|(f, _)| {
                 format!(
-                    "{} at {} ({}-{} s): {} queued at {} s",
+                    "{} at {} ({}-{} s): not drained by {} s",
                     f.kind,
                     f.domain,
                     f.from.as_secs(),
                     f.until.as_secs(),
-                    q.map_or("no answer".into(), |q| q.to_string()),
-                    f.check_at.as_secs()
+                    f.drain_by.as_secs()
                 )
             })
             .collect();
+        let mut slowest_drains: Vec<(FaultKind, Duration)> = Vec::new();
+        for (f, d) in &m.drains {
+            let Some(d) = *d else { continue };
+            match slowest_drains.iter_mut().find(|(k, _)| *k == f.kind) {
+                Some((_, worst)) => *worst = (*worst).max(d),
+                None => slowest_drains.push((f.kind, d)),
+            }
+        }
         let a = &m.accounting;
         let passed = a.lost == 0
             && a.unexpected == 0
@@ -467,7 +485,9 @@ impl SoakVerdict {
             outside_examples,
             unexpected_or_corrupted: a.unexpected + a.corrupted,
             memory_spread,
+            heap_spread,
             undrained,
+            slowest_drains,
             queued_at_end: m.queued_at_end,
             passed,
         }
@@ -491,19 +511,31 @@ impl fmt::Display for SoakVerdict {
         for e in &self.outside_examples {
             writeln!(f, "  outside the window: {e}")?;
         }
+        let percent =
+            |s: Option<f64>| s.map_or("not measured".into(), |s| format!("{:.1}%", 100.0 * s));
         writeln!(
             f,
-            "memory after warm-up: spread {}",
-            self.memory_spread
-                .map_or("not measured".into(), |s| format!("{:.1}%", 100.0 * s))
+            "memory after warm-up: resident set spread {} (heap alone {})",
+            percent(self.memory_spread),
+            percent(self.heap_spread)
         )?;
+        let drains: Vec<String> = self
+            .slowest_drains
+            .iter()
+            .map(|(k, d)| format!("{k} {:.0} s", d.as_secs_f64()))
+            .collect();
         writeln!(
             f,
-            "queue after each fault: {}",
+            "queue after each fault: {}; longest drain after the fault ended: {}",
             if self.undrained.is_empty() {
                 "drained every time".to_string()
             } else {
                 format!("not drained: {}", self.undrained.join("; "))
+            },
+            if drains.is_empty() {
+                "none measured".to_string()
+            } else {
+                drains.join(", ")
             }
         )?;
         writeln!(
@@ -513,6 +545,14 @@ impl fmt::Display for SoakVerdict {
                 .map_or("no answer".into(), |q| q.to_string())
         )?;
         write!(f, "{}", if self.passed { "PASSED" } else { "FAILED" })
+    }
+}
+
+/// Largest of `samples` over the smallest, minus one.
+fn spread(samples: &[u64]) -> Option<f64> {
+    match (samples.iter().min(), samples.iter().max()) {
+        (Some(&lo), Some(&hi)) if lo > 0 => Some(hi as f64 / lo as f64 - 1.0),
+        _ => None,
     }
 }
 
@@ -537,20 +577,23 @@ mod tests {
                     f.kind,
                     f.from.as_secs(),
                     f.until.as_secs(),
-                    f.check_at.as_secs(),
+                    f.drain_by.as_secs(),
+                    f.drained_at_most,
                 )
             })
             .collect();
         assert_eq!(
             first,
             [
-                (FaultKind::DropAfterData, 30, 60, 90),
-                (FaultKind::HostsDown, 90, 120, 150),
-                (FaultKind::DnsTimeout, 150, 180, 210),
-                (FaultKind::CapacityHalved, 210, 240, 270),
+                (FaultKind::DropAfterData, 30, 60, 330, 105),
+                (FaultKind::HostsDown, 90, 120, 390, 70),
+                (FaultKind::DnsTimeout, 150, 180, 450, 56),
+                (FaultKind::CapacityHalved, 210, 240, 510, 49),
             ]
         );
         assert_eq!(plan.faults[4].from, Duration::from_secs(330));
+        // The last cycle's faults must drain by the end of the load.
+        assert_eq!(plan.faults[23].drain_by, Duration::from_secs(1800));
         // Kills at 3, 6, ... 27 minutes; DNS on and off six times.
         let kills = plan
             .events
@@ -669,7 +712,6 @@ mod tests {
         let good = SoakMeasures {
             rss_after_warm_up: vec![100, 109],
             queued_at_end: Some(0),
-            drained_at_most: 10,
             ..SoakMeasures::default()
         };
         assert!(SoakVerdict::judge(&good, &settings).passed);
@@ -683,17 +725,28 @@ mod tests {
             domain: "webmail.test".into(),
             from: Duration::from_secs(90),
             until: Duration::from_secs(120),
-            check_at: Duration::from_secs(150),
+            drain_by: Duration::from_secs(390),
+            drained_at_most: 70,
         };
+        let drained = SoakMeasures {
+            drains: vec![(fault.clone(), Some(Duration::from_secs(40)))],
+            ..good.clone()
+        };
+        let v = SoakVerdict::judge(&drained, &settings);
+        assert!(v.passed);
+        assert_eq!(
+            v.slowest_drains,
+            [(FaultKind::HostsDown, Duration::from_secs(40))]
+        );
         let undrained = SoakMeasures {
-            queue_after_faults: vec![(fault, Some(11))],
+            drains: vec![(fault, None)],
             ..good.clone()
         };
         let v = SoakVerdict::judge(&undrained, &settings);
         assert!(!v.passed);
         assert_eq!(
             v.undrained,
-            ["MX hosts down at webmail.test (90-120 s): 11 queued at 150 s"]
+            ["MX hosts down at webmail.test (90-120 s): not drained by 390 s"]
         );
         let mut lost = good.clone();
         lost.accounting.lost = 1;
