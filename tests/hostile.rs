@@ -278,3 +278,55 @@ fn slow_and_untrusted_connections_never_keep_a_composer_waiting() {
     drop(untrusted);
     engine.shutdown();
 }
+
+/// The command timeout bounds a whole command line from its first octet,
+/// not each read: a session that sends one octet every 300 ms, never
+/// waiting as long as the timeout between two, is closed with 421 once
+/// the timeout has passed since the line began (it found the timeout
+/// restarting at every octet, which let a slow client hold a place for
+/// as long as it liked).
+#[test]
+fn a_command_dribbled_an_octet_at_a_time_is_cut_off_at_the_command_timeout() {
+    use std::io::Read;
+    use std::time::Instant;
+
+    let world = World::generated(1, 1, |_| Script::default());
+    let mut config = world.config();
+    config.ingest.command_timeout = Duration::from_secs(2);
+    let engine = Engine::start(config).unwrap();
+    let addr = engine.listen_addrs()[0];
+    let mut s = connect_from([127, 0, 0, 1], addr, Duration::from_secs(5)).unwrap();
+    assert!(read_reply(&mut s).starts_with("220 "));
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    for octet in b"EHLO a-very-slow-client.test\r\n".iter().cycle().take(40) {
+        if s.write_all(&[*octet]).is_err() {
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+        if got.starts_with(b"421") && got.ends_with(b"\r\n") {
+            break;
+        }
+    }
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("421 4."), "{text:?} after {took:?}");
+    assert!(
+        !text.contains("250"),
+        "the dribbled EHLO was answered: {text:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        "closed after {took:?}"
+    );
+    engine.shutdown();
+}

@@ -100,6 +100,9 @@ struct Session {
     /// The client is in the trusted networks; otherwise it must AUTH
     /// before MAIL.
     trusted: bool,
+    /// When the first octet of the command line still in progress came:
+    /// the command timeout runs from there, however often octets come.
+    command_started: Option<Instant>,
 }
 
 pub(crate) async fn run(
@@ -157,6 +160,7 @@ pub(crate) async fn run(
         handshake: None,
         tls,
         trusted: admission.trusted(),
+        command_started: None,
     };
     s.drive().await;
     s.release_held().await;
@@ -277,11 +281,28 @@ impl Session {
     /// Waits for more input, the idle/command timeout, or the engine stopping.
     async fn read(&mut self) -> Input {
         let in_txn = !self.txn.rcpts.is_empty() || !self.body.is_empty();
-        let t = if in_txn {
+        let mut t = if in_txn {
             self.config.ingest.command_timeout
         } else {
             self.config.ingest.idle_timeout
         };
+        // A command line has the command timeout from its first octet
+        // to its end, not per read: one octet every few seconds must not
+        // hold the session (slowloris).
+        if self.server.command_in_progress() {
+            let started = *self.command_started.get_or_insert_with(Instant::now);
+            let left = self
+                .config
+                .ingest
+                .command_timeout
+                .saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Input::TimedOut;
+            }
+            t = t.min(left);
+        } else {
+            self.command_started = None;
+        }
         let mut stop = self.shard.shared.stop.clone();
         if *stop.borrow_and_update() {
             return Input::Stop;

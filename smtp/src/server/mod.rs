@@ -292,6 +292,16 @@ impl Server {
         matches!(self.phase, Phase::Closed)
     }
 
+    /// Whether the client has started a command line and not finished it:
+    /// some of its octets are in, its line end is not (call it once the
+    /// events are handled). A deadline on the whole line, not on each
+    /// read, is what stops a client that sends one octet at a time from
+    /// holding a session (slowloris); the engine keeps that deadline,
+    /// since this machine has no clock.
+    pub fn command_in_progress(&self) -> bool {
+        matches!(self.phase, Phase::Command | Phase::DiscardLine) && !self.input.is_empty()
+    }
+
     /// The verdict the server waits for, if any.
     pub fn pending(&self) -> Option<Pending> {
         match self.phase {

@@ -1220,3 +1220,21 @@ fn a_body_too_large_and_with_a_nul_is_refused_as_too_large_however_split() {
         assert_eq!(split.out, whole.out, "cut at {cut}");
     }
 }
+
+#[test]
+fn a_command_line_is_in_progress_from_its_first_octet_to_its_line_end() {
+    let mut s = Server::new(ServerConfig::default());
+    let mut seen = Seen::default();
+    let mut body = Vec::new();
+    pump(&mut s, &mut seen, &mut body);
+    assert!(!s.command_in_progress());
+    assert_eq!(s.receive(b"EH"), 2);
+    pump(&mut s, &mut seen, &mut body);
+    assert!(s.command_in_progress());
+    assert_eq!(s.receive(b"LO x\r\n"), 6);
+    pump(&mut s, &mut seen, &mut body);
+    assert!(!s.command_in_progress());
+    assert_eq!(s.receive(b"NOOP\r\nNO"), 8);
+    pump(&mut s, &mut seen, &mut body);
+    assert!(s.command_in_progress());
+}
