@@ -128,6 +128,10 @@ pub struct RateController {
     rule_conn_cap: Option<(u32, Instant)>,
     rule_rate_cap: Option<(f64, Instant)>,
     throttles: u64,
+    /// Rate cuts this destination's own throttling replies made so far
+    /// (not those a cut guard held back, nor a peer's): what a cluster
+    /// node tells the others.
+    cuts: u64,
     successes: u64,
     connect_failures: u64,
     /// Messages accepted in the interval being accumulated.
@@ -183,6 +187,7 @@ impl RateController {
             rule_conn_cap: None,
             rule_rate_cap: None,
             throttles: 0,
+            cuts: 0,
             successes: 0,
             connect_failures: 0,
             period_delivered: 0,
@@ -277,6 +282,35 @@ impl RateController {
             ReplyKind::Intermediate | ReplyKind::Deferral | ReplyKind::Failure => {}
         }
         kind
+    }
+
+    /// Another host of the cluster was throttled by this destination: it
+    /// meters all the hosts as one sender, so this controller cuts as if
+    /// the reply had come to it (the same cut, ceiling and backoff),
+    /// before its own sends collect replies of their own. A cut made just
+    /// before (this host's own, or an earlier peer's) guards against it,
+    /// as it guards against replies to work sent before it.
+    pub fn on_peer_throttle(&mut self, now: Instant) {
+        self.maybe_adjust(now);
+        // Not counted as this destination's own cut: told back to the
+        // cluster, every peer's cut would come back as another, in a
+        // circle, until the rate reached its floor.
+        let own = self.cuts;
+        self.cut_rate(now);
+        self.cuts = own;
+    }
+
+    /// How many times this destination's own throttling replies cut the
+    /// rate so far (a peer's cut is not counted): a cluster node that sees
+    /// the count move tells the other nodes.
+    pub fn cuts(&self) -> u64 {
+        self.cuts
+    }
+
+    /// The delivered rate at which the destination last pushed back, if it
+    /// has.
+    pub fn ceiling(&self) -> Option<f64> {
+        self.ceiling
     }
 
     /// Feeds one latency sample: how long the destination took to answer.
@@ -456,6 +490,7 @@ impl RateController {
         if self.cut_guard_until.is_some_and(|g| now < g) {
             return;
         }
+        self.cuts += 1;
         if self.phase == Phase::Probing && !self.throttled_recently(now) {
             self.probe_refused(now);
             return;

@@ -287,6 +287,37 @@ fn throttle_cuts_suspends_and_backoff_grows_then_resets_after_quiet() {
 }
 
 #[test]
+fn a_peers_throttle_cuts_as_ones_own_but_is_not_counted_as_ones_own() {
+    let s = RateSettings {
+        initial_rate: 100.0,
+        max_rate: 100.0,
+        ..RateSettings::default()
+    };
+    let mut d = Drive::new(s.clone());
+    d.busy(secs(3), ms(100));
+    d.ctl.on_peer_throttle(d.now);
+    let r = d.ctl.rate();
+    assert!(close(r, 85.0, 0.03), "the same cut as a reply's: {r}");
+    assert!(d.ctl.ceiling().is_some());
+    assert_eq!(d.state(), RateState::Backoff);
+    let snap = d.ctl.snapshot(d.now);
+    assert_eq!((snap.throttles, d.ctl.cuts()), (0, 0), "not its own");
+    // A reply of its own just after is guarded as after any cut, and a
+    // later one counts.
+    d.now += ms(100);
+    d.throttle();
+    assert_eq!((d.ctl.rate(), d.ctl.cuts()), (r, 0));
+    d.now = d.ctl.suspended_until(d.now).unwrap();
+    d.busy(ms(500), ms(100));
+    d.throttle();
+    assert_eq!(d.ctl.cuts(), 1);
+    // A peer's cut within that one's guard changes nothing.
+    let r = d.ctl.rate();
+    d.ctl.on_peer_throttle(d.now + ms(10));
+    assert_eq!((d.ctl.rate(), d.ctl.cuts()), (r, 1));
+}
+
+#[test]
 fn backoff_never_exceeds_its_maximum() {
     let s = RateSettings {
         backoff_max: secs(5),
