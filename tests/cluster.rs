@@ -8,7 +8,9 @@
 //! replies and refused connections. Then Redis is killed mid-run and
 //! started again: delivery goes on (each node at its share), throttling
 //! stays bounded, nothing is lost, and each node says once that it lost
-//! Redis and once that it rejoined.
+//! Redis and once that it rejoined. Last, one node is killed mid-run: its
+//! connection leases expire with no one to renew them, and the other two
+//! deliver everything they accepted.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -81,6 +83,29 @@ impl Redis {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// How many connection leases `node` holds, over every destination.
+    fn leases_of(&self, node: &str) -> usize {
+        let cli = |args: &[&str]| {
+            let out = Command::new("redis-cli")
+                .args(["-h", &self.addr.ip().to_string()])
+                .args(["-p", &self.addr.port().to_string()])
+                .args(args)
+                .output()
+                .expect("redis-cli (redis-tools, which redis-server depends on)");
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        let keys = cli(&["--scan", "--pattern", "volley:*:leases"]);
+        keys.lines()
+            .filter(|k| !k.is_empty())
+            .map(|k| {
+                cli(&["zrange", k, "0", "-1"])
+                    .lines()
+                    .filter(|m| m.starts_with(&format!("{node}#")))
+                    .count()
+            })
+            .sum()
     }
 
     /// SIGKILL: what it held is gone.
@@ -190,11 +215,24 @@ struct Measured {
     duplicates: u64,
     /// Deliveries per second while Redis was down, when it was.
     outage_rate: Option<f64>,
+    /// After a node crashed: its connection leases in Redis just before,
+    /// and once they had time to expire.
+    crashed_leases: Option<(usize, usize)>,
 }
 
-/// Runs the three nodes against the provider; `outage` kills Redis at
-/// that point of the run and starts it again after its length.
-fn run(outage: Option<(Duration, Duration)>) -> (Measured, Vec<String>) {
+/// What happens in the middle of a run.
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    /// Nothing.
+    Calm,
+    /// Redis is killed at `at` and started again `length` later.
+    RedisDown { at: Duration, length: Duration },
+    /// Node 0 is killed (SIGKILL) at `at`; its messages are not counted.
+    NodeCrash { at: Duration },
+}
+
+/// Runs the three nodes against the provider, with `event` in the middle.
+fn run(event: Event) -> (Measured, Vec<String>) {
     // One run at a time: two clusters side by side on two cores would
     // measure each other.
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -202,7 +240,7 @@ fn run(outage: Option<(Duration, Duration)>) -> (Measured, Vec<String>) {
     let scenario = Scenario::from_toml(SCENARIO).unwrap();
     let internet = Arc::new(SimulatedInternet::start(&scenario).unwrap());
     let mut redis = Redis::start();
-    let nodes: Vec<Node> = (0..NODES)
+    let mut nodes: Vec<Node> = (0..NODES)
         .map(|i| Node::start(i, &internet, &redis.url()))
         .collect();
     let mix = DomainMix::of_scenario(internet.domains()).unwrap();
@@ -232,21 +270,40 @@ fn run(outage: Option<(Duration, Duration)>) -> (Measured, Vec<String>) {
         })
         .collect();
     let mut outage_window = None;
-    if let Some((at, length)) = outage {
-        std::thread::sleep(at.saturating_sub(started.elapsed()));
-        let before = internet.delivered();
-        let t0 = Instant::now();
-        redis.kill();
-        std::thread::sleep(length);
-        let during = internet.delivered() - before;
-        outage_window = Some(during as f64 / t0.elapsed().as_secs_f64());
-        redis.restart();
+    let mut crashed_leases = None;
+    match event {
+        Event::Calm => {}
+        Event::RedisDown { at, length } => {
+            std::thread::sleep(at.saturating_sub(started.elapsed()));
+            let before = internet.delivered();
+            let t0 = Instant::now();
+            redis.kill();
+            std::thread::sleep(length);
+            let during = internet.delivered() - before;
+            outage_window = Some(during as f64 / t0.elapsed().as_secs_f64());
+            redis.restart();
+        }
+        Event::NodeCrash { at } => {
+            std::thread::sleep(at.saturating_sub(started.elapsed()));
+            let before = redis.leases_of("node0");
+            let _ = nodes[0].child.kill();
+            let _ = nodes[0].child.wait();
+            // Leases last 3 s unless renewed.
+            std::thread::sleep(Duration::from_millis(3500));
+            crashed_leases = Some((before, redis.leases_of("node0")));
+        }
     }
+    let crashed = matches!(event, Event::NodeCrash { .. });
     let mut sent: Vec<SentRecord> = Vec::new();
-    for h in handles {
-        sent.extend(h.join().unwrap().sent);
+    for (i, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            // A crashed node's messages were in its memory only.
+            _ if crashed && i == 0 => {}
+            r => sent.extend(r.unwrap().sent),
+        }
     }
-    assert_eq!(sent.len() as u64, PER_NODE * NODES as u64, "all accepted");
+    let expected = PER_NODE * (NODES - usize::from(crashed)) as u64;
+    assert_eq!(sent.len() as u64, expected, "all accepted");
     let deadline = started + Duration::from_secs(75);
     while internet.accounting(&sent).lost > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -272,6 +329,13 @@ fn run(outage: Option<(Duration, Duration)>) -> (Measured, Vec<String>) {
     let mut at: Vec<u64> = internet
         .deliveries()
         .iter()
+        .filter(|d| {
+            !crashed
+                || !d
+                    .id
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with("cluster0x"))
+        })
         .map(|d| d.accepted_micros)
         .collect();
     at.sort_unstable();
@@ -289,6 +353,7 @@ fn run(outage: Option<(Duration, Duration)>) -> (Measured, Vec<String>) {
             lost: acc.lost,
             duplicates: acc.duplicates,
             outage_rate: outage_window,
+            crashed_leases,
         },
         logs,
     )
@@ -318,7 +383,7 @@ fn tails(logs: &[String]) -> String {
 
 #[test]
 fn three_hosts_share_one_providers_capacity() {
-    let (m, logs) = run(None);
+    let (m, logs) = run(Event::Calm);
     let tails = tails(&logs);
     eprintln!(
         "cluster: {:.0}/s of {RATE}/s ({:.0}%), {} throttled for {} accepted ({:.2}%), peak {} connections",
@@ -341,7 +406,10 @@ fn three_hosts_share_one_providers_capacity() {
 
 #[test]
 fn redis_killed_mid_run_and_restarted_stalls_nothing_and_loses_nothing() {
-    let (m, logs) = run(Some((Duration::from_secs(5), Duration::from_secs(4))));
+    let (m, logs) = run(Event::RedisDown {
+        at: Duration::from_secs(5),
+        length: Duration::from_secs(4),
+    });
     let outage = m.outage_rate.unwrap();
     let tails = tails(&logs);
     eprintln!(
@@ -358,4 +426,22 @@ fn redis_killed_mid_run_and_restarted_stalls_nothing_and_loses_nothing() {
         assert_eq!(log.matches("Redis unreachable").count(), 1, "{log}");
         assert_eq!(log.matches("Redis answers again").count(), 1, "{log}");
     }
+}
+
+#[test]
+fn a_crashed_nodes_connections_are_freed_and_the_others_deliver_everything() {
+    let (m, logs) = run(Event::NodeCrash {
+        at: Duration::from_secs(4),
+    });
+    let tails = tails(&logs[1..]);
+    let (before, after) = m.crashed_leases.unwrap();
+    eprintln!(
+        "cluster, node0 killed: its leases {before} before, {after} 3.5 s after; the others at {:.0}/s, {} throttled for {} accepted, peak {} connections",
+        m.rate, m.throttled, m.accepted, m.peak_connections
+    );
+    assert!(before > 0, "node0 held connections: {m:?}");
+    assert_eq!(after, 0, "expired with no one to renew them: {m:?}");
+    assert_eq!((m.lost, m.duplicates), (0, 0), "{m:?}\n{tails}");
+    assert!(m.throttled * 100 <= 3 * m.accepted, "{m:?}");
+    assert!(m.peak_connections <= CONNECTIONS + 1, "{m:?}");
 }
