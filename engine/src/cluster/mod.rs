@@ -10,8 +10,9 @@
 //!
 //! - **The budget.** A GCRA in Redis paces the cluster's transactions to
 //!   the destination at the sum of the nodes' controller rates. A node
-//!   claims budget in batches (two sync intervals of its own rate, see
-//!   [`plan::claim`]), so a message costs no round trip to Redis: a shard
+//!   claims budget in batches (two sync periods of its own rate, see
+//!   [`plan::claim`]; a slow destination's period is up to ten intervals,
+//!   [`plan::period`]), so a message costs no round trip to Redis: a shard
 //!   takes one unit from an atomic counter, and waits a moment when there
 //!   is none. Budget is never banked beyond the burst, so nothing a node
 //!   did not claim piles up while the cluster is idle.
@@ -72,7 +73,7 @@ use tokio::sync::watch;
 
 use crate::config::ClusterSettings;
 use crate::rate::{Action, RateController};
-use plan::{Ask, Change, Link, Track, View};
+use plan::{Ask, Change, Link, Next, Track, View};
 pub(crate) use share::{Board, Local, Share, Standing};
 
 /// The Lua script of one sync (see the file for its keys and arguments).
@@ -229,7 +230,7 @@ impl Driver {
         for share in self.board.all() {
             let (local, refused) = share.local();
             let track = self.tracks.entry(share.key().into()).or_default();
-            match track.ask(
+            match track.next(
                 now,
                 local,
                 refused,
@@ -237,8 +238,9 @@ impl Driver {
                 share.tokens(),
                 self.interval,
             ) {
-                Some(ask) => asks.push((share, ask)),
-                None => {
+                Next::Sync(ask) => asks.push((share, ask)),
+                Next::Later => {}
+                Next::Idle => {
                     self.tracks.remove(share.key());
                     let key = share.key().to_string();
                     drop(share);

@@ -14,6 +14,11 @@ use super::share::Local;
 pub(crate) const CLAIM_INTERVALS: f64 = 2.0;
 /// The largest single claim, whatever the rate says.
 const MAX_CLAIM: f64 = 100_000.0;
+/// Most sync intervals between two syncs of one destination: a slow one
+/// is synced less often (its claim covers as long), so a node with many
+/// small destinations does not send Redis a call per destination every
+/// interval.
+pub(crate) const MAX_PERIOD: u32 = 10;
 /// A destination nothing was sent to for this long stops being synced:
 /// its entries in Redis expire, its leases go.
 pub(crate) const IDLE_AFTER: Duration = Duration::from_secs(10);
@@ -28,6 +33,18 @@ pub(crate) fn claim(rate: f64, interval: Duration, in_hand: i64) -> u32 {
         .clamp(1.0, MAX_CLAIM);
     let want = target - in_hand as f64;
     if want <= 0.0 { 0 } else { want as u32 }
+}
+
+/// How many sync intervals one sync of a destination at `rate` covers:
+/// one for a destination that sends a message or more per interval, up
+/// to [`MAX_PERIOD`] for slower ones, so each claim is worth about one
+/// message at least.
+pub(crate) fn period(rate: f64, interval: Duration) -> u32 {
+    let per = rate * interval.as_secs_f64();
+    if per.is_nan() || per <= 0.0 {
+        return MAX_PERIOD;
+    }
+    (1.0 / per).ceil().clamp(1.0, f64::from(MAX_PERIOD)) as u32
 }
 
 /// A node's share of what the cluster learned, for when it paces alone:
@@ -71,6 +88,8 @@ pub(crate) struct Track {
     /// Use counts at the last sync, and when they last moved.
     used: (u64, u64),
     used_at: Option<Instant>,
+    /// When the next sync is due.
+    due: Option<Instant>,
     /// The last view, for the fallback share.
     pub(crate) last: Option<View>,
 }
@@ -87,11 +106,22 @@ pub(crate) struct Ask {
     pub(crate) refused_open: Option<u32>,
 }
 
+/// What a destination needs at one sync round.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Next {
+    /// Nothing was sent to it for [`IDLE_AFTER`]: it is no longer synced.
+    Idle,
+    /// Its last claim still covers it.
+    Later,
+    /// A sync now.
+    Sync(Ask),
+}
+
 impl Track {
-    /// What to ask for at `now`, or `None` when the destination has been
-    /// idle for [`IDLE_AFTER`] (it is no longer synced). `used` is the
-    /// share's (spent, short) counts.
-    pub(crate) fn ask(
+    /// What destination needs at the round at `now`. `used` is the
+    /// share's (spent, short) counts: a shard that waited for budget since
+    /// the last sync, or a refused connection, brings the sync forward.
+    pub(crate) fn next(
         &mut self,
         now: Instant,
         local: Local,
@@ -99,19 +129,26 @@ impl Track {
         used: (u64, u64),
         in_hand: i64,
         interval: Duration,
-    ) -> Option<Ask> {
+    ) -> Next {
+        let waited = used.1 != self.used.1;
         if used != self.used || self.used_at.is_none() {
             self.used = used;
             self.used_at = Some(now);
         }
         let since = self.used_at.map_or(Duration::ZERO, |t| now - t);
         if since >= IDLE_AFTER && refused_open.is_none() {
-            return None;
+            return Next::Idle;
         }
+        let due = self.due.is_none_or(|d| now >= d);
         let cut = local.cuts > self.cuts_told;
-        Some(Ask {
+        if !(due || waited || cut || refused_open.is_some()) {
+            return Next::Later;
+        }
+        let p = period(local.rate, interval);
+        self.due = Some(now + interval * p);
+        Next::Sync(Ask {
             local,
-            want: claim(local.rate, interval, in_hand),
+            want: claim(local.rate, interval * p, in_hand),
             cut,
             refused_open,
         })
@@ -227,22 +264,61 @@ mod tests {
         assert_eq!(fallback(&tiny), (None, Some(1)), "never no connection");
     }
 
+    fn sync(n: Next) -> Ask {
+        match n {
+            Next::Sync(a) => a,
+            other => panic!("no sync: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_slow_destination_is_synced_less_often_with_claims_to_match() {
+        let iv = Duration::from_millis(50);
+        assert_eq!(period(200.0, iv), 1);
+        assert_eq!(period(5.0, iv), 4);
+        assert_eq!(period(0.1, iv), MAX_PERIOD);
+        assert_eq!(period(f64::NAN, iv), MAX_PERIOD);
+        let t0 = Instant::now();
+        let mut t = Track::default();
+        let a = sync(t.next(t0, local(5.0, 0), None, (1, 0), 0, iv));
+        assert_eq!(a.want, 2, "two periods of 200 ms at 5/s");
+        let soon = t0 + iv;
+        assert_eq!(
+            t.next(soon, local(5.0, 0), None, (2, 0), 1, iv),
+            Next::Later
+        );
+        // A shard that waited for budget, or a refusal, brings it forward.
+        assert!(matches!(
+            t.next(soon, local(5.0, 0), None, (2, 1), 0, iv),
+            Next::Sync(_)
+        ));
+        assert!(matches!(
+            t.next(soon, local(5.0, 0), Some(3), (2, 1), 1, iv),
+            Next::Sync(_)
+        ));
+        let due = soon + iv * 4;
+        assert!(matches!(
+            t.next(due, local(5.0, 0), None, (2, 1), 1, iv),
+            Next::Sync(_)
+        ));
+    }
+
     #[test]
     fn a_cut_is_told_once_and_other_nodes_cuts_are_heard_once() {
         let t0 = Instant::now();
         let iv = Duration::from_millis(50);
         let mut t = Track::default();
-        let a = t.ask(t0, local(100.0, 0), None, (1, 0), 0, iv).unwrap();
+        let a = sync(t.next(t0, local(100.0, 0), None, (1, 0), 0, iv));
         assert!(!a.cut);
         assert!(!t.answered(&a, view(7, false)), "earlier cuts are old news");
         // The local controller cut: told once.
-        let a = t.ask(t0, local(70.0, 1), None, (2, 0), 0, iv).unwrap();
-        assert!(a.cut);
+        let a = sync(t.next(t0, local(70.0, 1), None, (2, 0), 0, iv));
+        assert!(a.cut, "a cut is synced at once");
         assert!(
             !t.answered(&a, view(8, true)),
             "its own cut is not a peer's"
         );
-        let a = t.ask(t0, local(70.0, 1), None, (3, 0), 0, iv).unwrap();
+        let a = sync(t.next(t0 + iv, local(70.0, 1), None, (3, 0), 0, iv));
         assert!(!a.cut, "told already");
         assert!(t.answered(&a, view(9, false)), "a peer cut");
         assert!(!t.answered(&a, view(9, false)), "heard once");
@@ -255,14 +331,27 @@ mod tests {
         let t0 = Instant::now();
         let iv = Duration::from_millis(50);
         let mut t = Track::default();
-        assert!(t.ask(t0, local(10.0, 0), None, (5, 0), 0, iv).is_some());
+        assert!(matches!(
+            t.next(t0, local(10.0, 0), None, (5, 0), 0, iv),
+            Next::Sync(_)
+        ));
         let later = t0 + IDLE_AFTER;
-        assert!(t.ask(later, local(10.0, 0), None, (5, 0), 0, iv).is_none());
-        assert!(
-            t.ask(later, local(10.0, 0), Some(3), (5, 0), 0, iv)
-                .is_some()
+        assert_eq!(
+            t.next(later, local(10.0, 0), None, (5, 0), 0, iv),
+            Next::Idle
         );
-        assert!(t.ask(later, local(10.0, 0), None, (6, 0), 0, iv).is_some());
+        assert!(matches!(
+            t.next(later, local(10.0, 0), Some(3), (5, 0), 0, iv),
+            Next::Sync(_)
+        ));
+        let again = later + iv * MAX_PERIOD;
+        assert!(
+            matches!(
+                t.next(again, local(10.0, 0), None, (6, 0), 0, iv),
+                Next::Sync(_)
+            ),
+            "in use again"
+        );
     }
 
     #[test]
