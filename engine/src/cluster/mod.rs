@@ -103,7 +103,7 @@ pub enum ClusterError {
     /// reports this first).
     #[error("cluster.redis {url:?}: {source}")]
     Address {
-        /// The address as configured.
+        /// The address as configured, its password left out.
         url: String,
         /// What redis-rs said of it.
         source: redis::RedisError,
@@ -130,7 +130,7 @@ impl Cluster {
         stop: watch::Receiver<bool>,
     ) -> Result<Cluster, ClusterError> {
         let client = redis::Client::open(url).map_err(|source| ClusterError::Address {
-            url: url.into(),
+            url: crate::config::redacted_url(url),
             source,
         })?;
         let board = Arc::new(Board::default());
@@ -146,7 +146,11 @@ impl Cluster {
             .name("volley-cluster".into())
             .spawn(move || driver.run(client, stop))
             .map_err(ClusterError::Thread)?;
-        tracing::info!(target: "volley", "cluster: node {node}, budget shared through {url}");
+        tracing::info!(
+            target: "volley",
+            "cluster: node {node}, budget shared through {}",
+            crate::config::redacted_url(url)
+        );
         Ok(Cluster {
             board,
             thread: Some(thread),

@@ -132,7 +132,8 @@ fn cluster(config: &Config, p: &mut Problems) {
     if let Some(url) = &c.redis
         && let Some(why) = super::cluster::redis_url_problem(url)
     {
-        p.add("cluster.redis", format!("{url:?}"), why);
+        let shown = super::cluster::redacted_url(url);
+        p.add("cluster.redis", format!("{shown:?}"), why);
     }
     if let Some(why) = super::cluster::node_name_problem(&c.node) {
         p.add("cluster.node", format!("{:?}", c.node), why);

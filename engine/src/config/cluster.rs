@@ -68,3 +68,30 @@ pub(super) fn redis_url_problem(url: &str) -> Option<String> {
         Err(e) => Some(e.to_string()),
     }
 }
+
+/// `url` without its password, for logs and error messages.
+pub(crate) fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_and_errors_never_show_the_redis_password() {
+        assert_eq!(
+            redacted_url("redis://:s3cret@10.0.0.5:6379/2"),
+            "redis://***@10.0.0.5:6379/2"
+        );
+        assert_eq!(
+            redacted_url("redis://10.0.0.5:6379"),
+            "redis://10.0.0.5:6379"
+        );
+    }
+}

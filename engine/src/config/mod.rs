@@ -23,6 +23,7 @@ use serde::Deserialize;
 use crate::rate::{RateSettings, RuleConfig};
 pub use admin::AdminSettings;
 pub use cluster::ClusterSettings;
+pub(crate) use cluster::redacted_url;
 pub use diff::{Applies, Change, changes};
 use document::Document;
 pub use dsn::DsnSettings;
