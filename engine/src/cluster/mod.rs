@@ -23,7 +23,12 @@
 //!   ([`RateController::on_peer_throttle`]): the receiver meters them as
 //!   one sender, and without this each node would go on collecting
 //!   refusals of its own until its own cut. The sum of the nodes'
-//!   ceilings is the shared ceiling.
+//!   ceilings is the shared ceiling. Each node's part follows the number
+//!   of nodes sending to the destination (those that sent in the last
+//!   second): when it goes from N to M, a node's ceiling and connection
+//!   cap scale by N / M ([`RateController::rescale`]), so the part of a
+//!   node that ran out of work (or crashed) is taken up by the others in
+//!   an interval or two, and given back when it sends again.
 //! - **Connections** are leases in a sorted set scored by their expiry,
 //!   renewed every sync, so the connections of a node that crashed are
 //!   freed when its leases run out (three seconds). A refused connection
@@ -303,6 +308,7 @@ impl Driver {
                     if track.answered(ask, view) {
                         share.heard_peer_cut();
                     }
+                    share.set_nodes(track.nodes());
                 }
                 Ok(Err(e)) => {
                     ok = false;
@@ -407,7 +413,8 @@ fn sync_cmd(
         .arg(ask.refused_open.unwrap_or(0))
         .arg(ms(LEASE_TTL))
         .arg(ms(CAP_TTL))
-        .arg(u8::from(ask.cut));
+        .arg(u8::from(ask.cut))
+        .arg(u8::from(ask.active));
     cmd
 }
 
@@ -447,6 +454,9 @@ impl Reply {
 pub(crate) struct Member {
     share: Arc<Share>,
     peer_cuts_seen: u64,
+    /// The nodes sending to the destination that the controller's part
+    /// was last sized for (0: none yet).
+    nodes_seen: u32,
     /// Alone: the cap on the controller holds until then.
     alone_until: Option<Instant>,
 }
@@ -457,6 +467,7 @@ impl Member {
         Member {
             share,
             peer_cuts_seen,
+            nodes_seen: 0,
             alone_until: None,
         }
     }
@@ -481,6 +492,15 @@ impl Member {
         if heard != self.peer_cuts_seen {
             self.peer_cuts_seen = heard;
             c.on_peer_throttle(now);
+        }
+        let nodes = self.share.nodes();
+        if nodes > 0 && nodes != self.nodes_seen {
+            if self.nodes_seen > 0 {
+                // Fewer nodes sending: this one takes up part of what the
+                // others left; more: it gives part of its own back.
+                c.rescale(now, f64::from(self.nodes_seen) / f64::from(nodes));
+            }
+            self.nodes_seen = nodes;
         }
         self.publish(c, open);
         match self.share.standing() {
@@ -601,6 +621,33 @@ mod tests {
         share.add_tokens(100);
         let _ = m.try_acquire(&mut c, 1, later);
         assert!(c.rate() <= 5.0 * 2.0, "{}", c.rate());
+    }
+
+    #[test]
+    fn fewer_nodes_sending_scale_this_nodes_part_up() {
+        let now = Instant::now();
+        let share = Arc::new(Share::new("site"));
+        share.add_tokens(100_000);
+        let mut m = Member::new(share.clone());
+        let mut c = controller(now);
+        let mut t = now;
+        for _ in 0..300 {
+            t += Duration::from_millis(10);
+            if m.try_acquire(&mut c, 1, t).is_ok() {
+                c.on_reply(t, 250, None, "OK");
+            }
+        }
+        share.set_nodes(3);
+        let _ = m.try_acquire(&mut c, 1, t);
+        c.on_peer_throttle(t);
+        let ceiling = c.ceiling().unwrap();
+        share.set_nodes(2);
+        let _ = m.try_acquire(&mut c, 1, t);
+        let up = c.ceiling().unwrap();
+        assert!((up - ceiling * 1.5).abs() < 1e-6, "{up} for {ceiling}");
+        share.set_nodes(3);
+        let _ = m.try_acquire(&mut c, 1, t);
+        assert!((c.ceiling().unwrap() - ceiling).abs() < 1e-6);
     }
 
     #[test]

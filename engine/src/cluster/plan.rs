@@ -19,6 +19,9 @@ const MAX_CLAIM: f64 = 100_000.0;
 /// small destinations does not send Redis a call per destination every
 /// interval.
 pub(crate) const MAX_PERIOD: u32 = 10;
+/// A node that sent to a destination within this long counts as one of
+/// the nodes sending to it (its part of the destination is kept for it).
+pub(crate) const ACTIVE_WITHIN: Duration = Duration::from_secs(1);
 /// A destination nothing was sent to for this long stops being synced:
 /// its entries in Redis expire, its leases go.
 pub(crate) const IDLE_AFTER: Duration = Duration::from_secs(10);
@@ -65,7 +68,8 @@ pub(crate) struct View {
     pub(crate) granted: u32,
     /// Connections this node may hold.
     pub(crate) conns: u32,
-    /// Nodes that sent to the destination recently (this one counted).
+    /// Nodes that sent to the destination in the last second (this one
+    /// counted when it did).
     pub(crate) nodes: u32,
     /// The shared ceiling: the sum of the nodes' ceilings (their rates
     /// where none was learned).
@@ -92,6 +96,10 @@ pub(crate) struct Track {
     due: Option<Instant>,
     /// The last view, for the fallback share.
     pub(crate) last: Option<View>,
+    /// The sending nodes as the last answer counted them, and as two
+    /// answers in a row agreed (the count the node's part follows).
+    nodes_raw: u32,
+    nodes_settled: u32,
 }
 
 /// What to send Redis for one destination.
@@ -104,6 +112,8 @@ pub(crate) struct Ask {
     pub(crate) cut: bool,
     /// The destination refused a connection with this many open.
     pub(crate) refused_open: Option<u32>,
+    /// This node sent to the destination within [`ACTIVE_WITHIN`].
+    pub(crate) active: bool,
 }
 
 /// What a destination needs at one sync round.
@@ -151,6 +161,7 @@ impl Track {
             want: claim(local.rate, interval * p, in_hand),
             cut,
             refused_open,
+            active: since < ACTIVE_WITHIN,
         })
     }
 
@@ -160,6 +171,16 @@ impl Track {
     pub(crate) fn answered(&mut self, ask: &Ask, view: View) -> bool {
         self.cuts_told = self.cuts_told.max(ask.local.cuts);
         self.last = Some(view);
+        // A count seen once may be a node's first sync after Redis
+        // restarted empty (the others not yet back): the part follows a
+        // count that two answers agree on. A count without this node (it
+        // sent nothing for a while) sizes no part of its own.
+        if ask.active {
+            if view.nodes == self.nodes_raw && view.nodes > 0 {
+                self.nodes_settled = view.nodes;
+            }
+            self.nodes_raw = view.nodes;
+        }
         let heard = self
             .epoch
             .is_some_and(|seen| view.epoch > seen && !(view.mine && view.epoch == seen + 1));
@@ -169,6 +190,12 @@ impl Track {
 
     /// Redis did not answer: the cut (if any) is told with the next ask.
     pub(crate) fn unanswered(&mut self) {}
+
+    /// The nodes sending to the destination, as two answers in a row
+    /// agreed; 0 before they have.
+    pub(crate) fn nodes(&self) -> u32 {
+        self.nodes_settled
+    }
 }
 
 /// Whether Redis answers, and what to say when that changes: once when
@@ -324,6 +351,39 @@ mod tests {
         assert!(!t.answered(&a, view(9, false)), "heard once");
         // Two cuts at once, the last ours: the other one is heard.
         assert!(t.answered(&a, view(11, true)));
+    }
+
+    #[test]
+    fn the_node_count_settles_on_two_answers_that_agree() {
+        let t0 = Instant::now();
+        let iv = Duration::from_millis(50);
+        let mut t = Track::default();
+        let a = sync(t.next(t0, local(100.0, 0), None, (1, 0), 0, iv));
+        assert!(a.active);
+        let with = |n| View {
+            nodes: n,
+            ..view(0, false)
+        };
+        t.answered(&a, with(3));
+        assert_eq!(t.nodes(), 0);
+        t.answered(&a, with(3));
+        assert_eq!(t.nodes(), 3);
+        t.answered(&a, with(1));
+        assert_eq!(t.nodes(), 3, "a restarted Redis answers 1 once");
+        t.answered(&a, with(3));
+        t.answered(&a, with(2));
+        t.answered(&a, with(2));
+        assert_eq!(t.nodes(), 2, "one left");
+        let quiet = t0 + ACTIVE_WITHIN;
+        let a = sync(t.next(
+            quiet + iv * MAX_PERIOD,
+            local(100.0, 0),
+            Some(1),
+            (1, 0),
+            0,
+            iv,
+        ));
+        assert!(!a.active, "nothing sent for a second");
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub(crate) struct Share {
     tokens: AtomicI64,
     conn_grant: AtomicU32,
     peer_cuts: AtomicU64,
+    /// Nodes sending to the destination, as the cluster counts them (0:
+    /// not known yet).
+    nodes: AtomicU32,
     /// Redis is unreachable: the shard paces alone, capped at its share.
     alone: AtomicBool,
     alone_rate: AtomicU64,
@@ -91,6 +94,7 @@ impl Share {
             tokens: AtomicI64::new(0),
             conn_grant: AtomicU32::new(UNBOUNDED),
             peer_cuts: AtomicU64::new(0),
+            nodes: AtomicU32::new(0),
             alone: AtomicBool::new(false),
             alone_rate: AtomicU64::new(f64::NAN.to_bits()),
             alone_conns: AtomicU32::new(UNBOUNDED),
@@ -156,6 +160,12 @@ impl Share {
         self.peer_cuts.load(Relaxed)
     }
 
+    /// Nodes sending to the destination (this one counted); 0 before
+    /// the cluster has counted them.
+    pub(crate) fn nodes(&self) -> u32 {
+        self.nodes.load(Relaxed)
+    }
+
     // ---- the cluster thread's side ----
 
     /// The controller's state as last published, and the refused
@@ -191,6 +201,11 @@ impl Share {
     /// The cluster's connection grant.
     pub(crate) fn set_conn_grant(&self, n: Option<u32>) {
         self.conn_grant.store(n.unwrap_or(UNBOUNDED), Relaxed);
+    }
+
+    /// The nodes sending to the destination, as counted.
+    pub(crate) fn set_nodes(&self, n: u32) {
+        self.nodes.store(n, Relaxed);
     }
 
     /// Another node cut its rate.

@@ -2,7 +2,7 @@
 -- module): report what the node's controller knows, claim budget from the
 -- shared GCRA, renew the node's connection leases, tell or hear cuts.
 --
--- KEYS[1] nodes   hash: node -> "seen_ms rate ceiling open leases"
+-- KEYS[1] nodes   hash: node -> "seen_ms rate ceiling open leases active"
 -- KEYS[2] tat     string: the GCRA's theoretical arrival time (ms, float)
 -- KEYS[3] leases  sorted set: "node#i" scored by the lease's expiry (ms)
 -- KEYS[4] cap     string: the connection cap the cluster learned (expires)
@@ -11,9 +11,10 @@
 -- ARGV: node, rate, ceiling (0: none), budget wanted, burst (ms),
 --       node ttl (ms), connections wanted, connections open,
 --       open at a refused connection (0: none), lease ttl (ms),
---       cap ttl (ms), cut (1: this node cut since its last sync)
+--       cap ttl (ms), cut (1: this node cut since its last sync),
+--       active (1: this node sent to the destination in the last second)
 --
--- Returns: budget granted, connections granted, live nodes, shared
+-- Returns: budget granted, connections granted, nodes sending, shared
 -- ceiling (string), learned cap (-1: none), cut epoch, 1 if the last cut
 -- was this node's.
 
@@ -31,20 +32,22 @@ local refused_open = tonumber(ARGV[9])
 local lease_ttl = tonumber(ARGV[10])
 local cap_ttl = tonumber(ARGV[11])
 local cut = tonumber(ARGV[12])
+local active = tonumber(ARGV[13])
 
--- The live nodes (this one included): their rates add up to the budget's
--- rate, their ceilings (or rates, where none was learned) to the shared
+-- The live nodes (this one included): the rates of those sending add up
+-- to the budget's rate, and they are the nodes counted; every live node's
+-- ceiling (or rate, where none was learned) adds up to the shared
 -- ceiling. Nodes not seen for node_ttl are gone (crashed or idle).
 local held = 0
 local rates = rate
 local ceilings = ceiling
 if ceilings <= 0 then ceilings = rate end
 local others_open = 0
-local nodes = 1
+local nodes = active
 local entries = redis.call('HGETALL', KEYS[1])
 for i = 1, #entries, 2 do
   local name = entries[i]
-  local seen, r, c, o, l = string.match(entries[i + 1], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
+  local seen, r, c, o, l, a = string.match(entries[i + 1], '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
   if name == node then
     held = tonumber(l) or 0
   elseif seen == nil or now - tonumber(seen) > node_ttl then
@@ -52,12 +55,15 @@ for i = 1, #entries, 2 do
   else
     r = tonumber(r)
     c = tonumber(c)
-    rates = rates + r
     if c > 0 then ceilings = ceilings + c else ceilings = ceilings + r end
     others_open = others_open + tonumber(o)
-    nodes = nodes + 1
+    if a == '1' then
+      rates = rates + r
+      nodes = nodes + 1
+    end
   end
 end
+local counted = math.max(nodes, 1)
 
 -- Connection leases: expired ones (a crashed node's) go; this node's are
 -- given again, up to what it may hold.
@@ -76,7 +82,7 @@ if refused_open > 0 then
 end
 local grant = want_conns
 if cap ~= nil then
-  local fair = math.max(1, math.floor(cap / nodes))
+  local fair = math.max(1, math.floor(cap / counted))
   grant = math.min(want_conns, math.max(cap - others, fair))
 end
 if grant < 1 then grant = 1 end
@@ -86,7 +92,7 @@ end
 redis.call('PEXPIRE', KEYS[3], lease_ttl * 2)
 
 redis.call('HSET', KEYS[1], node,
-  string.format('%d %.3f %.3f %d %d', now, rate, math.max(ceiling, 0), open, grant))
+  string.format('%d %.3f %.3f %d %d %d', now, rate, math.max(ceiling, 0), open, grant, active))
 redis.call('PEXPIRE', KEYS[1], node_ttl * 10)
 
 -- The budget: GCRA at the sum of the rates. Claimed ahead, never banked

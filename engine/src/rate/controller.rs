@@ -300,6 +300,32 @@ impl RateController {
         self.cuts = own;
     }
 
+    /// This host's part of the destination changed by `factor`: the hosts
+    /// of a cluster sending to it went from N to M (factor N / M), so a
+    /// host whose peers stopped sending takes up their part, and gives it
+    /// back when they start again. A learned ceiling and connection cap
+    /// scale with it; the rate climbs to the new plateau as after a cut,
+    /// or comes down under it at once. Without a ceiling (slow start, a
+    /// probe) the controller finds its way as it does alone.
+    pub fn rescale(&mut self, now: Instant, factor: f64) {
+        self.maybe_adjust(now);
+        if !(factor.is_finite() && factor > 0.0) || factor == 1.0 {
+            return;
+        }
+        let Some(ceiling) = self.ceiling else {
+            return;
+        };
+        let ceiling = (ceiling * factor).max(self.s.min_rate);
+        self.ceiling = Some(ceiling);
+        self.connections.rescale(&self.s, factor);
+        let plateau = ceiling * self.s.plateau;
+        if self.rate > plateau {
+            self.set_rate(plateau);
+        }
+        self.plateau_since = None;
+        self.refresh_connection_limit();
+    }
+
     /// How many times this destination's own throttling replies cut the
     /// rate so far (a peer's cut is not counted): a cluster node that sees
     /// the count move tells the other nodes.

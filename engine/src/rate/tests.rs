@@ -318,6 +318,39 @@ fn a_peers_throttle_cuts_as_ones_own_but_is_not_counted_as_ones_own() {
 }
 
 #[test]
+fn a_rescaled_part_moves_the_ceiling_and_the_rate_follows() {
+    let s = RateSettings {
+        initial_rate: 100.0,
+        max_rate: 100_000.0,
+        ..RateSettings::default()
+    };
+    let mut d = Drive::new(s.clone());
+    d.busy(ms(400), ms(100));
+    d.throttle();
+    let ceiling = d.ctl.ceiling().unwrap();
+    d.now = d.ctl.suspended_until(d.now).unwrap();
+    d.busy(secs(2), ms(100));
+    // Two hosts of three stopped sending: this one takes up their part.
+    d.ctl.rescale(d.now, 1.5);
+    assert!(close(d.ctl.ceiling().unwrap(), ceiling * 1.5, 0.01));
+    d.busy(secs(2), ms(100));
+    let up = d.ctl.rate();
+    assert!(up > ceiling * 1.3, "climbed: {up} for {ceiling}");
+    // They came back: it gives their part back at once.
+    d.ctl.rescale(d.now, 2.0 / 3.0);
+    assert!(
+        d.ctl.rate() <= ceiling * s.plateau * 1.01,
+        "{}",
+        d.ctl.rate()
+    );
+    // Without a ceiling nothing changes.
+    let mut fresh = Drive::new(s);
+    let r = fresh.ctl.rate();
+    fresh.ctl.rescale(fresh.now, 3.0);
+    assert_eq!((fresh.ctl.rate(), fresh.ctl.ceiling()), (r, None));
+}
+
+#[test]
 fn backoff_never_exceeds_its_maximum() {
     let s = RateSettings {
         backoff_max: secs(5),
