@@ -34,7 +34,9 @@
 //!   freed when its leases run out (three seconds). A refused connection
 //!   teaches the cluster the destination's limit (the connections open
 //!   across the nodes, less one, for a while); within it each node holds
-//!   at most what the others leave, and at least its fair share.
+//!   at most what the others leave, and at least its fair share. While
+//!   joined, a refusal cuts no node's own connection cap (the leases hold
+//!   the limit for all); alone, each node learns its own again.
 //!
 //! # Off the hot path
 //!
@@ -408,7 +410,9 @@ fn sync_cmd(
         .arg(ask.want)
         .arg(ms(interval.mul_f64(plan::CLAIM_INTERVALS)))
         .arg(ms(NODE_TTL))
-        .arg(l.conn_limit.max(1))
+        // A node not sending holds leases only for what it has open, so
+        // the others may use the rest.
+        .arg(if ask.active { l.conn_limit } else { l.open }.max(1))
         .arg(l.open)
         .arg(ask.refused_open.unwrap_or(0))
         .arg(ms(LEASE_TTL))
@@ -503,7 +507,9 @@ impl Member {
             self.nodes_seen = nodes;
         }
         self.publish(c, open);
-        match self.share.standing() {
+        let standing = self.share.standing();
+        c.share_connection_limit(matches!(standing, Standing::Joined { .. }));
+        match standing {
             Standing::Joined { budget: false } => {
                 Err(c.suspended_until(now).unwrap_or(now + BUDGET_WAIT))
             }

@@ -128,6 +128,9 @@ pub struct RateController {
     rule_conn_cap: Option<(u32, Instant)>,
     rule_rate_cap: Option<(f64, Instant)>,
     throttles: u64,
+    /// A cluster's connection leases learn the destination's limit from
+    /// its refusals, across the hosts that share it.
+    connections_shared: bool,
     /// Rate cuts this destination's own throttling replies made so far
     /// (not those a cut guard held back, nor a peer's): what a cluster
     /// node tells the others.
@@ -187,6 +190,7 @@ impl RateController {
             rule_conn_cap: None,
             rule_rate_cap: None,
             throttles: 0,
+            connections_shared: false,
             cuts: 0,
             successes: 0,
             connect_failures: 0,
@@ -300,24 +304,39 @@ impl RateController {
         self.cuts = own;
     }
 
+    /// Whether a refused connection ("too many connections") cuts this
+    /// controller's connection cap. Off (`shared`) while a cluster's
+    /// connection leases learn the limit from every host's refusals: one
+    /// host's refusal says how many the hosts had open together, not how
+    /// many this one may have, and each host cutting its own cap leaves
+    /// the limit part unused once another host stops. Failed connections
+    /// still cut.
+    pub fn share_connection_limit(&mut self, shared: bool) {
+        self.connections_shared = shared;
+    }
+
     /// This host's part of the destination changed by `factor`: the hosts
     /// of a cluster sending to it went from N to M (factor N / M), so a
     /// host whose peers stopped sending takes up their part, and gives it
-    /// back when they start again. A learned ceiling and connection cap
-    /// scale with it; the rate climbs to the new plateau as after a cut,
-    /// or comes down under it at once. Without a ceiling (slow start, a
-    /// probe) the controller finds its way as it does alone.
+    /// back when they start again. A learned connection cap scales with
+    /// it, and so does a learned ceiling: the rate climbs to the new
+    /// plateau as after a cut, or comes down under it at once. Without a
+    /// ceiling (slow start, a probe) the rate finds its way as it does
+    /// alone.
     pub fn rescale(&mut self, now: Instant, factor: f64) {
         self.maybe_adjust(now);
         if !(factor.is_finite() && factor > 0.0) || factor == 1.0 {
             return;
         }
+        // A connection cap learned from refusals is this host's part of
+        // the destination's limit, in slow start too.
+        self.connections.rescale(&self.s, factor);
+        self.refresh_connection_limit();
         let Some(ceiling) = self.ceiling else {
             return;
         };
         let ceiling = (ceiling * factor).max(self.s.min_rate);
         self.ceiling = Some(ceiling);
-        self.connections.rescale(&self.s, factor);
         let plateau = ceiling * self.s.plateau;
         if self.rate > plateau {
             self.set_rate(plateau);
@@ -672,6 +691,9 @@ impl RateController {
 
     /// Connection throttling (`refused`) or failure: cut the connection cap.
     fn cut_connections(&mut self, now: Instant, refused: bool) {
+        if refused && self.connections_shared {
+            return;
+        }
         let horizon = self.reply_horizon();
         self.connections.cut(now, &self.s, refused, horizon);
         self.refresh_connection_limit();

@@ -343,11 +343,53 @@ fn a_rescaled_part_moves_the_ceiling_and_the_rate_follows() {
         "{}",
         d.ctl.rate()
     );
-    // Without a ceiling nothing changes.
+    // Without a ceiling the rate is left alone, but a connection cap
+    // learned from a refusal scales.
     let mut fresh = Drive::new(s);
+    fresh.busy(secs(1), ms(100));
+    let open = fresh.ctl.connection_limit();
+    fresh.ctl.on_reply(
+        fresh.now,
+        421,
+        Some(EnhancedCode::new(4, 7, 0)),
+        "Too many connections",
+    );
+    let capped = fresh.ctl.connection_limit();
+    assert!(capped < open, "{capped} < {open}");
     let r = fresh.ctl.rate();
     fresh.ctl.rescale(fresh.now, 3.0);
     assert_eq!((fresh.ctl.rate(), fresh.ctl.ceiling()), (r, None));
+    for n in (capped + 1)..(capped * 3) {
+        fresh.ctl.on_connected(n);
+    }
+    assert!(
+        fresh.ctl.connection_limit() > capped,
+        "{}",
+        fresh.ctl.connection_limit()
+    );
+}
+
+#[test]
+fn with_a_shared_connection_limit_a_refusal_leaves_the_cap_to_the_cluster() {
+    let mut d = Drive::new(RateSettings::default());
+    d.busy(secs(1), ms(100));
+    let open = d.ctl.connection_limit();
+    d.ctl.share_connection_limit(true);
+    let refused = |d: &mut Drive| {
+        d.ctl.on_reply(
+            d.now,
+            421,
+            Some(EnhancedCode::new(4, 7, 0)),
+            "Too many connections",
+        )
+    };
+    assert_eq!(refused(&mut d), ReplyKind::ConnectionThrottle);
+    assert_eq!(d.ctl.connection_limit(), open, "the leases bound it");
+    assert_eq!(d.ctl.snapshot(d.now).throttles, 1, "still counted");
+    d.ctl.share_connection_limit(false);
+    d.now += secs(1);
+    refused(&mut d);
+    assert!(d.ctl.connection_limit() < open, "alone it learns itself");
 }
 
 #[test]
