@@ -219,6 +219,10 @@ struct Measured {
     /// After a node crashed: its connection leases in Redis just before,
     /// and once they had time to expire.
     crashed_leases: Option<(usize, usize)>,
+    /// Leases left in Redis once the nodes stopped (SIGTERM), and how
+    /// long stopping them took.
+    left_leases: usize,
+    stop_took: Duration,
 }
 
 /// What happens in the middle of a run.
@@ -344,7 +348,15 @@ fn run(event: Event) -> (Measured, Vec<String>) {
     let span = (at[hi] - at[lo]) as f64 / 1e6;
     let rate = (hi - lo) as f64 / span;
     let logs = nodes.iter().map(Node::log_text).collect();
+    // A node that stops cleanly gives its leases back at once, not when
+    // they expire: read them right after the last one stopped, well
+    // within the 3 s a lease lasts.
+    let stopping = Instant::now();
     drop(nodes);
+    let left_leases = (0..NODES)
+        .map(|i| redis.leases_of(&format!("node{i}")))
+        .sum();
+    let stop_took = stopping.elapsed();
     (
         Measured {
             accepted: total.accepted,
@@ -355,6 +367,8 @@ fn run(event: Event) -> (Measured, Vec<String>) {
             duplicates: acc.duplicates,
             outage_rate: outage_window,
             crashed_leases,
+            left_leases,
+            stop_took,
         },
         logs,
     )
@@ -387,18 +401,23 @@ fn three_hosts_share_one_providers_capacity() {
     let (m, logs) = run(Event::Calm);
     let tails = tails(&logs);
     eprintln!(
-        "cluster: {:.0}/s of {RATE}/s ({:.0}%), {} throttled for {} accepted ({:.2}%), peak {} connections",
+        "cluster: {:.0}/s of {RATE}/s ({:.0}%), {} throttled for {} accepted ({:.2}%), peak {} connections; {} leases left {:?} after the stop",
         m.rate,
         100.0 * m.rate / RATE,
         m.throttled,
         m.accepted,
         100.0 * m.throttled as f64 / m.accepted as f64,
-        m.peak_connections
+        m.peak_connections,
+        m.left_leases,
+        m.stop_took
     );
     assert_eq!((m.lost, m.duplicates), (0, 0), "{m:?}\n{tails}");
     assert!(m.rate >= 0.9 * RATE, "{m:?}\n{tails}");
     assert!(m.throttled * 100 <= m.accepted, "{m:?}");
     assert!(m.peak_connections <= CONNECTIONS + 1, "{m:?}");
+    if m.stop_took < Duration::from_millis(2500) {
+        assert_eq!(m.left_leases, 0, "given back on a clean stop: {m:?}");
+    }
     for log in &logs {
         assert!(log.contains("cluster: node node"), "{log}");
         assert!(!log.contains("Redis unreachable"), "{log}");

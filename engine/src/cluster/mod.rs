@@ -365,22 +365,25 @@ impl Driver {
     /// Stopping: this node's leases and entries go at once, so its
     /// connections count for no one (best effort: Redis may be gone).
     async fn leave(&self, manager: &ConnectionManager) {
-        let mut con = manager.clone();
-        for key in self.tracks.keys() {
-            let k = keys(key);
-            let leases = LEASE_MEMBERS_MAX;
-            let members: Vec<String> = (0..leases).map(|i| format!("{}#{i}", self.node)).collect();
-            let mut pipe = redis::pipe();
-            pipe.hdel(&k[0], &*self.node).ignore();
-            pipe.zrem(&k[2], members).ignore();
-            let _ = tokio::time::timeout(self.round_wait(), pipe.query_async::<()>(&mut con)).await;
+        if self.link.is_lost() || self.tracks.is_empty() {
+            return;
         }
+        // One pipeline with one time limit, however many destinations:
+        // shutting down never waits on Redis for long.
+        let mut pipe = redis::pipe();
+        for (key, track) in &self.tracks {
+            let k = keys(key);
+            let held = track.last.map_or(0, |v| v.conns);
+            let members: Vec<String> = (0..held).map(|i| format!("{}#{i}", self.node)).collect();
+            pipe.hdel(&k[0], &*self.node).ignore();
+            if !members.is_empty() {
+                pipe.zrem(&k[2], members).ignore();
+            }
+        }
+        let mut con = manager.clone();
+        let _ = tokio::time::timeout(self.round_wait(), pipe.query_async::<()>(&mut con)).await;
     }
 }
-
-/// The most lease members one node removes when it leaves (its grant
-/// never comes near this for one destination).
-const LEASE_MEMBERS_MAX: u32 = 1024;
 
 /// The Redis keys of destination `key`: nodes, tat, leases, cap, cuts.
 fn keys(key: &str) -> [String; 5] {
