@@ -314,12 +314,10 @@ impl Driver {
                 }
                 Ok(Err(e)) => {
                     ok = false;
-                    track.unanswered();
                     first_error.get_or_insert_with(|| e.to_string());
                 }
                 Err(_) => {
                     ok = false;
-                    track.unanswered();
                     first_error.get_or_insert_with(|| format!("no answer within {wait:?}"));
                 }
             }

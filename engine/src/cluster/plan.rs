@@ -188,9 +188,6 @@ impl Track {
         heard
     }
 
-    /// Redis did not answer: the cut (if any) is told with the next ask.
-    pub(crate) fn unanswered(&mut self) {}
-
     /// The nodes sending to the destination, as two answers in a row
     /// agreed; 0 before they have.
     pub(crate) fn nodes(&self) -> u32 {
