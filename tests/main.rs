@@ -3,6 +3,7 @@
 mod admin;
 mod backlog;
 mod bench;
+mod cluster;
 mod dane;
 mod dkim;
 mod dsn;

@@ -38,6 +38,8 @@ use crate::tls::{BrokenTls, TlsContext};
 
 /// State shared by every shard: rarely written, or atomic.
 pub(crate) struct Shared {
+    /// The budgets shared with the other hosts, when `[cluster]` is on.
+    pub(crate) cluster: Option<Arc<crate::cluster::Board>>,
     pub(crate) config: ArcSwap<Config>,
     /// Each shard's counters, then one set for the threads that are not
     /// shards (the DSN writer).

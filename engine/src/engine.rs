@@ -31,6 +31,9 @@ use crate::tls::{BrokenTls, TlsContext};
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// `[cluster]` is set and its thread could not be started.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The configuration has problems; each names its line when known.
     #[error("invalid configuration: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Config(Vec<ConfigError>),
@@ -224,6 +227,9 @@ pub struct Engine {
     monitor: Monitor,
     /// The admin HTTP server, when `[admin]` is enabled; stopped first.
     admin: Option<AdminServer>,
+    /// The cluster thread, when `[cluster]` is on; stopped after the
+    /// shards (it gives up this node's connection leases).
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Engine {
@@ -298,7 +304,19 @@ impl Engine {
         }
         let (dsn, dsn_inbox) = crate::dsn::queue();
         let (shard_lines, shard_ends) = crate::control::lines(n);
+        // The cluster thread starts before the shards, so that their pools
+        // find the board from the first message on.
+        let cluster = match &config.cluster.redis {
+            Some(url) => Some(crate::cluster::Cluster::start(
+                &config.cluster,
+                url,
+                config.cluster.node_name(&config.hostname),
+                stop_rx.clone(),
+            )?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
+            cluster: cluster.as_ref().map(crate::cluster::Cluster::board),
             config: ArcSwap::from_pointee(config),
             counters: (0..=n).map(|_| Counters::default()).collect(),
             budget: Arc::new(Budget::default()),
@@ -366,6 +384,7 @@ impl Engine {
             dsn_writer: Some(dsn_writer),
             monitor: Monitor::new(shared_for_monitor, n),
             admin: None,
+            cluster,
         };
         for index in 0..n {
             match ready_rx.recv() {
@@ -559,6 +578,7 @@ impl Engine {
         for t in self.threads.drain(..) {
             queued += t.join().unwrap_or(0);
         }
+        self.cluster = None;
         // The shards are gone, so no outcome comes after: the
         // notifications gathered so far are written (and journaled).
         if let Some(mut w) = self.dsn_writer.take() {

@@ -46,6 +46,7 @@
 mod address_line;
 mod admin;
 mod auth;
+mod cluster;
 mod config;
 mod context;
 mod control;
@@ -80,11 +81,12 @@ pub mod test_hooks;
 mod tls;
 mod transport;
 
+pub use cluster::ClusterError;
 pub use config::{
-    AckMode, AdminSettings, Applies, Change, Config, ConfigError, DkimAlgorithm, DkimConfig,
-    DsnSettings, EventsSettings, IngestConfig, JournalSettings, ListenerConfig, MtaStsSettings,
-    Policy, Protocol, QueueSettings, SchedulerConfig, SpecificQueue, TlsFiles, TlsPolicy,
-    UserConfig, changes as config_changes,
+    AckMode, AdminSettings, Applies, Change, ClusterSettings, Config, ConfigError, DkimAlgorithm,
+    DkimConfig, DsnSettings, EventsSettings, IngestConfig, JournalSettings, ListenerConfig,
+    MtaStsSettings, Policy, Protocol, QueueSettings, SchedulerConfig, SpecificQueue, TlsFiles,
+    TlsPolicy, UserConfig, changes as config_changes,
 };
 pub use dkim::{DkimError, check_keys as check_dkim_keys};
 pub use durable::WallClock;

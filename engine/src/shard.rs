@@ -228,7 +228,11 @@ pub(crate) fn run(
         let config = shared.config.load_full();
         let started = MxResolver::new(config.resolver.clone())
             .map_err(ShardError::from)
-            .and_then(|r| Ok((r, Core::new(index, &config)?)));
+            .and_then(|r| Ok((r, Core::new(index, &config)?)))
+            .map(|(r, mut core)| {
+                core.set_cluster(shared.cluster.clone());
+                (r, core)
+            });
         let (resolver, core) = match started {
             Ok(s) => s,
             Err(e) => {

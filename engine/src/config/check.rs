@@ -84,6 +84,7 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
             "beyond loopback the admin API needs a token (set admin.token_file)",
         );
     }
+    cluster(config, &mut p);
     if let Some(after) = config.dsn.delay_after {
         p.not_zero("dsn.delay_after", after);
     }
@@ -124,6 +125,29 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
         p.add("scheduler.hint_share", share, "must be between 0 and 1");
     }
     p.0
+}
+
+fn cluster(config: &Config, p: &mut Problems) {
+    let c = &config.cluster;
+    if let Some(url) = &c.redis
+        && let Some(why) = super::cluster::redis_url_problem(url)
+    {
+        let shown = super::cluster::redacted_url(url);
+        p.add("cluster.redis", format!("{shown:?}"), why);
+    }
+    if let Some(why) = super::cluster::node_name_problem(&c.node) {
+        p.add("cluster.node", format!("{:?}", c.node), why);
+    }
+    if c.redis.is_some() {
+        p.not_zero("cluster.sync_interval", c.sync_interval);
+        if c.sync_interval > std::time::Duration::from_secs(1) {
+            p.add(
+                "cluster.sync_interval",
+                format!("{:?}", volley_units::format_duration(c.sync_interval)),
+                "at most 1s: a node's claims cover a few intervals of sending",
+            );
+        }
+    }
 }
 
 fn listeners(config: &Config, p: &mut Problems) {

@@ -84,6 +84,7 @@ pub fn changes(old: &Config, new: &Config, running_shards: usize) -> Vec<Change>
     section("[mta_sts]", old.mta_sts != new.mta_sts, AtRestart);
     section("[events]", old.events != new.events, AtRestart);
     section("[admin]", old.admin != new.admin, AtRestart);
+    section("[cluster]", old.cluster != new.cluster, AtRestart);
     section(
         "delivery_log",
         old.delivery_log != new.delivery_log,

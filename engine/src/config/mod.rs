@@ -6,6 +6,7 @@
 
 mod admin;
 mod check;
+mod cluster;
 mod diff;
 mod document;
 mod dsn;
@@ -21,6 +22,8 @@ use serde::Deserialize;
 
 use crate::rate::{RateSettings, RuleConfig};
 pub use admin::AdminSettings;
+pub use cluster::ClusterSettings;
+pub(crate) use cluster::redacted_url;
 pub use diff::{Applies, Change, changes};
 use document::Document;
 pub use dsn::DsnSettings;
@@ -91,6 +94,9 @@ pub struct Config {
     pub dsn: DsnSettings,
     /// The admin HTTP server: metrics and status.
     pub admin: AdminSettings,
+    /// Several hosts behind one Composer sharing each destination's pace
+    /// and connections through Redis.
+    pub cluster: ClusterSettings,
     /// SMTP AUTH users (`[[user]]`): offered inside TLS; an authenticated
     /// client may relay as a trusted network may.
     #[serde(rename = "user")]
@@ -134,6 +140,7 @@ impl Default for Config {
             events: EventsSettings::default(),
             dsn: DsnSettings::default(),
             admin: AdminSettings::default(),
+            cluster: ClusterSettings::default(),
             users: Vec::new(),
         }
     }
@@ -790,6 +797,42 @@ idle_timeout = "5 fortnights"
         let e = Config::from_toml("[general_queue]\nsite_suffixes = [\"*.com\"]\n").unwrap_err();
         assert!(e[0].message.contains("site_suffixes"), "{e:?}");
         assert_eq!(e[0].line, Some(2));
+    }
+
+    #[test]
+    fn a_cluster_needs_a_redis_address_and_a_plain_node_name() {
+        let ok = "hostname = \"mx1.example\"\n[cluster]\nredis = \"redis://10.0.0.5:6379\"\n";
+        let c = Config::from_toml(ok).unwrap();
+        assert_eq!(c.cluster.node_name(&c.hostname), "mx1.example");
+        assert_eq!(c.cluster.sync_interval, Duration::from_millis(50));
+        let text =
+            "[cluster]\nredis = \"http://10.0.0.5\"\nnode = \"a b\"\nsync_interval = \"5s\"\n";
+        let errors = Config::from_toml(text).unwrap_err();
+        let found: Vec<(Option<usize>, &str)> = errors
+            .iter()
+            .map(|e| (e.line, e.message.as_str()))
+            .collect();
+        assert_eq!(errors.len(), 3, "{found:#?}");
+        assert_eq!(errors[0].line, Some(2));
+        assert!(
+            errors[0]
+                .message
+                .starts_with("cluster.redis = \"http://10.0.0.5\": must start with redis://"),
+            "{found:#?}"
+        );
+        assert_eq!(errors[1].line, Some(3));
+        assert!(
+            errors[1].message.contains("' ' is not allowed"),
+            "{found:#?}"
+        );
+        assert_eq!(errors[2].line, Some(4));
+        assert!(errors[2].message.contains("at most 1s"), "{found:#?}");
+        let bad_port = "[cluster]\nredis = \"redis://10.0.0.5:notaport\"\n";
+        let errors = Config::from_toml(bad_port).unwrap_err();
+        assert!(
+            errors[0].message.starts_with("cluster.redis = "),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -135,6 +135,12 @@ impl Core {
         })
     }
 
+    /// Paces adaptive destinations within the budgets shared with the
+    /// other hosts of a cluster (`[cluster]`), from now on.
+    pub(crate) fn set_cluster(&mut self, board: Option<Arc<crate::cluster::Board>>) {
+        self.queues.set_cluster(board);
+    }
+
     /// Queues recipients of `msg` that this shard owns: (recipient index,
     /// routing key of its domain).
     pub(crate) fn accept(&mut self, msg: &Arc<Message>, rcpts: &[(u32, Box<str>)], now: Instant) {

@@ -31,8 +31,9 @@ impl Core {
         if let Some(until) = self.queues.held_until(d, now) {
             return Err(until);
         }
-        match self.queues.rate_mut(d, now) {
-            Some(c) => c.try_acquire(now),
+        match self.queues.pace_mut(d, now) {
+            Some((c, Some(member), open)) => member.try_acquire(c, open, now),
+            Some((c, None, _)) => c.try_acquire(now),
             None => Ok(()),
         }
     }
@@ -63,7 +64,13 @@ impl Core {
             );
             c.apply(now, &action);
         }
-        Some(c.on_reply(now, reply.code, reply.enhanced, &text))
+        let kind = c.on_reply(now, reply.code, reply.enhanced, &text);
+        if kind.is_throttle() {
+            // A cut goes to the other hosts at the next sync, not at the
+            // next transaction.
+            self.queues.publish_pace(d);
+        }
+        Some(kind)
     }
 
     /// A transaction on `d` ended with a reply per recipient after `took`.
@@ -116,6 +123,7 @@ impl Core {
                 let kind = self.pace_reply(d, r, now);
                 if kind == Some(ReplyKind::ConnectionThrottle) {
                     self.queues.hold_growth(d, now);
+                    self.queues.connection_refused(d);
                 }
                 kind.is_some_and(ReplyKind::is_throttle)
             }

@@ -27,6 +27,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cluster::{Board, Member};
 use crate::config::{Config, Policy, QueueSettings};
 use crate::message::Node;
 use crate::rate::{RateController, RateSnapshot};
@@ -153,6 +154,8 @@ pub(crate) struct Queues {
     held: HashMap<Rc<str>, Hold>,
     /// The fallback queue of each queue, when its settings name a relay.
     fallback_of: Vec<Option<usize>>,
+    /// The budgets shared with the other hosts, when `[cluster]` is on.
+    cluster: Option<Arc<Board>>,
 }
 
 /// An operator's suspension of a domain.
@@ -307,6 +310,7 @@ impl Queues {
             site_of: HashMap::new(),
             held: HashMap::new(),
             fallback_of: Vec::new(),
+            cluster: None,
         };
         made.link_fallbacks();
         made
@@ -605,6 +609,53 @@ impl Queues {
         )
     }
 
+    /// The shared budgets of a cluster: adaptive pools pace within them
+    /// from now on.
+    pub(crate) fn set_cluster(&mut self, board: Option<Arc<Board>>) {
+        self.cluster = board;
+    }
+
+    /// The domain's controller, as [`rate_mut`](Self::rate_mut), with its
+    /// pool's place in the cluster when `[cluster]` is on (looked up by
+    /// the site's key, or the domain's, the first time and after the
+    /// domain joined or left a site), and the pool's connections.
+    pub(crate) fn pace_mut(
+        &mut self,
+        d: DomainId,
+        now: Instant,
+    ) -> Option<(&mut RateController, Option<&mut Member>, u32)> {
+        self.rate_mut(d, now)?;
+        let dom = self.domains[d].as_ref().expect("live domain");
+        let pool = self.pools[dom.pool].as_mut().expect("live pool");
+        let open = u32::try_from(pool.conns).unwrap_or(u32::MAX);
+        if let Some(board) = &self.cluster {
+            let key = pool.site.as_deref().unwrap_or(&dom.key);
+            if pool.member.as_ref().is_none_or(|m| m.key() != key) {
+                pool.member = Some(Member::new(board.share(key)));
+            }
+        }
+        let c = pool.rate.as_mut().expect("made above");
+        Some((c, pool.member.as_mut(), open))
+    }
+
+    /// After a signal: the pool's place in the cluster learns what its
+    /// controller knows now.
+    pub(crate) fn publish_pace(&self, d: DomainId) {
+        let pool = self.pool(d);
+        if let (Some(m), Some(c)) = (&pool.member, &pool.rate) {
+            m.publish(c, u32::try_from(pool.conns).unwrap_or(u32::MAX));
+        }
+    }
+
+    /// The destination of `d` refused a connection ("too many"): the
+    /// cluster learns its limit from the connections open across nodes.
+    pub(crate) fn connection_refused(&self, d: DomainId) {
+        let pool = self.pool(d);
+        if let Some(m) = &pool.member {
+            m.connection_refused(u32::try_from(pool.conns).unwrap_or(u32::MAX));
+        }
+    }
+
     /// The pace of `d` (its site's, when it has one) as logs show it.
     pub(crate) fn rate_snapshot(&self, d: DomainId, now: Instant) -> Option<RateSnapshot> {
         self.pool(d).rate.as_ref().map(|c| c.snapshot(now))
@@ -616,9 +667,14 @@ impl Queues {
     pub(crate) fn conn_limit(&self, d: DomainId) -> usize {
         let dom = self.domain(d);
         let max = self.queues[dom.queue].settings.max_connections_per_domain;
-        match &self.pool(d).rate {
+        let pool = self.pool(d);
+        let local = match &pool.rate {
             Some(c) => max.min(c.connection_limit() as usize),
             None => max,
+        };
+        match &pool.member {
+            Some(m) => m.conn_limit(local),
+            None => local,
         }
     }
 

@@ -50,6 +50,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use super::{ConnId, DomainId};
+use crate::cluster::Member;
 use crate::rate::RateController;
 
 /// Index of a pool in the shard's queue map (reused after removal).
@@ -69,6 +70,10 @@ pub(crate) struct Pool {
     pub(crate) ready: VecDeque<ConnId>,
     /// The pace, when the queue is adaptive.
     pub(crate) rate: Option<RateController>,
+    /// Its place in the cluster's budget, when `[cluster]` is on and the
+    /// queue is adaptive (looked up with the pace, by the site's key or
+    /// the lone domain's).
+    pub(crate) member: Option<Member>,
     /// A resume is pending for this time (the pace suspended the pool).
     pub(crate) resume_at: Option<Instant>,
     /// While connections are open, no more open before this: one of them
@@ -88,6 +93,7 @@ impl Pool {
             conns: 0,
             ready: VecDeque::new(),
             rate,
+            member: None,
             resume_at: None,
             hold_until: None,
             cursor: 0,

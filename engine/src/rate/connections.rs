@@ -80,6 +80,17 @@ impl ConnectionLimit {
         self.limit = need.clamp(min, cap.max(min));
     }
 
+    /// The destination's capacity for this host changed by `factor` (the
+    /// hosts of a cluster sending to it became fewer or more): a cap
+    /// learned from throttling is scaled with it. Refresh after.
+    pub(super) fn rescale(&mut self, s: &RateSettings, factor: f64) {
+        let max = f64::from(s.max_connections);
+        if self.cap < max {
+            self.cap = (self.cap * factor).clamp(f64::from(s.min_connections), max);
+            self.proven = self.proven.min(self.cap.floor() as u32);
+        }
+    }
+
     /// A connection greeted while `open` were open (itself included): that
     /// many are proven. True when that raised what may be opened (refresh).
     pub(super) fn connected(&mut self, open: u32) -> bool {

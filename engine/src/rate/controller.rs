@@ -128,6 +128,13 @@ pub struct RateController {
     rule_conn_cap: Option<(u32, Instant)>,
     rule_rate_cap: Option<(f64, Instant)>,
     throttles: u64,
+    /// A cluster's connection leases learn the destination's limit from
+    /// its refusals, across the hosts that share it.
+    connections_shared: bool,
+    /// Rate cuts this destination's own throttling replies made so far
+    /// (not those a cut guard held back, nor a peer's): what a cluster
+    /// node tells the others.
+    cuts: u64,
     successes: u64,
     connect_failures: u64,
     /// Messages accepted in the interval being accumulated.
@@ -183,6 +190,8 @@ impl RateController {
             rule_conn_cap: None,
             rule_rate_cap: None,
             throttles: 0,
+            connections_shared: false,
+            cuts: 0,
             successes: 0,
             connect_failures: 0,
             period_delivered: 0,
@@ -277,6 +286,76 @@ impl RateController {
             ReplyKind::Intermediate | ReplyKind::Deferral | ReplyKind::Failure => {}
         }
         kind
+    }
+
+    /// Another host of the cluster was throttled by this destination: it
+    /// meters all the hosts as one sender, so this controller cuts as if
+    /// the reply had come to it (the same cut, ceiling and backoff),
+    /// before its own sends collect replies of their own. A cut made just
+    /// before (this host's own, or an earlier peer's) guards against it,
+    /// as it guards against replies to work sent before it.
+    pub fn on_peer_throttle(&mut self, now: Instant) {
+        self.maybe_adjust(now);
+        // Not counted as this destination's own cut: told back to the
+        // cluster, every peer's cut would come back as another, in a
+        // circle, until the rate reached its floor.
+        let own = self.cuts;
+        self.cut_rate(now);
+        self.cuts = own;
+    }
+
+    /// Whether a refused connection ("too many connections") cuts this
+    /// controller's connection cap. Off (`shared`) while a cluster's
+    /// connection leases learn the limit from every host's refusals: one
+    /// host's refusal says how many the hosts had open together, not how
+    /// many this one may have, and each host cutting its own cap leaves
+    /// the limit part unused once another host stops. Failed connections
+    /// still cut.
+    pub fn share_connection_limit(&mut self, shared: bool) {
+        self.connections_shared = shared;
+    }
+
+    /// This host's part of the destination changed by `factor`: the hosts
+    /// of a cluster sending to it went from N to M (factor N / M), so a
+    /// host whose peers stopped sending takes up their part, and gives it
+    /// back when they start again. A learned connection cap scales with
+    /// it, and so does a learned ceiling: the rate climbs to the new
+    /// plateau as after a cut, or comes down under it at once. Without a
+    /// ceiling (slow start, a probe) the rate finds its way as it does
+    /// alone.
+    pub fn rescale(&mut self, now: Instant, factor: f64) {
+        self.maybe_adjust(now);
+        if !(factor.is_finite() && factor > 0.0) || factor == 1.0 {
+            return;
+        }
+        // A connection cap learned from refusals is this host's part of
+        // the destination's limit, in slow start too.
+        self.connections.rescale(&self.s, factor);
+        self.refresh_connection_limit();
+        let Some(ceiling) = self.ceiling else {
+            return;
+        };
+        let ceiling = (ceiling * factor).max(self.s.min_rate);
+        self.ceiling = Some(ceiling);
+        let plateau = ceiling * self.s.plateau;
+        if self.rate > plateau {
+            self.set_rate(plateau);
+        }
+        self.plateau_since = None;
+        self.refresh_connection_limit();
+    }
+
+    /// How many times this destination's own throttling replies cut the
+    /// rate so far (a peer's cut is not counted): a cluster node that sees
+    /// the count move tells the other nodes.
+    pub fn cuts(&self) -> u64 {
+        self.cuts
+    }
+
+    /// The delivered rate at which the destination last pushed back, if it
+    /// has.
+    pub fn ceiling(&self) -> Option<f64> {
+        self.ceiling
     }
 
     /// Feeds one latency sample: how long the destination took to answer.
@@ -456,6 +535,7 @@ impl RateController {
         if self.cut_guard_until.is_some_and(|g| now < g) {
             return;
         }
+        self.cuts += 1;
         if self.phase == Phase::Probing && !self.throttled_recently(now) {
             self.probe_refused(now);
             return;
@@ -611,6 +691,9 @@ impl RateController {
 
     /// Connection throttling (`refused`) or failure: cut the connection cap.
     fn cut_connections(&mut self, now: Instant, refused: bool) {
+        if refused && self.connections_shared {
+            return;
+        }
         let horizon = self.reply_horizon();
         self.connections.cut(now, &self.s, refused, horizon);
         self.refresh_connection_limit();

@@ -66,6 +66,17 @@
 //! - Everything stays within [`RateSettings`]; operator [`RuleSet`] actions
 //!   suspend a destination or cap it for a while.
 //!
+//! # In a cluster
+//!
+//! With `[cluster]`, several hosts send to one destination and each keeps
+//! a controller of its own, learning from its own replies; the engine's
+//! `cluster` module tells it what the others learned: a throttle another
+//! host got cuts this one too
+//! ([`on_peer_throttle`](RateController::on_peer_throttle), not counted in
+//! [`cuts`](RateController::cuts), which is what the host tells the
+//! others), and a change in the number of hosts sending scales the learned
+//! ceiling and connection cap ([`rescale`](RateController::rescale)).
+//!
 //! # Wiring (the engine's connection pool)
 //!
 //! ```text

@@ -287,6 +287,112 @@ fn throttle_cuts_suspends_and_backoff_grows_then_resets_after_quiet() {
 }
 
 #[test]
+fn a_peers_throttle_cuts_as_ones_own_but_is_not_counted_as_ones_own() {
+    let s = RateSettings {
+        initial_rate: 100.0,
+        max_rate: 100.0,
+        ..RateSettings::default()
+    };
+    let mut d = Drive::new(s.clone());
+    d.busy(secs(3), ms(100));
+    d.ctl.on_peer_throttle(d.now);
+    let r = d.ctl.rate();
+    assert!(close(r, 85.0, 0.03), "the same cut as a reply's: {r}");
+    assert!(d.ctl.ceiling().is_some());
+    assert_eq!(d.state(), RateState::Backoff);
+    let snap = d.ctl.snapshot(d.now);
+    assert_eq!((snap.throttles, d.ctl.cuts()), (0, 0), "not its own");
+    // A reply of its own just after is guarded as after any cut, and a
+    // later one counts.
+    d.now += ms(100);
+    d.throttle();
+    assert_eq!((d.ctl.rate(), d.ctl.cuts()), (r, 0));
+    d.now = d.ctl.suspended_until(d.now).unwrap();
+    d.busy(ms(500), ms(100));
+    d.throttle();
+    assert_eq!(d.ctl.cuts(), 1);
+    // A peer's cut within that one's guard changes nothing.
+    let r = d.ctl.rate();
+    d.ctl.on_peer_throttle(d.now + ms(10));
+    assert_eq!((d.ctl.rate(), d.ctl.cuts()), (r, 1));
+}
+
+#[test]
+fn a_rescaled_part_moves_the_ceiling_and_the_rate_follows() {
+    let s = RateSettings {
+        initial_rate: 100.0,
+        max_rate: 100_000.0,
+        ..RateSettings::default()
+    };
+    let mut d = Drive::new(s.clone());
+    d.busy(ms(400), ms(100));
+    d.throttle();
+    let ceiling = d.ctl.ceiling().unwrap();
+    d.now = d.ctl.suspended_until(d.now).unwrap();
+    d.busy(secs(2), ms(100));
+    // Two hosts of three stopped sending: this one takes up their part.
+    d.ctl.rescale(d.now, 1.5);
+    assert!(close(d.ctl.ceiling().unwrap(), ceiling * 1.5, 0.01));
+    d.busy(secs(2), ms(100));
+    let up = d.ctl.rate();
+    assert!(up > ceiling * 1.3, "climbed: {up} for {ceiling}");
+    // They came back: it gives their part back at once.
+    d.ctl.rescale(d.now, 2.0 / 3.0);
+    assert!(
+        d.ctl.rate() <= ceiling * s.plateau * 1.01,
+        "{}",
+        d.ctl.rate()
+    );
+    // Without a ceiling the rate is left alone, but a connection cap
+    // learned from a refusal scales.
+    let mut fresh = Drive::new(s);
+    fresh.busy(secs(1), ms(100));
+    let open = fresh.ctl.connection_limit();
+    fresh.ctl.on_reply(
+        fresh.now,
+        421,
+        Some(EnhancedCode::new(4, 7, 0)),
+        "Too many connections",
+    );
+    let capped = fresh.ctl.connection_limit();
+    assert!(capped < open, "{capped} < {open}");
+    let r = fresh.ctl.rate();
+    fresh.ctl.rescale(fresh.now, 3.0);
+    assert_eq!((fresh.ctl.rate(), fresh.ctl.ceiling()), (r, None));
+    for n in (capped + 1)..(capped * 3) {
+        fresh.ctl.on_connected(n);
+    }
+    assert!(
+        fresh.ctl.connection_limit() > capped,
+        "{}",
+        fresh.ctl.connection_limit()
+    );
+}
+
+#[test]
+fn with_a_shared_connection_limit_a_refusal_leaves_the_cap_to_the_cluster() {
+    let mut d = Drive::new(RateSettings::default());
+    d.busy(secs(1), ms(100));
+    let open = d.ctl.connection_limit();
+    d.ctl.share_connection_limit(true);
+    let refused = |d: &mut Drive| {
+        d.ctl.on_reply(
+            d.now,
+            421,
+            Some(EnhancedCode::new(4, 7, 0)),
+            "Too many connections",
+        )
+    };
+    assert_eq!(refused(&mut d), ReplyKind::ConnectionThrottle);
+    assert_eq!(d.ctl.connection_limit(), open, "the leases bound it");
+    assert_eq!(d.ctl.snapshot(d.now).throttles, 1, "still counted");
+    d.ctl.share_connection_limit(false);
+    d.now += secs(1);
+    refused(&mut d);
+    assert!(d.ctl.connection_limit() < open, "alone it learns itself");
+}
+
+#[test]
 fn backoff_never_exceeds_its_maximum() {
     let s = RateSettings {
         backoff_max: secs(5),
