@@ -11,6 +11,7 @@ mod check_config;
 mod dkim_keygen;
 mod hash_password;
 mod logging;
+mod memory_return;
 mod queue_cmd;
 mod resolve;
 mod sd_notify;

@@ -195,6 +195,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         tick.tick().await;
         // A drain (the admin API) ends the loop once nothing is queued.
         let mut drained = tokio::time::interval(Duration::from_millis(250));
+        let mut memory = tokio::time::interval(Duration::from_secs(1));
+        let mut trim = crate::memory_return::TrimPolicy::new(std::time::Instant::now());
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
@@ -212,6 +214,11 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
                 _ = tick.tick() => {
                     for line in engine.summary().lines() {
                         info!(target: "volley", "{}", line.trim_start());
+                    }
+                }
+                _ = memory.tick() => {
+                    if trim.observe(engine.stats().held_bytes, std::time::Instant::now()) {
+                        crate::memory_return::trim();
                     }
                 }
                 _ = drained.tick() => {

@@ -47,8 +47,8 @@ pub(crate) struct SoakArgs {
     /// Samples this soon after a (re)start do not count for memory flatness.
     #[arg(long, default_value = "30s", value_parser = volley_units::parse_duration)]
     warm_up: Duration,
-    /// Most the resident set may spread after warm-up, as a share of its
-    /// smallest sample.
+    /// Most the heap may spread after warm-up (with the queue at its
+    /// steady level), as a share of its smallest sample.
     #[arg(long, default_value_t = 0.10)]
     memory_spread: f64,
     /// Most a duplicated recipient's first copy may lie from a kill (the
@@ -288,6 +288,8 @@ pub(crate) fn run(args: SoakArgs) -> anyhow::Result<()> {
     let mut pending_drains: Vec<_> = plan.faults.iter().collect();
     let mut next_drain_poll = Instant::now();
     let mut measures = SoakMeasures::default();
+    // About one second of the load: what stays queued when nothing waits.
+    let steady_queue = plan.rate.ceil() as u64;
     let mut row = MinuteRow {
         minute: 1,
         ..MinuteRow::default()
@@ -325,8 +327,11 @@ pub(crate) fn run(args: SoakArgs) -> anyhow::Result<()> {
             if let Some((rss, anon)) = server.memory() {
                 row.rss_max = row.rss_max.max(rss);
                 row.anon_max = row.anon_max.max(anon);
+                // Memory is compared where the queue is back to its
+                // steady level: a fault's backlog is held on purpose.
                 if server.started.elapsed() >= settings.warm_up
                     && start.elapsed() >= settings.warm_up
+                    && server.queued().is_some_and(|q| q <= steady_queue)
                 {
                     measures.rss_after_warm_up.push(rss);
                     measures.anon_after_warm_up.push(anon);

@@ -31,15 +31,19 @@ pub struct SoakSettings {
     /// The Composer's rate as a share of the receivers' total capacity.
     pub load_share: f64,
     /// Samples this soon after a (re)start of the server do not count for
-    /// memory flatness.
+    /// memory flatness (nor do those taken while a fault's backlog is
+    /// queued: memory is compared with the queue at its steady level).
     pub warm_up: Duration,
     /// Most a recipient's first acceptance may lie from a kill for its
     /// second delivery to count as within the documented window (the
     /// journal's finish commit, plus the sink's reply delay: a sink stamps
     /// a delivery with the moment its 250 goes out).
     pub duplicate_window: Duration,
-    /// Most the resident set may spread after warm-up, as a share of its
-    /// smallest sample.
+    /// Most the heap (the anonymous part of the resident set) may spread
+    /// after warm-up, as a share of its smallest sample. The rest of the
+    /// resident set is the executable's pages and mapped files, which a
+    /// process restarted on a warm page cache maps in different amounts;
+    /// growth or a leak shows in the heap.
     pub memory_spread: f64,
 }
 
@@ -370,9 +374,10 @@ pub struct SoakMeasures {
     pub duplicates: Vec<DuplicateCopy>,
     /// When each kill was sent, microseconds since the epoch.
     pub kills: Vec<u64>,
-    /// Resident set samples taken after warm-up, bytes.
+    /// Resident set samples taken after warm-up with the queue at its
+    /// steady level, bytes.
     pub rss_after_warm_up: Vec<u64>,
-    /// The anonymous part (the heap) of the same samples.
+    /// The anonymous part (the heap) of the same samples: what is judged.
     pub anon_after_warm_up: Vec<u64>,
     /// Each fault, with how long after its end its domain's queue was
     /// back to [`FaultWindow::drained_at_most`] (`None`: not by its
@@ -474,7 +479,7 @@ impl SoakVerdict {
             && a.unexpected == 0
             && a.corrupted == 0
             && outside == 0
-            && memory_spread.is_some_and(|s| s <= settings.memory_spread)
+            && heap_spread.is_some_and(|s| s <= settings.memory_spread)
             && undrained.is_empty()
             && m.queued_at_end == Some(0);
         Self {
@@ -515,9 +520,9 @@ impl fmt::Display for SoakVerdict {
             |s: Option<f64>| s.map_or("not measured".into(), |s| format!("{:.1}%", 100.0 * s));
         writeln!(
             f,
-            "memory after warm-up: resident set spread {} (heap alone {})",
-            percent(self.memory_spread),
-            percent(self.heap_spread)
+            "memory after warm-up, queue at its steady level: heap spread {} (resident set {})",
+            percent(self.heap_spread),
+            percent(self.memory_spread)
         )?;
         let drains: Vec<String> = self
             .slowest_drains
@@ -688,7 +693,7 @@ mod tests {
         let mut m = SoakMeasures {
             duplicates: copies,
             kills: vec![1_020_000],
-            rss_after_warm_up: vec![100, 105],
+            anon_after_warm_up: vec![100, 105],
             queued_at_end: Some(0),
             ..SoakMeasures::default()
         };
@@ -710,13 +715,14 @@ mod tests {
     fn memory_growth_an_undrained_queue_or_a_loss_fails_the_soak() {
         let settings = SoakSettings::default();
         let good = SoakMeasures {
-            rss_after_warm_up: vec![100, 109],
+            rss_after_warm_up: vec![100, 150],
+            anon_after_warm_up: vec![100, 109],
             queued_at_end: Some(0),
             ..SoakMeasures::default()
         };
         assert!(SoakVerdict::judge(&good, &settings).passed);
         let grown = SoakMeasures {
-            rss_after_warm_up: vec![100, 111],
+            anon_after_warm_up: vec![100, 111],
             ..good.clone()
         };
         assert!(!SoakVerdict::judge(&grown, &settings).passed);
