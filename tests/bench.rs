@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use volley_bench::Report;
 
-use crate::support::temp_path;
+use crate::support::{heavy, temp_path};
 
 #[test]
 fn default_bench_run_delivers_everything_exactly_once_within_a_minute() {
+    let _heavy = heavy();
     let out = temp_path("bench-run");
     let started = Instant::now();
     let result = Command::new(env!("CARGO_BIN_EXE_volley"))
@@ -150,6 +151,7 @@ fn internet_compose_and_check_work_as_separate_commands() {
 /// suite on two cores commits its finish records later.
 #[test]
 fn a_short_soak_with_every_fault_and_two_kills_loses_nothing() {
+    let _heavy = heavy();
     let out = temp_path("soak");
     let result = Command::new(env!("CARGO_BIN_EXE_volley"))
         .args([

@@ -23,7 +23,7 @@ use volley_bench::{
     ComposeConfig, DomainMix, LoadSpec, Scenario, SentRecord, SimulatedInternet, spawn_compose,
 };
 
-use crate::support::temp_path;
+use crate::support::{heavy, temp_path};
 
 const NODES: usize = 3;
 /// Messages each node is given.
@@ -238,10 +238,9 @@ enum Event {
 
 /// Runs the three nodes against the provider, with `event` in the middle.
 fn run(event: Event) -> (Measured, Vec<String>) {
-    // One run at a time: two clusters side by side on two cores would
-    // measure each other.
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // One run at a time, and none beside another whole bench run: two
+    // of them on two cores would measure each other.
+    let _heavy = heavy();
     let scenario = Scenario::from_toml(SCENARIO).unwrap();
     let internet = Arc::new(SimulatedInternet::start(&scenario).unwrap());
     let mut redis = Redis::start();

@@ -78,6 +78,7 @@ latency = "0s"
 fn ten_thousand_messages_to_200_domains_arrive_exactly_once() {
     use volley_bench::{ComposeConfig, DomainMix, Scenario, SimulatedInternet, spawn_compose};
 
+    let _heavy = crate::support::heavy();
     let scenario = Scenario::from_toml(INTERNET).unwrap();
     let internet = SimulatedInternet::start(&scenario).unwrap();
     let log = crate::support::temp_path("bench.log");

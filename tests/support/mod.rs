@@ -124,6 +124,18 @@ impl Drop for World {
     }
 }
 
+/// Taken by the tests that run whole processes of Volley and the bench at
+/// full speed (a bench run, the short soak, the three-node cluster), so
+/// that no two of them share the machine's two cores: each has a time or
+/// a share of capacity to meet (the 10,000-message relay too). The guard is held for the whole test; a
+/// test that panicked while holding it does not block the others.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub fn temp_path(name: &str) -> PathBuf {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
