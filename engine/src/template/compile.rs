@@ -281,9 +281,15 @@ impl Compiled {
             Form::Built(b) => self.build(b, ctx, stamp, &mut out)?,
         }
         // MiniJinja writes text only: the output is UTF-8 already.
+        let start = message.len();
         mime::crlf_into(&out.buf, message);
         if !message.ends_with(b"\r\n") {
             message.extend_from_slice(b"\r\n");
+        }
+        // Line ends made CRLF can grow the text past the limit it met.
+        if message.len() - start > limit {
+            message.truncate(start);
+            return Err(RenderError::TooLarge(limit));
         }
         Ok(())
     }
@@ -655,6 +661,23 @@ mod tests {
         let c = whole("Subject: x\n\n{{ 'x' * 10000 }}{{ 'x' * 10000 }}");
         let e = c.render(&context! {}, &stamp(), 15_000).unwrap_err();
         assert_eq!(e, RenderError::TooLarge(15_000));
+    }
+
+    /// Found by the `inject_request` fuzz target: text within the limit
+    /// whose bare LFs, made CRLF, took the message past it (66,384 bytes
+    /// for a limit of 65,536).
+    #[test]
+    fn line_ends_made_crlf_count_against_the_limit() {
+        let c = whole("Subject: x\n\n{{ 'a\n' * 4000 }}");
+        // 8,000 octets of text, 12,000 once every line ends in CRLF.
+        let e = c.render(&context! {}, &stamp(), 10_000).unwrap_err();
+        assert_eq!(e, RenderError::TooLarge(10_000));
+        let fits = c.render(&context! {}, &stamp(), 13_000).unwrap();
+        assert!(
+            fits.len() <= 13_000 && fits.ends_with("\r\n"),
+            "{}",
+            fits.len()
+        );
     }
 
     #[test]
