@@ -151,19 +151,7 @@ impl<'a> Server<'a> {
     /// what the rest, the executable's pages and mapped files, is not),
     /// bytes.
     fn memory(&self) -> Option<(u64, u64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let field = |name: &str| -> Option<u64> {
-            let kb: u64 = status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))?
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()?;
-            Some(kb * 1024)
-        };
-        Some((field("VmRSS:")?, field("RssAnon:")?))
+        volley_bench::process_memory(self.child.id()).ok()
     }
 
     /// Recipients of `domain` queued now (waiting, retrying, in flight),

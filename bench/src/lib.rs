@@ -50,7 +50,7 @@ pub use crate::message::{
     Composed, ID_HEADER, Inspected, Inspector, SENT_HEADER, compose, unix_micros,
 };
 pub use crate::mx::{DataEnd, Flow, MxService, MxSession, MxSink, SinkTls};
-pub use crate::procstat::process_usage;
+pub use crate::procstat::{process_memory, process_usage};
 pub use crate::report::{
     ComposerSummary, DomainReport, EngineUsage, LatencySummary, Report, ReportInput, best_rate,
     compare,

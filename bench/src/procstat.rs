@@ -1,4 +1,4 @@
-//! CPU time and peak memory of a process (the server under test, when the
+//! CPU time and memory (peak, and resident now) of a process (the server
 //! bench started it), read from Linux's /proc.
 
 use std::io;
@@ -12,6 +12,28 @@ pub fn process_usage(pid: u32) -> io::Result<EngineUsage> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     parse(&stat, &status, clock_ticks())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc format"))
+}
+
+/// Resident memory now of a process: its whole resident set and the
+/// anonymous part of it (the heap), bytes, from `/proc/{pid}/status`.
+pub fn process_memory(pid: u32) -> io::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status_bytes(&status, "VmRSS:")
+        .zip(status_bytes(&status, "RssAnon:"))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc format"))
+}
+
+/// A `kB` field of `/proc/{pid}/status` (e.g. `"VmHWM:"`), in bytes.
+fn status_bytes(status: &str, field: &str) -> Option<u64> {
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 fn clock_ticks() -> f64 {
@@ -28,18 +50,11 @@ fn parse(stat: &str, status: &str, ticks: f64) -> Option<EngineUsage> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    let hwm_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
+    let hwm = status_bytes(status, "VmHWM:")?;
     Some(EngineUsage {
         cpu_user_secs: utime / ticks,
         cpu_system_secs: stime / ticks,
-        peak_rss_bytes: hwm_kb * 1024,
+        peak_rss_bytes: hwm,
     })
 }
 
@@ -56,6 +71,8 @@ mod tests {
         assert_eq!(u.cpu_user_secs, 2.5);
         assert_eq!(u.cpu_system_secs, 0.75);
         assert_eq!(u.peak_rss_bytes, 2048 * 1024);
+        assert_eq!(status_bytes(status, "VmRSS:"), Some(1000 * 1024));
+        assert_eq!(status_bytes(status, "RssAnon:"), None);
     }
 
     #[test]
@@ -69,5 +86,7 @@ mod tests {
         let u = process_usage(std::process::id()).unwrap();
         assert!(u.peak_rss_bytes > 1024 * 1024, "{u:?}");
         assert!(u.cpu_user_secs + u.cpu_system_secs > 0.0, "{u:?}");
+        let (rss, anon) = process_memory(std::process::id()).unwrap();
+        assert!(rss >= anon && anon > 0, "{rss} {anon}");
     }
 }
