@@ -1,5 +1,5 @@
 //! CPU time and memory (peak, and resident now) of a process (the server
-//! bench started it), read from Linux's /proc.
+//! under test, when the bench started it), read from Linux's /proc.
 
 use std::io;
 
