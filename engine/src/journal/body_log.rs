@@ -288,6 +288,9 @@ impl BodyLog {
         body: &[u8],
     ) -> Result<(u64, Loc), JournalError> {
         let seq = self.last_seq + 1;
+        if seq >= frame::SEQ_LIMIT {
+            return Err(JournalError::NumbersUsedUp);
+        }
         let len = record_len(sender, recipients, body)? as u64;
         if self.active_len > 0 && self.active_len + len > self.segment_bytes {
             self.active += 1;

@@ -33,6 +33,12 @@ pub enum JournalError {
         /// Which part is too large.
         what: &'static str,
     },
+    /// Every sequence number is taken: the journal holds a record or a
+    /// fact numbered 2^63 - 1, which only damage its checksum did not
+    /// catch can write. New messages are refused (nothing already
+    /// durable is affected) rather than numbered past what recovery reads.
+    #[error("journal: sequence numbers used up (a record or fact numbered 2^63 - 1)")]
+    NumbersUsedUp,
     /// A recipient that the journal does not know was marked finished:
     /// a bug in the caller, reported rather than ignored.
     #[error("journal: no unfinished message {seq} with recipient {index}")]
@@ -62,6 +68,7 @@ impl JournalError {
             JournalError::Io { source, .. } => io_is_transient(source),
             JournalError::Locked { .. }
             | JournalError::TooLarge { .. }
+            | JournalError::NumbersUsedUp
             | JournalError::UnknownRecipient { .. }
             | JournalError::CorruptQuota { .. } => false,
         }

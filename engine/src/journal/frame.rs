@@ -206,6 +206,12 @@ impl<'a> Reader<'a> {
         self.u64().filter(|&s| s < SEQ_LIMIT)
     }
 
+    /// The number after the last one used: up to [`SEQ_LIMIT`] itself,
+    /// which says every number is taken.
+    pub(crate) fn next_seq(&mut self) -> Option<u64> {
+        self.u64().filter(|&s| s <= SEQ_LIMIT)
+    }
+
     pub(crate) fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.buf)
     }

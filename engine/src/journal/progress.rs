@@ -121,7 +121,7 @@ pub(crate) fn parse(payload: &[u8]) -> Option<JournalFrame> {
     let mut r = Reader::new(payload);
     match r.u8()? {
         KIND_CHECKPOINT => {
-            let next_seq = r.seq()?;
+            let next_seq = r.next_seq()?;
             let body_pos = Loc {
                 seg: r.u64()?,
                 off: r.u64()?,

@@ -827,3 +827,41 @@ fn a_record_numbered_past_the_limit_is_damage() {
     assert_eq!(r.report.damage.len(), 1, "{}", r.report);
     assert_eq!(r.report.damage[0].kind, DamageKind::BadContent);
 }
+
+/// Found by the `journal_recovery` fuzz target: a "finished" fact naming
+/// message 2^63 - 1, the highest number there is (damage its checksum did
+/// not catch), made the checkpoint that recovery writes say "next number
+/// 2^63", which its own reader refused: the next start-up found no
+/// checkpoint, and the facts folded into it were gone with the older
+/// generations, so a finished message was handed back to be sent again.
+#[test]
+fn a_fact_naming_the_highest_number_leaves_a_checkpoint_the_next_start_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Instant::now();
+    let (mut j, _) = open(dir.path(), small());
+    fill(&mut j, now, 3, 1);
+    j.finish(now, 1, 0).unwrap();
+    j.commit_progress(now).unwrap();
+    drop(j);
+    let mut damage = Vec::new();
+    progress::encode_finished(&mut damage, &[(super::frame::SEQ_LIMIT - 1, 0)]);
+    let mut journal = fs::OpenOptions::new()
+        .append(true)
+        .open(current_journal(dir.path()))
+        .unwrap();
+    std::io::Write::write_all(&mut journal, &damage).unwrap();
+    drop(journal);
+
+    let (mut j, r) = open(dir.path(), small());
+    assert_eq!(unfinished(&r), vec![(2, vec![0]), (3, vec![0])]);
+    // No number is left for a new message: it is refused, not numbered 2^63.
+    assert!(matches!(
+        j.append(now, "s@x", &["r@x"], b"b"),
+        Err(JournalError::NumbersUsedUp)
+    ));
+    drop(j);
+    let (_, r) = open(dir.path(), small());
+    assert!(r.report.checkpoint, "{}", r.report);
+    assert!(r.report.is_clean(), "{}", r.report);
+    assert_eq!(unfinished(&r), vec![(2, vec![0]), (3, vec![0])]);
+}
