@@ -172,6 +172,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             "no journal (--journal DIR): a crash loses the messages held in memory"
         ),
     }
+    // Recovery read whole body-log segments and every finished fact of the
+    // journal; those buffers are freed by now, but the allocator keeps
+    // their pages (tens of MiB after a crash) until a trim.
+    crate::memory_return::trim();
     warn_if_no_nameserver_answers(resolver);
     // POST /api/v1/reload reads the file as SIGHUP does.
     let from_file = args.clone();
