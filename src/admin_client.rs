@@ -2,7 +2,7 @@
 //! queue`: where the API is, the bearer token, and one GET.
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -44,8 +44,15 @@ impl AdminArgs {
             ),
             None => std::env::var("VOLLEY_ADMIN_TOKEN").ok(),
         };
-        request(&self.admin, method, path, body, token.as_deref())
+        let timeout = Duration::from_secs(10);
+        request(&self.admin, method, path, body, token.as_deref(), timeout)
     }
+}
+
+/// The body of `GET path` from an admin API at `addr` without a token,
+/// each step within `timeout` (the soak polls its own server this way).
+pub(crate) fn get_at(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Result<String> {
+    request(&format!("http://{addr}"), "GET", path, None, None, timeout)
 }
 
 /// `method path` (with a JSON `body`) to the admin API at `base`
@@ -57,6 +64,7 @@ fn request(
     path: &str,
     body: Option<&str>,
     token: Option<&str>,
+    timeout: Duration,
 ) -> anyhow::Result<String> {
     let Some(authority) = base.strip_prefix("http://") else {
         bail!("--admin {base:?}: only http:// is spoken");
@@ -67,7 +75,6 @@ fn request(
         .with_context(|| format!("--admin {base:?}"))?
         .next()
         .with_context(|| format!("--admin {base:?}: no address"))?;
-    let timeout = Duration::from_secs(10);
     let mut stream = TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("cannot reach the admin API at {base}"))?;
     stream.set_read_timeout(Some(timeout))?;
@@ -108,9 +115,17 @@ fn request(
             .ok()
             .and_then(|v| v["error"].as_str().map(str::to_string))
             .unwrap_or(body);
-        bail!("admin API answered {status}: {why}");
+        return Err(Refused { status, why }.into());
     }
     Ok(body)
+}
+
+/// An answer of the admin API outside 2xx: its status and its error.
+#[derive(Debug, thiserror::Error)]
+#[error("admin API answered {status}: {why}")]
+pub(crate) struct Refused {
+    pub(crate) status: u16,
+    why: String,
 }
 
 /// The body of a chunked answer (RFC 9112 7.1), chunk extensions ignored.

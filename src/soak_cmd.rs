@@ -7,8 +7,8 @@
 //! driver starts and kills the processes, samples them and hands the
 //! samples back to be judged.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -159,7 +159,12 @@ impl<'a> Server<'a> {
     fn queued_for(&self, domain: &str) -> Option<u64> {
         let body = match http_get(self.admin, &format!("/api/v1/queues/{domain}")) {
             Ok(body) => body,
-            Err(e) if e.to_string().contains(" 404 ") => return Some(0),
+            Err(e)
+                if e.downcast_ref::<crate::admin_client::Refused>()
+                    .is_some_and(|r| r.status == 404) =>
+            {
+                return Some(0);
+            }
             Err(_) => return None,
         };
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
@@ -173,27 +178,24 @@ impl<'a> Server<'a> {
 
     /// Recipients queued now, from the admin API's status.
     fn queued(&self) -> Option<u64> {
+        self.status().map(|(queued, _)| queued)
+    }
+
+    /// Recipients queued now and the bytes held for messages (bodies and
+    /// recipients, what the memory budget counts), from the admin API.
+    fn status(&self) -> Option<(u64, u64)> {
         let body = http_get(self.admin, "/api/v1/status").ok()?;
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        v["totals"]["queued"].as_u64()
+        Some((
+            v["totals"]["queued"].as_u64()?,
+            v["memory"]["held_bytes"].as_u64()?,
+        ))
     }
 }
 
 /// The body of a plain `GET path` at `addr`, answered within 2 s.
 fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("{}", head.lines().next().unwrap_or(""));
-    }
-    Ok(body.to_string())
+    crate::admin_client::get_at(addr, path, Duration::from_secs(2))
 }
 
 /// Totals of the sinks: recipients accepted, throttling replies.
@@ -271,6 +273,14 @@ pub(crate) fn run(args: SoakArgs) -> anyhow::Result<()> {
     println!("{header}\n{}", MinuteRow::HEADER);
     let mut table = vec![header, MinuteRow::HEADER.to_string()];
 
+    // Every memory sample: seconds, resident set, heap, queued, held for
+    // messages (bytes), and whether it counts for flatness.
+    let samples_path = args.out.join("memory.tsv");
+    let mut samples = std::io::BufWriter::new(
+        std::fs::File::create(&samples_path)
+            .with_context(|| format!("creating {}", samples_path.display()))?,
+    );
+    writeln!(samples, "secs\trss\theap\tqueued\theld\tjudged")?;
     let start = Instant::now();
     let mut events = plan.events.iter().peekable();
     let mut pending_drains: Vec<_> = plan.faults.iter().collect();
@@ -284,6 +294,8 @@ pub(crate) fn run(args: SoakArgs) -> anyhow::Result<()> {
     };
     let (mut accepted_before, mut delivered_before, mut throttled_before) = (0, 0, 0);
     let mut next_rss = Instant::now();
+    // When the queue was last above its steady level.
+    let mut unsettled_at = Instant::now();
     let mut sent = None;
     let mut drained_since: Option<Instant> = None;
     let mut next_accounting = Instant::now();
@@ -317,13 +329,29 @@ pub(crate) fn run(args: SoakArgs) -> anyhow::Result<()> {
                 row.anon_max = row.anon_max.max(anon);
                 // Memory is compared where the queue is back to its
                 // steady level: a fault's backlog is held on purpose.
-                if server.started.elapsed() >= settings.warm_up
+                let status = server.status();
+                let queued = status.map(|(q, _)| q);
+                if queued.is_none_or(|q| q > steady_queue) {
+                    unsettled_at = Instant::now();
+                }
+                // Only under the load: once the Composer is done, idle
+                // connections close and the heap shrinks.
+                let judged = sent.is_none()
+                    && server.started.elapsed() >= settings.warm_up
                     && start.elapsed() >= settings.warm_up
-                    && server.queued().is_some_and(|q| q <= steady_queue)
-                {
+                    && unsettled_at.elapsed() >= volley_bench::SOAK_SETTLE;
+                if let (true, Some((_, held))) = (judged, status) {
                     measures.rss_after_warm_up.push(rss);
                     measures.anon_after_warm_up.push(anon);
+                    measures.held_after_warm_up.push(held);
                 }
+                writeln!(
+                    samples,
+                    "{:.0}\t{rss}\t{anon}\t{}\t{}\t{judged}",
+                    now.as_secs_f64(),
+                    queued.map_or("-".into(), |q| q.to_string()),
+                    status.map_or("-".into(), |(_, held)| held.to_string()),
+                )?;
             }
         }
         if let Some(c) = compose.take_if(|c| c.is_finished()) {
@@ -419,7 +447,12 @@ pub(crate) fn run(args: SoakArgs) -> anyhow::Result<()> {
     table.push(summary);
     let report = args.out.join("soak.txt");
     std::fs::write(&report, table.join("\n") + "\n")?;
-    println!("table: {}", report.display());
+    samples.flush()?;
+    println!(
+        "table: {}; memory samples: {}",
+        report.display(),
+        samples_path.display()
+    );
     if !verdict.passed {
         bail!("the soak failed: see the verdict above");
     }

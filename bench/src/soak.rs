@@ -17,6 +17,11 @@ use crate::error::ScenarioError;
 use crate::ledger::{Accounting, Delivery};
 use crate::scenario::{ChangeEntry, Scenario};
 
+/// How long the queue must have been back at its steady level before a
+/// memory sample counts: the freed backlog's pages go back to the system
+/// at the server's next trim (every 10 s while little is held).
+pub const SETTLE: Duration = Duration::from_secs(20);
+
 /// How a soak runs.
 #[derive(Debug, Clone)]
 pub struct SoakSettings {
@@ -32,18 +37,22 @@ pub struct SoakSettings {
     pub load_share: f64,
     /// Samples this soon after a (re)start of the server do not count for
     /// memory flatness (nor do those taken while a fault's backlog is
-    /// queued: memory is compared with the queue at its steady level).
+    /// queued, or within [`SETTLE`] after: memory is compared with the
+    /// queue settled at its steady level).
     pub warm_up: Duration,
     /// Most a recipient's first acceptance may lie from a kill for its
     /// second delivery to count as within the documented window (the
     /// journal's finish commit, plus the sink's reply delay: a sink stamps
     /// a delivery with the moment its 250 goes out).
     pub duplicate_window: Duration,
-    /// Most the heap (the anonymous part of the resident set) may spread
-    /// after warm-up, as a share of its smallest sample. The rest of the
-    /// resident set is the executable's pages and mapped files, which a
-    /// process restarted on a warm page cache maps in different amounts;
-    /// growth or a leak shows in the heap.
+    /// Most the server's own heap may spread after warm-up, as a share
+    /// of its smallest sample: the anonymous part of the resident set less
+    /// what is held for messages. The rest of the resident set is the
+    /// executable's pages and mapped files, which a process restarted on a
+    /// warm page cache maps in different amounts; the messages' memory
+    /// follows the queue (a second more or less of the load is a third of
+    /// a small heap) and is bounded by the memory budget on its own. A
+    /// leak or growth shows in what is left.
     pub memory_spread: f64,
 }
 
@@ -377,8 +386,12 @@ pub struct SoakMeasures {
     /// Resident set samples taken after warm-up with the queue at its
     /// steady level, bytes.
     pub rss_after_warm_up: Vec<u64>,
-    /// The anonymous part (the heap) of the same samples: what is judged.
+    /// The anonymous part (the heap) of the same samples.
     pub anon_after_warm_up: Vec<u64>,
+    /// What was held for messages (bodies and recipients, as the memory
+    /// budget counts them) at the same samples: the heap less this is
+    /// what is judged.
+    pub held_after_warm_up: Vec<u64>,
     /// Each fault, with how long after its end its domain's queue was
     /// back to [`FaultWindow::drained_at_most`] (`None`: not by its
     /// [`FaultWindow::drain_by`]).
@@ -407,6 +420,9 @@ pub struct SoakVerdict {
     pub memory_spread: Option<f64>,
     /// The same of its anonymous part (the heap).
     pub heap_spread: Option<f64>,
+    /// The same of the heap less what was held for messages: what is
+    /// judged.
+    pub own_heap_spread: Option<f64>,
     /// Faults whose queue had not drained in time.
     pub undrained: Vec<String>,
     /// Per kind of fault, the longest its domain's queue took to drain
@@ -451,6 +467,13 @@ impl SoakVerdict {
         }
         let memory_spread = spread(&m.rss_after_warm_up);
         let heap_spread = spread(&m.anon_after_warm_up);
+        let own: Vec<u64> = m
+            .anon_after_warm_up
+            .iter()
+            .enumerate()
+            .map(|(i, anon)| anon.saturating_sub(m.held_after_warm_up.get(i).copied().unwrap_or(0)))
+            .collect();
+        let own_heap_spread = spread(&own);
         let undrained: Vec<String> = m
             .drains
             .iter()
@@ -479,7 +502,7 @@ impl SoakVerdict {
             && a.unexpected == 0
             && a.corrupted == 0
             && outside == 0
-            && heap_spread.is_some_and(|s| s <= settings.memory_spread)
+            && own_heap_spread.is_some_and(|s| s <= settings.memory_spread)
             && undrained.is_empty()
             && m.queued_at_end == Some(0);
         Self {
@@ -491,6 +514,7 @@ impl SoakVerdict {
             unexpected_or_corrupted: a.unexpected + a.corrupted,
             memory_spread,
             heap_spread,
+            own_heap_spread,
             undrained,
             slowest_drains,
             queued_at_end: m.queued_at_end,
@@ -520,7 +544,8 @@ impl fmt::Display for SoakVerdict {
             |s: Option<f64>| s.map_or("not measured".into(), |s| format!("{:.1}%", 100.0 * s));
         writeln!(
             f,
-            "memory after warm-up, queue at its steady level: heap spread {} (resident set {})",
+            "memory after warm-up, queue settled at its steady level: heap beyond the messages' spread {} (heap {}, resident set {})",
+            percent(self.own_heap_spread),
             percent(self.heap_spread),
             percent(self.memory_spread)
         )?;
@@ -726,6 +751,21 @@ mod tests {
             ..good.clone()
         };
         assert!(!SoakVerdict::judge(&grown, &settings).passed);
+        // What is held for messages follows the queue and is not judged;
+        // what the server holds beyond it is.
+        let queue_grew = SoakMeasures {
+            anon_after_warm_up: vec![100, 150],
+            held_after_warm_up: vec![0, 45],
+            ..good.clone()
+        };
+        let v = SoakVerdict::judge(&queue_grew, &settings);
+        assert!(v.passed, "{v}");
+        assert_eq!(v.heap_spread, Some(0.5));
+        let own_grew = SoakMeasures {
+            held_after_warm_up: vec![0, 5],
+            ..queue_grew.clone()
+        };
+        assert!(!SoakVerdict::judge(&own_grew, &settings).passed);
         let fault = FaultWindow {
             kind: FaultKind::HostsDown,
             domain: "webmail.test".into(),
