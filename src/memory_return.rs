@@ -8,13 +8,14 @@
 //! chunks with that arena's lock held, so a shard that allocates meanwhile
 //! waits: half a millisecond to a millisecond per MiB of fragmented heap
 //! on the development machine (`scripts/trim-cost.sh`: 3 MiB 0.1 ms,
-//! 27 MiB 8-15 ms, 55 MiB 21-31 ms, 546 MiB 284-524 ms). Hence two rules:
+//! 27 MiB 8-15 ms, 55 MiB 21-31 ms, 546 MiB 284-573 ms). Hence two rules:
 //!
 //! - after a backlog drains (the memory held for messages fell well below
 //!   its peak), one trim: it returns the backlog's pages, whatever it costs;
-//! - otherwise a trim every few seconds only while little is held for
-//!   messages, where it costs well under a millisecond; a large queue is
-//!   left alone, its free chunks are reused by the next messages.
+//! - otherwise a trim every 10 s, only while little is held for
+//!   messages: the heap is then small and a trim costs a few milliseconds
+//!   at most; a large queue is left alone, its free chunks are reused by
+//!   the next messages.
 //!
 //! The decision is here, without I/O; `volley serve`'s main thread (never
 //! a shard) makes the call.

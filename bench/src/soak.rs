@@ -20,7 +20,7 @@ use crate::scenario::{ChangeEntry, Scenario};
 /// How long the queue must have been back at its steady level before a
 /// memory sample counts: the freed backlog's pages go back to the system
 /// at the server's next trim (every 10 s while little is held).
-pub const SETTLE: Duration = Duration::from_secs(20);
+pub const SOAK_SETTLE: Duration = Duration::from_secs(20);
 
 /// How a soak runs.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ pub struct SoakSettings {
     pub load_share: f64,
     /// Samples this soon after a (re)start of the server do not count for
     /// memory flatness (nor do those taken while a fault's backlog is
-    /// queued, or within [`SETTLE`] after: memory is compared with the
+    /// queued, or within [`SOAK_SETTLE`] after: memory is compared with the
     /// queue settled at its steady level).
     pub warm_up: Duration,
     /// Most a recipient's first acceptance may lie from a kill for its
