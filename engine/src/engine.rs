@@ -464,9 +464,9 @@ impl Engine {
         self.monitor.stats()
     }
 
-    /// Delivery latency of one domain (or all), merged over the shards.
-    pub fn latency(&self, domain: Option<&str>) -> LatencySummary {
-        self.monitor.latency(domain)
+    /// Delivery latency of every domain, merged over the shards.
+    pub fn latency(&self) -> LatencySummary {
+        self.monitor.latency()
     }
 
     /// The adaptive domains with the most recipients held, busiest first,
@@ -489,7 +489,7 @@ impl Engine {
 
     fn counters_line(&self) -> String {
         let s = self.stats();
-        let l = self.latency(None);
+        let l = self.latency();
         let mut line = format!(
             "received {} msgs / {} rcpts | delivered {} deferred {} bounced {} expired {} | queued {} (peak {}) | conns {} (peak {}) | sessions {} | held {} KiB | latency p50 {:.1} ms p99 {:.1} ms",
             s.received,

@@ -4,7 +4,6 @@
 //! that are not shards), summed when read; latency histograms are per
 //! shard, keyed by domain, and merged when asked for.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
@@ -242,34 +241,38 @@ impl RateBoard {
     }
 }
 
-/// Per-domain delivery latency (microseconds), one per shard.
-#[derive(Debug, Default)]
+/// Delivery latency (microseconds) of every domain together, one per
+/// shard. Not one per domain: a histogram of this range and precision is
+/// 26 KiB, and a bulk sender meets hundreds of thousands of domains a day,
+/// so a map of them would grow without bound; a domain's own latency is
+/// its rate controller's (floor and recent, in the admin API's rates).
+#[derive(Debug)]
 pub(crate) struct Latencies {
-    by_domain: Mutex<HashMap<String, Histogram<u64>>>,
+    all: Mutex<Histogram<u64>>,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self {
+            all: Mutex::new(latency_histogram()),
+        }
+    }
+}
+
+/// An empty histogram of delivery latencies: 1 µs to an hour, two
+/// significant figures.
+pub(crate) fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("constant bounds are valid")
 }
 
 impl Latencies {
-    pub(crate) fn record(&self, domain: &str, micros: u64) {
-        let mut map = self.by_domain.lock();
-        if !map.contains_key(domain) {
-            let Ok(h) = Histogram::new_with_bounds(1, 3_600_000_000, 2) else {
-                return;
-            };
-            map.insert(domain.to_string(), h);
-        }
-        if let Some(h) = map.get_mut(domain) {
-            h.saturating_record(micros.max(1));
-        }
+    pub(crate) fn record(&self, micros: u64) {
+        self.all.lock().saturating_record(micros.max(1));
     }
 
-    /// Adds this shard's histograms (all domains, or one) into `into`.
-    pub(crate) fn merge_into(&self, domain: Option<&str>, into: &mut Histogram<u64>) {
-        let map = self.by_domain.lock();
-        for (d, h) in map.iter() {
-            if domain.is_none_or(|want| want == d) {
-                let _ = into.add(h);
-            }
-        }
+    /// Adds this shard's histogram into `into`.
+    pub(crate) fn merge_into(&self, into: &mut Histogram<u64>) {
+        let _ = into.add(&*self.all.lock());
     }
 }
 
@@ -310,15 +313,21 @@ mod tests {
     }
 
     #[test]
-    fn latencies_merge_per_domain() {
-        let l = Latencies::default();
-        l.record("a.example", 1000);
-        l.record("a.example", 3000);
-        l.record("b.example", 10);
-        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).unwrap();
-        l.merge_into(Some("a.example"), &mut h);
-        assert_eq!(h.len(), 2);
-        l.merge_into(None, &mut h);
-        assert_eq!(h.len(), 5);
+    fn latencies_merge_over_shards_in_a_histogram_of_fixed_size() {
+        let shards = [Latencies::default(), Latencies::default()];
+        shards[0].record(1000);
+        shards[0].record(3000);
+        shards[1].record(0);
+        let before = shards[1].all.lock().distinct_values();
+        for micros in (0..10_000u64).map(|i| i * 360_000) {
+            shards[1].record(micros);
+        }
+        let mut h = latency_histogram();
+        for l in &shards {
+            l.merge_into(&mut h);
+        }
+        assert_eq!(h.len(), 10_003);
+        assert_eq!(h.min(), 1, "a zero is recorded as the least value");
+        assert_eq!(shards[1].all.lock().distinct_values(), before);
     }
 }

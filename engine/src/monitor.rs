@@ -55,19 +55,19 @@ impl Monitor {
         stats
     }
 
-    /// Delivery latency (microseconds) of one domain or all, merged over
-    /// the shards; `None` before the first delivery.
-    pub(crate) fn latency_histogram(&self, domain: Option<&str>) -> Option<Histogram<u64>> {
-        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).ok()?;
+    /// Delivery latency (microseconds) of every domain, merged over the
+    /// shards; `None` before the first delivery.
+    pub(crate) fn latency_histogram(&self) -> Option<Histogram<u64>> {
+        let mut h = crate::metrics::latency_histogram();
         for l in &self.shared.latencies {
-            l.merge_into(domain, &mut h);
+            l.merge_into(&mut h);
         }
         (!h.is_empty()).then_some(h)
     }
 
     /// [`Monitor::latency_histogram`] in three figures.
-    pub(crate) fn latency(&self, domain: Option<&str>) -> LatencySummary {
-        match self.latency_histogram(domain) {
+    pub(crate) fn latency(&self) -> LatencySummary {
+        match self.latency_histogram() {
             Some(h) => LatencySummary {
                 count: h.len(),
                 p50_us: h.value_at_quantile(0.5),

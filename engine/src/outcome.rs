@@ -82,7 +82,7 @@ pub(crate) fn report(
         Status::Delivered => {
             bump(&counters.delivered);
             if let Some(l) = tx_latency {
-                ctx.latencies.record(&s.domain, l.as_micros() as u64);
+                ctx.latencies.record(l.as_micros() as u64);
             }
         }
         Status::Bounced => counters.given_up(false, s.category),

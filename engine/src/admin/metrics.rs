@@ -44,7 +44,7 @@ pub(super) fn render(monitor: &Monitor) -> String {
     let scrape = Scrape {
         stats: monitor.stats(),
         rates: monitor.rates(),
-        latency: monitor.latency_histogram(None),
+        latency: monitor.latency_histogram(),
         uptime_seconds: monitor.uptime().as_secs_f64(),
         budget: monitor.memory_budget(),
         shards: monitor.shards(),

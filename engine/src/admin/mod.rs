@@ -294,7 +294,7 @@ async fn metrics_text(State(state): State<Arc<AdminState>>) -> Response {
 async fn status(State(state): State<Arc<AdminState>>) -> Response {
     let m = &state.monitor;
     let stats = m.stats();
-    let latency = m.latency(None);
+    let latency = m.latency();
     axum::Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": m.uptime().as_secs_f64(),
