@@ -341,9 +341,9 @@ pub(crate) fn run(args: SoakArgs) -> anyhow::Result<()> {
                     && start.elapsed() >= settings.warm_up
                     && unsettled_at.elapsed() >= volley_bench::SOAK_SETTLE;
                 if let (true, Some((_, held))) = (judged, status) {
-                    measures.rss_after_warm_up.push(rss);
-                    measures.anon_after_warm_up.push(anon);
-                    measures.held_after_warm_up.push(held);
+                    measures
+                        .memory_after_warm_up
+                        .push(volley_bench::MemorySample { rss, anon, held });
                 }
                 writeln!(
                     samples,

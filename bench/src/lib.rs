@@ -60,7 +60,7 @@ pub use crate::scenario::{
     SimDomain, SimReceiver, is_expected_bounce,
 };
 pub use crate::soak::{
-    DuplicateCopy, FaultKind, FaultWindow, MinuteRow, SOAK_SETTLE, SoakEvent, SoakMeasures,
-    SoakPlan, SoakSettings, SoakVerdict, duplicate_copies,
+    DuplicateCopy, FaultKind, FaultWindow, MemorySample, MinuteRow, SOAK_SETTLE, SoakEvent,
+    SoakMeasures, SoakPlan, SoakSettings, SoakVerdict, duplicate_copies,
 };
 pub use crate::test_ca::{Leaf, TestCa, client_config_trusting, server_config_from_files};

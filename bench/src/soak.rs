@@ -374,6 +374,26 @@ pub fn duplicate_copies(deliveries: &[Delivery]) -> Vec<DuplicateCopy> {
     out
 }
 
+/// One sample of the server's memory, bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemorySample {
+    /// The resident set.
+    pub rss: u64,
+    /// Its anonymous part (the heap).
+    pub anon: u64,
+    /// What was held for messages then (bodies and recipients, as the
+    /// memory budget counts them).
+    pub held: u64,
+}
+
+impl MemorySample {
+    /// The server's own heap: the heap less what is held for messages,
+    /// the figure the soak judges.
+    pub fn own_heap(&self) -> u64 {
+        self.anon.saturating_sub(self.held)
+    }
+}
+
 /// What the driver measured, to be judged.
 #[derive(Debug, Clone, Default)]
 pub struct SoakMeasures {
@@ -383,15 +403,9 @@ pub struct SoakMeasures {
     pub duplicates: Vec<DuplicateCopy>,
     /// When each kill was sent, microseconds since the epoch.
     pub kills: Vec<u64>,
-    /// Resident set samples taken after warm-up with the queue at its
-    /// steady level, bytes.
-    pub rss_after_warm_up: Vec<u64>,
-    /// The anonymous part (the heap) of the same samples.
-    pub anon_after_warm_up: Vec<u64>,
-    /// What was held for messages (bodies and recipients, as the memory
-    /// budget counts them) at the same samples: the heap less this is
-    /// what is judged.
-    pub held_after_warm_up: Vec<u64>,
+    /// Memory samples taken after warm-up with the queue at its steady
+    /// level.
+    pub memory_after_warm_up: Vec<MemorySample>,
     /// Each fault, with how long after its end its domain's queue was
     /// back to [`FaultWindow::drained_at_most`] (`None`: not by its
     /// [`FaultWindow::drain_by`]).
@@ -465,15 +479,11 @@ impl SoakVerdict {
                 }
             }
         }
-        let memory_spread = spread(&m.rss_after_warm_up);
-        let heap_spread = spread(&m.anon_after_warm_up);
-        let own: Vec<u64> = m
-            .anon_after_warm_up
-            .iter()
-            .enumerate()
-            .map(|(i, anon)| anon.saturating_sub(m.held_after_warm_up.get(i).copied().unwrap_or(0)))
-            .collect();
-        let own_heap_spread = spread(&own);
+        let samples = &m.memory_after_warm_up;
+        let of = |f: fn(&MemorySample) -> u64| spread(&samples.iter().map(f).collect::<Vec<_>>());
+        let memory_spread = of(|s| s.rss);
+        let heap_spread = of(|s| s.anon);
+        let own_heap_spread = of(MemorySample::own_heap);
         let undrained: Vec<String> = m
             .drains
             .iter()
@@ -718,7 +728,7 @@ mod tests {
         let mut m = SoakMeasures {
             duplicates: copies,
             kills: vec![1_020_000],
-            anon_after_warm_up: vec![100, 105],
+            memory_after_warm_up: samples(&[(100, 100, 0), (100, 105, 0)]),
             queued_at_end: Some(0),
             ..SoakMeasures::default()
         };
@@ -736,33 +746,38 @@ mod tests {
         assert!(v.passed, "{v}");
     }
 
+    /// Memory samples from (resident set, heap, held) triples.
+    fn samples(of: &[(u64, u64, u64)]) -> Vec<MemorySample> {
+        of.iter()
+            .map(|&(rss, anon, held)| MemorySample { rss, anon, held })
+            .collect()
+    }
+
     #[test]
     fn memory_growth_an_undrained_queue_or_a_loss_fails_the_soak() {
         let settings = SoakSettings::default();
         let good = SoakMeasures {
-            rss_after_warm_up: vec![100, 150],
-            anon_after_warm_up: vec![100, 109],
+            memory_after_warm_up: samples(&[(100, 100, 0), (150, 109, 0)]),
             queued_at_end: Some(0),
             ..SoakMeasures::default()
         };
         assert!(SoakVerdict::judge(&good, &settings).passed);
         let grown = SoakMeasures {
-            anon_after_warm_up: vec![100, 111],
+            memory_after_warm_up: samples(&[(100, 100, 0), (150, 111, 0)]),
             ..good.clone()
         };
         assert!(!SoakVerdict::judge(&grown, &settings).passed);
         // What is held for messages follows the queue and is not judged;
         // what the server holds beyond it is.
         let queue_grew = SoakMeasures {
-            anon_after_warm_up: vec![100, 150],
-            held_after_warm_up: vec![0, 45],
+            memory_after_warm_up: samples(&[(100, 100, 0), (150, 150, 45)]),
             ..good.clone()
         };
         let v = SoakVerdict::judge(&queue_grew, &settings);
         assert!(v.passed, "{v}");
         assert_eq!(v.heap_spread, Some(0.5));
         let own_grew = SoakMeasures {
-            held_after_warm_up: vec![0, 5],
+            memory_after_warm_up: samples(&[(100, 100, 0), (150, 150, 5)]),
             ..queue_grew.clone()
         };
         assert!(!SoakVerdict::judge(&own_grew, &settings).passed);
