@@ -1,8 +1,8 @@
 //! Counters for the operator: what came in, what went out, what waits.
 //!
 //! Counters are relaxed atomics, one set per shard (and one for the threads
-//! that are not shards), summed when read; latency histograms are per
-//! shard, keyed by domain, and merged when asked for.
+//! that are not shards), summed when read; the delivery latency
+//! histogram is one per shard, of every domain, merged when asked for.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
